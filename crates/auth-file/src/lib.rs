@@ -1,0 +1,1 @@
+//! ferroftp auth-file (being written).

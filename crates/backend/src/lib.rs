@@ -1,0 +1,17 @@
+//! The plug-in interfaces of ferroftp: [`Storage`] for where files live and
+//! [`Authenticator`] for who may log in.
+//!
+//! Backends depend on this crate (and on `ferroftp-proto` for [`VirtualPath`] and the error
+//! kinds), never on the server. With the `testing` feature it also provides
+//! [`testing::MemoryStorage`] and the storage battery, the shared tests every backend runs.
+
+mod auth;
+mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use auth::{AuthError, Authenticator, LoginAttempt, Password, User};
+pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
+pub use storage::{
+    Capabilities, Download, EntryStream, Storage, StorageError, Upload, UploadTarget, WriteMode,
+};

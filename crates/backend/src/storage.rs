@@ -1,0 +1,151 @@
+//! Storage: the interface every backend (local directory, object store, memory) implements.
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use ferroftp_proto::{DirEntry, FileMeta, StorageErrorKind, VirtualPath};
+use futures_core::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A storage failure: its kind decides the reply, its detail is for the log only.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {detail}")]
+pub struct StorageError {
+    /// What went wrong, by meaning.
+    pub kind: StorageErrorKind,
+    /// Details for the operator (may contain server paths: never sent to the client).
+    pub detail: String,
+}
+
+impl StorageError {
+    /// A new error.
+    pub fn new(kind: StorageErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+}
+
+impl From<StorageErrorKind> for StorageError {
+    fn from(kind: StorageErrorKind) -> Self {
+        Self { kind, detail: String::new() }
+    }
+}
+
+/// A streamed directory listing: large directories are never held in memory whole.
+pub type EntryStream = Pin<Box<dyn Stream<Item = Result<DirEntry, StorageError>> + Send>>;
+
+/// What a backend can do, advertised in FEAT and checked before a command is attempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// APPE and REST+STOR are supported.
+    pub resume_upload: bool,
+    /// RNFR/RNTO is atomic (false on object stores, where it is copy + delete).
+    pub atomic_rename: bool,
+    /// MFMT can set modification times.
+    pub set_modified: bool,
+}
+
+/// How an upload combines with what is already stored under its name.
+///
+/// Every mode writes to a hidden place and only [`Upload::commit`] makes the result visible
+/// under the final name, so a failed or interrupted upload never destroys the previous
+/// version. The *resumable content* of a name is its committed file if there is one, else
+/// the partial data an interrupted upload left behind; `Append` and `ResumeAt` build on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// STOR: the upload replaces the file.
+    Create,
+    /// APPE: the upload continues the resumable content.
+    Append,
+    /// REST n + STOR: the resumable content cut at n, then the upload. An n beyond the
+    /// resumable content is an error of kind `InvalidRange`.
+    ResumeAt(u64),
+}
+
+/// Where an upload goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadTarget {
+    /// This exact name.
+    Path(VirtualPath),
+    /// STOU: a new, unused name inside this directory, chosen by the backend.
+    UniqueIn(VirtualPath),
+}
+
+/// A file being read: its total size and a stream positioned at the requested offset.
+pub struct Download {
+    /// The file's full size (not reduced by the offset).
+    pub size: u64,
+    /// The bytes from the offset to the end.
+    pub body: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("Download").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// An upload in progress. Write the data through [`AsyncWrite`], then either
+/// [`commit`](Upload::commit) it (atomically visible under its final name) or
+/// [`abandon`](Upload::abandon) it (the previous version stays; the partial data is kept for
+/// a later resume). Dropping it without either is an abandon.
+#[async_trait]
+pub trait Upload: AsyncWrite + Send + Unpin {
+    /// The name the upload will be committed under (the chosen one for STOU).
+    fn path(&self) -> &VirtualPath;
+
+    /// Bytes already in place before the first write (the resume offset).
+    fn initial_len(&self) -> u64;
+
+    /// Flushes, makes the data durable, and publishes it under [`path`](Upload::path).
+    /// Returns the final size.
+    async fn commit(self: Box<Self>) -> Result<u64, StorageError>;
+
+    /// Stops without publishing. The partial data stays hidden, for a resume.
+    async fn abandon(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// A storage backend. Paths are virtual and already confined by the caller; a backend must
+/// still refuse to leave its own root (symlinks, races) on its own.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Facts about a file or directory.
+    async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError>;
+
+    /// The entries of a directory, hidden partial uploads excluded, in no particular order.
+    async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError>;
+
+    /// Opens a file for reading from `offset` (REST). An offset past the end is an error of
+    /// kind `InvalidRange`.
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError>;
+
+    /// The size of a name's resumable content (see [`WriteMode`]): what SIZE reports, so
+    /// `curl -C -` and `lftp put -c` resume where an interrupted upload stopped.
+    async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError>;
+
+    /// Starts an upload.
+    async fn start_upload(
+        &self,
+        target: &UploadTarget,
+        mode: WriteMode,
+    ) -> Result<Box<dyn Upload>, StorageError>;
+
+    /// Creates one directory (its parent must exist).
+    async fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError>;
+
+    /// Removes an empty directory.
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError>;
+
+    /// Removes a file.
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError>;
+
+    /// Renames a file or directory, replacing a file at `to`.
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError>;
+
+    /// Sets a file's modification time (MFMT).
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError>;
+}

@@ -1,0 +1,1 @@
+//! ferroftp client (being written).

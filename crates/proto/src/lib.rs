@@ -1,0 +1,21 @@
+//! Sans-IO FTP protocol core.
+//!
+//! ```text
+//!  bytes ─► LineBuffer ─► Command::parse ─► Session ─► Action (reply, storage op, transfer…)
+//!                                              ▲                      │
+//!                                              └──── Outcome ◄── driver (server crate)
+//! ```
+//!
+//! Nothing here touches a socket, a file or the clock: the driver feeds received lines and the
+//! outcomes of the actions it performed, and passes the current time in. Every protocol rule
+//! can therefore be tested by feeding lines and asserting actions.
+
+mod error;
+mod metadata;
+mod path;
+mod reply;
+
+pub use error::StorageErrorKind;
+pub use metadata::{DirEntry, FileKind, FileMeta};
+pub use path::{MAX_PATH_BYTES, PathError, VirtualPath};
+pub use reply::{Reply, ReplyCode, ReplyParseError, ReplyParser};

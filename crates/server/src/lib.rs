@@ -1,0 +1,1 @@
+//! ferroftp server (being written).

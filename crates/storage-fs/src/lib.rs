@@ -1,0 +1,1 @@
+//! ferroftp storage-fs (being written).
