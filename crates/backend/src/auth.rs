@@ -4,7 +4,6 @@ use std::fmt;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use ferroftp_proto::VirtualPath;
 
 /// A password as received in PASS. Its `Debug` never shows the secret, so it cannot end up
 /// in a log by accident.
@@ -40,16 +39,8 @@ pub struct LoginAttempt {
     pub peer: IpAddr,
 }
 
-/// A logged-in user as the session sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// The account name.
-    pub name: String,
-    /// The user's home inside the storage root; the user sees it as `/` (chroot).
-    pub home: VirtualPath,
-    /// Refuse every command that changes storage.
-    pub read_only: bool,
-}
+/// A logged-in user, as the protocol sees it (defined in `ferroftp-proto`).
+pub use ferroftp_proto::User;
 
 /// Why a login failed.
 #[derive(Debug, thiserror::Error)]

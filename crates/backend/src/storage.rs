@@ -51,26 +51,10 @@ pub struct Capabilities {
 /// Every mode writes to a hidden place and only [`Upload::commit`] makes the result visible
 /// under the final name, so a failed or interrupted upload never destroys the previous
 /// version. The *resumable content* of a name is its committed file if there is one, else
-/// the partial data an interrupted upload left behind; `Append` and `ResumeAt` build on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
-    /// STOR: the upload replaces the file.
-    Create,
-    /// APPE: the upload continues the resumable content.
-    Append,
-    /// REST n + STOR: the resumable content cut at n, then the upload. An n beyond the
-    /// resumable content is an error of kind `InvalidRange`.
-    ResumeAt(u64),
-}
-
-/// Where an upload goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UploadTarget {
-    /// This exact name.
-    Path(VirtualPath),
-    /// STOU: a new, unused name inside this directory, chosen by the backend.
-    UniqueIn(VirtualPath),
-}
+/// the partial data an interrupted upload left behind; `Append` and `ResumeAt(n)` build on
+/// it (`ResumeAt(n)` cuts it at n; an n beyond its end is an error of kind `InvalidRange`).
+/// `UploadTarget::UniqueIn(dir)` (STOU) makes a new, unused name inside `dir`.
+pub use ferroftp_proto::{UploadTarget, WriteMode};
 
 /// A file being read: its total size and a stream positioned at the requested offset.
 pub struct Download {

@@ -73,6 +73,9 @@ impl StorageErrorKind {
 
     /// The reply for this failure, naming the path the client used.
     pub fn reply(self, client_path: &str) -> Reply {
-        Reply::new(self.reply_code(), format!("{client_path}: {}", self.describe()))
+        Reply::new(
+            self.reply_code(),
+            format!("{client_path}: {}", self.describe()),
+        )
     }
 }

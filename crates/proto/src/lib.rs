@@ -10,12 +10,21 @@
 //! outcomes of the actions it performed, and passes the current time in. Every protocol rule
 //! can therefore be tested by feeding lines and asserting actions.
 
+pub mod ascii;
+pub mod command;
 mod error;
+pub mod framing;
+pub mod host_port;
+pub mod listing;
 mod metadata;
 mod path;
 mod reply;
+pub mod session;
+pub mod time;
 
+pub use command::{Command, ParseError, Verb};
 pub use error::StorageErrorKind;
 pub use metadata::{DirEntry, FileKind, FileMeta};
 pub use path::{MAX_PATH_BYTES, PathError, VirtualPath};
 pub use reply::{Reply, ReplyCode, ReplyParseError, ReplyParser};
+pub use session::{Action, Outcome, Session, SessionConfig, UploadTarget, User, WriteMode};

@@ -236,7 +236,7 @@ mod tests {
     proptest! {
         #[test]
         fn resolved_paths_never_escape_and_are_normal(
-            base in "(/[a-z.]{1,3}){0,4}",
+            base in "(/[a-z]{1,3}){0,4}",
             input in "[a-z./]{0,24}",
         ) {
             let base = VirtualPath::root().resolve(&base).unwrap();

@@ -131,7 +131,10 @@ impl Reply {
     /// A single-line reply. CR and LF in `text` are replaced by spaces so a reply can never
     /// inject another reply (a file name with a newline, for instance).
     pub fn new(code: ReplyCode, text: impl Into<String>) -> Self {
-        Self { code, lines: vec![sanitize(text.into())] }
+        Self {
+            code,
+            lines: vec![sanitize(text.into())],
+        }
     }
 
     /// A multi-line reply (RFC 959 §4.2: `code-first`, …, `code last`).
@@ -241,14 +244,24 @@ impl ReplyParser {
         if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
             return Err(ReplyParseError::Malformed(line.to_owned()));
         }
-        let code = ReplyCode(line[..3].parse().map_err(|_| ReplyParseError::Malformed(line.to_owned()))?);
+        let code = ReplyCode(
+            line[..3]
+                .parse()
+                .map_err(|_| ReplyParseError::Malformed(line.to_owned()))?,
+        );
         match bytes.get(3) {
             Some(b'-') => {
                 self.pending = Some((code, vec![line[4..].to_owned()]));
                 Ok(None)
             }
-            Some(b' ') => Ok(Some(Reply { code, lines: vec![line[4..].to_owned()] })),
-            None => Ok(Some(Reply { code, lines: vec![String::new()] })),
+            Some(b' ') => Ok(Some(Reply {
+                code,
+                lines: vec![line[4..].to_owned()],
+            })),
+            None => Ok(Some(Reply {
+                code,
+                lines: vec![String::new()],
+            })),
             Some(_) => Err(ReplyParseError::Malformed(line.to_owned())),
         }
     }
@@ -260,7 +273,10 @@ mod tests {
 
     #[test]
     fn single_line_encoding() {
-        assert_eq!(Reply::new(ReplyCode::OK, "Command okay").encode(), b"200 Command okay\r\n");
+        assert_eq!(
+            Reply::new(ReplyCode::OK, "Command okay").encode(),
+            b"200 Command okay\r\n"
+        );
     }
 
     #[test]
@@ -284,7 +300,11 @@ mod tests {
             Reply::new(ReplyCode::SERVICE_READY, "hello"),
             Reply::multiline(
                 ReplyCode::SYSTEM_STATUS,
-                ["a".to_owned(), "211 looks like an end".to_owned(), "end".to_owned()],
+                [
+                    "a".to_owned(),
+                    "211 looks like an end".to_owned(),
+                    "end".to_owned(),
+                ],
             ),
             Reply::multiline(ReplyCode::HELP, ["only".to_owned()]),
         ];

@@ -1,0 +1,355 @@
+//! Commands: the verb table and the line parser.
+//!
+//! [`Verb::spec`] is the single description of every command: whether it needs a login,
+//! whether it takes an argument, what FEAT and HELP say about it. Adding a verb means a
+//! variant, a name in [`Verb::ALL`], a `spec` arm and a dispatch arm in the session; the
+//! compiler points at each.
+
+use crate::reply::{Reply, ReplyCode};
+
+/// Whether a verb takes an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Argument {
+    /// No argument; one given is ignored (as most servers do, e.g. `PASV x`).
+    None,
+    /// An argument is required: without one the reply is 501.
+    Required,
+    /// An argument may be given.
+    Optional,
+}
+
+/// What the table says about one verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The command is refused with 530 before login.
+    pub needs_login: bool,
+    /// The argument rule.
+    pub argument: Argument,
+    /// The command may be answered while a transfer runs (RFC 959 §4.1.3: ABOR, STAT).
+    pub during_transfer: bool,
+    /// The line advertised in FEAT (RFC 2389), if any.
+    pub feature: Option<&'static str>,
+    /// The syntax shown by `HELP verb`.
+    pub syntax: &'static str,
+}
+
+macro_rules! verbs {
+    ($($variant:ident => $($name:literal)|+;)*) => {
+        /// A command verb. Aliases (`XPWD` for `PWD`, RFC 775) parse to the same verb.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Verb { $($variant,)* }
+
+        impl Verb {
+            /// Every verb, in HELP order.
+            pub const ALL: &'static [Verb] = &[$(Verb::$variant,)*];
+
+            /// The canonical name.
+            pub const fn name(self) -> &'static str {
+                match self { $(Verb::$variant => verbs!(@first $($name)|+),)* }
+            }
+
+            /// Looks a verb up by name (ASCII case-insensitive, aliases included).
+            pub fn from_name(name: &str) -> Option<Self> {
+                let mut upper = [0u8; 4];
+                if name.len() > upper.len() || name.len() < 3 {
+                    return None;
+                }
+                for (slot, byte) in upper.iter_mut().zip(name.bytes()) {
+                    *slot = byte.to_ascii_uppercase();
+                }
+                let upper = &upper[..name.len()];
+                $( if false $(|| upper == $name.as_bytes())+ { return Some(Verb::$variant); } )*
+                None
+            }
+        }
+    };
+    (@first $first:literal $(| $rest:literal)*) => { $first };
+}
+
+verbs! {
+    User => "USER";
+    Pass => "PASS";
+    Acct => "ACCT";
+    Quit => "QUIT";
+    Rein => "REIN";
+    Noop => "NOOP";
+    Syst => "SYST";
+    Feat => "FEAT";
+    Opts => "OPTS";
+    Help => "HELP";
+    Stat => "STAT";
+    Site => "SITE";
+    Clnt => "CLNT";
+    Pwd => "PWD" | "XPWD";
+    Cwd => "CWD" | "XCWD";
+    Cdup => "CDUP" | "XCUP";
+    Mkd => "MKD" | "XMKD";
+    Rmd => "RMD" | "XRMD";
+    Dele => "DELE";
+    Rnfr => "RNFR";
+    Rnto => "RNTO";
+    Size => "SIZE";
+    Mdtm => "MDTM";
+    Mfmt => "MFMT";
+    Type => "TYPE";
+    Mode => "MODE";
+    Stru => "STRU";
+    Allo => "ALLO";
+    Rest => "REST";
+    Retr => "RETR";
+    Stor => "STOR";
+    Appe => "APPE";
+    Stou => "STOU";
+    List => "LIST";
+    Nlst => "NLST";
+    Mlsd => "MLSD";
+    Mlst => "MLST";
+    Pasv => "PASV";
+    Epsv => "EPSV";
+    Port => "PORT";
+    Eprt => "EPRT";
+    Abor => "ABOR";
+    Smnt => "SMNT";
+    Auth => "AUTH";
+    Pbsz => "PBSZ";
+    Prot => "PROT";
+}
+
+const fn spec(
+    needs_login: bool,
+    argument: Argument,
+    syntax: &'static str,
+    feature: Option<&'static str>,
+) -> CommandSpec {
+    CommandSpec {
+        needs_login,
+        argument,
+        during_transfer: false,
+        feature,
+        syntax,
+    }
+}
+
+impl Verb {
+    /// The command table.
+    pub const fn spec(self) -> CommandSpec {
+        use Argument::{None as No, Optional, Required};
+        match self {
+            Self::User => spec(false, Required, "USER <name>", None),
+            Self::Pass => spec(false, Optional, "PASS <password>", None),
+            Self::Acct => spec(false, Required, "ACCT <account>", None),
+            Self::Quit => spec(false, No, "QUIT", None),
+            Self::Rein => spec(false, No, "REIN", None),
+            Self::Noop => spec(false, No, "NOOP", None),
+            Self::Syst => spec(false, No, "SYST", None),
+            Self::Feat => spec(false, No, "FEAT", None),
+            Self::Opts => spec(false, Required, "OPTS <UTF8 ON | MLST facts>", None),
+            Self::Help => spec(false, Optional, "HELP [<verb>]", None),
+            Self::Stat => CommandSpec {
+                during_transfer: true,
+                ..spec(false, Optional, "STAT [<path>]", None)
+            },
+            Self::Site => spec(true, Required, "SITE HELP", None),
+            Self::Clnt => spec(false, Optional, "CLNT <client name>", None),
+            Self::Pwd => spec(true, No, "PWD", None),
+            Self::Cwd => spec(true, Required, "CWD <path>", None),
+            Self::Cdup => spec(true, No, "CDUP", None),
+            Self::Mkd => spec(true, Required, "MKD <path>", None),
+            Self::Rmd => spec(true, Required, "RMD <path>", None),
+            Self::Dele => spec(true, Required, "DELE <path>", None),
+            Self::Rnfr => spec(true, Required, "RNFR <path>", None),
+            Self::Rnto => spec(true, Required, "RNTO <path>", None),
+            Self::Size => spec(true, Required, "SIZE <path>", Some("SIZE")),
+            Self::Mdtm => spec(true, Required, "MDTM <path>", Some("MDTM")),
+            Self::Mfmt => spec(true, Required, "MFMT <YYYYMMDDHHMMSS> <path>", Some("MFMT")),
+            Self::Type => spec(true, Required, "TYPE <A|I|L 8>", None),
+            Self::Mode => spec(true, Required, "MODE S", None),
+            Self::Stru => spec(true, Required, "STRU F", None),
+            Self::Allo => spec(true, Optional, "ALLO <bytes>", None),
+            Self::Rest => spec(true, Required, "REST <offset>", Some("REST STREAM")),
+            Self::Retr => spec(true, Required, "RETR <path>", None),
+            Self::Stor => spec(true, Required, "STOR <path>", None),
+            Self::Appe => spec(true, Required, "APPE <path>", None),
+            Self::Stou => spec(true, Optional, "STOU", None),
+            Self::List => spec(true, Optional, "LIST [<path>]", None),
+            Self::Nlst => spec(true, Optional, "NLST [<path>]", None),
+            Self::Mlsd => spec(true, Optional, "MLSD [<path>]", None),
+            Self::Mlst => spec(true, Optional, "MLST [<path>]", None),
+            Self::Pasv => spec(true, No, "PASV", None),
+            Self::Epsv => spec(true, Optional, "EPSV [<1|2|ALL>]", Some("EPSV")),
+            Self::Port => spec(true, Required, "PORT <h1,h2,h3,h4,p1,p2>", None),
+            Self::Eprt => spec(true, Required, "EPRT |<af>|<address>|<port>|", Some("EPRT")),
+            Self::Abor => CommandSpec {
+                during_transfer: true,
+                ..spec(true, No, "ABOR", None)
+            },
+            Self::Smnt => spec(true, Required, "SMNT <path>", None),
+            Self::Auth => spec(false, Required, "AUTH <TLS>", None),
+            Self::Pbsz => spec(false, Required, "PBSZ 0", None),
+            Self::Prot => spec(false, Required, "PROT <C|P>", None),
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The verb.
+    pub verb: Verb,
+    /// The argument: everything after the first space, verbatim (file names may start or end
+    /// with spaces). `None` when absent or empty.
+    pub argument: Option<String>,
+}
+
+/// Why a line is not a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Not valid UTF-8 (RFC 2640 makes UTF-8 the path encoding).
+    #[error("command is not valid UTF-8")]
+    InvalidUtf8,
+    /// A NUL byte: no legitimate command contains one, and it would truncate a path.
+    #[error("command contains a NUL byte")]
+    ContainsNul,
+    /// An empty line.
+    #[error("empty command")]
+    Empty,
+    /// A verb this server does not know.
+    #[error("unknown command {0:?}")]
+    UnknownVerb(String),
+    /// The verb needs an argument and none was given.
+    #[error("{0:?} needs an argument")]
+    MissingArgument(Verb),
+}
+
+impl ParseError {
+    /// The reply for this error (RFC 959 §4.2: 500 for an unrecognised command, 501 for bad
+    /// parameters).
+    pub fn reply(&self) -> Reply {
+        match self {
+            Self::InvalidUtf8 => {
+                Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Command is not valid UTF-8")
+            }
+            Self::ContainsNul => {
+                Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Command contains a NUL byte")
+            }
+            Self::Empty => Reply::new(ReplyCode::SYNTAX_ERROR, "Empty command"),
+            Self::UnknownVerb(verb) => {
+                Reply::new(ReplyCode::SYNTAX_ERROR, format!("Unknown command {verb}"))
+            }
+            Self::MissingArgument(verb) => Reply::new(
+                ReplyCode::SYNTAX_ERROR_ARGS,
+                format!("Syntax: {}", verb.spec().syntax),
+            ),
+        }
+    }
+}
+
+/// Longest verb echoed back in an error reply.
+const MAX_ECHOED_VERB: usize = 16;
+
+impl Command {
+    /// Parses one line (without CRLF).
+    pub fn parse(line: &[u8]) -> Result<Self, ParseError> {
+        if line.contains(&0) {
+            return Err(ParseError::ContainsNul);
+        }
+        let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
+        // Only the separator space is skipped: RFC 959 §5.3.2 <SP> is exactly one space.
+        let (name, argument) = match line.split_once(' ') {
+            Some((name, argument)) => (name, argument),
+            None => (line, ""),
+        };
+        if name.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        let Some(verb) = Verb::from_name(name) else {
+            let echoed: String = name
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(MAX_ECHOED_VERB)
+                .collect::<String>()
+                .to_ascii_uppercase();
+            return Err(ParseError::UnknownVerb(echoed));
+        };
+        let argument = (!argument.is_empty()).then(|| argument.to_owned());
+        match (verb.spec().argument, &argument) {
+            (Argument::Required, None) => Err(ParseError::MissingArgument(verb)),
+            (Argument::None, Some(_)) => Ok(Self {
+                verb,
+                argument: None,
+            }),
+            _ => Ok(Self { verb, argument }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Command, ParseError> {
+        Command::parse(line.as_bytes())
+    }
+
+    #[test]
+    fn parse_table() {
+        let cases: &[(&str, Result<(Verb, Option<&str>), ParseError>)] = &[
+            ("USER alice", Ok((Verb::User, Some("alice")))),
+            ("user alice", Ok((Verb::User, Some("alice")))),
+            ("PASS", Ok((Verb::Pass, None))),
+            ("XPWD", Ok((Verb::Pwd, None))),
+            ("xcup", Ok((Verb::Cdup, None))),
+            ("RETR  two spaces ", Ok((Verb::Retr, Some(" two spaces ")))),
+            ("PASV ignored", Ok((Verb::Pasv, None))),
+            ("LIST", Ok((Verb::List, None))),
+            ("RETR", Err(ParseError::MissingArgument(Verb::Retr))),
+            ("RETR ", Err(ParseError::MissingArgument(Verb::Retr))),
+            ("FROB x", Err(ParseError::UnknownVerb("FROB".into()))),
+            (
+                "RETRIEVE x",
+                Err(ParseError::UnknownVerb("RETRIEVE".into())),
+            ),
+            ("", Err(ParseError::Empty)),
+            (" NOOP", Err(ParseError::Empty)),
+        ];
+        for (line, expected) in cases {
+            let parsed = parse(line).map(|command| (command.verb, command.argument.clone()));
+            let expected = expected
+                .clone()
+                .map(|(verb, argument)| (verb, argument.map(str::to_owned)));
+            assert_eq!(parsed, expected, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn nul_and_invalid_utf8_are_refused() {
+        assert_eq!(Command::parse(b"RETR a\0b"), Err(ParseError::ContainsNul));
+        assert_eq!(
+            Command::parse(b"RETR \xff\xfe"),
+            Err(ParseError::InvalidUtf8)
+        );
+        assert_eq!(
+            Command::parse(b"RETR \xff").unwrap_err().reply().code.0,
+            501
+        );
+    }
+
+    #[test]
+    fn unknown_verb_is_500_and_echo_is_sanitised() {
+        let error = parse("A\u{1b}[31mB x").unwrap_err();
+        assert_eq!(error.reply().code, ReplyCode::SYNTAX_ERROR);
+        assert!(!error.reply().text().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn every_verb_round_trips_through_its_name() {
+        for verb in Verb::ALL {
+            assert_eq!(Verb::from_name(verb.name()), Some(*verb));
+            assert_eq!(
+                Verb::from_name(&verb.name().to_ascii_lowercase()),
+                Some(*verb)
+            );
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! What a session asks its driver to do ([`Action`]) and what the driver reports back
+//! ([`Outcome`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::error::StorageErrorKind;
+use crate::listing::{ListFormat, MlstFacts};
+use crate::metadata::{DirEntry, FileMeta};
+use crate::path::VirtualPath;
+use crate::reply::Reply;
+
+/// A logged-in user as the protocol sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The account name.
+    pub name: String,
+    /// The user's home in the storage namespace; the user sees it as `/` (chroot).
+    pub home: VirtualPath,
+    /// Refuse every command that changes storage.
+    pub read_only: bool,
+}
+
+/// Credentials to check. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginRequest {
+    /// USER's argument.
+    pub username: String,
+    /// PASS's argument (empty when PASS had none).
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"*****")
+            .finish()
+    }
+}
+
+/// A storage operation; every path is already in the storage namespace (home applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageRequest {
+    /// Facts about a path; answered with [`StorageResult::Metadata`].
+    Metadata(VirtualPath),
+    /// The size SIZE reports (see the backend's `resumable_size`); [`StorageResult::Size`].
+    ResumableSize(VirtualPath),
+    /// The entries of a directory, or the file itself as one entry, for `STAT path`;
+    /// [`StorageResult::Entries`].
+    StatListing(VirtualPath),
+    /// MKD.
+    MakeDir(VirtualPath),
+    /// RMD.
+    RemoveDir(VirtualPath),
+    /// DELE.
+    RemoveFile(VirtualPath),
+    /// RNFR + RNTO.
+    Rename {
+        /// Source.
+        from: VirtualPath,
+        /// Destination.
+        to: VirtualPath,
+    },
+    /// MFMT.
+    SetModified {
+        /// The file.
+        path: VirtualPath,
+        /// The new modification time.
+        time: SystemTime,
+    },
+}
+
+/// What a successful storage operation returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageResult {
+    /// Done, nothing to report.
+    Done,
+    /// Facts about one path.
+    Metadata(FileMeta),
+    /// A size in bytes.
+    Size(u64),
+    /// Directory entries.
+    Entries(Vec<DirEntry>),
+}
+
+/// How an upload combines with what is stored under its name (see the backend's docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// STOR: replace.
+    Create,
+    /// APPE: continue the resumable content.
+    Append,
+    /// REST n + STOR: the resumable content cut at n, then the upload.
+    ResumeAt(u64),
+}
+
+/// Where an upload goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadTarget {
+    /// This exact name.
+    Path(VirtualPath),
+    /// STOU: a new, unused name inside this directory, chosen by the storage.
+    UniqueIn(VirtualPath),
+}
+
+/// Which way the data flows and what is transferred.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferKind {
+    /// RETR from `offset` (REST).
+    Retrieve {
+        /// Storage path.
+        path: VirtualPath,
+        /// Start offset.
+        offset: u64,
+    },
+    /// STOR, APPE, STOU.
+    Store {
+        /// Where to.
+        target: UploadTarget,
+        /// How.
+        mode: WriteMode,
+    },
+    /// LIST, NLST, MLSD of a directory (or of one file, for LIST and NLST).
+    List {
+        /// Storage path.
+        path: VirtualPath,
+        /// Line format.
+        format: ListFormat,
+        /// MLSD facts to include.
+        facts: MlstFacts,
+        /// Whether the user may write (the MLSD `perm` fact).
+        writable: bool,
+    },
+}
+
+/// How the data connection is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataEndpoint {
+    /// Accept on the passive listener opened by the last PASV/EPSV.
+    Passive,
+    /// Connect to this validated address (PORT/EPRT).
+    Active(SocketAddr),
+}
+
+/// A transfer to perform. The driver opens storage first, then the data connection, then
+/// reports [`Outcome::TransferStarted`] and finally [`Outcome::TransferFinished`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// What.
+    pub kind: TransferKind,
+    /// Over which connection.
+    pub endpoint: DataEndpoint,
+    /// TYPE A: convert line ends on the wire.
+    pub ascii: bool,
+}
+
+/// What the driver must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this reply on the control connection.
+    Reply(Reply),
+    /// Check these credentials; report [`Outcome::Authenticated`].
+    Authenticate(LoginRequest),
+    /// Perform this storage operation; report [`Outcome::Storage`].
+    Storage(StorageRequest),
+    /// Open a passive listener (closing any previous one); report
+    /// [`Outcome::PassiveOpened`] with the address to announce.
+    OpenPassive,
+    /// Close the passive listener, if any.
+    ClosePassive,
+    /// Run a transfer; report [`Outcome::TransferStarted`] then
+    /// [`Outcome::TransferFinished`].
+    Transfer(TransferRequest),
+    /// Stop the running transfer; it still reports [`Outcome::TransferFinished`].
+    AbortTransfer,
+    /// Close the control connection after sending the replies before this action.
+    Close,
+}
+
+/// Why a login failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Wrong name or password.
+    Rejected,
+    /// The user database could not be consulted.
+    Unavailable,
+}
+
+/// Why no passive listener could be opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassiveFailure {
+    /// Every port of the configured range is in use.
+    Exhausted,
+    /// Anything else (bind error), with text for the client.
+    Other(String),
+}
+
+/// Why a transfer ended without success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferFailure {
+    /// The storage refused (before the transfer: 550 and friends; during it: 451/552).
+    Storage(StorageErrorKind),
+    /// The data connection could not be made (425).
+    DataConnection(String),
+    /// ABOR stopped it (426, then 226 for the ABOR).
+    Aborted,
+    /// The data connection broke mid-transfer (426).
+    ConnectionLost(String),
+}
+
+/// Summary of a successful transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferSummary {
+    /// Bytes that crossed the data connection.
+    pub bytes: u64,
+}
+
+/// What the driver reports back after performing an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Result of [`Action::Authenticate`].
+    Authenticated(Result<User, LoginFailure>),
+    /// Result of [`Action::Storage`].
+    Storage(Result<StorageResult, StorageErrorKind>),
+    /// Result of [`Action::OpenPassive`]: the address and port to announce.
+    PassiveOpened(Result<SocketAddr, PassiveFailure>),
+    /// Storage and data connection are ready: the 150 reply goes out now.
+    TransferStarted {
+        /// The file size, when known (shown in the 150 text).
+        size: Option<u64>,
+        /// The storage path a STOU upload received.
+        stored_as: Option<VirtualPath>,
+    },
+    /// The transfer ended.
+    TransferFinished(Result<TransferSummary, TransferFailure>),
+}

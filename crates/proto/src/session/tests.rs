@@ -1,0 +1,650 @@
+//! Session scenarios: lines and outcomes in, actions out. No sockets, virtual time.
+
+use super::*;
+use crate::metadata::{DirEntry, FileKind, FileMeta};
+
+const PEER: &str = "192.0.2.10:40000";
+
+struct Harness {
+    session: Session,
+    now: Instant,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(SessionConfig::default())
+    }
+
+    fn with_config(config: SessionConfig) -> Self {
+        let now = Instant::now();
+        let mut harness = Self {
+            session: Session::new(Arc::new(config), PEER.parse().unwrap(), now),
+            now,
+        };
+        assert_eq!(harness.replies(), vec![(220, "ferroftp ready".to_owned())]);
+        harness
+    }
+
+    fn line(&mut self, line: &str) -> Vec<Action> {
+        self.session
+            .handle_line(Ok(line.as_bytes().to_vec()), self.now);
+        self.actions()
+    }
+
+    fn outcome(&mut self, outcome: Outcome) -> Vec<Action> {
+        self.session.handle_outcome(outcome, self.now);
+        self.actions()
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.session.poll_action()).collect()
+    }
+
+    fn replies(&mut self) -> Vec<(u16, String)> {
+        replies(self.actions())
+    }
+
+    /// Sends a line and expects exactly one reply.
+    fn expect(&mut self, line: &str, code: u16) -> String {
+        let actions = self.line(line);
+        let replies = replies(actions.clone());
+        assert_eq!(replies.len(), 1, "{line:?} gave {actions:?}");
+        assert_eq!(replies[0].0, code, "{line:?} gave {replies:?}");
+        replies[0].1.clone()
+    }
+
+    fn login(&mut self, user: User) {
+        self.expect("USER alice", 331);
+        let actions = self.line("PASS secret");
+        assert!(matches!(&actions[..], [Action::Authenticate(r)] if r.username == "alice"));
+        let replies = replies(self.outcome(Outcome::Authenticated(Ok(user))));
+        assert_eq!(replies[0].0, 230);
+    }
+
+    fn login_alice(&mut self) {
+        self.login(alice());
+    }
+}
+
+fn alice() -> User {
+    User {
+        name: "alice".into(),
+        home: VirtualPath::root().resolve("/home/alice").unwrap(),
+        read_only: false,
+    }
+}
+
+fn replies(actions: Vec<Action>) -> Vec<(u16, String)> {
+    actions
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Reply(reply) => Some((reply.code.0, reply.text())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn path(text: &str) -> VirtualPath {
+    VirtualPath::root().resolve(text).unwrap()
+}
+
+fn file_meta(size: u64) -> FileMeta {
+    FileMeta {
+        kind: FileKind::File,
+        size,
+        modified: Some(SystemTime::UNIX_EPOCH),
+        mode: 0o644,
+    }
+}
+
+fn dir_meta() -> FileMeta {
+    FileMeta {
+        kind: FileKind::Directory,
+        size: 0,
+        modified: None,
+        mode: 0o755,
+    }
+}
+
+#[test]
+fn commands_before_login_reply_530() {
+    let mut h = Harness::new();
+    for line in [
+        "RETR a",
+        "LIST",
+        "PWD",
+        "CWD /",
+        "PASV",
+        "PORT 1,2,3,4,5,6",
+        "MKD x",
+    ] {
+        h.expect(line, 530);
+    }
+    h.expect("NOOP", 200);
+    h.expect("SYST", 215);
+}
+
+#[test]
+fn pass_without_user_replies_503() {
+    let mut h = Harness::new();
+    h.expect("PASS x", 503);
+}
+
+#[test]
+fn failed_logins_are_counted_then_closed() {
+    let mut h = Harness::new();
+    for attempt in 1..=3 {
+        h.expect("USER bob", 331);
+        h.line("PASS wrong");
+        let actions = h.outcome(Outcome::Authenticated(Err(LoginFailure::Rejected)));
+        let codes: Vec<u16> = replies(actions.clone()).into_iter().map(|r| r.0).collect();
+        if attempt < 3 {
+            assert_eq!(codes, [530]);
+        } else {
+            assert_eq!(codes, [530, 421]);
+            assert_eq!(actions.last(), Some(&Action::Close));
+        }
+    }
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn paths_are_mapped_under_the_home() {
+    let mut h = Harness::new();
+    h.login_alice();
+    let actions = h.line("CWD docs");
+    assert_eq!(
+        actions,
+        [Action::Storage(StorageRequest::Metadata(path(
+            "/home/alice/docs"
+        )))]
+    );
+    assert_eq!(
+        h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(dir_meta()))))
+            .len(),
+        1
+    );
+    assert_eq!(h.expect("PWD", 257), "\"/docs\" is the current directory");
+    let actions = h.line("DELE ../x");
+    assert_eq!(
+        actions,
+        [Action::Storage(StorageRequest::RemoveFile(path(
+            "/home/alice/x"
+        )))]
+    );
+}
+
+#[test]
+fn climbing_above_the_home_replies_550_without_storage_access() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.expect("RETR ../../etc/passwd", 550);
+    h.expect("CWD /..", 550);
+    h.expect("CDUP", 250);
+    assert_eq!(h.expect("PWD", 257), "\"/\" is the current directory");
+}
+
+#[test]
+fn cwd_to_a_file_replies_550() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("CWD a.txt");
+    let replies = replies(h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(3))))));
+    assert_eq!(replies[0].0, 550);
+    assert_eq!(h.expect("PWD", 257), "\"/\" is the current directory");
+}
+
+#[test]
+fn rnto_without_rnfr_replies_503() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.expect("RNTO b", 503);
+}
+
+#[test]
+fn rnfr_then_other_command_forgets_the_source() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("RNFR a");
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))))),
+        [(350, "Ready for RNTO".to_owned())]
+    );
+    h.expect("NOOP", 200);
+    h.expect("RNTO b", 503);
+}
+
+#[test]
+fn rename_sequence_issues_one_rename() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("RNFR a");
+    h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))));
+    let actions = h.line("RNTO sub/b");
+    assert_eq!(
+        actions,
+        [Action::Storage(StorageRequest::Rename {
+            from: path("/home/alice/a"),
+            to: path("/home/alice/sub/b")
+        })]
+    );
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Ok(StorageResult::Done))))[0].0,
+        250
+    );
+}
+
+#[test]
+fn read_only_users_cannot_write() {
+    let mut h = Harness::new();
+    h.login(User {
+        read_only: true,
+        ..alice()
+    });
+    for line in [
+        "STOR a",
+        "APPE a",
+        "STOU",
+        "DELE a",
+        "MKD d",
+        "RMD d",
+        "RNFR a",
+        "MFMT 20200101000000 a",
+    ] {
+        h.expect(line, 550);
+    }
+}
+
+#[test]
+fn port_to_another_host_is_refused_before_connecting() {
+    let mut h = Harness::new();
+    h.login_alice();
+    // 192.0.2.11 is not the client (192.0.2.10): RFC 2577 bounce.
+    h.expect("PORT 192,0,2,11,200,10", 504);
+    h.expect("EPRT |1|192.0.2.11|51210|", 504);
+    h.expect("PORT 192,0,2,10,0,80", 504);
+    h.expect("PORT 1,2,3", 501);
+    h.expect("EPRT |3|x|1|", 522);
+    // Nothing was set up: a transfer now has no endpoint.
+    h.expect("RETR a", 425);
+    assert_eq!(
+        h.expect("PORT 192,0,2,10,200,10", 200),
+        "Active mode to 192.0.2.10 port 51210"
+    );
+}
+
+#[test]
+fn active_mode_can_be_disabled() {
+    let mut h = Harness::with_config(SessionConfig {
+        allow_active: false,
+        ..SessionConfig::default()
+    });
+    h.login_alice();
+    h.expect("PORT 192,0,2,10,200,10", 502);
+}
+
+#[test]
+fn pasv_reply_announces_the_driver_address_and_transfer_uses_it() {
+    let mut h = Harness::new();
+    h.login_alice();
+    assert_eq!(h.line("PASV"), [Action::OpenPassive]);
+    let replies = replies(h.outcome(Outcome::PassiveOpened(Ok(
+        "203.0.113.7:50001".parse().unwrap(),
+    ))));
+    assert_eq!(
+        replies,
+        [(
+            227,
+            "Entering Passive Mode (203,0,113,7,195,81).".to_owned()
+        )]
+    );
+    let actions = h.line("RETR f");
+    assert_eq!(
+        actions,
+        [Action::Transfer(TransferRequest {
+            kind: TransferKind::Retrieve {
+                path: path("/home/alice/f"),
+                offset: 0
+            },
+            endpoint: DataEndpoint::Passive,
+            ascii: false,
+        })]
+    );
+}
+
+#[test]
+fn passive_exhaustion_replies_425() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("EPSV");
+    let replies = replies(h.outcome(Outcome::PassiveOpened(Err(PassiveFailure::Exhausted))));
+    assert_eq!(replies[0].0, 425);
+}
+
+#[test]
+fn epsv_all_refuses_other_setup_commands() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.expect("EPSV ALL", 200);
+    h.expect("PASV", 503);
+    h.expect("PORT 192,0,2,10,200,10", 503);
+    assert_eq!(h.line("EPSV"), [Action::OpenPassive]);
+    let replies = replies(h.outcome(Outcome::PassiveOpened(Ok("[::1]:50001".parse().unwrap()))));
+    assert_eq!(
+        replies,
+        [(229, "Entering Extended Passive Mode (|||50001|)".to_owned())]
+    );
+}
+
+#[test]
+fn pasv_cannot_announce_ipv6() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    let actions = h.outcome(Outcome::PassiveOpened(Ok("[2001:db8::1]:50001"
+        .parse()
+        .unwrap())));
+    assert!(actions.contains(&Action::ClosePassive));
+    assert_eq!(replies(actions)[0].0, 425);
+}
+
+#[test]
+fn rest_then_retr_and_stor_use_the_offset_once() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.expect("REST 100", 350);
+    h.expect("REST x", 501);
+    h.line("EPSV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    let actions = h.line("STOR f");
+    let Action::Transfer(request) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        request.kind,
+        TransferKind::Store {
+            target: UploadTarget::Path(path("/home/alice/f")),
+            mode: WriteMode::ResumeAt(100)
+        }
+    );
+    h.outcome(Outcome::TransferStarted {
+        size: None,
+        stored_as: None,
+    });
+    h.outcome(Outcome::TransferFinished(Ok(TransferSummary { bytes: 5 })));
+    h.line("EPSV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    let actions = h.line("STOR f");
+    let Action::Transfer(request) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert!(matches!(
+        request.kind,
+        TransferKind::Store {
+            mode: WriteMode::Create,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn transfer_replies_150_then_226_and_queues_pipelined_lines() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    h.line("RETR f");
+    // Pipelined while the transfer is being set up: answered only after it ends.
+    assert!(h.line("PWD").is_empty());
+    let replies = replies(h.outcome(Outcome::TransferStarted {
+        size: Some(5),
+        stored_as: None,
+    }));
+    assert_eq!(
+        replies,
+        [(
+            150,
+            "Opening BINARY mode data connection for /f (5 bytes)".to_owned()
+        )]
+    );
+    let codes: Vec<u16> = super::tests::replies(
+        h.outcome(Outcome::TransferFinished(Ok(TransferSummary { bytes: 5 }))),
+    )
+    .into_iter()
+    .map(|r| r.0)
+    .collect();
+    assert_eq!(codes, [226, 257]);
+}
+
+#[test]
+fn abor_during_transfer_gives_426_then_226() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    h.line("RETR big");
+    h.outcome(Outcome::TransferStarted {
+        size: Some(1 << 30),
+        stored_as: None,
+    });
+    assert_eq!(h.line("ABOR"), [Action::AbortTransfer]);
+    assert_eq!(h.line("ABOR"), []);
+    let codes: Vec<u16> =
+        replies(h.outcome(Outcome::TransferFinished(Err(TransferFailure::Aborted))))
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+    assert_eq!(codes, [426, 226]);
+    h.expect("NOOP", 200);
+}
+
+#[test]
+fn abor_without_transfer_closes_passive() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    let actions = h.line("ABOR");
+    assert_eq!(actions[0], Action::ClosePassive);
+    assert_eq!(replies(actions)[0].0, 226);
+}
+
+#[test]
+fn storage_failure_before_the_transfer_is_550() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    h.line("RETR missing");
+    let replies = replies(
+        h.outcome(Outcome::TransferFinished(Err(TransferFailure::Storage(
+            StorageErrorKind::NotFound,
+        )))),
+    );
+    assert_eq!(replies[0].0, 550);
+}
+
+#[test]
+fn bad_input_gets_an_error_and_the_session_continues() {
+    let mut h = Harness::new();
+    h.session.handle_line(Err(LineError::TooLong), h.now);
+    assert_eq!(h.replies()[0].0, 500);
+    h.session.handle_line(Ok(b"USER a\0b".to_vec()), h.now);
+    assert_eq!(h.replies()[0].0, 501);
+    h.session.handle_line(Ok(b"USER \xff\xfe".to_vec()), h.now);
+    assert_eq!(h.replies()[0].0, 501);
+    h.expect("XYZZY", 500);
+    h.expect("NOOP", 200);
+}
+
+#[test]
+fn idle_session_is_closed_with_421() {
+    let mut h = Harness::with_config(SessionConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..SessionConfig::default()
+    });
+    let deadline = h.session.poll_timeout().unwrap();
+    h.session.handle_timeout(deadline - Duration::from_secs(1));
+    assert!(h.actions().is_empty());
+    h.session.handle_timeout(deadline);
+    let actions = h.actions();
+    assert_eq!(replies(actions.clone())[0].0, 421);
+    assert_eq!(actions.last(), Some(&Action::Close));
+}
+
+#[test]
+fn no_idle_timeout_while_an_operation_is_in_flight() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("SIZE f");
+    assert_eq!(h.session.poll_timeout(), None);
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Ok(StorageResult::Size(12))))),
+        [(213, "12".to_owned())]
+    );
+    assert!(h.session.poll_timeout().is_some());
+}
+
+#[test]
+fn feat_lists_extensions() {
+    let mut h = Harness::new();
+    let actions = h.line("FEAT");
+    let Action::Reply(reply) = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(reply.code.0, 211);
+    for feature in [
+        "SIZE",
+        "MDTM",
+        "REST STREAM",
+        "EPSV",
+        "EPRT",
+        "UTF8",
+        "MFMT",
+        "TVFS",
+    ] {
+        assert!(
+            reply.lines.iter().any(|l| l == feature),
+            "{feature} missing in {reply:?}"
+        );
+    }
+    assert!(reply.lines.iter().any(|l| l.starts_with("MLST type*;")));
+}
+
+#[test]
+fn type_mode_stru_table() {
+    let mut h = Harness::new();
+    h.login_alice();
+    for (line, code) in [
+        ("TYPE A", 200),
+        ("TYPE I", 200),
+        ("TYPE L 8", 200),
+        ("TYPE A N", 200),
+        ("TYPE E", 504),
+        ("TYPE X", 501),
+        ("MODE S", 200),
+        ("MODE B", 504),
+        ("STRU F", 200),
+        ("STRU R", 504),
+        ("ALLO 100", 202),
+        ("ACCT x", 502),
+    ] {
+        h.expect(line, code);
+    }
+}
+
+#[test]
+fn list_options_are_ignored_and_mlst_formats_facts() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    let actions = h.line("LIST -la sub");
+    let Action::Transfer(request) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert!(
+        matches!(&request.kind, TransferKind::List { path: p, .. } if *p == path("/home/alice/sub"))
+    );
+    h.outcome(Outcome::TransferFinished(Ok(TransferSummary { bytes: 0 })));
+    h.line("MLST f");
+    let actions = h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(3)))));
+    let Action::Reply(reply) = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(reply.code.0, 250);
+    assert_eq!(
+        reply.lines[1],
+        "type=file;size=3;modify=19700101000000;perm=radfw;UNIX.mode=0644; /f"
+    );
+}
+
+#[test]
+fn stat_path_lists_over_the_control_connection() {
+    let mut h = Harness::new();
+    h.login_alice();
+    assert_eq!(
+        h.line("STAT /"),
+        [Action::Storage(StorageRequest::StatListing(path(
+            "/home/alice"
+        )))]
+    );
+    let entries = vec![DirEntry {
+        name: "a".into(),
+        meta: file_meta(1),
+    }];
+    let actions = h.outcome(Outcome::Storage(Ok(StorageResult::Entries(entries))));
+    let Action::Reply(reply) = &actions[0] else {
+        panic!()
+    };
+    assert_eq!(reply.code.0, 213);
+    assert!(reply.lines[1].ends_with(" a"));
+}
+
+#[test]
+fn stou_names_the_file_relative_to_the_home() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    h.line("STOU");
+    let replies = replies(h.outcome(Outcome::TransferStarted {
+        size: None,
+        stored_as: Some(path("/home/alice/stou.1")),
+    }));
+    assert_eq!(replies, [(150, "FILE: stou.1".to_owned())]);
+}
+
+#[test]
+fn quit_closes_after_221() {
+    let mut h = Harness::new();
+    let actions = h.line("QUIT");
+    assert_eq!(replies(actions.clone()), [(221, "Goodbye".to_owned())]);
+    assert_eq!(actions.last(), Some(&Action::Close));
+    assert!(h.line("NOOP").is_empty());
+}
+
+#[test]
+fn mkd_quotes_the_created_path() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("MKD a\"b");
+    let replies = replies(h.outcome(Outcome::Storage(Ok(StorageResult::Done))));
+    assert_eq!(replies, [(257, "\"/a\"\"b\" created".to_owned())]);
+}
