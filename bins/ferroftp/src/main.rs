@@ -1,1 +1,21 @@
-fn main() {}
+//! `ferroftp`: the FTP server and its tools in one binary.
+
+mod cli;
+mod config;
+mod serve;
+mod user_command;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ferroftp: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,362 @@
-//! ferroftp storage-fs (being written).
+//! Local-directory storage for ferroftp, confined to its root by the kernel.
+//!
+//! [`FsStorage`] serves one directory. Every path is opened relative to a descriptor of that
+//! directory with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so a symlink (or a
+//! rename racing the lookup) can never lead outside it: links that stay inside work, links
+//! that leave are refused with `PermissionDenied`. Blocking calls run on tokio's blocking
+//! pool.
+//!
+//! Uploads are written to a hidden file beside their target, named [`PARTIAL_PREFIX`] +
+//! name and locked with `flock` while in use; commit makes the data durable and renames it
+//! over the target, so readers see the old version or the new one, never half of one. An
+//! abandoned upload leaves its partial file behind for a later resume. Clients can neither
+//! see nor name partial files.
+//!
+//! Linux only (openat2 needs Linux 5.6).
+
+mod confine;
+mod error;
+mod listing;
+mod upload;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use ferroftp_backend::{
+    Capabilities, Download, EntryStream, FileMeta, Storage, StorageError, StorageErrorKind,
+    Upload, UploadTarget, VirtualPath, WriteMode,
+};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+
+use crate::confine::{meta_of, open_beneath, open_directory, open_parent, open_path};
+pub use crate::error::error_kind;
+use crate::error::fs_error;
+
+/// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
+/// of an unfinished upload of `report.pdf`. Listings hide such files and client paths with a
+/// segment starting with it are refused as `InvalidName`.
+pub const PARTIAL_PREFIX: &str = ".ferroftp-partial.";
+
+/// Permission bits for new files and directories, before the process umask (as `open(2)`
+/// and `mkdir(2)` callers conventionally pass them: the operator's umask decides).
+const NEW_FILE_MODE: u32 = 0o666;
+const NEW_DIRECTORY_MODE: u32 = 0o777;
+
+/// A [`Storage`] on a local directory.
+#[derive(Clone)]
+pub struct FsStorage {
+    inner: Arc<Inner>,
+}
+
+/// What the blocking tasks share.
+struct Inner {
+    /// The root directory: every lookup starts here and stays beneath it.
+    root: OwnedFd,
+    /// For messages only; never used to open anything.
+    root_path: PathBuf,
+    /// Source of STOU names; seeded from the clock so restarts rarely retry.
+    next_unique: AtomicU64,
+}
+
+impl FsStorage {
+    /// Serves the directory `root`, which must exist. The path is resolved once, here (it
+    /// may itself be or contain a symlink: it is the operator's choice); everything after
+    /// is relative to the directory it named.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root_path = root.into();
+        let root = rustix::fs::open(
+            &root_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                root_path,
+                next_unique: AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40)),
+            }),
+        })
+    }
+
+    /// The directory served, as given to [`new`](Self::new).
+    pub fn root(&self) -> &Path {
+        &self.inner.root_path
+    }
+
+    /// Runs blocking filesystem work on tokio's blocking pool.
+    async fn blocking<T, Work>(&self, work: Work) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        Work: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(|error| {
+            StorageError::new(
+                StorageErrorKind::Local,
+                format!("blocking filesystem task failed: {error}"),
+            )
+        })?
+    }
+}
+
+impl fmt::Debug for FsStorage {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("FsStorage").field("root", &self.inner.root_path).finish()
+    }
+}
+
+impl Inner {
+    /// A STOU name candidate; uniqueness itself comes from an exclusive create.
+    fn unique_name(&self) -> String {
+        format!("stou.{:016x}", self.next_unique.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
+        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        meta_of(fd).map_err(|error| fs_error(error, "stat", path))
+    }
+
+    /// Opens a regular file for reading. `O_NONBLOCK` keeps the open of a FIFO someone put
+    /// in the tree from hanging; it has no effect on regular files.
+    fn open_for_reading(&self, path: &VirtualPath) -> Result<(File, u64), StorageError> {
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let file = File::from(open_path(&self.root, path, flags)?);
+        let metadata = file.metadata().map_err(|error| fs_error(error, "stat", path))?;
+        if metadata.is_dir() {
+            return Err(StorageError::new(
+                StorageErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            ));
+        }
+        if !metadata.is_file() {
+            return Err(StorageError::new(
+                StorageErrorKind::PermissionDenied,
+                format!("{path} is not a regular file"),
+            ));
+        }
+        Ok((file, metadata.len()))
+    }
+
+    fn read(&self, path: &VirtualPath, offset: u64) -> Result<(File, u64), StorageError> {
+        let (mut file, size) = self.open_for_reading(path)?;
+        if offset > size {
+            return Err(StorageError::new(
+                StorageErrorKind::InvalidRange,
+                format!("offset {offset} beyond the {size} bytes of {path}"),
+            ));
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(|error| fs_error(error, "seek", path))?;
+        Ok((file, size))
+    }
+
+    fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
+        match self.metadata(path) {
+            Ok(meta) if meta.is_dir() => Err(StorageError::new(
+                StorageErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            )),
+            Ok(meta) => Ok(meta.size),
+            Err(error) if error.kind == StorageErrorKind::NotFound && !path.is_root() => {
+                let (directory, name) = open_parent(&self.root, path)?;
+                let partial = open_beneath(
+                    &directory,
+                    &upload::partial_name(name),
+                    OFlags::PATH | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                    ResolveFlags::NO_SYMLINKS,
+                );
+                match partial.and_then(meta_of) {
+                    Ok(meta) if meta.kind == ferroftp_backend::FileKind::File => Ok(meta.size),
+                    _ => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        if path.is_root() {
+            return Err(StorageError::new(StorageErrorKind::AlreadyExists, "the root exists"));
+        }
+        let (directory, name) = open_parent(&self.root, path)?;
+        rustix::fs::mkdirat(&directory, name, Mode::from_raw_mode(NEW_DIRECTORY_MODE))
+            .map_err(|error| fs_error(error, "mkdir", path))
+    }
+
+    fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        if path.is_root() {
+            return Err(StorageError::new(
+                StorageErrorKind::PermissionDenied,
+                "the root cannot be removed",
+            ));
+        }
+        let (directory, name) = open_parent(&self.root, path)?;
+        match rustix::fs::unlinkat(&directory, name, AtFlags::REMOVEDIR) {
+            // The client saw an empty directory; hidden leftovers of abandoned uploads must
+            // not make RMD fail for a reason it cannot see or fix.
+            Err(errno) if errno == rustix::io::Errno::NOTEMPTY => {
+                upload::discard_partials_in(&directory, name, path)?;
+                rustix::fs::unlinkat(&directory, name, AtFlags::REMOVEDIR)
+                    .map_err(|error| fs_error(error, "rmdir", path))
+            }
+            result => result.map_err(|error| fs_error(error, "rmdir", path)),
+        }
+    }
+
+    fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        if path.is_root() {
+            return Err(StorageError::new(StorageErrorKind::IsADirectory, "the root"));
+        }
+        let (directory, name) = open_parent(&self.root, path)?;
+        rustix::fs::unlinkat(&directory, name, AtFlags::empty())
+            .map_err(|error| fs_error(error, "unlink", path))
+    }
+
+    fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        if from.is_root() || to.is_root() {
+            return Err(StorageError::new(
+                StorageErrorKind::PermissionDenied,
+                "the root cannot be renamed or replaced",
+            ));
+        }
+        if from != to && to.strip_base(from).is_some() {
+            return Err(StorageError::new(
+                StorageErrorKind::InvalidName,
+                format!("cannot move {from} into itself ({to})"),
+            ));
+        }
+        let (from_directory, from_name) = open_parent(&self.root, from)?;
+        let (to_directory, to_name) = open_parent(&self.root, to)?;
+        rustix::fs::renameat(&from_directory, from_name, &to_directory, to_name)
+            .map_err(|error| fs_error(error, &format!("rename to {to} from"), from))
+    }
+
+    fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
+        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        let times = Timestamps {
+            last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+            last_modification: timespec(time)
+                .ok_or_else(|| StorageError::new(StorageErrorKind::InvalidRange, "time out of range"))?,
+        };
+        // An O_PATH descriptor cannot be passed to futimens; utimensat with AT_EMPTY_PATH
+        // sets the times of the very inode that was opened beneath the root.
+        rustix::fs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH)
+            .map_err(|error| fs_error(error, "set times of", path))
+    }
+}
+
+/// `time` as a `timespec`, also before 1970; `None` beyond what it can hold.
+fn timespec(time: SystemTime) -> Option<Timespec> {
+    let (seconds, nanoseconds) = match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => (i64::try_from(after.as_secs()).ok()?, i64::from(after.subsec_nanos())),
+        Err(before) => {
+            let before = before.duration();
+            let seconds = -i64::try_from(before.as_secs()).ok()?;
+            match before.subsec_nanos() {
+                0 => (seconds, 0),
+                nanoseconds => (seconds - 1, 1_000_000_000 - i64::from(nanoseconds)),
+            }
+        }
+    };
+    Some(Timespec { tv_sec: seconds, tv_nsec: nanoseconds as _ })
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { resume_upload: true, atomic_rename: true, set_modified: true }
+    }
+
+    async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.metadata(&path)).await
+    }
+
+    async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError> {
+        let directory_path = path.clone();
+        let directory =
+            self.blocking(move |inner| open_directory(&inner.root, &directory_path)).await?;
+        Ok(listing::stream(Arc::clone(&self.inner), path.clone(), directory))
+    }
+
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
+        let path = path.clone();
+        let (file, size) = self.blocking(move |inner| inner.read(&path, offset)).await?;
+        Ok(Download { size, body: Box::new(tokio::fs::File::from_std(file)) })
+    }
+
+    async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.resumable_size(&path)).await
+    }
+
+    async fn start_upload(
+        &self,
+        target: &UploadTarget,
+        mode: WriteMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        let target = target.clone();
+        let prepared = self.blocking(move |inner| upload::prepare(inner, &target, mode)).await?;
+        Ok(Box::new(prepared.into_upload()))
+    }
+
+    async fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.make_dir(&path)).await
+    }
+
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.remove_dir(&path)).await
+    }
+
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.remove_file(&path)).await
+    }
+
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        let (from, to) = (from.clone(), to.clone());
+        self.blocking(move |inner| inner.rename(&from, &to)).await
+    }
+
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.set_modified(&path, time)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::confine::relative;
+
+    #[test]
+    fn timespec_handles_times_before_the_epoch() {
+        let before = UNIX_EPOCH - std::time::Duration::from_millis(1500);
+        let converted = timespec(before).unwrap();
+        assert_eq!((converted.tv_sec, converted.tv_nsec), (-2, 500_000_000));
+        let after = UNIX_EPOCH + std::time::Duration::new(7, 3);
+        let converted = timespec(after).unwrap();
+        assert_eq!((converted.tv_sec, converted.tv_nsec), (7, 3));
+    }
+
+    #[test]
+    fn partial_names_are_refused() {
+        let path = VirtualPath::root().resolve("/a/.ferroftp-partial.x/b").unwrap();
+        assert_eq!(relative(&path).unwrap_err().kind, StorageErrorKind::InvalidName);
+        let path = VirtualPath::root().resolve("/a/ferroftp-partial.x").unwrap();
+        assert_eq!(relative(&path).unwrap(), "a/ferroftp-partial.x");
+        assert_eq!(relative(&VirtualPath::root()).unwrap(), ".");
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line: `serve`, `check-config`, `user`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, PortRange};
+use crate::{serve, user_command};
+
+/// ferroftp: an FTP server that makes active and passive mode work through NAT and
+/// firewalls.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server. With no arguments: serves ./ftp-root on 0.0.0.0:2121 with passive
+    /// ports 50000-50100 and an account generated on first start.
+    Serve(ServeArgs),
+    /// Validate a config file: print every problem at once and the ports a firewall must
+    /// open. Exits non-zero when there is any problem.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Manage the users file.
+    User {
+        #[command(subcommand)]
+        command: user_command::UserCommand,
+    },
+}
+
+/// `serve` flags; each one overrides the config file, which overrides the defaults.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Control-connection listen address (replaces the configured listeners).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Directory served as "/" (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Passive data port range, e.g. 50000-50100.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub passive_ports: Option<PortRange>,
+    /// Address announced in PASV replies (the public address behind NAT).
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<IpAddr>,
+    /// Users file (see `ferroftp user add`).
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Allow anonymous read-only logins (USER anonymous or ftp).
+    #[arg(long)]
+    pub anonymous: bool,
+    /// Close sessions idle this long, e.g. 30s, 5m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most sessions at once.
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Most sessions at once from one client address.
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_ip: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Lays the flags over `config`.
+    pub fn apply_to(&self, config: &mut Config) {
+        if !self.listen.is_empty() {
+            let template = config.server.listeners.first().cloned().unwrap_or_default();
+            config.server.listeners = self
+                .listen
+                .iter()
+                .map(|&listen| crate::config::ListenerConfig { listen, ..template.clone() })
+                .collect();
+        }
+        if let Some(root) = &self.root {
+            config.storage = crate::config::StorageConfig::Fs { root: root.clone() };
+        }
+        if let Some(ports) = self.passive_ports {
+            config.passive.ports = ports;
+        }
+        if let Some(advertise) = self.advertise {
+            config.passive.advertise = Some(advertise);
+        }
+        if let Some(users) = &self.users {
+            config.auth.backend = crate::config::AuthBackendConfig::File { path: users.clone() };
+        }
+        if self.anonymous {
+            config.auth.anonymous = true;
+        }
+        if let Some(idle_timeout) = self.idle_timeout {
+            config.server.idle_timeout = idle_timeout;
+        }
+        if let Some(max_sessions) = self.max_sessions {
+            config.server.max_sessions = max_sessions;
+        }
+        if let Some(max_sessions_per_ip) = self.max_sessions_per_ip {
+            config.server.max_sessions_per_ip = max_sessions_per_ip;
+        }
+    }
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::User { command } => user_command::run(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(file).with_context(|| format!("reading {}", file.display()))?;
+    let problems = config.validate();
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        println!("firewall: {}", config.firewall_summary());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("{}: {}: {}", file.display(), problem.field, problem.message);
+    }
+    println!("{} problem(s)", problems.len());
+    Ok(ExitCode::FAILURE)
+}

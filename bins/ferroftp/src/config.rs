@@ -1,0 +1,854 @@
+//! The configuration file (TOML, every field optional, unknown fields refused).
+//!
+//! [`Config::load`] only parses: types are checked there (durations such as `"5m"`, port
+//! ranges such as `"50000-50100"`, addresses), with the line of the first error.
+//! [`Config::validate`] then checks the rules that span fields and reports every problem at
+//! once, each with its field path, for `ferroftp check-config`.
+//!
+//! ```toml
+//! [server]
+//! idle_timeout = "5m"
+//! max_sessions = 1000
+//! max_sessions_per_ip = 50
+//! failed_login_delay = "1s"
+//! max_failed_logins = 3
+//! greeting = "ferroftp ready"
+//! [[server.listeners]]
+//! listen = "0.0.0.0:2121"
+//! tls = "off"
+//! [passive]
+//! ports = "50000-50100"
+//! advertise = "203.0.113.7"
+//! accept_timeout = "30s"
+//! [active]
+//! enabled = true
+//! connect_timeout = "10s"
+//! [data]
+//! idle_timeout = "5m"
+//! [storage]
+//! kind = "fs"
+//! root = "./ftp-root"
+//! [auth]
+//! kind = "file"
+//! path = "users.toml"
+//! anonymous = false
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Deserializer};
+
+/// The control port used when no listener is configured: unprivileged, so no root needed.
+pub const DEFAULT_CONTROL_PORT: u16 = 2121;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Control connections: listeners, limits, timeouts.
+    pub server: ServerConfig,
+    /// Passive mode (PASV/EPSV): the port range and the advertised address.
+    pub passive: PassiveConfig,
+    /// Active mode (PORT/EPRT).
+    pub active: ActiveConfig,
+    /// Data connections in either mode.
+    pub data: DataConfig,
+    /// Where files live.
+    pub storage: StorageConfig,
+    /// Who may log in.
+    pub auth: AuthConfig,
+}
+
+/// `[server]`: control connections.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A control connection idle this long is closed (421).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Sessions served at once; more are refused with 421.
+    pub max_sessions: usize,
+    /// Sessions served at once from one client address.
+    pub max_sessions_per_ip: usize,
+    /// Pause before answering a failed login (slows password guessing).
+    #[serde(with = "humantime_serde")]
+    pub failed_login_delay: Duration,
+    /// Failed logins on one connection before it is closed with 421.
+    pub max_failed_logins: u32,
+    /// The text of the 220 greeting.
+    pub greeting: String,
+    /// The control sockets; one on `0.0.0.0:2121` when none is given.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(5 * 60),
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            failed_login_delay: Duration::from_secs(1),
+            max_failed_logins: 3,
+            greeting: "ferroftp ready".to_owned(),
+            listeners: vec![ListenerConfig::default()],
+        }
+    }
+}
+
+/// `[[server.listeners]]`: one control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Whether and how TLS is used on this socket.
+    pub tls: TlsMode,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_CONTROL_PORT),
+            tls: TlsMode::Off,
+        }
+    }
+}
+
+/// TLS on a control socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain FTP.
+    #[default]
+    Off,
+    /// Plain connection upgraded by `AUTH TLS` (RFC 4217).
+    Explicit,
+    /// TLS from the first byte (the traditional port 990).
+    Implicit,
+}
+
+/// `[passive]`: passive mode.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// The ports passive data connections listen on; the firewall must let them in.
+    pub ports: PortRange,
+    /// The address announced in PASV replies, when clients reach the server through NAT;
+    /// otherwise the control connection's local address is announced.
+    pub advertise: Option<IpAddr>,
+    /// How long a passive listener waits for the client to connect.
+    #[serde(with = "humantime_serde")]
+    pub accept_timeout: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            ports: PortRange {
+                first: 50000,
+                last: 50100,
+            },
+            advertise: None,
+            accept_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[active]`: active mode.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActiveConfig {
+    /// Whether PORT and EPRT are accepted.
+    pub enabled: bool,
+    /// How long connecting to the client may take before 425.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for ActiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[data]`: data connections.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// A transfer that moves no byte for this long is aborted (426).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `[storage]`: the storage backend, chosen by `kind` (default `"fs"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawStorageConfig")]
+pub enum StorageConfig {
+    /// A local directory.
+    Fs {
+        /// The directory served as `/`; created if missing.
+        root: PathBuf,
+    },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Fs {
+            root: PathBuf::from("./ftp-root"),
+        }
+    }
+}
+
+/// The `[storage]` table as written. A flat table with `kind` beside the backend's fields,
+/// checked into [`StorageConfig`]: serde's tagged enums cannot both default the tag and
+/// refuse unknown fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorageConfig {
+    #[serde(default)]
+    kind: StorageKind,
+    root: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StorageKind {
+    #[default]
+    Fs,
+}
+
+impl TryFrom<RawStorageConfig> for StorageConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStorageConfig) -> Result<Self, String> {
+        match raw.kind {
+            StorageKind::Fs => Ok(Self::Fs {
+                root: raw.root.unwrap_or_else(|| PathBuf::from("./ftp-root")),
+            }),
+        }
+    }
+}
+
+/// `[auth]`: the user database, chosen by `kind` (default `"file"`), and anonymous login.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawAuthConfig")]
+pub struct AuthConfig {
+    /// The user database.
+    pub backend: AuthBackendConfig,
+    /// Let `anonymous` and `ftp` log in read-only with any password.
+    pub anonymous: bool,
+}
+
+/// A user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthBackendConfig {
+    /// A users file managed with `ferroftp user`.
+    File {
+        /// The users file.
+        path: PathBuf,
+    },
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            backend: AuthBackendConfig::File {
+                path: PathBuf::from("users.toml"),
+            },
+            anonymous: false,
+        }
+    }
+}
+
+/// The `[auth]` table as written (see [`RawStorageConfig`] for why it is flat).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthConfig {
+    #[serde(default)]
+    kind: AuthKind,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    anonymous: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthKind {
+    #[default]
+    File,
+}
+
+impl TryFrom<RawAuthConfig> for AuthConfig {
+    type Error = String;
+
+    fn try_from(raw: RawAuthConfig) -> Result<Self, String> {
+        let backend = match raw.kind {
+            AuthKind::File => AuthBackendConfig::File {
+                path: raw.path.unwrap_or_else(|| PathBuf::from("users.toml")),
+            },
+        };
+        Ok(Self {
+            backend,
+            anonymous: raw.anonymous,
+        })
+    }
+}
+
+/// An inclusive, non-empty range of TCP ports, written `"50000-50100"` (or `"50000"` for one
+/// port). Port 0 ("any port") is never part of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+/// Why a port range was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// Not `FIRST-LAST` or `PORT`.
+    #[error("expected a port range such as \"50000-50100\", got {0:?}")]
+    Syntax(String),
+    /// A bound is not a number from 1 to 65535.
+    #[error("{0:?} is not a port number from 1 to 65535")]
+    BadPort(String),
+    /// The first port is after the last.
+    #[error("the first port {first} is after the last port {last}")]
+    Reversed {
+        /// The first port given.
+        first: u16,
+        /// The last port given.
+        last: u16,
+    },
+}
+
+impl PortRange {
+    /// The range `first..=last`; both must be non-zero and `first <= last`.
+    pub fn new(first: u16, last: u16) -> Result<Self, PortRangeError> {
+        if first == 0 {
+            return Err(PortRangeError::BadPort("0".to_owned()));
+        }
+        if first > last {
+            return Err(PortRangeError::Reversed { first, last });
+        }
+        Ok(Self { first, last })
+    }
+
+    /// The lowest port.
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+
+    /// The highest port.
+    pub fn last(&self) -> u16 {
+        self.last
+    }
+
+    /// The number of ports, at least 1.
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    /// The ports, lowest first.
+    pub fn ports(&self) -> RangeInclusive<u16> {
+        self.first..=self.last
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(text: &str) -> Result<Self, PortRangeError> {
+        let parse_port = |part: &str| {
+            let part = part.trim();
+            match part.parse::<u16>() {
+                Ok(port) if port != 0 => Ok(port),
+                _ if part.is_empty() => Err(PortRangeError::Syntax(text.to_owned())),
+                _ => Err(PortRangeError::BadPort(part.to_owned())),
+            }
+        };
+        match text.split_once('-') {
+            Some((first, last)) => Self::new(parse_port(first)?, parse_port(last)?),
+            None => {
+                let port = parse_port(text)?;
+                Self::new(port, port)
+            }
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(formatter, "{}", self.first)
+        } else {
+            write!(formatter, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One thing wrong with a configuration, found by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: a dotted path such as `passive.ports` or `server.listeners[1].tls`.
+    pub field: String,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.field, self.message)
+    }
+}
+
+impl Config {
+    /// Reads and parses the file at `path`. Errors name the file and the line; the result
+    /// still needs [`validate`](Self::validate).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|error| anyhow::anyhow!("{}", error.to_string().trim_end()))
+    }
+
+    /// Every problem of the configuration at once; empty when it can be served.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut require_positive = |field: &str, duration: Duration| {
+            if duration.is_zero() {
+                problems.push(ConfigProblem::new(field, "must be longer than 0s"));
+            }
+        };
+        require_positive("server.idle_timeout", self.server.idle_timeout);
+        require_positive("passive.accept_timeout", self.passive.accept_timeout);
+        require_positive("active.connect_timeout", self.active.connect_timeout);
+        require_positive("data.idle_timeout", self.data.idle_timeout);
+
+        let server = &self.server;
+        if server.max_sessions == 0 {
+            problems.push(ConfigProblem::new(
+                "server.max_sessions",
+                "must be at least 1",
+            ));
+        }
+        if server.max_sessions_per_ip == 0 {
+            problems.push(ConfigProblem::new(
+                "server.max_sessions_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if server.max_failed_logins == 0 {
+            problems.push(ConfigProblem::new(
+                "server.max_failed_logins",
+                "must be at least 1",
+            ));
+        }
+        if server.greeting.chars().any(char::is_control) {
+            problems.push(ConfigProblem::new(
+                "server.greeting",
+                "must be one line without control characters",
+            ));
+        }
+        if server.listeners.is_empty() {
+            problems.push(ConfigProblem::new(
+                "server.listeners",
+                "at least one listener is needed",
+            ));
+        }
+        for (index, listener) in server.listeners.iter().enumerate() {
+            let field = format!("server.listeners[{index}]");
+            if listener.tls != TlsMode::Off {
+                problems.push(ConfigProblem::new(
+                    format!("{field}.tls"),
+                    "TLS is not implemented yet; use tls = \"off\"",
+                ));
+            }
+            // Port 0 is allowed: the kernel picks a free port and `serve` prints it (tests
+            // and ad-hoc runs rely on that).
+            if let Some(earlier) = server.listeners[..index]
+                .iter()
+                .position(|other| other.listen == listener.listen)
+            {
+                problems.push(ConfigProblem::new(
+                    format!("{field}.listen"),
+                    format!(
+                        "{} is already used by server.listeners[{earlier}]",
+                        listener.listen
+                    ),
+                ));
+            }
+            if self.passive.ports.contains(port) {
+                problems.push(ConfigProblem::new(
+                    "passive.ports",
+                    format!(
+                        "{} includes port {port}, the control port of {field}",
+                        self.passive.ports
+                    ),
+                ));
+            }
+        }
+
+        if self.passive.ports.first() < 1024 {
+            problems.push(ConfigProblem::new(
+                "passive.ports",
+                format!(
+                    "{} includes privileged ports (below 1024); use a range such as 50000-50100",
+                    self.passive.ports
+                ),
+            ));
+        }
+        if let Some(address) = self.passive.advertise {
+            if address.is_unspecified() || address.is_multicast() || is_broadcast(address) {
+                problems.push(ConfigProblem::new(
+                    "passive.advertise",
+                    format!("{address} is not an address clients can connect to; give the server's public address"),
+                ));
+            }
+        }
+
+        match &self.storage {
+            StorageConfig::Fs { root } => {
+                if root.as_os_str().is_empty() {
+                    problems.push(ConfigProblem::new("storage.root", "must not be empty"));
+                }
+            }
+        }
+        match &self.auth.backend {
+            AuthBackendConfig::File { path } => {
+                if path.as_os_str().is_empty() {
+                    problems.push(ConfigProblem::new("auth.path", "must not be empty"));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The ports a firewall must let in, as one sentence:
+    /// `open TCP ports 2121 (control) and 50000-50100 (passive data)`.
+    pub fn firewall_summary(&self) -> String {
+        let mut control_ports: Vec<u16> = Vec::new();
+        for listener in &self.server.listeners {
+            let port = listener.listen.port();
+            if !control_ports.contains(&port) {
+                control_ports.push(port);
+            }
+        }
+        let control = control_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "open TCP ports {control} (control) and {} (passive data)",
+            self.passive.ports
+        )
+    }
+}
+
+fn is_broadcast(address: IpAddr) -> bool {
+    matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[server]
+idle_timeout = "5m"            # humantime duration
+max_sessions = 1000
+max_sessions_per_ip = 50
+failed_login_delay = "1s"
+max_failed_logins = 3          # then 421 and close
+greeting = "ferroftp ready"
+[[server.listeners]]
+listen = "0.0.0.0:2121"        # default one listener like this when none given
+tls = "off"
+[passive]
+ports = "50000-50100"
+advertise = "203.0.113.7"      # optional IP
+accept_timeout = "30s"
+[active]
+enabled = true
+connect_timeout = "10s"
+[data]
+idle_timeout = "5m"
+[storage]
+kind = "fs"
+root = "./ftp-root"
+[auth]
+kind = "file"
+path = "users.toml"
+anonymous = false
+"#;
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    fn fields(problems: &[ConfigProblem]) -> Vec<&str> {
+        problems
+            .iter()
+            .map(|problem| problem.field.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.server.max_sessions, 1000);
+        assert_eq!(config.server.max_sessions_per_ip, 50);
+        assert_eq!(config.server.failed_login_delay, Duration::from_secs(1));
+        assert_eq!(config.server.max_failed_logins, 3);
+        assert_eq!(config.server.greeting, "ferroftp ready");
+        assert_eq!(
+            config.server.listeners,
+            [ListenerConfig {
+                listen: "0.0.0.0:2121".parse().unwrap(),
+                tls: TlsMode::Off
+            }]
+        );
+        assert_eq!(config.passive.ports, PortRange::new(50000, 50100).unwrap());
+        assert_eq!(config.passive.advertise, None);
+        assert_eq!(config.passive.accept_timeout, Duration::from_secs(30));
+        assert!(config.active.enabled);
+        assert_eq!(config.active.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.data.idle_timeout, Duration::from_secs(300));
+        assert_eq!(
+            config.storage,
+            StorageConfig::Fs {
+                root: "./ftp-root".into()
+            }
+        );
+        assert_eq!(
+            config.auth.backend,
+            AuthBackendConfig::File {
+                path: "users.toml".into()
+            }
+        );
+        assert!(!config.auth.anonymous);
+        assert_eq!(config.validate(), []);
+        assert_eq!(
+            config.firewall_summary(),
+            "open TCP ports 2121 (control) and 50000-50100 (passive data)"
+        );
+    }
+
+    #[test]
+    fn parses_the_sample() {
+        let config = Config::parse(SAMPLE).unwrap();
+        let expected = Config {
+            passive: PassiveConfig {
+                advertise: Some("203.0.113.7".parse().unwrap()),
+                ..PassiveConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
+        assert_eq!(config.validate(), []);
+    }
+
+    #[test]
+    fn partial_tables_keep_the_other_defaults() {
+        let config = Config::parse(
+            "[server]\nmax_sessions = 7\n[[server.listeners]]\nlisten = \"[::]:21\"\n\
+             [[server.listeners]]\nlisten = \"127.0.0.1:2100\"\n\
+             [passive]\nports = \"60000\"\n[storage]\nroot = \"/srv/ftp\"\n[auth]\nanonymous = true\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.max_sessions, 7);
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.server.listeners.len(), 2);
+        assert_eq!(config.passive.ports.len(), 1);
+        assert_eq!(
+            config.storage,
+            StorageConfig::Fs {
+                root: "/srv/ftp".into()
+            }
+        );
+        assert!(config.auth.anonymous);
+        assert_eq!(
+            config.firewall_summary(),
+            "open TCP ports 21, 2100 (control) and 60000 (passive data)"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_everywhere() {
+        for (text, field) in [
+            ("[server]\nidle_timout = \"5m\"\n", "idle_timout"),
+            ("[[server.listeners]]\nport = 21\n", "port"),
+            ("[passive]\nrange = \"1-2\"\n", "range"),
+            ("[storage]\nkind = \"fs\"\nbucket = \"b\"\n", "bucket"),
+            ("[auth]\nfile = \"u.toml\"\n", "file"),
+            ("[tls]\ncert = \"c.pem\"\n", "tls"),
+        ] {
+            let message = error_of(text);
+            assert!(
+                message.contains(&format!("unknown field `{field}`")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains("line "), "{message}");
+        }
+        assert!(error_of("[storage]\nkind = \"s3\"\n").contains("unknown variant `s3`"));
+        assert!(error_of("[server]\nidle_timeout = \"5 parsecs\"\n").contains("line 2"));
+    }
+
+    #[test]
+    fn port_ranges_parse_display_and_refuse_nonsense() {
+        let range: PortRange = "50000-50100".parse().unwrap();
+        assert_eq!(
+            (range.first(), range.last(), range.len()),
+            (50000, 50100, 101)
+        );
+        assert_eq!(range.to_string(), "50000-50100");
+        assert!(range.contains(50000) && range.contains(50100) && !range.contains(50101));
+        assert_eq!(range.ports().count(), 101);
+        assert_eq!(" 2000 - 2001 ".parse::<PortRange>().unwrap().len(), 2);
+        let single: PortRange = "60000".parse().unwrap();
+        assert_eq!((single.len(), single.to_string()), (1, "60000".to_owned()));
+        assert_eq!(
+            "65535-65535".parse::<PortRange>().unwrap().len(),
+            1,
+            "the top port"
+        );
+
+        assert_eq!(
+            "50100-50000".parse::<PortRange>(),
+            Err(PortRangeError::Reversed {
+                first: 50100,
+                last: 50000
+            })
+        );
+        assert_eq!(
+            "0-10".parse::<PortRange>(),
+            Err(PortRangeError::BadPort("0".into()))
+        );
+        assert_eq!(
+            "1-70000".parse::<PortRange>(),
+            Err(PortRangeError::BadPort("70000".into()))
+        );
+        assert!(matches!(
+            "".parse::<PortRange>(),
+            Err(PortRangeError::Syntax(_))
+        ));
+        assert!(matches!(
+            "5-".parse::<PortRange>(),
+            Err(PortRangeError::Syntax(_))
+        ));
+        assert!(matches!(
+            "a-b".parse::<PortRange>(),
+            Err(PortRangeError::BadPort(_))
+        ));
+
+        let message = error_of("[passive]\nports = \"50100-50000\"\n");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(
+            message.contains("the first port 50100 is after the last port 50000"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let config = Config::parse(
+            r#"
+[server]
+idle_timeout = "0s"
+max_sessions = 0
+greeting = "two\r\nlines"
+[[server.listeners]]
+listen = "0.0.0.0:50050"
+tls = "explicit"
+[[server.listeners]]
+listen = "0.0.0.0:50050"
+tls = "implicit"
+[passive]
+ports = "1000-50100"
+advertise = "0.0.0.0"
+[storage]
+root = ""
+"#,
+        )
+        .unwrap();
+        let problems = config.validate();
+        assert_eq!(
+            fields(&problems),
+            [
+                "server.idle_timeout",
+                "server.max_sessions",
+                "server.greeting",
+                "server.listeners[0].tls",
+                "passive.ports",
+                "server.listeners[1].tls",
+                "server.listeners[1].listen",
+                "passive.ports",
+                "passive.ports",
+                "passive.advertise",
+                "storage.root",
+            ]
+        );
+        assert_eq!(
+            problems[3].to_string(),
+            "server.listeners[0].tls: TLS is not implemented yet; use tls = \"off\""
+        );
+        assert!(
+            problems[8].message.contains("privileged"),
+            "{}",
+            problems[8]
+        );
+
+        let no_listener = Config {
+            server: ServerConfig {
+                listeners: Vec::new(),
+                ..ServerConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(fields(&no_listener.validate()), ["server.listeners"]);
+    }
+}

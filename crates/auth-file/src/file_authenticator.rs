@@ -1,0 +1,228 @@
+//! [`FileAuthenticator`]: logins checked against a users file that is re-read when it changes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User};
+use tokio::sync::Semaphore;
+
+use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password, verify_password};
+
+/// Checks logins against a users file.
+///
+/// - Password verification (argon2id, slow on purpose) runs on tokio's blocking pool, never on
+///   an async worker thread, and at most [`max_concurrent_verifications`] at a time (by
+///   default one per CPU), so a login flood queues instead of exhausting memory: each
+///   verification holds argon2's memory cost (19 MiB by default).
+/// - An unknown name costs the same as a wrong password: its attempt is verified against a
+///   dummy hash made with the same parameters, and both return [`AuthError::Rejected`], so
+///   neither the reply nor its timing tells which names exist.
+/// - Each login first compares the file's modification time, length and inode with those of
+///   the last load (one `stat`), and re-reads the file when they differ: `ferroftp user add`
+///   takes effect on a running server. A changed file that fails to load is reported once in
+///   the log and the previous users stay in force until it is fixed.
+///
+/// [`max_concurrent_verifications`]: Self::with_max_concurrent_verifications
+pub struct FileAuthenticator {
+    shared: Arc<Shared>,
+    verifications: Arc<Semaphore>,
+}
+
+/// What the blocking verification tasks need.
+struct Shared {
+    path: PathBuf,
+    dummy_hash: String,
+    /// Locked only on blocking-pool threads, for a `stat` and, after a change, a parse;
+    /// never held across an await nor during a verification.
+    snapshot: Mutex<Snapshot>,
+}
+
+/// The users as last loaded, and what is known about the file on disk.
+struct Snapshot {
+    users: Arc<HashMap<String, UserEntry>>,
+    /// The file as it was when `users` was loaded.
+    loaded: Option<FileStamp>,
+    /// A later version of the file that failed to load (so it is reported once, not at each
+    /// login).
+    rejected: Option<FileStamp>,
+    /// Whether the file's disappearance has been reported.
+    missing_reported: bool,
+}
+
+/// What tells one version of the file from another without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    length: u64,
+    /// Atomic saves replace the file, so a new inode is a new version even within the
+    /// timestamp granularity of the filesystem.
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let metadata = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(Self {
+            modified: metadata.modified().ok(),
+            length: metadata.len(),
+            inode,
+        })
+    }
+}
+
+impl FileAuthenticator {
+    /// Loads the users file at `path`; fails if it is missing or invalid.
+    ///
+    /// Also computes the dummy hash for unknown names, which takes as long as one password
+    /// hash: call it at startup (or from a blocking context), not on a busy async thread.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, UsersFileError> {
+        let path = path.into();
+        let stamp = FileStamp::of(&path).ok();
+        let file = UsersFile::load(&path)?;
+        tracing::info!(path = %path.display(), users = file.len(), "loaded users file");
+        let dummy_password: String = std::iter::repeat_with(rand::random::<char>)
+            .take(24)
+            .collect();
+        let shared = Shared {
+            dummy_hash: hash_password(&dummy_password),
+            snapshot: Mutex::new(Snapshot {
+                users: Arc::new(index_by_name(file)),
+                loaded: stamp,
+                rejected: None,
+                missing_reported: false,
+            }),
+            path,
+        };
+        let default_limit = std::thread::available_parallelism().map_or(2, |count| count.get());
+        Ok(Self {
+            shared: Arc::new(shared),
+            verifications: Arc::new(Semaphore::new(default_limit)),
+        })
+    }
+
+    /// Sets how many password verifications may run at once (at least 1); later attempts
+    /// wait their turn.
+    pub fn with_max_concurrent_verifications(mut self, limit: usize) -> Self {
+        self.verifications = Arc::new(Semaphore::new(limit.max(1)));
+        self
+    }
+
+    /// The users file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl fmt::Debug for FileAuthenticator {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("FileAuthenticator")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock_snapshot(&self) -> MutexGuard<'_, Snapshot> {
+        // A panic while holding the lock leaves a consistent snapshot (it is replaced whole),
+        // so a poisoned lock is still usable.
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current users, re-reading the file first if it changed. Blocking.
+    fn current_users(&self) -> Arc<HashMap<String, UserEntry>> {
+        let mut snapshot = self.lock_snapshot();
+        match FileStamp::of(&self.path) {
+            Ok(stamp) => {
+                snapshot.missing_reported = false;
+                if Some(stamp) != snapshot.loaded && Some(stamp) != snapshot.rejected {
+                    // If the file changes again between the stat and the read, the newer
+                    // text is loaded under the older stamp and simply re-read next time.
+                    match UsersFile::load(&self.path) {
+                        Ok(file) => {
+                            tracing::info!(
+                                path = %self.path.display(),
+                                users = file.len(),
+                                "users file changed, reloaded"
+                            );
+                            snapshot.users = Arc::new(index_by_name(file));
+                            snapshot.loaded = Some(stamp);
+                            snapshot.rejected = None;
+                        }
+                        Err(error) => {
+                            tracing::error!(
+                                %error,
+                                "users file changed but cannot be loaded; the previous users stay in force"
+                            );
+                            snapshot.rejected = Some(stamp);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                if !snapshot.missing_reported {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        %error,
+                        "cannot check the users file; the previous users stay in force"
+                    );
+                    snapshot.missing_reported = true;
+                }
+            }
+        }
+        Arc::clone(&snapshot.users)
+    }
+
+    /// The whole check, on a blocking-pool thread.
+    fn authenticate_blocking(&self, username: &str, password: &str) -> Result<User, AuthError> {
+        let users = self.current_users();
+        match users.get(username) {
+            Some(entry) if entry.verify_password(password) => Ok(entry.to_user()),
+            Some(_) => Err(AuthError::Rejected),
+            None => {
+                // Spend the time a real verification takes; the result does not matter.
+                let _ = verify_password(&self.dummy_hash, password);
+                Err(AuthError::Rejected)
+            }
+        }
+    }
+}
+
+fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
+    file.list()
+        .iter()
+        .map(|entry| (entry.name().to_owned(), entry.clone()))
+        .collect()
+}
+
+#[async_trait]
+impl Authenticator for FileAuthenticator {
+    async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+        let permit = Arc::clone(&self.verifications)
+            .acquire_owned()
+            .await
+            .map_err(|_| AuthError::Unavailable("password verification is shut down".into()))?;
+        let shared = Arc::clone(&self.shared);
+        let username = attempt.username.clone();
+        let password = attempt.password.clone();
+        tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the verification, even if the login is abandoned.
+            let _permit = permit;
+            shared.authenticate_blocking(&username, password.expose())
+        })
+        .await
+        .map_err(|error| {
+            AuthError::Unavailable(format!("password verification task failed: {error}"))
+        })?
+    }
+}

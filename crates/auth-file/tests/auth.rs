@@ -1,0 +1,339 @@
+//! The users file, the file authenticator and the anonymous decorator, end to end.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ferroftp_auth_file::{
+    AnonymousAuthenticator, FileAuthenticator, NameProblem, UsersFile, UsersFileError,
+    hash_password, validate_user_name,
+};
+use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Password, User, VirtualPath};
+
+fn attempt(username: &str, password: &str) -> LoginAttempt {
+    LoginAttempt {
+        username: username.to_owned(),
+        password: Password::new(password),
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+fn home(path: &str) -> VirtualPath {
+    VirtualPath::root().resolve(path).unwrap()
+}
+
+struct Fixture {
+    _directory: tempfile::TempDir,
+    path: PathBuf,
+}
+
+/// A users file with `alice` (password "wonderland", home /alice) and `bob` (password
+/// "builder", read-only).
+fn fixture() -> Fixture {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("users.toml");
+    let mut file = UsersFile::new();
+    file.add("alice", "wonderland", home("/alice"), false)
+        .unwrap();
+    file.add("bob", "builder", VirtualPath::root(), true)
+        .unwrap();
+    file.save(&path).unwrap();
+    Fixture {
+        _directory: directory,
+        path,
+    }
+}
+
+async fn login(authenticator: &impl Authenticator, name: &str, password: &str) -> Option<User> {
+    match authenticator.authenticate(&attempt(name, password)).await {
+        Ok(user) => Some(user),
+        Err(AuthError::Rejected) => None,
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn verifies_passwords_and_rejects_wrong_ones_and_unknown_names() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+
+    let alice = login(&authenticator, "alice", "wonderland").await.unwrap();
+    assert_eq!(
+        alice,
+        User {
+            name: "alice".into(),
+            home: home("/alice"),
+            read_only: false
+        }
+    );
+    let bob = login(&authenticator, "bob", "builder").await.unwrap();
+    assert!(bob.read_only);
+    assert!(bob.home.is_root());
+
+    assert_eq!(login(&authenticator, "alice", "builder").await, None);
+    assert_eq!(login(&authenticator, "alice", "").await, None);
+    assert_eq!(login(&authenticator, "Alice", "wonderland").await, None);
+    assert_eq!(login(&authenticator, "carol", "wonderland").await, None);
+    assert_eq!(login(&authenticator, "", "").await, None);
+}
+
+#[tokio::test]
+async fn reloads_the_file_when_it_changes() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert_eq!(login(&authenticator, "carol", "secret").await, None);
+
+    // What `ferroftp user add`, `del` and `passwd` do, while the server runs.
+    let mut file = UsersFile::load(&fixture.path).unwrap();
+    file.add("carol", "secret", VirtualPath::root(), false)
+        .unwrap();
+    file.remove("bob").unwrap();
+    file.set_password("alice", "looking-glass").unwrap();
+    file.save(&fixture.path).unwrap();
+
+    assert!(login(&authenticator, "carol", "secret").await.is_some());
+    assert_eq!(login(&authenticator, "bob", "builder").await, None);
+    assert_eq!(login(&authenticator, "alice", "wonderland").await, None);
+    assert!(
+        login(&authenticator, "alice", "looking-glass")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn keeps_the_previous_users_while_the_file_is_broken() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+
+    std::fs::write(&fixture.path, "[[users]\nname = ").unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    std::fs::remove_file(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+
+    let mut file = UsersFile::new();
+    file.add("dave", "pass", VirtualPath::root(), false)
+        .unwrap();
+    file.save(&fixture.path).unwrap();
+    assert!(login(&authenticator, "dave", "pass").await.is_some());
+    assert_eq!(login(&authenticator, "alice", "wonderland").await, None);
+}
+
+#[tokio::test]
+async fn anonymous_decorator_lets_anonymous_in_read_only_when_enabled() {
+    let fixture = fixture();
+    let enabled =
+        AnonymousAuthenticator::new(FileAuthenticator::open(&fixture.path).unwrap(), true);
+    let anonymous = User {
+        name: "anonymous".into(),
+        home: VirtualPath::root(),
+        read_only: true,
+    };
+    for name in ["anonymous", "ftp", "FTP", "Anonymous"] {
+        assert_eq!(
+            login(&enabled, name, "guest@example.com").await.as_ref(),
+            Some(&anonymous),
+            "{name}"
+        );
+    }
+    assert_eq!(login(&enabled, "anonymous", "").await, Some(anonymous));
+    // Everyone else goes to the users file.
+    assert!(login(&enabled, "alice", "wonderland").await.is_some());
+    assert_eq!(login(&enabled, "alice", "nope").await, None);
+
+    let disabled =
+        AnonymousAuthenticator::new(FileAuthenticator::open(&fixture.path).unwrap(), false);
+    assert_eq!(
+        login(&disabled, "anonymous", "guest@example.com").await,
+        None
+    );
+    assert_eq!(login(&disabled, "ftp", "").await, None);
+    assert!(login(&disabled, "alice", "wonderland").await.is_some());
+}
+
+#[test]
+fn edits_report_typed_errors() {
+    let mut file = UsersFile::new();
+    file.add("alice", "wonderland", VirtualPath::root(), false)
+        .unwrap();
+    assert!(matches!(
+        file.add("alice", "other", VirtualPath::root(), false),
+        Err(UsersFileError::UserExists(name)) if name == "alice"
+    ));
+    assert!(matches!(
+        file.remove("bob"),
+        Err(UsersFileError::NoSuchUser(name)) if name == "bob"
+    ));
+    assert!(matches!(
+        file.set_password("bob", "x"),
+        Err(UsersFileError::NoSuchUser(_))
+    ));
+    assert!(matches!(
+        file.add("carol", "", VirtualPath::root(), false),
+        Err(UsersFileError::EmptyPassword)
+    ));
+    assert_eq!(file.len(), 1);
+    let removed = file.remove("alice").unwrap();
+    assert_eq!(removed.name(), "alice");
+    assert!(file.is_empty());
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let long = "a".repeat(65);
+    let cases: [(&str, NameProblem); 7] = [
+        ("", NameProblem::Empty),
+        (&long, NameProblem::TooLong),
+        ("a b", NameProblem::ForbiddenCharacter(' ')),
+        ("al/ice", NameProblem::ForbiddenCharacter('/')),
+        ("zoë", NameProblem::ForbiddenCharacter('ë')),
+        ("anonymous", NameProblem::Reserved),
+        ("FTP", NameProblem::Reserved),
+    ];
+    let mut file = UsersFile::new();
+    for (name, problem) in cases {
+        assert_eq!(validate_user_name(name), Err(problem), "{name:?}");
+        match file.add(name, "password", VirtualPath::root(), false) {
+            Err(UsersFileError::InvalidName {
+                name: refused,
+                problem: reported,
+            }) => {
+                assert_eq!(refused, name);
+                assert_eq!(reported, problem);
+            }
+            other => panic!("{name:?} accepted or wrong error: {other:?}"),
+        }
+    }
+    for name in [
+        "a",
+        "alice.smith",
+        "bob_2",
+        "x-y",
+        &"z".repeat(64),
+        "ftpuser",
+    ] {
+        assert_eq!(validate_user_name(name), Ok(()), "{name:?}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn saved_file_is_private_even_when_replacing_a_readable_one() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("users.toml");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut file = UsersFile::load(&path).unwrap();
+    file.add("alice", "wonderland", VirtualPath::root(), false)
+        .unwrap();
+    file.save(&path).unwrap();
+
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["users.toml"]);
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let fixture = fixture();
+    let loaded = UsersFile::load(&fixture.path).unwrap();
+    let names: Vec<_> = loaded.list().iter().map(|user| user.name()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let alice = loaded.get("alice").unwrap();
+    assert_eq!(alice.home(), &home("/alice"));
+    assert!(!alice.read_only());
+    assert!(alice.password_hash().starts_with("$argon2id$"));
+    assert!(alice.verify_password("wonderland"));
+    assert!(loaded.get("bob").unwrap().read_only());
+    // The hash stays out of debug output.
+    assert!(!format!("{alice:?}").contains("argon2"));
+
+    let again = UsersFile::parse(&loaded.to_toml(), Path::new("again.toml")).unwrap();
+    assert_eq!(again, loaded);
+}
+
+#[test]
+fn missing_file_is_an_error_or_empty_on_request() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("absent.toml");
+    let error = UsersFile::load(&path).unwrap_err();
+    assert!(matches!(error, UsersFileError::Read { .. }));
+    assert!(error.to_string().contains("absent.toml"), "{error}");
+    assert!(UsersFile::load_or_empty(&path).unwrap().is_empty());
+    assert!(FileAuthenticator::open(&path).is_err());
+}
+
+fn parse_error(text: &str) -> String {
+    let error = UsersFile::parse(text, Path::new("users.toml")).unwrap_err();
+    error.to_string()
+}
+
+#[test]
+fn malformed_files_are_reported_with_their_line() {
+    let hash = hash_password("x");
+
+    let message = parse_error("[[users]]\nname = \"alice\"\npasword = \"x\"\n");
+    assert!(
+        message.starts_with("users file users.toml is malformed"),
+        "{message}"
+    );
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("unknown field `pasword`"), "{message}");
+
+    let message = parse_error("[[users]]\nname = \"alice\"\n");
+    assert!(message.contains("missing field `password`"), "{message}");
+
+    let message = parse_error("[[users]\nname = \"alice\"\n");
+    assert!(message.contains("line 1"), "{message}");
+
+    let message = parse_error(&format!(
+        "[[users]]\nname = \"alice\"\npassword = \"{hash}\"\n\n[[users]]\nname = \"alice\"\npassword = \"{hash}\"\n"
+    ));
+    assert_eq!(
+        message,
+        "users file users.toml, line 6: user \"alice\" is defined twice (first at line 2)"
+    );
+
+    let message = parse_error(&format!(
+        "[[users]]\nname = \"anonymous\"\npassword = \"{hash}\"\n"
+    ));
+    assert!(
+        message.starts_with("users file users.toml, line 2: invalid user name"),
+        "{message}"
+    );
+
+    let message = parse_error("[[users]]\nname = \"alice\"\npassword = \"plain-text\"\n");
+    assert!(
+        message.starts_with("users file users.toml, line 3: user \"alice\": password is not a PHC"),
+        "{message}"
+    );
+
+    let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c29tZXNhbHQ$6Yr4y1ugnjKz4mOmD1kp3w";
+    let message = parse_error(&format!(
+        "[[users]]\nname = \"alice\"\npassword = \"{argon2i}\"\n"
+    ));
+    assert!(message.contains("expected argon2id"), "{message}");
+
+    let message = parse_error(&format!(
+        "[[users]]\nname = \"alice\"\npassword = \"{hash}\"\nhome = \"../etc\"\n"
+    ));
+    assert!(
+        message.starts_with("users file users.toml, line 4: user \"alice\": home"),
+        "{message}"
+    );
+}
+
+#[test]
+fn hashes_are_salted_argon2id() {
+    let first = hash_password("same");
+    let second = hash_password("same");
+    assert_ne!(first, second);
+    assert!(first.starts_with("$argon2id$v=19$"));
+}

@@ -1,0 +1,488 @@
+//! One control connection: the loop that drives a [`Session`] with real I/O.
+//!
+//! The loop owns everything of its connection (session, sockets, passive listener, running
+//! transfer); nothing is shared with other tasks and no lock is held across an await. A
+//! transfer runs as a future polled by the same loop, so the control connection keeps being
+//! read (ABOR, STAT, the client going away) while bytes move, and an idle session costs one
+//! task and no extra buffers.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
+use ferroftp_proto::framing::LineBuffer;
+use ferroftp_proto::session::{
+    Action, DataEndpoint, LoginFailure, LoginRequest, Outcome, PassiveFailure, StorageRequest,
+    StorageResult, TransferFailure, TransferKind, TransferRequest, TransferSummary,
+};
+use ferroftp_proto::{DirEntry, Session, StorageErrorKind};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::ServerContext;
+use crate::data::{self, DataSource, Moved, Prepared};
+use crate::passive::{PassiveError, PassiveListener};
+
+/// Most entries `STAT path` sends over the control connection; larger directories are
+/// listed with LIST over a data connection.
+const MAX_STAT_ENTRIES: usize = 10_000;
+
+/// Bytes read from the control connection at once.
+const CONTROL_READ: usize = 2048;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The stage of the running transfer, if any.
+enum TransferStage {
+    Idle,
+    Preparing(BoxFuture<Result<Prepared, TransferFailure>>),
+    Moving(BoxFuture<Result<Moved, TransferFailure>>),
+    Committing(BoxFuture<Result<u64, StorageError>>),
+}
+
+enum StageEvent {
+    Prepared(Result<Prepared, TransferFailure>),
+    Moved(Result<Moved, TransferFailure>),
+    Committed(Result<u64, StorageError>),
+}
+
+/// What is logged when a transfer ends.
+struct TransferLog {
+    verb: &'static str,
+    path: String,
+    started: StdInstant,
+}
+
+async fn next_stage_event(stage: &mut TransferStage) -> StageEvent {
+    match stage {
+        TransferStage::Idle => std::future::pending().await,
+        TransferStage::Preparing(future) => StageEvent::Prepared(future.await),
+        TransferStage::Moving(future) => StageEvent::Moved(future.await),
+        TransferStage::Committing(future) => StageEvent::Committed(future.await),
+    }
+}
+
+/// Serves one accepted control connection until it closes.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ServerContext>) {
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(error) => {
+            debug!(%peer, %error, "connection gone before it was served");
+            return;
+        }
+    };
+    let socket = socket2::SockRef::from(&stream);
+    let _ = socket.set_nodelay(true);
+    // Clients send ABOR's Telnet Synch as urgent data (ftplib sends the whole "ABOR\r\n"
+    // with MSG_OOB); without OOBINLINE the kernel would drop that byte from the stream.
+    let _ = socket.set_out_of_band_inline(true);
+    let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
+    let (reader, writer) = stream.into_split();
+    let session = Session::new(
+        Arc::clone(&context.session),
+        peer,
+        tokio::time::Instant::now().into_std(),
+    );
+    let mut connection = ControlConnection {
+        lines: LineBuffer::new(context.max_line),
+        context,
+        reader,
+        writer,
+        session,
+        out: Vec::new(),
+        passive: None,
+        stage: TransferStage::Idle,
+        transfer_log: None,
+        peer,
+        local,
+        span: span.clone(),
+    };
+    async move {
+        debug!("connected");
+        match connection.run().await {
+            Ok(()) => debug!("closed"),
+            Err(error) => debug!(%error, "control connection ended"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+struct ControlConnection {
+    context: Arc<ServerContext>,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    session: Session,
+    lines: LineBuffer,
+    out: Vec<u8>,
+    passive: Option<PassiveListener>,
+    stage: TransferStage,
+    transfer_log: Option<TransferLog>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    span: tracing::Span,
+}
+
+fn now() -> StdInstant {
+    StdInstant::now()
+}
+
+impl ControlConnection {
+    async fn run(&mut self) -> io::Result<()> {
+        let mut read_buffer = [0u8; CONTROL_READ];
+        loop {
+            if !self.perform_actions().await? {
+                return Ok(());
+            }
+            self.flush().await?;
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                read = self.reader.read(&mut read_buffer) => {
+                    let read = read?;
+                    if read == 0 {
+                        self.client_gone();
+                        return Ok(());
+                    }
+                    self.lines.push(&read_buffer[..read]);
+                    while let Some(line) = self.lines.next_line() {
+                        self.session.handle_line(line, now());
+                    }
+                    self.lines.shrink_when_empty();
+                }
+                event = next_stage_event(&mut self.stage) => {
+                    if !self.advance_transfer(event)? {
+                        return Ok(());
+                    }
+                }
+                () = sleep_until(deadline) => self.session.handle_timeout(now()),
+            }
+        }
+    }
+
+    /// Performs queued actions; `false` once the session asked to close.
+    async fn perform_actions(&mut self) -> io::Result<bool> {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Reply(reply) => reply.encode_into(&mut self.out),
+                Action::Close => {
+                    self.flush().await?;
+                    let _ = self.writer.shutdown().await;
+                    return Ok(false);
+                }
+                Action::Authenticate(request) => {
+                    self.flush().await?;
+                    let outcome = self.authenticate(request).await;
+                    self.session.handle_outcome(outcome, now());
+                }
+                Action::Storage(request) => {
+                    let outcome = Outcome::Storage(storage_operation(&self.context, request).await);
+                    self.session.handle_outcome(outcome, now());
+                }
+                Action::OpenPassive => {
+                    let outcome = Outcome::PassiveOpened(self.open_passive());
+                    self.session.handle_outcome(outcome, now());
+                }
+                Action::ClosePassive => self.passive = None,
+                Action::Transfer(request) => self.start_transfer(request),
+                Action::AbortTransfer => self.abort_transfer(),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > 4096 {
+                self.out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, request: LoginRequest) -> Outcome {
+        let attempt = LoginAttempt {
+            username: request.username,
+            password: Password::new(request.password),
+            peer: self.peer.ip().to_canonical(),
+        };
+        match self.context.authenticator.authenticate(&attempt).await {
+            Ok(user) => {
+                self.span.record("user", user.name.as_str());
+                info!(user = %user.name, "logged in");
+                Outcome::Authenticated(Ok(user))
+            }
+            Err(AuthError::Rejected) => {
+                warn!(user = %attempt.username, "login failed");
+                // Slows password guessing on this connection; other sessions are not held up.
+                tokio::time::sleep(self.context.failed_login_delay).await;
+                Outcome::Authenticated(Err(LoginFailure::Rejected))
+            }
+            Err(error) => {
+                warn!(%error, "authentication backend unavailable");
+                Outcome::Authenticated(Err(LoginFailure::Unavailable))
+            }
+        }
+    }
+
+    /// Binds a new passive listener (the previous one, if any, is closed first: RFC 959 lets
+    /// a new PASV replace the old, and one pending listener per session stops PASV floods).
+    fn open_passive(&mut self) -> Result<SocketAddr, PassiveFailure> {
+        self.passive = None;
+        let local_ip = self.local.ip().to_canonical();
+        match self.context.passive_pool.bind(local_ip) {
+            Ok(listener) => {
+                let announced_ip = match (self.context.advertise, local_ip) {
+                    (Some(advertise), local) if advertise.is_ipv4() == local.is_ipv4() => advertise,
+                    _ => local_ip,
+                };
+                let announced = SocketAddr::new(announced_ip, listener.port());
+                debug!(port = listener.port(), %announced, "passive listener open");
+                self.passive = Some(listener);
+                Ok(announced)
+            }
+            Err(PassiveError::Exhausted) => {
+                warn!(
+                    in_use = self.context.passive_pool.ports_in_use(),
+                    "passive port range exhausted"
+                );
+                Err(PassiveFailure::Exhausted)
+            }
+            Err(error) => {
+                warn!(%error, "passive listener failed");
+                Err(PassiveFailure::Other(
+                    "Can't open passive listener".to_owned(),
+                ))
+            }
+        }
+    }
+
+    fn start_transfer(&mut self, request: TransferRequest) {
+        let source = match request.endpoint {
+            DataEndpoint::Passive => match self.passive.take() {
+                Some(listener) => DataSource::Passive {
+                    listener,
+                    expected_peer: self.peer.ip(),
+                },
+                None => {
+                    let failure = TransferFailure::DataConnection("no passive listener".to_owned());
+                    self.session
+                        .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
+                    return;
+                }
+            },
+            DataEndpoint::Active(target) => DataSource::Active {
+                local_ip: self.local.ip().to_canonical(),
+                target,
+            },
+        };
+        let (verb, path) = match &request.kind {
+            TransferKind::Retrieve { path, .. } => ("RETR", path.to_string()),
+            TransferKind::Store { target, .. } => ("STOR", format!("{target:?}")),
+            TransferKind::List { path, .. } => ("LIST", path.to_string()),
+        };
+        self.transfer_log = Some(TransferLog {
+            verb,
+            path,
+            started: now(),
+        });
+        let storage = Arc::clone(&self.context.storage);
+        let options = self.context.data.clone();
+        self.stage = TransferStage::Preparing(Box::pin(async move {
+            data::prepare(request, storage, source, &options).await
+        }));
+    }
+
+    fn abort_transfer(&mut self) {
+        match self.stage {
+            // The data is all in; committing it is quicker than arguing. The session
+            // answers "226 Transfer complete, ABOR ignored".
+            TransferStage::Committing(_) | TransferStage::Idle => {}
+            TransferStage::Preparing(_) | TransferStage::Moving(_) => {
+                // Dropping the future closes the data connection; an upload is abandoned
+                // (its previous version stays, its partial data is kept for a resume).
+                self.stage = TransferStage::Idle;
+                self.log_transfer(0, "aborted");
+                self.session.handle_outcome(
+                    Outcome::TransferFinished(Err(TransferFailure::Aborted)),
+                    now(),
+                );
+            }
+        }
+    }
+
+    /// Moves the transfer on by one stage; `false` when the client is gone.
+    fn advance_transfer(&mut self, event: StageEvent) -> io::Result<bool> {
+        self.stage = TransferStage::Idle;
+        match event {
+            StageEvent::Prepared(Ok(prepared)) => {
+                let outcome = Outcome::TransferStarted {
+                    size: prepared.size,
+                    stored_as: prepared.stored_as.clone(),
+                };
+                self.stage = TransferStage::Moving(Box::pin(data::run(prepared)));
+                self.session.handle_outcome(outcome, now());
+            }
+            StageEvent::Moved(Ok(Moved::Received { upload, bytes })) => {
+                // Stream mode marks end of file by closing the data connection, which a
+                // client that dies also does. Commit only if the control connection is still
+                // there: a killed client's upload stays partial and the previous version
+                // stays whole.
+                if !self.control_still_open()? {
+                    self.log_transfer(bytes, "client gone, upload kept as partial");
+                    drop(upload);
+                    return Ok(false);
+                }
+                self.stage = TransferStage::Committing(Box::pin(commit(upload)));
+            }
+            StageEvent::Moved(Ok(Moved::Sent { bytes })) => self.finish(Ok(bytes)),
+            StageEvent::Prepared(Err(failure)) | StageEvent::Moved(Err(failure)) => {
+                self.finish(Err(failure))
+            }
+            StageEvent::Committed(result) => self.finish(result.map_err(|error| {
+                warn!(%error, "committing upload failed");
+                TransferFailure::Storage(error.kind)
+            })),
+        }
+        Ok(true)
+    }
+
+    fn finish(&mut self, result: Result<u64, TransferFailure>) {
+        match &result {
+            Ok(bytes) => self.log_transfer(*bytes, "ok"),
+            Err(failure) => self.log_transfer(0, &format!("{failure:?}")),
+        }
+        let outcome = Outcome::TransferFinished(result.map(|bytes| TransferSummary { bytes }));
+        self.session.handle_outcome(outcome, now());
+    }
+
+    fn log_transfer(&mut self, bytes: u64, status: &str) {
+        if let Some(log) = self.transfer_log.take() {
+            info!(
+                verb = log.verb,
+                path = %log.path,
+                bytes,
+                duration_ms = log.started.elapsed().as_millis() as u64,
+                status,
+                "transfer"
+            );
+        }
+    }
+
+    /// Reads what the control connection has without waiting: `false` when it is closed.
+    /// Lines that arrived are handed to the session (they queue behind the transfer).
+    fn control_still_open(&mut self) -> io::Result<bool> {
+        let mut buffer = [0u8; CONTROL_READ];
+        loop {
+            match self.reader.try_read(&mut buffer) {
+                Ok(0) => return Ok(false),
+                Ok(read) => {
+                    self.lines.push(&buffer[..read]);
+                    while let Some(line) = self.lines.next_line() {
+                        self.session.handle_line(line, now());
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn client_gone(&mut self) {
+        if !matches!(self.stage, TransferStage::Idle) {
+            self.stage = TransferStage::Idle;
+            self.log_transfer(0, "client closed the control connection");
+        }
+    }
+}
+
+async fn storage_operation(
+    context: &ServerContext,
+    request: StorageRequest,
+) -> Result<StorageResult, StorageErrorKind> {
+    let storage = &context.storage;
+    let result = match &request {
+        StorageRequest::Metadata(path) => storage.metadata(path).await.map(StorageResult::Metadata),
+        StorageRequest::ResumableSize(path) => {
+            storage.resumable_size(path).await.map(StorageResult::Size)
+        }
+        StorageRequest::StatListing(path) => stat_listing(context, path).await,
+        StorageRequest::MakeDir(path) => storage.make_dir(path).await.map(|()| StorageResult::Done),
+        StorageRequest::RemoveDir(path) => {
+            storage.remove_dir(path).await.map(|()| StorageResult::Done)
+        }
+        StorageRequest::RemoveFile(path) => storage
+            .remove_file(path)
+            .await
+            .map(|()| StorageResult::Done),
+        StorageRequest::Rename { from, to } => {
+            storage.rename(from, to).await.map(|()| StorageResult::Done)
+        }
+        StorageRequest::SetModified { path, time } => storage
+            .set_modified(path, *time)
+            .await
+            .map(|()| StorageResult::Done),
+    };
+    match result {
+        Ok(result) => {
+            if !matches!(
+                request,
+                StorageRequest::Metadata(_)
+                    | StorageRequest::ResumableSize(_)
+                    | StorageRequest::StatListing(_)
+            ) {
+                info!(?request, "storage changed");
+            }
+            Ok(result)
+        }
+        Err(error) => {
+            debug!(?request, %error, "storage operation failed");
+            Err(error.kind)
+        }
+    }
+}
+
+async fn stat_listing(
+    context: &ServerContext,
+    path: &ferroftp_proto::VirtualPath,
+) -> Result<StorageResult, StorageError> {
+    let storage = &context.storage;
+    let meta = storage.metadata(path).await?;
+    if !meta.is_dir() {
+        let name = path.file_name().unwrap_or("/").to_owned();
+        return Ok(StorageResult::Entries(vec![DirEntry { name, meta }]));
+    }
+    let mut stream = storage.list(path).await?;
+    let mut entries = Vec::new();
+    while let Some(entry) = stream.next().await {
+        entries.push(entry?);
+        if entries.len() >= MAX_STAT_ENTRIES {
+            break;
+        }
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(StorageResult::Entries(entries))
+}
+
+async fn commit(upload: Box<dyn Upload>) -> Result<u64, StorageError> {
+    upload.commit().await
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

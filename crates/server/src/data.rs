@@ -1,0 +1,428 @@
+//! The data channel: making the data connection (passive accept or active connect) and
+//! moving the bytes of one transfer.
+//!
+//! A transfer runs in stages so the control loop can speak between them: [`prepare`] opens
+//! the storage side first (a missing file is a 550 with no data connection made), then the
+//! data connection (425 on failure); the loop sends 150; [`run`] moves the bytes; for an
+//! upload the loop then decides whether to commit (see `connection.rs`).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferroftp_backend::{Storage, StorageError, Upload};
+use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
+use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
+use ferroftp_proto::session::{TransferFailure, TransferKind, TransferRequest};
+use ferroftp_proto::{DirEntry, StorageErrorKind, VirtualPath};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+use crate::passive::PassiveListener;
+
+/// Timeouts and sizes of the data channel.
+#[derive(Clone, Debug)]
+pub struct DataChannelOptions {
+    /// How long a passive listener waits for the client to connect.
+    pub accept_timeout: Duration,
+    /// How long an active connect may take.
+    pub connect_timeout: Duration,
+    /// A transfer with no progress for this long is cut.
+    pub idle_timeout: Duration,
+}
+
+impl Default for DataChannelOptions {
+    fn default() -> Self {
+        Self {
+            accept_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Bytes moved per read; one buffer per running transfer.
+const TRANSFER_BUFFER: usize = 256 * 1024;
+/// Listing output is flushed in chunks of about this size.
+const LISTING_FLUSH: usize = 64 * 1024;
+
+/// Where the data connection comes from.
+#[derive(Debug)]
+pub(crate) enum DataSource {
+    /// Accept on this listener a connection from `expected_peer` only.
+    Passive {
+        listener: PassiveListener,
+        expected_peer: IpAddr,
+    },
+    /// Connect from `local_ip` to `target`.
+    Active {
+        local_ip: IpAddr,
+        target: SocketAddr,
+    },
+}
+
+/// A transfer whose storage side and data connection are ready.
+pub(crate) struct Prepared {
+    data: TcpStream,
+    work: Work,
+    ascii: bool,
+    idle_timeout: Duration,
+    /// Shown in the 150 reply.
+    pub(crate) size: Option<u64>,
+    /// The name a STOU upload received.
+    pub(crate) stored_as: Option<VirtualPath>,
+}
+
+enum Work {
+    Retrieve(Box<dyn AsyncRead + Send + Unpin>),
+    Store(Box<dyn Upload>),
+    List {
+        entries: ListSource,
+        format: ListFormat,
+        facts: MlstFacts,
+        writable: bool,
+    },
+}
+
+enum ListSource {
+    Stream(ferroftp_backend::EntryStream),
+    Single(DirEntry),
+}
+
+/// How a transfer's byte moving ended.
+pub(crate) enum Moved {
+    /// Download or listing complete.
+    Sent { bytes: u64 },
+    /// Upload data complete; not yet committed.
+    Received { upload: Box<dyn Upload>, bytes: u64 },
+}
+
+fn storage_failure(error: &StorageError) -> TransferFailure {
+    TransferFailure::Storage(error.kind)
+}
+
+/// Opens the storage side, then the data connection.
+pub(crate) async fn prepare(
+    request: TransferRequest,
+    storage: Arc<dyn Storage>,
+    source: DataSource,
+    options: &DataChannelOptions,
+) -> Result<Prepared, TransferFailure> {
+    let mut size = None;
+    let mut stored_as = None;
+    let work = match request.kind {
+        TransferKind::Retrieve { path, offset } => {
+            let download = storage
+                .read(&path, offset)
+                .await
+                .map_err(|e| storage_failure(&e))?;
+            size = Some(download.size);
+            Work::Retrieve(download.body)
+        }
+        TransferKind::Store { target, mode } => {
+            let upload = storage
+                .start_upload(&target, mode)
+                .await
+                .map_err(|e| storage_failure(&e))?;
+            stored_as = Some(upload.path().clone());
+            Work::Store(upload)
+        }
+        TransferKind::List {
+            path,
+            format,
+            facts,
+            writable,
+        } => {
+            let entries = match storage.list(&path).await {
+                Ok(stream) => ListSource::Stream(stream),
+                // LIST and NLST of a file show that one file (as `ls -l file` does).
+                Err(error)
+                    if error.kind == StorageErrorKind::NotADirectory
+                        && format != ListFormat::Machine =>
+                {
+                    let meta = storage
+                        .metadata(&path)
+                        .await
+                        .map_err(|e| storage_failure(&e))?;
+                    let name = path.file_name().unwrap_or("/").to_owned();
+                    ListSource::Single(DirEntry { name, meta })
+                }
+                Err(error) => return Err(storage_failure(&error)),
+            };
+            Work::List {
+                entries,
+                format,
+                facts,
+                writable,
+            }
+        }
+    };
+    let data = open_data_connection(source, options).await?;
+    Ok(Prepared {
+        data,
+        work,
+        ascii: request.ascii,
+        idle_timeout: options.idle_timeout,
+        size,
+        stored_as,
+    })
+}
+
+async fn open_data_connection(
+    source: DataSource,
+    options: &DataChannelOptions,
+) -> Result<TcpStream, TransferFailure> {
+    let stream = match source {
+        DataSource::Passive {
+            listener,
+            expected_peer,
+        } => accept_from(listener, expected_peer, options.accept_timeout).await?,
+        DataSource::Active { local_ip, target } => {
+            connect_to(local_ip, target, options.connect_timeout).await?
+        }
+    };
+    tune_data_socket(&stream);
+    Ok(stream)
+}
+
+/// Accepts the data connection, refusing any from another address than the control
+/// connection's client: a third party that guesses the port must not get the data.
+async fn accept_from(
+    passive: PassiveListener,
+    expected_peer: IpAddr,
+    accept_timeout: Duration,
+) -> Result<TcpStream, TransferFailure> {
+    let expected_peer = expected_peer.to_canonical();
+    let deadline = tokio::time::Instant::now() + accept_timeout;
+    loop {
+        let accepted = tokio::time::timeout_at(deadline, passive.listener.accept()).await;
+        match accepted {
+            Err(_) => {
+                return Err(TransferFailure::DataConnection(format!(
+                    "no connection to passive port {} within {}s",
+                    passive.port(),
+                    accept_timeout.as_secs()
+                )));
+            }
+            Ok(Err(error)) => return Err(TransferFailure::DataConnection(error.to_string())),
+            Ok(Ok((stream, peer))) => {
+                if peer.ip().to_canonical() == expected_peer {
+                    return Ok(stream);
+                }
+                tracing::warn!(
+                    %peer,
+                    expected = %expected_peer,
+                    port = passive.port(),
+                    "refused passive data connection from a foreign address"
+                );
+            }
+        }
+    }
+}
+
+async fn connect_to(
+    local_ip: IpAddr,
+    target: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<TcpStream, TransferFailure> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|error| TransferFailure::DataConnection(error.to_string()))?;
+    // Leave from the address the client talks to, so its firewall sees the server it knows.
+    if local_ip.is_ipv4() == target.is_ipv4() {
+        let _ = socket.bind(SocketAddr::new(local_ip, 0));
+    }
+    match timeout(connect_timeout, socket.connect(target)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(TransferFailure::DataConnection(format!(
+            "connecting to {target} failed: {error}"
+        ))),
+        Err(_) => Err(TransferFailure::DataConnection(format!(
+            "connecting to {target} timed out after {}s",
+            connect_timeout.as_secs()
+        ))),
+    }
+}
+
+fn tune_data_socket(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_nodelay(true);
+}
+
+/// Moves the bytes.
+pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
+    let Prepared {
+        mut data,
+        work,
+        ascii,
+        idle_timeout,
+        ..
+    } = prepared;
+    match work {
+        Work::Retrieve(mut body) => {
+            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
+            finish_sending(&mut data).await?;
+            Ok(Moved::Sent { bytes })
+        }
+        Work::Store(mut upload) => {
+            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout).await?;
+            Ok(Moved::Received { upload, bytes })
+        }
+        Work::List {
+            entries,
+            format,
+            facts,
+            writable,
+        } => {
+            let bytes = send_listing(entries, format, facts, writable, &mut data).await?;
+            finish_sending(&mut data).await?;
+            Ok(Moved::Sent { bytes })
+        }
+    }
+}
+
+fn lost(error: io::Error) -> TransferFailure {
+    TransferFailure::ConnectionLost(error.to_string())
+}
+
+async fn with_idle_timeout<T>(
+    idle_timeout: Duration,
+    operation: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    timeout(idle_timeout, operation).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "data connection idle",
+        ))
+    })
+}
+
+async fn send_file(
+    body: &mut (dyn AsyncRead + Send + Unpin),
+    data: &mut TcpStream,
+    ascii: bool,
+    idle_timeout: Duration,
+) -> Result<u64, TransferFailure> {
+    let mut buffer = vec![0u8; TRANSFER_BUFFER];
+    let mut converted = Vec::new();
+    let mut converter = ToNetwork::default();
+    let mut sent = 0u64;
+    loop {
+        let read = body
+            .read(&mut buffer)
+            .await
+            .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+        if read == 0 {
+            return Ok(sent);
+        }
+        let chunk = if ascii {
+            converted.clear();
+            converter.convert(&buffer[..read], &mut converted);
+            &converted[..]
+        } else {
+            &buffer[..read]
+        };
+        with_idle_timeout(idle_timeout, data.write_all(chunk))
+            .await
+            .map_err(lost)?;
+        sent += chunk.len() as u64;
+    }
+}
+
+async fn receive_file(
+    data: &mut TcpStream,
+    upload: &mut Box<dyn Upload>,
+    ascii: bool,
+    idle_timeout: Duration,
+) -> Result<u64, TransferFailure> {
+    let mut buffer = vec![0u8; TRANSFER_BUFFER];
+    let mut converted = Vec::new();
+    let mut converter = FromNetwork::default();
+    let mut received = 0u64;
+    loop {
+        let read = with_idle_timeout(idle_timeout, data.read(&mut buffer))
+            .await
+            .map_err(lost)?;
+        let chunk = if read == 0 {
+            if !ascii {
+                break;
+            }
+            converted.clear();
+            converter.finish(&mut converted);
+            &converted[..]
+        } else if ascii {
+            converted.clear();
+            converter.convert(&buffer[..read], &mut converted);
+            &converted[..]
+        } else {
+            &buffer[..read]
+        };
+        upload
+            .write_all(chunk)
+            .await
+            .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+        received += read as u64;
+        if read == 0 {
+            break;
+        }
+    }
+    upload
+        .flush()
+        .await
+        .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+    Ok(received)
+}
+
+async fn send_listing(
+    entries: ListSource,
+    format: ListFormat,
+    facts: MlstFacts,
+    writable: bool,
+    data: &mut TcpStream,
+) -> Result<u64, TransferFailure> {
+    let now = SystemTime::now();
+    let mut out = Vec::with_capacity(LISTING_FLUSH + 512);
+    let mut sent = 0u64;
+    match entries {
+        ListSource::Single(entry) => {
+            listing::format_entry(format, &entry, now, facts, writable, &mut out);
+        }
+        ListSource::Stream(mut stream) => {
+            while let Some(entry) = stream.next().await {
+                let entry = entry.map_err(|error| storage_failure(&error))?;
+                listing::format_entry(format, &entry, now, facts, writable, &mut out);
+                if out.len() >= LISTING_FLUSH {
+                    data.write_all(&out).await.map_err(lost)?;
+                    sent += out.len() as u64;
+                    out.clear();
+                }
+            }
+        }
+    }
+    data.write_all(&out).await.map_err(lost)?;
+    Ok(sent + out.len() as u64)
+}
+
+/// Ends a download: the FIN is the end-of-file mark in stream mode (RFC 959 §3.4.1).
+async fn finish_sending(data: &mut TcpStream) -> Result<(), TransferFailure> {
+    data.shutdown().await.map_err(lost)
+}
+
+/// Storage streams report `io::Error`s; their kind decides the reply, anything unexpected
+/// is a local error (451).
+fn kind_of_io_error(error: &io::Error) -> StorageErrorKind {
+    match error.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            StorageErrorKind::InsufficientSpace
+        }
+        io::ErrorKind::PermissionDenied => StorageErrorKind::PermissionDenied,
+        io::ErrorKind::NotFound => StorageErrorKind::NotFound,
+        _ => StorageErrorKind::Local,
+    }
+}

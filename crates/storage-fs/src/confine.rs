@@ -1,0 +1,112 @@
+//! Opening paths below the root so that the kernel, not string checks, keeps us inside it.
+//!
+//! Every lookup goes through `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
+//! relative to an already open directory: symlinks are followed only while they stay below
+//! that directory, `/proc` magic links never, and a component swapped for a symlink during
+//! the walk cannot take us out either, since the kernel checks the walk itself. Operations
+//! that name an entry (mkdir, unlink, rename) run `*at` calls on a single name inside a
+//! directory opened that way: a single name has no component left to escape through.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use ferroftp_backend::{FileKind, FileMeta, StorageError, StorageErrorKind, VirtualPath};
+use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+use rustix::io::Errno;
+
+use crate::PARTIAL_PREFIX;
+use crate::error::fs_error;
+
+/// The resolve flags of every open: stay beneath the starting directory, no magic links.
+const CONFINED: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+/// How often an open is retried when the kernel reports a race it could not rule out.
+const RACE_RETRIES: usize = 16;
+
+/// `openat2(base, relative, flags | O_CLOEXEC, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
+/// | extra)`.
+pub(crate) fn open_beneath<RelativePath: rustix::path::Arg + Copy>(
+    base: impl AsFd,
+    relative: RelativePath,
+    flags: OFlags,
+    mode: Mode,
+    extra: ResolveFlags,
+) -> io::Result<OwnedFd> {
+    let mut attempt = 0;
+    loop {
+        match openat2(base.as_fd(), relative, flags | OFlags::CLOEXEC, mode, CONFINED | extra) {
+            // openat2(2): EAGAIN under RESOLVE_BENEATH means a concurrent rename or mount
+            // kept the kernel from proving the walk stayed inside; it asks for a retry.
+            Err(errno) if (errno == Errno::AGAIN || errno == Errno::INTR) && attempt < RACE_RETRIES => {
+                attempt += 1;
+            }
+            result => return result.map_err(io::Error::from),
+        }
+    }
+}
+
+/// `path` relative to the root, as `openat2` wants it (`.` for the root itself), after
+/// refusing names that would address a hidden partial upload.
+pub(crate) fn relative(path: &VirtualPath) -> Result<&str, StorageError> {
+    if let Some(segment) = path.segments().find(|segment| segment.starts_with(PARTIAL_PREFIX)) {
+        return Err(StorageError::new(
+            StorageErrorKind::InvalidName,
+            format!("{path}: {segment:?} is reserved for partial uploads"),
+        ));
+    }
+    Ok(if path.is_root() { "." } else { path.relative_str() })
+}
+
+/// Opens `path` below `root`, following symlinks only while they stay inside.
+pub(crate) fn open_path(
+    root: &OwnedFd,
+    path: &VirtualPath,
+    flags: OFlags,
+) -> Result<OwnedFd, StorageError> {
+    open_beneath(root, relative(path)?, flags, Mode::empty(), ResolveFlags::empty())
+        .map_err(|error| fs_error(error, "open", path))
+}
+
+/// Opens the directory `path`, readable (so it can be listed and fsynced).
+pub(crate) fn open_directory(root: &OwnedFd, path: &VirtualPath) -> Result<OwnedFd, StorageError> {
+    open_path(root, path, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// The directory containing `path`, opened, and `path`'s last name inside it. The root has
+/// no parent: callers decide what an operation on the root means before asking.
+pub(crate) fn open_parent<'path>(
+    root: &OwnedFd,
+    path: &'path VirtualPath,
+) -> Result<(OwnedFd, &'path str), StorageError> {
+    // Checks the last name for the partial prefix too, which `parent()` would not.
+    relative(path)?;
+    let name = path.file_name().ok_or_else(|| {
+        StorageError::new(StorageErrorKind::PermissionDenied, "the root has no parent")
+    })?;
+    Ok((open_directory(root, &path.parent())?, name))
+}
+
+/// Facts about an open file or directory (an `O_PATH` descriptor is enough).
+pub(crate) fn meta_of(fd: OwnedFd) -> io::Result<FileMeta> {
+    Ok(file_meta(&File::from(fd).metadata()?))
+}
+
+/// What the protocol needs from a `stat`.
+pub(crate) fn file_meta(metadata: &std::fs::Metadata) -> FileMeta {
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_dir() {
+        FileKind::Directory
+    } else if file_type.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::File
+    };
+    FileMeta {
+        kind,
+        size: metadata.len(),
+        modified: metadata.modified().ok(),
+        mode: metadata.mode() & 0o7777,
+    }
+}

@@ -1,0 +1,417 @@
+//! Uploads: hidden, locked partial files beside their target, renamed over it on commit.
+//!
+//! The partial file of `name` is `PARTIAL_PREFIX + name` in the same directory, so the
+//! commit is a rename within one directory (atomic, never a copy) and an abandoned upload
+//! is found again by name for a resume. An exclusive `flock` on the partial file marks the
+//! upload in progress: a second upload of the same name is refused as `Transient` instead of
+//! interleaving its bytes with the first.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use ferroftp_backend::{
+    StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
+};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::io::Errno;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::confine::{open_beneath, open_directory, open_parent};
+use crate::error::fs_error;
+use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
+
+/// How often to look for a fresh STOU name before giving up.
+const UNIQUE_ATTEMPTS: usize = 64;
+/// How often to reopen a partial file that a finishing upload renamed under us.
+const LOCK_ATTEMPTS: usize = 8;
+
+/// The hidden name holding the partial upload of `name`.
+pub(crate) fn partial_name(name: &str) -> String {
+    format!("{PARTIAL_PREFIX}{name}")
+}
+
+/// An upload opened and positioned on the blocking pool, ready to become an [`FsUpload`].
+pub(crate) struct Prepared {
+    file: File,
+    directory: OwnedFd,
+    partial_name: String,
+    final_name: String,
+    path: VirtualPath,
+    initial_len: u64,
+    unique: bool,
+}
+
+impl Prepared {
+    /// Hands the file to tokio, which moves each write to the blocking pool.
+    pub(crate) fn into_upload(self) -> FsUpload {
+        FsUpload {
+            file: tokio::fs::File::from_std(self.file),
+            directory: self.directory,
+            partial_name: self.partial_name,
+            final_name: self.final_name,
+            path: self.path,
+            initial_len: self.initial_len,
+            unique: self.unique,
+        }
+    }
+}
+
+/// Opens and locks the partial file for `target` and fills it with what `mode` keeps of the
+/// resumable content. Blocking.
+pub(crate) fn prepare(
+    inner: &Inner,
+    target: &UploadTarget,
+    mode: WriteMode,
+) -> Result<Prepared, StorageError> {
+    let (directory, final_name, path, file, unique) = match target {
+        UploadTarget::Path(path) => {
+            if path.is_root() {
+                return Err(StorageError::new(StorageErrorKind::IsADirectory, "the root"));
+            }
+            let (directory, name) = open_parent(&inner.root, path)?;
+            refuse_directory(&directory, name, path)?;
+            let file = lock_partial(&directory, &partial_name(name), path, false)?;
+            (directory, name.to_owned(), path.clone(), file, false)
+        }
+        UploadTarget::UniqueIn(directory_path) => {
+            let directory = open_directory(&inner.root, directory_path)?;
+            let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
+            let path = directory_path.resolve(&name).map_err(|error| {
+                StorageError::new(StorageErrorKind::Local, format!("STOU name {name}: {error}"))
+            })?;
+            (directory, name, path, file, true)
+        }
+    };
+    let partial = partial_name(&final_name);
+    let initial_len = match fill(inner, &file, &path, mode) {
+        Ok(length) => length,
+        Err(error) => {
+            // Do not leave an empty hidden file behind for an upload that never started.
+            if file.metadata().is_ok_and(|metadata| metadata.len() == 0) {
+                let _ = rustix::fs::unlinkat(&directory, partial.as_str(), AtFlags::empty());
+            }
+            return Err(error);
+        }
+    };
+    Ok(Prepared { file, directory, partial_name: partial, final_name, path, initial_len, unique })
+}
+
+/// Refuses to start an upload whose target is a directory, before the client sends data.
+fn refuse_directory(directory: &OwnedFd, name: &str, path: &VirtualPath) -> Result<(), StorageError> {
+    match rustix::fs::statat(directory, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => Err(
+            StorageError::new(StorageErrorKind::IsADirectory, format!("{path} is a directory")),
+        ),
+        Ok(_) => Ok(()),
+        Err(errno) if errno == Errno::NOENT => Ok(()),
+        Err(errno) => Err(fs_error(errno, "stat", path)),
+    }
+}
+
+/// Opens (creating it if needed, or only creating it when `exclusive`) and locks the
+/// partial file `partial` in `directory`.
+fn lock_partial(
+    directory: &OwnedFd,
+    partial: &str,
+    path: &VirtualPath,
+    exclusive: bool,
+) -> Result<File, StorageError> {
+    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOCTTY;
+    if exclusive {
+        flags |= OFlags::EXCL;
+    }
+    for _ in 0..LOCK_ATTEMPTS {
+        // RESOLVE_NO_SYMLINKS: a symlink planted under a partial name is never written through.
+        let fd = open_beneath(
+            directory,
+            partial,
+            flags,
+            Mode::from_raw_mode(NEW_FILE_MODE),
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|error| fs_error(error, "open partial upload of", path))?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(errno) if errno == Errno::WOULDBLOCK => {
+                return Err(StorageError::new(
+                    StorageErrorKind::Transient,
+                    format!("another upload of {path} is in progress"),
+                ));
+            }
+            Err(errno) => return Err(fs_error(errno, "lock partial upload of", path)),
+        }
+        // An upload that committed between our open and our lock has renamed this inode to
+        // the final name: writing into it would change a published file in place. Keep the
+        // lock only if the inode is still the one under the partial name.
+        let locked = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
+        match rustix::fs::statat(directory, partial, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(current) if current.st_dev == locked.st_dev && current.st_ino == locked.st_ino => {
+                return Ok(File::from(fd));
+            }
+            Ok(_) => {}
+            Err(errno) if errno == Errno::NOENT => {}
+            Err(errno) => return Err(fs_error(errno, "stat partial upload of", path)),
+        }
+    }
+    Err(StorageError::new(
+        StorageErrorKind::Transient,
+        format!("the partial upload of {path} kept changing"),
+    ))
+}
+
+/// Picks an unused STOU name in `directory` and claims it by creating its partial file
+/// with `O_EXCL`. The final name is only checked here; the commit's `RENAME_NOREPLACE`
+/// settles a race with anything created under it meanwhile.
+fn claim_unique_name(
+    inner: &Inner,
+    directory: &OwnedFd,
+    directory_path: &VirtualPath,
+) -> Result<(String, File), StorageError> {
+    for _ in 0..UNIQUE_ATTEMPTS {
+        let name = inner.unique_name();
+        match rustix::fs::statat(directory, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => continue,
+            Err(errno) if errno == Errno::NOENT => {}
+            Err(errno) => return Err(fs_error(errno, "stat in", directory_path)),
+        }
+        match lock_partial(directory, &partial_name(&name), directory_path, true) {
+            Ok(file) => return Ok((name, file)),
+            Err(error) if error.kind == StorageErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(StorageError::new(
+        StorageErrorKind::Transient,
+        format!("no unused STOU name found in {directory_path}"),
+    ))
+}
+
+/// Puts what `mode` keeps of the resumable content into the locked partial file and leaves
+/// it positioned at the end of that. Returns the length kept.
+fn fill(inner: &Inner, partial: &File, path: &VirtualPath, mode: WriteMode) -> Result<u64, StorageError> {
+    let io_error = |error: io::Error| fs_error(error, "prepare partial upload of", path);
+    let keep = match mode {
+        WriteMode::Create => {
+            partial.set_len(0).map_err(io_error)?;
+            0
+        }
+        WriteMode::Append | WriteMode::ResumeAt(_) => match open_committed(inner, path)? {
+            // The committed file is the resumable content: copy the part kept (the kernel
+            // copies, or shares extents where the filesystem can) so the published file
+            // stays untouched until commit.
+            Some(committed) => {
+                let length = committed.metadata().map_err(io_error)?.len();
+                let keep = kept_length(mode, length, path)?;
+                partial.set_len(0).map_err(io_error)?;
+                let mut source = (&committed).take(keep);
+                let mut destination = partial;
+                destination.seek(SeekFrom::Start(0)).map_err(io_error)?;
+                let copied = io::copy(&mut source, &mut destination).map_err(io_error)?;
+                if copied != keep {
+                    return Err(StorageError::new(
+                        StorageErrorKind::Transient,
+                        format!("{path} shrank while an upload resumed it"),
+                    ));
+                }
+                keep
+            }
+            // Else what an abandoned upload left in the partial file.
+            None => {
+                let length = partial.metadata().map_err(io_error)?.len();
+                let keep = kept_length(mode, length, path)?;
+                partial.set_len(keep).map_err(io_error)?;
+                keep
+            }
+        },
+    };
+    let mut position = partial;
+    position.seek(SeekFrom::Start(keep)).map_err(io_error)?;
+    Ok(keep)
+}
+
+/// The committed file at `path` opened for reading, or `None` when there is none.
+fn open_committed(inner: &Inner, path: &VirtualPath) -> Result<Option<File>, StorageError> {
+    match inner.open_for_reading(path) {
+        Ok((file, _)) => Ok(Some(file)),
+        Err(error) if error.kind == StorageErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// How much of `length` bytes of resumable content `mode` keeps.
+fn kept_length(mode: WriteMode, length: u64, path: &VirtualPath) -> Result<u64, StorageError> {
+    match mode {
+        WriteMode::Create => Ok(0),
+        WriteMode::Append => Ok(length),
+        WriteMode::ResumeAt(offset) if offset <= length => Ok(offset),
+        WriteMode::ResumeAt(offset) => Err(StorageError::new(
+            StorageErrorKind::InvalidRange,
+            format!("resume offset {offset} beyond the {length} bytes of {path}"),
+        )),
+    }
+}
+
+/// Removes the abandoned partial uploads inside `directory/name`, which must hold nothing
+/// else: the client sees an empty directory and asked to remove it. An upload still running
+/// there makes it `Transient`. Blocking.
+pub(crate) fn discard_partials_in(
+    directory: &OwnedFd,
+    name: &str,
+    path: &VirtualPath,
+) -> Result<(), StorageError> {
+    let not_empty =
+        || StorageError::new(StorageErrorKind::NotEmpty, format!("{path} has entries"));
+    let inside = open_beneath(
+        directory,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|error| fs_error(error, "open", path))?;
+    let mut partials = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&inside).map_err(|error| fs_error(error, "list", path))? {
+        let entry = entry.map_err(|error| fs_error(error, "list", path))?;
+        let entry_name = entry.file_name().to_bytes();
+        if entry_name == b"." || entry_name == b".." {
+            continue;
+        }
+        if !entry_name.starts_with(PARTIAL_PREFIX.as_bytes()) {
+            return Err(not_empty());
+        }
+        partials.push(entry.file_name().to_owned());
+    }
+    for partial in partials {
+        let Ok(fd) = open_beneath(
+            &inside,
+            partial.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        ) else {
+            // Something planted under a partial name (a symlink): not ours to delete.
+            return Err(not_empty());
+        };
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(StorageError::new(
+                StorageErrorKind::Transient,
+                format!("an upload into {path} is in progress"),
+            ));
+        }
+        // Unlinked while still locked, so no upload can take it over in between.
+        rustix::fs::unlinkat(&inside, partial.as_c_str(), AtFlags::empty())
+            .map_err(|error| fs_error(error, "remove partial upload in", path))?;
+    }
+    Ok(())
+}
+
+/// An upload into [`FsStorage`](crate::FsStorage), writing its hidden partial file.
+/// Dropping it keeps the partial file (closing it releases the lock).
+pub(crate) struct FsUpload {
+    file: tokio::fs::File,
+    /// The directory of both the partial and the final name: renames and fsyncs happen
+    /// through it, wherever the directory has moved meanwhile.
+    directory: OwnedFd,
+    partial_name: String,
+    final_name: String,
+    path: VirtualPath,
+    initial_len: u64,
+    /// STOU: the commit must not replace a file created under the chosen name meanwhile.
+    unique: bool,
+}
+
+impl AsyncWrite for FsUpload {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().file).poll_write(context, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().file).poll_flush(context)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().file).poll_shutdown(context)
+    }
+}
+
+#[async_trait]
+impl Upload for FsUpload {
+    fn path(&self) -> &VirtualPath {
+        &self.path
+    }
+
+    fn initial_len(&self) -> u64 {
+        self.initial_len
+    }
+
+    async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
+        let Self { mut file, directory, partial_name, final_name, path, unique, .. } = *self;
+        // Waits for the writes tokio still has in flight and reports their errors.
+        file.flush().await.map_err(|error| fs_error(error, "write", &path))?;
+        let file = file.into_std().await;
+        let publish = move || -> Result<u64, StorageError> {
+            // Durable before visible: after a crash the name holds the old file or the
+            // complete new one, never a new one with missing blocks.
+            file.sync_all().map_err(|error| fs_error(error, "fsync", &path))?;
+            let size = file.metadata().map_err(|error| fs_error(error, "stat", &path))?.len();
+            rename_into_place(&directory, &partial_name, &final_name, unique)
+                .map_err(|error| fs_error(error, "publish upload of", &path))?;
+            // Makes the rename itself durable. The data is published either way, so a
+            // filesystem that cannot fsync directories is no reason to report a failure.
+            let _ = rustix::fs::fsync(&directory);
+            // The lock goes with the file, only now that the partial name is free again.
+            drop(file);
+            Ok(size)
+        };
+        tokio::task::spawn_blocking(publish).await.map_err(|error| {
+            StorageError::new(StorageErrorKind::Local, format!("commit task failed: {error}"))
+        })?
+    }
+
+    async fn abandon(mut self: Box<Self>) -> Result<(), StorageError> {
+        // The bytes already accepted belong to the resumable data: let them land.
+        let flushed = self.file.flush().await;
+        flushed.map_err(|error| fs_error(error, "write", &self.path))
+    }
+}
+
+/// Renames the partial file over the final name; for STOU only if that name is still free.
+fn rename_into_place(
+    directory: &impl AsFd,
+    partial: &str,
+    final_name: &str,
+    unique: bool,
+) -> io::Result<()> {
+    if unique {
+        match rustix::fs::renameat_with(directory, partial, directory, final_name, RenameFlags::NOREPLACE) {
+            // Filesystems without RENAME_NOREPLACE: the name was checked free at start.
+            Err(errno) if errno == Errno::INVAL => {}
+            result => return result.map_err(io::Error::from),
+        }
+    }
+    rustix::fs::renameat(directory, partial, directory, final_name).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_length_follows_the_write_mode() {
+        let path = VirtualPath::root().resolve("/f").unwrap();
+        assert_eq!(kept_length(WriteMode::Create, 10, &path).unwrap(), 0);
+        assert_eq!(kept_length(WriteMode::Append, 10, &path).unwrap(), 10);
+        assert_eq!(kept_length(WriteMode::ResumeAt(4), 10, &path).unwrap(), 4);
+        assert_eq!(kept_length(WriteMode::ResumeAt(10), 10, &path).unwrap(), 10);
+        let beyond = kept_length(WriteMode::ResumeAt(11), 10, &path).unwrap_err();
+        assert_eq!(beyond.kind, StorageErrorKind::InvalidRange);
+    }
+}

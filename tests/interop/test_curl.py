@@ -1,0 +1,341 @@
+"""curl against ferroftp: passive (EPSV and PASV) and active (EPRT and PORT) transfers of
+0 B, 1 B, 1 MiB and 100 MiB, ASCII mode, listings, -Q commands, and resumed downloads and
+uploads after the client was killed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, file_size, kill_hard,
+                         nlst_names, parse_epsv, parse_pasv, parse_unix_list, sha256_file,
+                         wait_for, wait_server_idle)
+
+PARTIAL_PREFIX = ".ferroftp-partial."
+
+# mode -> (curl flags, data-channel verb expected, its reply code, verbs that must not be sent)
+MODES = {
+    "passive-epsv": (["--ftp-pasv"], "EPSV", 229, ("PASV", "PORT", "EPRT")),
+    "passive-pasv": (["--ftp-pasv", "--disable-epsv"], "PASV", 227, ("EPSV", "PORT", "EPRT")),
+    "active-eprt": (["-P", "127.0.0.1"], "EPRT", 200, ("PORT", "PASV", "EPSV")),
+    "active-port": (["-P", "127.0.0.1", "--disable-eprt"], "PORT", 200, ("EPRT", "PASV", "EPSV")),
+}
+
+
+def check_data_setup(run, server, mode):
+    _, verb, code, forbidden = MODES[mode]
+    exchanges = run.exchanges(verb)
+    assert exchanges, f"{verb} never sent\n{run.describe()}"
+    for ex in exchanges:
+        assert ex.codes == [code], f"{verb}: {ex.replies}\n{run.describe()}"
+        if verb == "EPSV":
+            port = parse_epsv(ex.replies[0][1])
+            assert server.in_passive_range(port), f"EPSV port {port} outside {server.passive_range}"
+        elif verb == "PASV":
+            host, port = parse_pasv(ex.replies[0][1])
+            assert host == "127.0.0.1", f"PASV advertised {host}"
+            assert server.in_passive_range(port), f"PASV port {port} outside {server.passive_range}"
+    sent = run.sent_verbs()
+    for v in forbidden:
+        assert v not in sent, f"curl fell back to {v}: the server refused {verb}?\n{run.describe()}"
+
+
+def no_partials(server, directory=""):
+    d = server.path(directory)
+    return [n for n in os.listdir(d) if n.startswith(PARTIAL_PREFIX)]
+
+
+def read_or_empty(path) -> bytes:
+    # curl does not create the output file when a download has no bytes at all.
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def roundtrip(server, tmp_path, mode, sample, name, timeout=120):
+    flags = MODES[mode][0]
+    up = curl(*flags, "-T", sample.path, server.url(name), timeout=timeout)
+    up.assert_ok()
+    up.assert_exchange("STOR", (125, 150), 226)
+    check_data_setup(up, server, mode)
+    assert sha256_file(server.path(name)) == sample.sha256
+    assert no_partials(server) == []
+
+    out = tmp_path / f"down-{name}"
+    down = curl(*flags, "-o", out, server.url(name), timeout=timeout)
+    down.assert_ok()
+    down.assert_exchange("RETR", (125, 150), 226)
+    check_data_setup(down, server, mode)
+    if sample.size == 0:
+        assert read_or_empty(out) == b""
+    else:
+        assert sha256_file(out) == sample.sha256
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB], ids=["0B", "1B", "1MiB"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_upload_download(server, samples, tmp_path, mode, size):
+    roundtrip(server, tmp_path, mode, samples[size], f"file-{size}.bin")
+
+
+@pytest.mark.time_limit(1200)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_upload_download_100mib(server, big_sample, tmp_path, mode):
+    roundtrip(server, tmp_path, mode, big_sample, "big.bin", timeout=BIG_PROC_TIMEOUT)
+
+
+def test_size_after_upload(server, samples):
+    s = samples[MiB]
+    curl("--ftp-pasv", "-T", s.path, server.url("sized.bin")).assert_ok()
+    r = curl("-Q", "TYPE I", "-Q", "SIZE sized.bin", "-l", server.url(""))
+    r.assert_ok()
+    ex = r.assert_exchange("SIZE", 213)
+    assert ex.replies[0][1].strip() == str(MiB)
+
+
+# --------------------------------------------------------------------------------------------
+# ASCII mode
+
+TEXT_LF = b"first line\nsecond line\n\nafter an empty line\nno newline at the end"
+TEXT_CRLF = TEXT_LF.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("how", ["--use-ascii", ";type=A"])
+def test_ascii_download_converts_lf_to_crlf(server, tmp_path, how):
+    server.path("text.txt").write_bytes(TEXT_LF)
+    out = tmp_path / "text.out"
+    if how == "--use-ascii":
+        r = curl("--ftp-pasv", "--use-ascii", "-o", out, server.url("text.txt"))
+    else:
+        r = curl("--ftp-pasv", "-o", out, server.url("text.txt;type=A"))
+    r.assert_ok()
+    r.assert_exchange("TYPE", 200)
+    assert r.exchanges("TYPE")[-1].command == "TYPE A"
+    r.assert_exchange("RETR", (125, 150), 226)
+    # curl on Unix writes the network (CRLF) form as received.
+    assert out.read_bytes() == TEXT_CRLF
+
+
+def test_ascii_upload_converts_crlf_to_lf(server, tmp_path):
+    src = tmp_path / "crlf.txt"
+    src.write_bytes(TEXT_CRLF)
+    r = curl("--ftp-pasv", "--use-ascii", "-T", src, server.url("stored.txt"))
+    r.assert_ok()
+    assert r.exchanges("TYPE")[-1].command == "TYPE A"
+    r.assert_exchange("STOR", (125, 150), 226)
+    assert server.path("stored.txt").read_bytes() == TEXT_LF
+
+
+def test_ascii_upload_with_crlf_option(server, tmp_path):
+    # --crlf makes curl turn the local LF into CRLF on the wire; the server stores LF again.
+    src = tmp_path / "lf.txt"
+    src.write_bytes(TEXT_LF)
+    r = curl("--ftp-pasv", "--crlf", "-T", src, server.url("stored.txt;type=A"))
+    r.assert_ok()
+    assert r.exchanges("TYPE")[-1].command == "TYPE A"
+    r.assert_exchange("STOR", (125, 150), 226)
+    assert server.path("stored.txt").read_bytes() == TEXT_LF
+
+
+def test_binary_mode_keeps_crlf(server, tmp_path):
+    src = tmp_path / "crlf.bin"
+    src.write_bytes(TEXT_CRLF)
+    curl("--ftp-pasv", "-T", src, server.url("crlf.bin")).assert_ok()
+    assert server.path("crlf.bin").read_bytes() == TEXT_CRLF
+    out = tmp_path / "crlf.out"
+    r = curl("--ftp-pasv", "-o", out, server.url("crlf.bin"))
+    r.assert_ok()
+    assert r.exchanges("TYPE")[-1].command == "TYPE I"
+    assert out.read_bytes() == TEXT_CRLF
+
+
+# --------------------------------------------------------------------------------------------
+# listings
+
+
+def make_tree(server):
+    d = server.path("dir")
+    d.mkdir()
+    (d / "a.txt").write_bytes(b"hello")
+    (d / "b.bin").write_bytes(b"\x00\x01\x02")
+    (d / "empty").write_bytes(b"")
+    (d / "with space.txt").write_bytes(b"1234567")
+    (d / "sub").mkdir()
+    return {"a.txt": ("-", 5), "b.bin": ("-", 3), "empty": ("-", 0),
+            "with space.txt": ("-", 7), "sub": ("d", None)}
+
+
+@pytest.mark.parametrize("mode", ["passive-epsv", "active-port"])
+def test_list_directory(server, mode):
+    expected = make_tree(server)
+    r = curl(*MODES[mode][0], server.url("dir/"))
+    r.assert_ok()
+    r.assert_exchange("CWD", 250)
+    r.assert_exchange("LIST", (125, 150), 226)
+    listing = parse_unix_list(r.stdout.decode())
+    listing = {k: v for k, v in listing.items() if k not in (".", "..")}
+    assert set(listing) == set(expected), listing
+    for name, (kind, size) in expected.items():
+        assert listing[name][0] == kind, (name, listing[name])
+        if size is not None:
+            assert listing[name][1] == size, (name, listing[name])
+
+
+def test_nlst_directory(server):
+    expected = make_tree(server)
+    r = curl("--ftp-pasv", "-l", server.url("dir/"))
+    r.assert_ok()
+    r.assert_exchange("NLST", (125, 150), 226)
+    assert sorted(nlst_names(r.stdout.decode())) == sorted(expected)
+
+
+def test_list_missing_directory(server):
+    r = curl("--ftp-pasv", server.url("nope/"))
+    assert r.returncode == 9, r.describe()        # CURLE_REMOTE_ACCESS_DENIED: CWD failed
+    r.assert_exchange("CWD", 550)
+
+
+# --------------------------------------------------------------------------------------------
+# -Q commands
+
+
+def test_quote_commands(server):
+    server.path("old.txt").write_bytes(b"old")
+    server.path("del.txt").write_bytes(b"del")
+    r = curl("--ftp-pasv", "-Q", "MKD newdir", "-Q", "RNFR old.txt", "-Q", "RNTO new.txt",
+             "-Q", "DELE del.txt", "-l", server.url(""))
+    r.assert_ok()
+    r.assert_exchange("MKD", 257)
+    r.assert_exchange("RNFR", 350)
+    r.assert_exchange("RNTO", 250)
+    r.assert_exchange("DELE", 250)
+    assert server.path("newdir").is_dir()
+    assert server.path("new.txt").read_bytes() == b"old"
+    assert not server.path("old.txt").exists()
+    assert not server.path("del.txt").exists()
+    assert sorted(nlst_names(r.stdout.decode())) == ["new.txt", "newdir"]
+
+    r = curl("--ftp-pasv", "-Q", "RMD newdir", "-l", server.url(""))
+    r.assert_ok()
+    r.assert_exchange("RMD", 250)
+    assert not server.path("newdir").exists()
+
+
+def test_quote_command_failure(server):
+    r = curl("--ftp-pasv", "-Q", "DELE missing.txt", "-l", server.url(""))
+    assert r.returncode == 21, r.describe()       # CURLE_QUOTE_ERROR
+    r.assert_exchange("DELE", 550)
+
+
+# --------------------------------------------------------------------------------------------
+# resumed downloads
+
+
+def test_resume_download_from_partial_local_file(server, samples, tmp_path):
+    s = samples[MiB]
+    server.path("file.bin").write_bytes(s.path.read_bytes())
+    out = tmp_path / "file.bin"
+    cut = 300_001
+    out.write_bytes(s.path.read_bytes()[:cut])
+    r = curl("--ftp-pasv", "-C", "-", "-o", out, server.url("file.bin"))
+    r.assert_ok()
+    ex = r.assert_exchange("SIZE", 213)
+    assert ex.replies[0][1].strip() == str(MiB)
+    rest = r.assert_exchange("REST", 350)
+    assert rest.command == f"REST {cut}"
+    r.assert_exchange("RETR", (125, 150), 226)
+    assert sha256_file(out) == s.sha256
+
+
+def test_resume_killed_download(server, medium_sample, tmp_path):
+    s = medium_sample
+    server.path("file.bin").write_bytes(s.path.read_bytes())
+    out = tmp_path / "file.bin"
+    p = curl_popen("--ftp-pasv", "--limit-rate", "256K", "-o", out, server.url("file.bin"))
+    try:
+        wait_for(lambda: file_size(out) >= 512 * 1024, "half the download", proc=p)
+    finally:
+        kill_hard(p)
+    have = file_size(out)
+    assert 0 < have < s.size
+    r = curl("--ftp-pasv", "-C", "-", "-o", out, server.url("file.bin"))
+    r.assert_ok()
+    rest = r.assert_exchange("REST", 350)
+    assert rest.command == f"REST {have}"
+    r.assert_exchange("RETR", (125, 150), 226)
+    assert sha256_file(out) == s.sha256
+
+
+# --------------------------------------------------------------------------------------------
+# interrupted uploads
+
+
+def start_killed_upload(server, sample, name, mode="passive-epsv"):
+    """Upload `sample` through a rate limit and SIGKILL curl once the server has written at
+    least 512 KiB to the hidden partial file; then wait until the server is done with it."""
+    partial = server.path(PARTIAL_PREFIX + name)
+    p = curl_popen(*MODES[mode][0], "--limit-rate", "256K", "-T", sample.path, server.url(name))
+    try:
+        wait_for(lambda: file_size(partial) >= 512 * 1024,
+                 f"the partial file {partial.name} to reach 512 KiB", proc=p)
+    finally:
+        kill_hard(p)
+    wait_server_idle(server, watch_dir=server.root)
+    return partial
+
+
+@pytest.mark.parametrize("mode", ["passive-epsv", "active-port"])
+def test_killed_upload_keeps_previous_version(server, samples, medium_sample, tmp_path, mode):
+    old = samples[MiB]
+    curl("--ftp-pasv", "-T", old.path, server.url("report.bin")).assert_ok()
+    assert sha256_file(server.path("report.bin")) == old.sha256
+
+    start_killed_upload(server, medium_sample, "report.bin", mode)
+    assert sha256_file(server.path("report.bin")) == old.sha256, \
+        "the interrupted upload replaced the previous version"
+    out = tmp_path / "check.bin"
+    r = curl("--ftp-pasv", "-o", out, server.url("report.bin"))
+    r.assert_ok()
+    assert sha256_file(out) == old.sha256
+
+    # A complete upload afterwards replaces it and leaves no partial file behind.
+    r = curl("--ftp-pasv", "-T", medium_sample.path, server.url("report.bin"))
+    r.assert_ok()
+    r.assert_exchange("STOR", (125, 150), 226)
+    assert sha256_file(server.path("report.bin")) == medium_sample.sha256
+    assert no_partials(server) == []
+
+
+def test_killed_new_upload_resumes_with_curl(server, medium_sample, tmp_path):
+    s = medium_sample
+    partial = start_killed_upload(server, s, "new.bin")
+    assert not server.path("new.bin").exists(), "half an upload appeared under the final name"
+    listing = curl("--ftp-pasv", "-l", server.url(""))
+    listing.assert_ok()
+    assert "new.bin" not in nlst_names(listing.stdout.decode())
+    have = file_size(partial)
+    assert 0 < have < s.size, f"partial file size {have}"
+
+    r = curl("--ftp-pasv", "-C", "-", "-T", s.path, server.url("new.bin"),
+             timeout=BIG_PROC_TIMEOUT)
+    r.assert_ok()
+    size = r.assert_exchange("SIZE", 213)
+    assert size.replies[0][1].strip() == str(have), "SIZE must report the partial's size"
+    r.assert_exchange("APPE", (125, 150), 226)
+    assert sha256_file(server.path("new.bin")) == s.sha256
+    assert no_partials(server) == []
+
+
+def test_killed_upload_then_fresh_upload(server, samples, medium_sample):
+    # Without -C, a new STOR after an interruption starts over and yields exactly the new bytes.
+    start_killed_upload(server, medium_sample, "again.bin")
+    s = samples[MiB]
+    r = curl("--ftp-pasv", "-T", s.path, server.url("again.bin"))
+    r.assert_ok()
+    assert sha256_file(server.path("again.bin")) == s.sha256
+    assert no_partials(server) == []
+
