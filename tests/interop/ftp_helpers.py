@@ -328,6 +328,51 @@ def curl(*args, timeout=PROC_TIMEOUT, max_time=None, **kw) -> Run:
     return run_client(argv, curl_transcript, timeout=timeout, **kw)
 
 
+def parse_curl_trace(path) -> list[tuple[str, bytes]]:
+    """Blocks of a `curl --trace FILE` dump: (kind, bytes), kind like '=> Send data' or
+    '<= Recv header'. Data blocks hold the bytes exactly as they crossed the socket."""
+    blocks: list[tuple[str, bytearray]] = []
+    with open(path, "r", errors="replace") as f:
+        for line in f:
+            m = re.match(r"^(=> Send data|<= Recv data|=> Send header|<= Recv header)", line)
+            if m:
+                blocks.append((m.group(1), bytearray()))
+                continue
+            if line.startswith("== Info") or not blocks:
+                continue
+            m = re.match(r"^[0-9a-f]{4}: ((?:[0-9a-f]{2} ){1,16})", line)
+            if m:
+                blocks[-1][1].extend(bytes.fromhex(m.group(1)))
+    return [(k, bytes(v)) for k, v in blocks]
+
+
+@dataclass
+class TracedRun(Run):
+    data_in: bytes = b""
+    data_out: bytes = b""
+
+
+def curl_traced(*args, trace_path, timeout=PROC_TIMEOUT, **kw) -> TracedRun:
+    """curl with --trace: the transcript comes from the trace's header blocks and the data
+    bytes on the wire are kept (curl converts line ends itself in ASCII mode)."""
+    argv = ["curl", "-sS", "--trace", str(trace_path), "--connect-timeout", "10",
+            "--max-time", str(max(10, int(timeout) - 5)), "--noproxy", "*", *map(str, args)]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout, **kw)
+    blocks = parse_curl_trace(trace_path)
+    pairs = []
+    for kind, data in blocks:
+        if kind.endswith("header"):
+            for line in data.decode("utf-8", "replace").split("\r\n"):
+                if line:
+                    pairs.append((">" if kind.startswith("=>") else "<", line))
+    transcript, greeting = _transcript(pairs)
+    return TracedRun(list(map(str, argv)), p.returncode, p.stdout,
+                     p.stderr.decode("utf-8", "replace"), transcript, greeting,
+                     data_in=b"".join(d for k, d in blocks if k == "<= Recv data"),
+                     data_out=b"".join(d for k, d in blocks if k == "=> Send data"))
+
+
 def curl_popen(*args, **kw) -> subprocess.Popen:
     argv = ["curl", "-v", "-sS", "--connect-timeout", "10", "--noproxy", "*", *map(str, args)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

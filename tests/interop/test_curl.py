@@ -9,7 +9,7 @@ import os
 import pytest
 
 
-from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, file_size, kill_hard,
+from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, curl_traced, file_size, kill_hard,
                          nlst_names, parse_epsv, parse_pasv, parse_unix_list, sha256_file,
                          wait_for, wait_server_idle)
 
@@ -109,35 +109,41 @@ def test_ascii_download_converts_lf_to_crlf(server, tmp_path, how):
     server.path("text.txt").write_bytes(TEXT_LF)
     out = tmp_path / "text.out"
     if how == "--use-ascii":
-        r = curl("--ftp-pasv", "--use-ascii", "-o", out, server.url("text.txt"))
+        args = ["--use-ascii", "-o", out, server.url("text.txt")]
     else:
-        r = curl("--ftp-pasv", "-o", out, server.url("text.txt;type=A"))
+        args = ["-o", out, server.url("text.txt;type=A")]
+    r = curl_traced("--ftp-pasv", *args, trace_path=tmp_path / "trace")
     r.assert_ok()
-    r.assert_exchange("TYPE", 200)
     assert r.exchanges("TYPE")[-1].command == "TYPE A"
+    r.assert_exchange("TYPE", 200)
     r.assert_exchange("RETR", (125, 150), 226)
-    # curl on Unix writes the network (CRLF) form as received.
-    assert out.read_bytes() == TEXT_CRLF
+    assert r.data_in == TEXT_CRLF, "the server must send CRLF line ends in ASCII mode"
+    # curl turns the network form back into LF line ends on Unix.
+    assert out.read_bytes() == TEXT_LF
 
 
 def test_ascii_upload_converts_crlf_to_lf(server, tmp_path):
-    src = tmp_path / "crlf.txt"
-    src.write_bytes(TEXT_CRLF)
-    r = curl("--ftp-pasv", "--use-ascii", "-T", src, server.url("stored.txt"))
+    src = tmp_path / "lf.txt"
+    src.write_bytes(TEXT_LF)
+    r = curl_traced("--ftp-pasv", "--use-ascii", "-T", src, server.url("stored.txt"),
+                    trace_path=tmp_path / "trace")
     r.assert_ok()
     assert r.exchanges("TYPE")[-1].command == "TYPE A"
     r.assert_exchange("STOR", (125, 150), 226)
+    # curl sends the network (CRLF) form; the server stores the local (LF) form.
+    assert r.data_out == TEXT_CRLF
     assert server.path("stored.txt").read_bytes() == TEXT_LF
 
 
-def test_ascii_upload_with_crlf_option(server, tmp_path):
-    # --crlf makes curl turn the local LF into CRLF on the wire; the server stores LF again.
+def test_ascii_upload_type_a_url(server, tmp_path):
     src = tmp_path / "lf.txt"
     src.write_bytes(TEXT_LF)
-    r = curl("--ftp-pasv", "--crlf", "-T", src, server.url("stored.txt;type=A"))
+    r = curl_traced("--ftp-pasv", "-T", src, server.url("stored.txt;type=A"),
+                    trace_path=tmp_path / "trace")
     r.assert_ok()
     assert r.exchanges("TYPE")[-1].command == "TYPE A"
     r.assert_exchange("STOR", (125, 150), 226)
+    assert r.data_out == TEXT_CRLF
     assert server.path("stored.txt").read_bytes() == TEXT_LF
 
 
@@ -251,18 +257,19 @@ def test_resume_download_from_partial_local_file(server, samples, tmp_path):
     assert sha256_file(out) == s.sha256
 
 
-def test_resume_killed_download(server, medium_sample, tmp_path):
-    s = medium_sample
+def test_resume_killed_download(server, big_sample, tmp_path):
+    s = big_sample
     server.path("file.bin").write_bytes(s.path.read_bytes())
     out = tmp_path / "file.bin"
-    p = curl_popen("--ftp-pasv", "--limit-rate", "256K", "-o", out, server.url("file.bin"))
+    # curl lets a first burst through its rate limit, hence the 100 MiB file and the 12 MiB mark.
+    p = curl_popen("--ftp-pasv", "--limit-rate", "2M", "-o", out, server.url("file.bin"))
     try:
-        wait_for(lambda: file_size(out) >= 512 * 1024, "half the download", proc=p)
+        wait_for(lambda: file_size(out) >= 12 * MiB, "12 MiB of the download", proc=p)
     finally:
         kill_hard(p)
     have = file_size(out)
     assert 0 < have < s.size
-    r = curl("--ftp-pasv", "-C", "-", "-o", out, server.url("file.bin"))
+    r = curl("--ftp-pasv", "-C", "-", "-o", out, server.url("file.bin"), timeout=BIG_PROC_TIMEOUT)
     r.assert_ok()
     rest = r.assert_exchange("REST", 350)
     assert rest.command == f"REST {have}"

@@ -68,9 +68,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_ports: Vec<String> = addresses.iter().map(|a| a.port().to_string()).collect();
     writeln!(
         stdout,
-        "firewall: open TCP ports {} (control) and {} (passive data)",
+        "firewall: open TCP ports {} (control) and {} (passive data: {} transfers at once)",
         control_ports.join(", "),
-        config.passive.ports
+        config.passive.ports,
+        config.passive.ports.len()
     )?;
     writeln!(stdout, "serving {} (users from {})", root.display(), users_path.display())?;
     stdout.flush()?;

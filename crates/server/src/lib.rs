@@ -76,7 +76,7 @@ impl Default for ServerOptions {
 #[non_exhaustive]
 pub enum ServerError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         /// The address.
         address: SocketAddr,

@@ -36,10 +36,18 @@ pub(crate) fn open_beneath<RelativePath: rustix::path::Arg + Copy>(
 ) -> io::Result<OwnedFd> {
     let mut attempt = 0;
     loop {
-        match openat2(base.as_fd(), relative, flags | OFlags::CLOEXEC, mode, CONFINED | extra) {
+        match openat2(
+            base.as_fd(),
+            relative,
+            flags | OFlags::CLOEXEC,
+            mode,
+            CONFINED | extra,
+        ) {
             // openat2(2): EAGAIN under RESOLVE_BENEATH means a concurrent rename or mount
             // kept the kernel from proving the walk stayed inside; it asks for a retry.
-            Err(errno) if (errno == Errno::AGAIN || errno == Errno::INTR) && attempt < RACE_RETRIES => {
+            Err(errno)
+                if (errno == Errno::AGAIN || errno == Errno::INTR) && attempt < RACE_RETRIES =>
+            {
                 attempt += 1;
             }
             result => return result.map_err(io::Error::from),
@@ -50,13 +58,20 @@ pub(crate) fn open_beneath<RelativePath: rustix::path::Arg + Copy>(
 /// `path` relative to the root, as `openat2` wants it (`.` for the root itself), after
 /// refusing names that would address a hidden partial upload.
 pub(crate) fn relative(path: &VirtualPath) -> Result<&str, StorageError> {
-    if let Some(segment) = path.segments().find(|segment| segment.starts_with(PARTIAL_PREFIX)) {
+    if let Some(segment) = path
+        .segments()
+        .find(|segment| segment.starts_with(PARTIAL_PREFIX))
+    {
         return Err(StorageError::new(
             StorageErrorKind::InvalidName,
             format!("{path}: {segment:?} is reserved for partial uploads"),
         ));
     }
-    Ok(if path.is_root() { "." } else { path.relative_str() })
+    Ok(if path.is_root() {
+        "."
+    } else {
+        path.relative_str()
+    })
 }
 
 /// Opens `path` below `root`, following symlinks only while they stay inside.
@@ -65,8 +80,14 @@ pub(crate) fn open_path(
     path: &VirtualPath,
     flags: OFlags,
 ) -> Result<OwnedFd, StorageError> {
-    open_beneath(root, relative(path)?, flags, Mode::empty(), ResolveFlags::empty())
-        .map_err(|error| fs_error(error, "open", path))
+    open_beneath(
+        root,
+        relative(path)?,
+        flags,
+        Mode::empty(),
+        ResolveFlags::empty(),
+    )
+    .map_err(|error| fs_error(error, "open", path))
 }
 
 /// Opens the directory `path`, readable (so it can be listed and fsynced).

@@ -39,7 +39,11 @@ pub fn error_kind(error: &io::Error) -> StorageErrorKind {
 }
 
 /// A [`StorageError`] for `error`, met while doing `action` on `path`.
-pub(crate) fn fs_error(error: impl Into<io::Error>, action: &str, path: &VirtualPath) -> StorageError {
+pub(crate) fn fs_error(
+    error: impl Into<io::Error>,
+    action: &str,
+    path: &VirtualPath,
+) -> StorageError {
     let error = error.into();
     StorageError::new(error_kind(&error), format!("{action} {path}: {error}"))
 }

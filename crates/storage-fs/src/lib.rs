@@ -30,8 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    Capabilities, Download, EntryStream, FileMeta, Storage, StorageError, StorageErrorKind,
-    Upload, UploadTarget, VirtualPath, WriteMode,
+    Capabilities, Download, EntryStream, FileMeta, Storage, StorageError, StorageErrorKind, Upload,
+    UploadTarget, VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
@@ -100,25 +100,33 @@ impl FsStorage {
         Work: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(|error| {
-            StorageError::new(
-                StorageErrorKind::Local,
-                format!("blocking filesystem task failed: {error}"),
-            )
-        })?
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|error| {
+                StorageError::new(
+                    StorageErrorKind::Local,
+                    format!("blocking filesystem task failed: {error}"),
+                )
+            })?
     }
 }
 
 impl fmt::Debug for FsStorage {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("FsStorage").field("root", &self.inner.root_path).finish()
+        formatter
+            .debug_struct("FsStorage")
+            .field("root", &self.inner.root_path)
+            .finish()
     }
 }
 
 impl Inner {
     /// A STOU name candidate; uniqueness itself comes from an exclusive create.
     fn unique_name(&self) -> String {
-        format!("stou.{:016x}", self.next_unique.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "stou.{:016x}",
+            self.next_unique.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
@@ -131,7 +139,9 @@ impl Inner {
     fn open_for_reading(&self, path: &VirtualPath) -> Result<(File, u64), StorageError> {
         let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let file = File::from(open_path(&self.root, path, flags)?);
-        let metadata = file.metadata().map_err(|error| fs_error(error, "stat", path))?;
+        let metadata = file
+            .metadata()
+            .map_err(|error| fs_error(error, "stat", path))?;
         if metadata.is_dir() {
             return Err(StorageError::new(
                 StorageErrorKind::IsADirectory,
@@ -155,7 +165,8 @@ impl Inner {
                 format!("offset {offset} beyond the {size} bytes of {path}"),
             ));
         }
-        file.seek(SeekFrom::Start(offset)).map_err(|error| fs_error(error, "seek", path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|error| fs_error(error, "seek", path))?;
         Ok((file, size))
     }
 
@@ -186,7 +197,10 @@ impl Inner {
 
     fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
         if path.is_root() {
-            return Err(StorageError::new(StorageErrorKind::AlreadyExists, "the root exists"));
+            return Err(StorageError::new(
+                StorageErrorKind::AlreadyExists,
+                "the root exists",
+            ));
         }
         let (directory, name) = open_parent(&self.root, path)?;
         rustix::fs::mkdirat(&directory, name, Mode::from_raw_mode(NEW_DIRECTORY_MODE))
@@ -215,7 +229,10 @@ impl Inner {
 
     fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
         if path.is_root() {
-            return Err(StorageError::new(StorageErrorKind::IsADirectory, "the root"));
+            return Err(StorageError::new(
+                StorageErrorKind::IsADirectory,
+                "the root",
+            ));
         }
         let (directory, name) = open_parent(&self.root, path)?;
         rustix::fs::unlinkat(&directory, name, AtFlags::empty())
@@ -244,9 +261,13 @@ impl Inner {
     fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
         let fd = open_path(&self.root, path, OFlags::PATH)?;
         let times = Timestamps {
-            last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
-            last_modification: timespec(time)
-                .ok_or_else(|| StorageError::new(StorageErrorKind::InvalidRange, "time out of range"))?,
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: timespec(time).ok_or_else(|| {
+                StorageError::new(StorageErrorKind::InvalidRange, "time out of range")
+            })?,
         };
         // An O_PATH descriptor cannot be passed to futimens; utimensat with AT_EMPTY_PATH
         // sets the times of the very inode that was opened beneath the root.
@@ -258,7 +279,10 @@ impl Inner {
 /// `time` as a `timespec`, also before 1970; `None` beyond what it can hold.
 fn timespec(time: SystemTime) -> Option<Timespec> {
     let (seconds, nanoseconds) = match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => (i64::try_from(after.as_secs()).ok()?, i64::from(after.subsec_nanos())),
+        Ok(after) => (
+            i64::try_from(after.as_secs()).ok()?,
+            i64::from(after.subsec_nanos()),
+        ),
         Err(before) => {
             let before = before.duration();
             let seconds = -i64::try_from(before.as_secs()).ok()?;
@@ -268,13 +292,20 @@ fn timespec(time: SystemTime) -> Option<Timespec> {
             }
         }
     };
-    Some(Timespec { tv_sec: seconds, tv_nsec: nanoseconds as _ })
+    Some(Timespec {
+        tv_sec: seconds,
+        tv_nsec: nanoseconds as _,
+    })
 }
 
 #[async_trait]
 impl Storage for FsStorage {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { resume_upload: true, atomic_rename: true, set_modified: true }
+        Capabilities {
+            resume_upload: true,
+            atomic_rename: true,
+            set_modified: true,
+        }
     }
 
     async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
@@ -284,20 +315,31 @@ impl Storage for FsStorage {
 
     async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError> {
         let directory_path = path.clone();
-        let directory =
-            self.blocking(move |inner| open_directory(&inner.root, &directory_path)).await?;
-        Ok(listing::stream(Arc::clone(&self.inner), path.clone(), directory))
+        let directory = self
+            .blocking(move |inner| open_directory(&inner.root, &directory_path))
+            .await?;
+        Ok(listing::stream(
+            Arc::clone(&self.inner),
+            path.clone(),
+            directory,
+        ))
     }
 
     async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
         let path = path.clone();
-        let (file, size) = self.blocking(move |inner| inner.read(&path, offset)).await?;
-        Ok(Download { size, body: Box::new(tokio::fs::File::from_std(file)) })
+        let (file, size) = self
+            .blocking(move |inner| inner.read(&path, offset))
+            .await?;
+        Ok(Download {
+            size,
+            body: Box::new(tokio::fs::File::from_std(file)),
+        })
     }
 
     async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.resumable_size(&path)).await
+        self.blocking(move |inner| inner.resumable_size(&path))
+            .await
     }
 
     async fn start_upload(
@@ -306,7 +348,9 @@ impl Storage for FsStorage {
         mode: WriteMode,
     ) -> Result<Box<dyn Upload>, StorageError> {
         let target = target.clone();
-        let prepared = self.blocking(move |inner| upload::prepare(inner, &target, mode)).await?;
+        let prepared = self
+            .blocking(move |inner| upload::prepare(inner, &target, mode))
+            .await?;
         Ok(Box::new(prepared.into_upload()))
     }
 
@@ -332,7 +376,8 @@ impl Storage for FsStorage {
 
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.set_modified(&path, time)).await
+        self.blocking(move |inner| inner.set_modified(&path, time))
+            .await
     }
 }
 
@@ -353,9 +398,16 @@ mod tests {
 
     #[test]
     fn partial_names_are_refused() {
-        let path = VirtualPath::root().resolve("/a/.ferroftp-partial.x/b").unwrap();
-        assert_eq!(relative(&path).unwrap_err().kind, StorageErrorKind::InvalidName);
-        let path = VirtualPath::root().resolve("/a/ferroftp-partial.x").unwrap();
+        let path = VirtualPath::root()
+            .resolve("/a/.ferroftp-partial.x/b")
+            .unwrap();
+        assert_eq!(
+            relative(&path).unwrap_err().kind,
+            StorageErrorKind::InvalidName
+        );
+        let path = VirtualPath::root()
+            .resolve("/a/ferroftp-partial.x")
+            .unwrap();
         assert_eq!(relative(&path).unwrap(), "a/ferroftp-partial.x");
         assert_eq!(relative(&VirtualPath::root()).unwrap(), ".");
     }

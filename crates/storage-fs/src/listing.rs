@@ -24,10 +24,13 @@ type Item = Result<DirEntry, StorageError>;
 pub(crate) fn stream(inner: Arc<Inner>, path: VirtualPath, directory: OwnedFd) -> EntryStream {
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
     tokio::task::spawn_blocking(move || produce(&inner, &path, &directory, &sender));
-    Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let item = receiver.recv().await?;
-        Some((item, receiver))
-    }))
+    Box::pin(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move {
+            let item = receiver.recv().await?;
+            Some((item, receiver))
+        },
+    ))
 }
 
 /// Reads the directory and sends its entries until the end, the first error, or the
@@ -46,12 +49,17 @@ fn produce(inner: &Inner, path: &VirtualPath, directory: &OwnedFd, sender: &mpsc
             Ok(entry) => {
                 // A name that is not UTF-8 cannot be expressed as a VirtualPath, so a client
                 // could not address it anyway.
-                let Ok(name) = entry.file_name().to_str() else { continue };
+                let Ok(name) = entry.file_name().to_str() else {
+                    continue;
+                };
                 if name == "." || name == ".." || name.starts_with(PARTIAL_PREFIX) {
                     continue;
                 }
                 match entry_meta(inner, path, directory, name) {
-                    Ok(meta) => Ok(DirEntry { name: name.to_owned(), meta }),
+                    Ok(meta) => Ok(DirEntry {
+                        name: name.to_owned(),
+                        meta,
+                    }),
                     // Removed between readdir and stat: it is simply no longer there.
                     Err(error) if error.kind == StorageErrorKind::NotFound => continue,
                     Err(error) => Err(error),
@@ -74,7 +82,10 @@ fn entry_meta(
     name: &str,
 ) -> Result<FileMeta, StorageError> {
     let entry_path = path.resolve(name).map_err(|error| {
-        StorageError::new(StorageErrorKind::InvalidName, format!("{name:?} in {path}: {error}"))
+        StorageError::new(
+            StorageErrorKind::InvalidName,
+            format!("{name:?} in {path}: {error}"),
+        )
     })?;
     // O_PATH | O_NOFOLLOW opens the entry itself, even a symlink, without touching its target.
     let own = open_beneath(

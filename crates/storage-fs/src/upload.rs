@@ -70,7 +70,10 @@ pub(crate) fn prepare(
     let (directory, final_name, path, file, unique) = match target {
         UploadTarget::Path(path) => {
             if path.is_root() {
-                return Err(StorageError::new(StorageErrorKind::IsADirectory, "the root"));
+                return Err(StorageError::new(
+                    StorageErrorKind::IsADirectory,
+                    "the root",
+                ));
             }
             let (directory, name) = open_parent(&inner.root, path)?;
             refuse_directory(&directory, name, path)?;
@@ -81,7 +84,10 @@ pub(crate) fn prepare(
             let directory = open_directory(&inner.root, directory_path)?;
             let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
-                StorageError::new(StorageErrorKind::Local, format!("STOU name {name}: {error}"))
+                StorageError::new(
+                    StorageErrorKind::Local,
+                    format!("STOU name {name}: {error}"),
+                )
             })?;
             (directory, name, path, file, true)
         }
@@ -97,15 +103,30 @@ pub(crate) fn prepare(
             return Err(error);
         }
     };
-    Ok(Prepared { file, directory, partial_name: partial, final_name, path, initial_len, unique })
+    Ok(Prepared {
+        file,
+        directory,
+        partial_name: partial,
+        final_name,
+        path,
+        initial_len,
+        unique,
+    })
 }
 
 /// Refuses to start an upload whose target is a directory, before the client sends data.
-fn refuse_directory(directory: &OwnedFd, name: &str, path: &VirtualPath) -> Result<(), StorageError> {
+fn refuse_directory(
+    directory: &OwnedFd,
+    name: &str,
+    path: &VirtualPath,
+) -> Result<(), StorageError> {
     match rustix::fs::statat(directory, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => Err(
-            StorageError::new(StorageErrorKind::IsADirectory, format!("{path} is a directory")),
-        ),
+        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+            Err(StorageError::new(
+                StorageErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            ))
+        }
         Ok(_) => Ok(()),
         Err(errno) if errno == Errno::NOENT => Ok(()),
         Err(errno) => Err(fs_error(errno, "stat", path)),
@@ -192,7 +213,12 @@ fn claim_unique_name(
 
 /// Puts what `mode` keeps of the resumable content into the locked partial file and leaves
 /// it positioned at the end of that. Returns the length kept.
-fn fill(inner: &Inner, partial: &File, path: &VirtualPath, mode: WriteMode) -> Result<u64, StorageError> {
+fn fill(
+    inner: &Inner,
+    partial: &File,
+    path: &VirtualPath,
+    mode: WriteMode,
+) -> Result<u64, StorageError> {
     let io_error = |error: io::Error| fs_error(error, "prepare partial upload of", path);
     let keep = match mode {
         WriteMode::Create => {
@@ -263,8 +289,7 @@ pub(crate) fn discard_partials_in(
     name: &str,
     path: &VirtualPath,
 ) -> Result<(), StorageError> {
-    let not_empty =
-        || StorageError::new(StorageErrorKind::NotEmpty, format!("{path} has entries"));
+    let not_empty = || StorageError::new(StorageErrorKind::NotEmpty, format!("{path} has entries"));
     let inside = open_beneath(
         directory,
         name,
@@ -274,7 +299,9 @@ pub(crate) fn discard_partials_in(
     )
     .map_err(|error| fs_error(error, "open", path))?;
     let mut partials = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&inside).map_err(|error| fs_error(error, "list", path))? {
+    for entry in
+        rustix::fs::Dir::read_from(&inside).map_err(|error| fs_error(error, "list", path))?
+    {
         let entry = entry.map_err(|error| fs_error(error, "list", path))?;
         let entry_name = entry.file_name().to_bytes();
         if entry_name == b"." || entry_name == b".." {
@@ -353,15 +380,29 @@ impl Upload for FsUpload {
     }
 
     async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
-        let Self { mut file, directory, partial_name, final_name, path, unique, .. } = *self;
+        let Self {
+            mut file,
+            directory,
+            partial_name,
+            final_name,
+            path,
+            unique,
+            ..
+        } = *self;
         // Waits for the writes tokio still has in flight and reports their errors.
-        file.flush().await.map_err(|error| fs_error(error, "write", &path))?;
+        file.flush()
+            .await
+            .map_err(|error| fs_error(error, "write", &path))?;
         let file = file.into_std().await;
         let publish = move || -> Result<u64, StorageError> {
             // Durable before visible: after a crash the name holds the old file or the
             // complete new one, never a new one with missing blocks.
-            file.sync_all().map_err(|error| fs_error(error, "fsync", &path))?;
-            let size = file.metadata().map_err(|error| fs_error(error, "stat", &path))?.len();
+            file.sync_all()
+                .map_err(|error| fs_error(error, "fsync", &path))?;
+            let size = file
+                .metadata()
+                .map_err(|error| fs_error(error, "stat", &path))?
+                .len();
             rename_into_place(&directory, &partial_name, &final_name, unique)
                 .map_err(|error| fs_error(error, "publish upload of", &path))?;
             // Makes the rename itself durable. The data is published either way, so a
@@ -371,9 +412,14 @@ impl Upload for FsUpload {
             drop(file);
             Ok(size)
         };
-        tokio::task::spawn_blocking(publish).await.map_err(|error| {
-            StorageError::new(StorageErrorKind::Local, format!("commit task failed: {error}"))
-        })?
+        tokio::task::spawn_blocking(publish)
+            .await
+            .map_err(|error| {
+                StorageError::new(
+                    StorageErrorKind::Local,
+                    format!("commit task failed: {error}"),
+                )
+            })?
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -391,7 +437,13 @@ fn rename_into_place(
     unique: bool,
 ) -> io::Result<()> {
     if unique {
-        match rustix::fs::renameat_with(directory, partial, directory, final_name, RenameFlags::NOREPLACE) {
+        match rustix::fs::renameat_with(
+            directory,
+            partial,
+            directory,
+            final_name,
+            RenameFlags::NOREPLACE,
+        ) {
             // Filesystems without RENAME_NOREPLACE: the name was checked free at start.
             Err(errno) if errno == Errno::INVAL => {}
             result => return result.map_err(io::Error::from),

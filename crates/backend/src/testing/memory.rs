@@ -35,7 +35,12 @@ impl MemoryStorage {
     /// An empty storage: only the root directory exists.
     pub fn new() -> Self {
         let mut entries = BTreeMap::new();
-        entries.insert(VirtualPath::root(), Entry::Directory { modified: SystemTime::now() });
+        entries.insert(
+            VirtualPath::root(),
+            Entry::Directory {
+                modified: SystemTime::now(),
+            },
+        );
         Self {
             state: Arc::new(Mutex::new(State {
                 entries,
@@ -60,7 +65,9 @@ impl Default for MemoryStorage {
 }
 
 fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The whole tree. Keys are full virtual paths; the root is always present.
@@ -76,8 +83,13 @@ struct State {
 #[derive(Clone, Debug)]
 enum Entry {
     /// File contents are shared with open downloads, which therefore see a stable snapshot.
-    File { data: Arc<Vec<u8>>, modified: SystemTime },
-    Directory { modified: SystemTime },
+    File {
+        data: Arc<Vec<u8>>,
+        modified: SystemTime,
+    },
+    Directory {
+        modified: SystemTime,
+    },
 }
 
 impl Entry {
@@ -192,7 +204,9 @@ impl State {
 /// `directory/name`. `name` is a single segment produced by this module or taken from an
 /// existing [`VirtualPath`], so resolving it cannot fail.
 fn child_path(directory: &VirtualPath, name: &str) -> VirtualPath {
-    directory.resolve(name).expect("a single plain segment always resolves")
+    directory
+        .resolve(name)
+        .expect("a single plain segment always resolves")
 }
 
 /// `path` is `directory` itself or lies below it.
@@ -205,11 +219,17 @@ fn not_found(path: &VirtualPath) -> StorageError {
 }
 
 fn is_a_directory(path: &VirtualPath) -> StorageError {
-    StorageError::new(StorageErrorKind::IsADirectory, format!("{path} is a directory"))
+    StorageError::new(
+        StorageErrorKind::IsADirectory,
+        format!("{path} is a directory"),
+    )
 }
 
 fn busy(path: &VirtualPath) -> StorageError {
-    StorageError::new(StorageErrorKind::Transient, format!("an upload of {path} is in progress"))
+    StorageError::new(
+        StorageErrorKind::Transient,
+        format!("an upload of {path} is in progress"),
+    )
 }
 
 /// A file's bytes as a reader: shares the committed data instead of copying it.
@@ -224,7 +244,11 @@ impl AsRef<[u8]> for SharedBytes {
 #[async_trait]
 impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { resume_upload: true, atomic_rename: true, set_modified: true }
+        Capabilities {
+            resume_upload: true,
+            atomic_rename: true,
+            set_modified: true,
+        }
     }
 
     async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
@@ -269,7 +293,10 @@ impl Storage for MemoryStorage {
         }
         let mut cursor = io::Cursor::new(SharedBytes(data));
         cursor.set_position(offset);
-        Ok(Download { size, body: Box::new(cursor) })
+        Ok(Download {
+            size,
+            body: Box::new(cursor),
+        })
     }
 
     async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
@@ -362,7 +389,12 @@ impl Storage for MemoryStorage {
             ));
         }
         state.check_parent(path)?;
-        state.entries.insert(path.clone(), Entry::Directory { modified: SystemTime::now() });
+        state.entries.insert(
+            path.clone(),
+            Entry::Directory {
+                modified: SystemTime::now(),
+            },
+        );
         Ok(())
     }
 
@@ -392,9 +424,16 @@ impl Storage for MemoryStorage {
         // The directory looks empty to the client; hidden leftovers of abandoned uploads
         // must not make RMD fail inexplicably, but an upload still running must not lose
         // its directory.
-        let hidden: Vec<VirtualPath> =
-            state.partials.keys().filter(|partial| partial.parent() == *path).cloned().collect();
-        if hidden.iter().any(|partial| matches!(state.partials[partial], Partial::InProgress)) {
+        let hidden: Vec<VirtualPath> = state
+            .partials
+            .keys()
+            .filter(|partial| partial.parent() == *path)
+            .cloned()
+            .collect();
+        if hidden
+            .iter()
+            .any(|partial| matches!(state.partials[partial], Partial::InProgress))
+        {
             return Err(StorageError::new(
                 StorageErrorKind::Transient,
                 format!("an upload into {path} is in progress"),
@@ -461,11 +500,18 @@ impl Storage for MemoryStorage {
                 }
             }
         }
-        let moved: Vec<VirtualPath> =
-            state.entries.keys().filter(|path| is_inside(path, from)).cloned().collect();
+        let moved: Vec<VirtualPath> = state
+            .entries
+            .keys()
+            .filter(|path| is_inside(path, from))
+            .cloned()
+            .collect();
         state.entries.remove(to);
         for old in moved {
-            let entry = state.entries.remove(&old).expect("collected from the map just above");
+            let entry = state
+                .entries
+                .remove(&old)
+                .expect("collected from the map just above");
             let relative = old.strip_base(from).expect("collected as inside `from`");
             state.entries.insert(to.join(&relative), entry);
         }
@@ -479,7 +525,10 @@ impl Storage for MemoryStorage {
             .map(|(path, _)| path.clone())
             .collect();
         for old in moved_partials {
-            let partial = state.partials.remove(&old).expect("collected from the map just above");
+            let partial = state
+                .partials
+                .remove(&old)
+                .expect("collected from the map just above");
             let relative = old.strip_base(from).expect("collected as inside `from`");
             state.partials.insert(to.join(&relative), partial);
         }
@@ -517,7 +566,9 @@ impl MemoryUpload {
     fn keep_partial(&mut self) {
         self.finished = true;
         let data = std::mem::take(&mut self.buffer);
-        lock_state(&self.state).partials.insert(self.path.clone(), Partial::Abandoned(data));
+        lock_state(&self.state)
+            .partials
+            .insert(self.path.clone(), Partial::Abandoned(data));
     }
 }
 
@@ -572,9 +623,13 @@ impl Upload for MemoryUpload {
         let data = std::mem::take(&mut self.buffer);
         let size = data.len() as u64;
         state.partials.remove(&self.path);
-        state
-            .entries
-            .insert(self.path.clone(), Entry::File { data: Arc::new(data), modified: SystemTime::now() });
+        state.entries.insert(
+            self.path.clone(),
+            Entry::File {
+                data: Arc::new(data),
+                modified: SystemTime::now(),
+            },
+        );
         drop(state);
         self.finished = true;
         Ok(size)

@@ -112,7 +112,9 @@ pub fn virtual_path(text: &str) -> VirtualPath {
 /// `length` bytes of a pattern that repeats only every 251 bytes, so shifted or truncated
 /// data never compares equal by accident. `seed` tells different contents apart.
 pub fn pattern(length: usize, seed: u8) -> Vec<u8> {
-    (0..length).map(|index| ((index % 251) as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    (0..length)
+        .map(|index| ((index % 251) as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
 }
 
 /// Uploads `data` (in uneven chunks, as a network would deliver it) and commits. Returns
@@ -161,10 +163,18 @@ pub async fn read_file(
 ) -> Result<Vec<u8>, StorageError> {
     let mut download = storage.read(&virtual_path(path), offset).await?;
     let mut data = Vec::new();
-    download.body.read_to_end(&mut data).await.map_err(|error| {
-        StorageError::new(StorageErrorKind::Local, format!("reading {path}: {error}"))
-    })?;
-    assert_eq!(download.size, offset + data.len() as u64, "Download::size of {path}");
+    download
+        .body
+        .read_to_end(&mut data)
+        .await
+        .map_err(|error| {
+            StorageError::new(StorageErrorKind::Local, format!("reading {path}: {error}"))
+        })?;
+    assert_eq!(
+        download.size,
+        offset + data.len() as u64,
+        "Download::size of {path}"
+    );
     Ok(data)
 }
 
@@ -224,14 +234,23 @@ mod tests {
     async fn second_upload_of_the_same_name_is_transient() {
         let storage = MemoryStorage::new();
         let target = UploadTarget::Path(virtual_path("/busy"));
-        let first = storage.start_upload(&target, WriteMode::Create).await.unwrap();
+        let first = storage
+            .start_upload(&target, WriteMode::Create)
+            .await
+            .unwrap();
         assert_kind(
-            storage.start_upload(&target, WriteMode::Create).await.map(|_| ()),
+            storage
+                .start_upload(&target, WriteMode::Create)
+                .await
+                .map(|_| ()),
             StorageErrorKind::Transient,
             "second upload",
         );
         first.abandon().await.unwrap();
-        let second = storage.start_upload(&target, WriteMode::Create).await.unwrap();
+        let second = storage
+            .start_upload(&target, WriteMode::Create)
+            .await
+            .unwrap();
         second.commit().await.unwrap();
     }
 

@@ -1,0 +1,500 @@
+//! FsStorage: the shared storage battery, then what only a real directory can get wrong:
+//! symlinks leading out of the root, hidden partial files, atomic commits.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use ferroftp_backend::testing::{
+    assert_bytes_eq, assert_kind, list_names, pattern, put_file, read_file, virtual_path,
+    write_chunks,
+};
+use ferroftp_backend::{
+    FileKind, Storage, StorageError, StorageErrorKind, UploadTarget, WriteMode,
+};
+use ferroftp_storage_fs::{FsStorage, PARTIAL_PREFIX};
+use futures_util::StreamExt;
+use tempfile::TempDir;
+
+ferroftp_backend::storage_battery!(battery, {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let storage = FsStorage::new(directory.path()).expect("open storage");
+    (storage, directory)
+});
+
+/// A served root with a sibling directory `outside` holding a secret, both in a temporary
+/// directory that lives as long as the value.
+struct Sandbox {
+    storage: FsStorage,
+    base: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let base = tempfile::tempdir().expect("temporary directory");
+        std::fs::create_dir(base.path().join("root")).unwrap();
+        std::fs::create_dir(base.path().join("outside")).unwrap();
+        std::fs::write(base.path().join("outside/secret.txt"), b"secret").unwrap();
+        let storage = FsStorage::new(base.path().join("root")).expect("open storage");
+        Self { storage, base }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.base.path().join("root")
+    }
+
+    fn outside(&self) -> PathBuf {
+        self.base.path().join("outside")
+    }
+
+    fn on_disk(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+}
+
+fn at(path: &str) -> UploadTarget {
+    UploadTarget::Path(virtual_path(path))
+}
+
+/// Refused for leaving the root: PermissionDenied (EXDEV) or NotFound, both 550.
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, StorageError>, context: &str) {
+    match result {
+        Err(error) => assert!(
+            matches!(
+                error.kind,
+                StorageErrorKind::PermissionDenied | StorageErrorKind::NotFound
+            ),
+            "{context}: refused with the wrong kind ({error})"
+        ),
+        Ok(value) => panic!("{context}: escaped the root: {value:?}"),
+    }
+}
+
+fn tree_of(directory: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn new_refuses_a_missing_root() {
+    let base = tempfile::tempdir().unwrap();
+    assert!(FsStorage::new(base.path().join("missing")).is_err());
+    std::fs::write(base.path().join("file"), b"").unwrap();
+    assert!(FsStorage::new(base.path().join("file")).is_err());
+    let storage = FsStorage::new(base.path()).unwrap();
+    assert_eq!(storage.root(), base.path());
+}
+
+#[tokio::test]
+async fn symlinks_leaving_the_root_are_refused() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    symlink("../outside", sandbox.on_disk("relative_escape")).unwrap();
+    symlink(sandbox.outside(), sandbox.on_disk("absolute_escape")).unwrap();
+    symlink("../outside/secret.txt", sandbox.on_disk("secret_link")).unwrap();
+    symlink("/etc/passwd", sandbox.on_disk("passwd_link")).unwrap();
+
+    for link in [
+        "/secret_link",
+        "/passwd_link",
+        "/relative_escape/secret.txt",
+    ] {
+        assert_refused(read_file(storage, link, 0).await, &format!("read {link}"));
+        assert_refused(storage.resumable_size(&virtual_path(link)).await, "SIZE");
+        let append = storage.start_upload(&at(link), WriteMode::Append).await;
+        assert_refused(append.map(|_| ()), &format!("APPE {link}"));
+    }
+    assert_refused(
+        read_file(storage, "/absolute_escape/secret.txt", 0).await,
+        "absolute",
+    );
+    for directory in ["/relative_escape", "/absolute_escape"] {
+        assert_refused(
+            list_names(storage, directory).await,
+            &format!("LIST {directory}"),
+        );
+        // CWD checks metadata of the target directory.
+        let cwd = storage.metadata(&virtual_path(directory)).await;
+        assert_refused(cwd, &format!("CWD {directory}"));
+        let target = at(&format!("{directory}/new"));
+        let upload = storage.start_upload(&target, WriteMode::Create).await;
+        assert_refused(upload.map(|_| ()), &format!("STOR into {directory}"));
+        let unique = UploadTarget::UniqueIn(virtual_path(directory));
+        let stou = storage.start_upload(&unique, WriteMode::Create).await;
+        assert_refused(stou.map(|_| ()), &format!("STOU into {directory}"));
+        let mkdir = storage
+            .make_dir(&virtual_path(&format!("{directory}/new")))
+            .await;
+        assert_refused(mkdir, &format!("MKD in {directory}"));
+    }
+    let delete = storage
+        .remove_file(&virtual_path("/relative_escape/secret.txt"))
+        .await;
+    assert_refused(delete, "DELE through a link");
+    let (secret, stolen) = (
+        virtual_path("/relative_escape/secret.txt"),
+        virtual_path("/x"),
+    );
+    assert_refused(
+        storage.rename(&secret, &stolen).await,
+        "RNFR through a link",
+    );
+    put_file(storage, "/mine", b"mine").await;
+    let (mine, planted) = (virtual_path("/mine"), virtual_path("/relative_escape/mine"));
+    assert_refused(storage.rename(&mine, &planted).await, "RNTO through a link");
+    let link = virtual_path("/secret_link");
+    let touch = storage.set_modified(&link, std::time::UNIX_EPOCH).await;
+    assert_refused(touch, "MFMT through a link");
+
+    // Nothing outside changed.
+    assert_eq!(tree_of(&sandbox.outside()), ["secret.txt"]);
+    assert_eq!(
+        std::fs::read(sandbox.outside().join("secret.txt")).unwrap(),
+        b"secret"
+    );
+    let secret_time = std::fs::metadata(sandbox.outside().join("secret.txt")).unwrap();
+    assert_ne!(secret_time.modified().unwrap(), std::time::UNIX_EPOCH);
+
+    // Listed, but as bare links: their targets are not examined.
+    let mut stream = storage.list(&virtual_path("/")).await.unwrap();
+    while let Some(entry) = stream.next().await {
+        let entry = entry.unwrap();
+        if entry.name != "mine" {
+            assert_eq!(entry.meta.kind, FileKind::Symlink, "{}", entry.name);
+        }
+    }
+
+    // STOR onto a link's own name replaces the link inside the root, never its target.
+    put_file(storage, "/secret_link", b"replacement").await;
+    assert!(
+        std::fs::symlink_metadata(sandbox.on_disk("secret_link"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read(sandbox.outside().join("secret.txt")).unwrap(),
+        b"secret"
+    );
+}
+
+#[tokio::test]
+async fn symlinks_inside_the_root_work() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    std::fs::create_dir(sandbox.on_disk("dir")).unwrap();
+    std::fs::write(sandbox.on_disk("dir/file.txt"), b"inside").unwrap();
+    symlink("dir", sandbox.on_disk("dir_link")).unwrap();
+    symlink("dir/file.txt", sandbox.on_disk("file_link")).unwrap();
+    // Climbs with `..` but stays inside: allowed.
+    symlink("../dir/file.txt", sandbox.on_disk("dir/up_and_back")).unwrap();
+
+    assert_eq!(
+        read_file(storage, "/file_link", 0).await.unwrap(),
+        b"inside"
+    );
+    assert_eq!(
+        read_file(storage, "/dir_link/file.txt", 0).await.unwrap(),
+        b"inside"
+    );
+    assert_eq!(
+        read_file(storage, "/dir/up_and_back", 0).await.unwrap(),
+        b"inside"
+    );
+    assert!(
+        storage
+            .metadata(&virtual_path("/dir_link"))
+            .await
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        list_names(storage, "/dir_link").await.unwrap(),
+        ["file.txt", "up_and_back"]
+    );
+
+    let mut stream = storage.list(&virtual_path("/")).await.unwrap();
+    let mut kinds = Vec::new();
+    while let Some(entry) = stream.next().await {
+        let entry = entry.unwrap();
+        kinds.push((entry.name, entry.meta.kind));
+    }
+    kinds.sort_by(|left, right| left.0.cmp(&right.0));
+    assert_eq!(
+        kinds,
+        [
+            ("dir".to_owned(), FileKind::Directory),
+            ("dir_link".to_owned(), FileKind::Directory),
+            ("file_link".to_owned(), FileKind::File),
+        ]
+    );
+    put_file(storage, "/dir_link/new", b"through a link").await;
+    assert_eq!(
+        std::fs::read(sandbox.on_disk("dir/new")).unwrap(),
+        b"through a link"
+    );
+}
+
+#[tokio::test]
+async fn names_that_only_look_like_traversal_are_plain_names() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    for name in ["...", "..x", ".hidden", "%2e%2e"] {
+        put_file(storage, &format!("/{name}"), name.as_bytes()).await;
+        assert_eq!(
+            std::fs::read(sandbox.on_disk(name)).unwrap(),
+            name.as_bytes()
+        );
+    }
+    assert_eq!(tree_of(&sandbox.outside()), ["secret.txt"]);
+    // `..` itself never reaches a backend: VirtualPath refuses to climb above the root.
+    assert!(virtual_path("/").resolve("../outside").is_err());
+}
+
+#[tokio::test]
+async fn partial_files_are_hidden_and_not_addressable() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let mut upload = storage
+        .start_upload(&at("/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, b"partial").await;
+    upload.abandon().await.unwrap();
+    let partial = format!("{PARTIAL_PREFIX}f");
+    assert_eq!(tree_of(&sandbox.root()), std::slice::from_ref(&partial));
+    assert!(list_names(storage, "/").await.unwrap().is_empty());
+
+    let hidden = format!("/{partial}");
+    let invalid = StorageErrorKind::InvalidName;
+    assert_kind(read_file(storage, &hidden, 0).await, invalid, "RETR");
+    assert_kind(
+        storage.metadata(&virtual_path(&hidden)).await,
+        invalid,
+        "MLST",
+    );
+    assert_kind(
+        storage.resumable_size(&virtual_path(&hidden)).await,
+        invalid,
+        "SIZE",
+    );
+    assert_kind(
+        list_names(storage, &format!("{hidden}/x")).await,
+        invalid,
+        "LIST below",
+    );
+    let stor = storage.start_upload(&at(&hidden), WriteMode::Create).await;
+    assert_kind(stor.map(|_| ()), invalid, "STOR");
+    assert_kind(
+        storage.remove_file(&virtual_path(&hidden)).await,
+        invalid,
+        "DELE",
+    );
+    let rename_to = storage
+        .rename(&virtual_path("/f"), &virtual_path(&hidden))
+        .await;
+    assert_kind(rename_to, invalid, "RNTO");
+    let rename_from = storage
+        .rename(&virtual_path(&hidden), &virtual_path("/stolen"))
+        .await;
+    assert_kind(rename_from, invalid, "RNFR");
+    let mkdir = storage
+        .make_dir(&virtual_path(&format!("/{PARTIAL_PREFIX}dir")))
+        .await;
+    assert_kind(mkdir, invalid, "MKD");
+    assert_eq!(
+        std::fs::read(sandbox.on_disk(&partial)).unwrap(),
+        b"partial"
+    );
+}
+
+#[tokio::test]
+async fn abandon_leaves_the_partial_on_disk_and_the_old_file_intact() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let old = pattern(100_000, 1);
+    let new = pattern(60_000, 2);
+    put_file(storage, "/f", &old).await;
+    let mut upload = storage
+        .start_upload(&at("/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, &new).await;
+    upload.abandon().await.unwrap();
+    let partial = std::fs::read(sandbox.on_disk(&format!("{PARTIAL_PREFIX}f"))).unwrap();
+    assert_bytes_eq(&partial, &new, "partial file on disk");
+    assert_bytes_eq(
+        &std::fs::read(sandbox.on_disk("f")).unwrap(),
+        &old,
+        "old file on disk",
+    );
+
+    // Dropped, not abandoned: the same.
+    let mut dropped = storage
+        .start_upload(&at("/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *dropped, &new[..1000]).await;
+    drop(dropped);
+    assert_bytes_eq(
+        &std::fs::read(sandbox.on_disk("f")).unwrap(),
+        &old,
+        "after drop",
+    );
+}
+
+#[tokio::test]
+async fn commit_is_atomic() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let old = pattern(50_000, 1);
+    let new = pattern(1_000_000, 2);
+    put_file(storage, "/f", &old).await;
+    let mut upload = storage
+        .start_upload(&at("/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    for chunk in new.chunks(100_000) {
+        write_chunks(&mut *upload, chunk).await;
+        let on_disk = std::fs::read(sandbox.on_disk("f")).unwrap();
+        assert_bytes_eq(&on_disk, &old, "final name during the upload");
+    }
+    assert_eq!(upload.commit().await.unwrap(), new.len() as u64);
+    assert_bytes_eq(
+        &std::fs::read(sandbox.on_disk("f")).unwrap(),
+        &new,
+        "after commit",
+    );
+    assert_eq!(
+        tree_of(&sandbox.root()),
+        ["f"],
+        "no partial file left after commit"
+    );
+}
+
+#[tokio::test]
+async fn second_upload_of_the_same_name_is_transient() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let first = storage
+        .start_upload(&at("/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    for mode in [WriteMode::Create, WriteMode::Append, WriteMode::ResumeAt(0)] {
+        let second = storage.start_upload(&at("/f"), mode).await;
+        assert_kind(
+            second.map(|_| ()),
+            StorageErrorKind::Transient,
+            "while uploading",
+        );
+    }
+    first.commit().await.unwrap();
+    put_file(storage, "/f", b"second").await;
+    assert_eq!(read_file(storage, "/f", 0).await.unwrap(), b"second");
+}
+
+#[tokio::test]
+async fn remove_dir_refuses_while_an_upload_runs_inside() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    storage.make_dir(&virtual_path("/d")).await.unwrap();
+    let upload = storage
+        .start_upload(&at("/d/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    let refused = storage.remove_dir(&virtual_path("/d")).await;
+    assert_kind(refused, StorageErrorKind::Transient, "RMD during upload");
+    upload.abandon().await.unwrap();
+    storage.remove_dir(&virtual_path("/d")).await.unwrap();
+    assert!(tree_of(&sandbox.root()).is_empty());
+}
+
+#[tokio::test]
+async fn upload_follows_its_directory_when_renamed() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    storage.make_dir(&virtual_path("/d")).await.unwrap();
+    let mut upload = storage
+        .start_upload(&at("/d/f"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, b"data").await;
+    storage
+        .rename(&virtual_path("/d"), &virtual_path("/e"))
+        .await
+        .unwrap();
+    upload.commit().await.unwrap();
+    assert_eq!(std::fs::read(sandbox.on_disk("e/f")).unwrap(), b"data");
+}
+
+#[tokio::test]
+async fn unique_uploads_claim_hidden_names_and_stay_resumable() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let target = UploadTarget::UniqueIn(virtual_path("/"));
+    let mut upload = storage
+        .start_upload(&target, WriteMode::Create)
+        .await
+        .unwrap();
+    let path = upload.path().clone();
+    let name = path.file_name().unwrap().to_owned();
+    assert!(name.starts_with("stou."), "{name}");
+    write_chunks(&mut *upload, b"first").await;
+    upload.abandon().await.unwrap();
+    assert_eq!(
+        tree_of(&sandbox.root()),
+        [format!("{PARTIAL_PREFIX}{name}")]
+    );
+    assert_eq!(storage.resumable_size(&path).await.unwrap(), 5);
+    // The abandoned STOU's name is taken: the next STOU picks another.
+    let mut next = storage
+        .start_upload(&target, WriteMode::Create)
+        .await
+        .unwrap();
+    assert_ne!(next.path(), &path);
+    write_chunks(&mut *next, b"next").await;
+    next.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn metadata_reports_mode_bits() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    put_file(storage, "/f", b"data").await;
+    std::fs::set_permissions(sandbox.on_disk("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        storage.metadata(&virtual_path("/f")).await.unwrap().mode,
+        0o640
+    );
+    std::fs::create_dir(sandbox.on_disk("d")).unwrap();
+    std::fs::set_permissions(sandbox.on_disk("d"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let directory = storage.metadata(&virtual_path("/d")).await.unwrap();
+    assert_eq!(
+        (directory.kind, directory.mode),
+        (FileKind::Directory, 0o750)
+    );
+}
+
+#[tokio::test]
+async fn special_files_are_not_read() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        sandbox.on_disk("fifo").as_path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    // Would hang forever if the FIFO were opened in blocking mode.
+    let refused = read_file(storage, "/fifo", 0).await;
+    assert_kind(
+        refused,
+        StorageErrorKind::PermissionDenied,
+        "RETR of a FIFO",
+    );
+}
