@@ -81,7 +81,10 @@ impl ServeArgs {
             config.server.listeners = self
                 .listen
                 .iter()
-                .map(|&listen| crate::config::ListenerConfig { listen, ..template.clone() })
+                .map(|&listen| crate::config::ListenerConfig {
+                    listen,
+                    ..template.clone()
+                })
                 .collect();
         }
         if let Some(root) = &self.root {
@@ -94,7 +97,9 @@ impl ServeArgs {
             config.passive.advertise = Some(advertise);
         }
         if let Some(users) = &self.users {
-            config.auth.backend = crate::config::AuthBackendConfig::File { path: users.clone() };
+            config.auth.backend = crate::config::AuthBackendConfig::File {
+                path: users.clone(),
+            };
         }
         if self.anonymous {
             config.auth.anonymous = true;

@@ -737,10 +737,7 @@ anonymous = false
     #[test]
     fn port_ranges_parse_display_and_refuse_nonsense() {
         let range: PortRange = "50000-50100".parse().unwrap();
-        assert_eq!(
-            (range.ports(), range.len()),
-            (50000..=50100, 101)
-        );
+        assert_eq!((range.ports(), range.len()), (50000..=50100, 101));
         assert_eq!(range.to_string(), "50000-50100");
         assert!(range.contains(50000) && range.contains(50100) && !range.contains(50101));
         assert_eq!(range.ports().count(), 101);

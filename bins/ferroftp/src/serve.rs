@@ -28,8 +28,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.apply_to(&mut config);
     let problems = config.validate();
     if !problems.is_empty() {
-        let listed: Vec<String> =
-            problems.iter().map(|p| format!("  {}: {}", p.field, p.message)).collect();
+        let listed: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  {}: {}", p.field, p.message))
+            .collect();
         bail!("invalid configuration:\n{}", listed.join("\n"));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +44,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROFTP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -73,7 +78,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.passive.ports,
         config.passive.ports.len()
     )?;
-    writeln!(stdout, "serving {} (users from {})", root.display(), users_path.display())?;
+    writeln!(
+        stdout,
+        "serving {} (users from {})",
+        root.display(),
+        users_path.display()
+    )?;
     stdout.flush()?;
     drop(stdout);
     server.run(shutdown_signal()).await;
@@ -82,7 +92,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn server_options(config: &Config) -> ServerOptions {
     ServerOptions {
-        listeners: config.server.listeners.iter().map(|listener| listener.listen).collect(),
+        listeners: config
+            .server
+            .listeners
+            .iter()
+            .map(|listener| listener.listen)
+            .collect(),
         session: SessionConfig {
             greeting: config.server.greeting.clone(),
             idle_timeout: config.server.idle_timeout,
@@ -110,13 +125,18 @@ fn ensure_users_file(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let password: String =
-        rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect();
+    let password: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
     let mut users = UsersFile::new();
     users
         .add(GENERATED_USER, &password, VirtualPath::root(), false)
         .context("generating the first account")?;
-    users.save(path).with_context(|| format!("writing {}", path.display()))?;
+    users
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     println!(
         "created {} with user '{GENERATED_USER}' and password '{password}' (shown only now; \
          change it with `ferroftp user passwd {GENERATED_USER} --users {}`)",

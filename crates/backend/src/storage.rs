@@ -22,13 +22,19 @@ pub struct StorageError {
 impl StorageError {
     /// A new error.
     pub fn new(kind: StorageErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 }
 
 impl From<StorageErrorKind> for StorageError {
     fn from(kind: StorageErrorKind) -> Self {
-        Self { kind, detail: String::new() }
+        Self {
+            kind,
+            detail: String::new(),
+        }
     }
 }
 
@@ -66,7 +72,10 @@ pub struct Download {
 
 impl fmt::Debug for Download {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("Download").field("size", &self.size).finish_non_exhaustive()
+        formatter
+            .debug_struct("Download")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 

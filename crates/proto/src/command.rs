@@ -292,9 +292,11 @@ mod tests {
         Command::parse(line.as_bytes())
     }
 
+    type Expected = Result<(Verb, Option<&'static str>), ParseError>;
+
     #[test]
     fn parse_table() {
-        let cases: &[(&str, Result<(Verb, Option<&str>), ParseError>)] = &[
+        let cases: &[(&str, Expected)] = &[
             ("USER alice", Ok((Verb::User, Some("alice")))),
             ("user alice", Ok((Verb::User, Some("alice")))),
             ("PASS", Ok((Verb::Pass, None))),

@@ -70,11 +70,21 @@ fn test_options() -> ServerOptions {
     options
 }
 
-async fn start(options: ServerOptions, storage: Arc<dyn Storage>, root: Option<tempfile::TempDir>) -> TestServer {
-    let server = Server::bind(options, storage, Arc::new(TestUsers)).await.unwrap();
+async fn start(
+    options: ServerOptions,
+    storage: Arc<dyn Storage>,
+    root: Option<tempfile::TempDir>,
+) -> TestServer {
+    let server = Server::bind(options, storage, Arc::new(TestUsers))
+        .await
+        .unwrap();
     let address = server.local_addrs()[0];
     let task = tokio::spawn(server.run(std::future::pending()));
-    TestServer { address, _root: root, task }
+    TestServer {
+        address,
+        _root: root,
+        task,
+    }
 }
 
 async fn memory_server() -> TestServer {
@@ -90,8 +100,12 @@ async fn fs_server() -> (TestServer, std::path::PathBuf) {
 
 impl TestServer {
     async fn connect(&self) -> Client {
-        let options = ClientOptions { timeout: Duration::from_secs(20) };
-        let (client, greeting) = Client::connect_with_options(self.address, options).await.unwrap();
+        let options = ClientOptions {
+            timeout: Duration::from_secs(20),
+        };
+        let (client, greeting) = Client::connect_with_options(self.address, options)
+            .await
+            .unwrap();
         assert_eq!(greeting.code.0, 220);
         client
     }
@@ -166,11 +180,23 @@ async fn ascii_mode_converts_line_ends_both_ways() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
     assert_eq!(code(&mut client, "TYPE A").await, 200);
-    client.store("/text", DataMode::ExtendedPassive, b"one\r\ntwo\r\n").await.unwrap();
+    client
+        .store("/text", DataMode::ExtendedPassive, b"one\r\ntwo\r\n")
+        .await
+        .unwrap();
     assert_eq!(code(&mut client, "TYPE I").await, 200);
-    assert_eq!(client.retrieve("/text", DataMode::ExtendedPassive).await.unwrap(), b"one\ntwo\n");
+    assert_eq!(
+        client
+            .retrieve("/text", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"one\ntwo\n"
+    );
     assert_eq!(code(&mut client, "TYPE A").await, 200);
-    assert_eq!(client.retrieve("/text", DataMode::Passive).await.unwrap(), b"one\r\ntwo\r\n");
+    assert_eq!(
+        client.retrieve("/text", DataMode::Passive).await.unwrap(),
+        b"one\r\ntwo\r\n"
+    );
 }
 
 #[tokio::test]
@@ -178,14 +204,35 @@ async fn listings_show_what_was_stored() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
     assert_eq!(code(&mut client, "MKD /dir").await, 257);
-    client.store("/dir/a.txt", DataMode::ExtendedPassive, b"12345").await.unwrap();
-    let names = client.list("NLST", Some("/dir"), DataMode::ExtendedPassive).await.unwrap();
+    client
+        .store("/dir/a.txt", DataMode::ExtendedPassive, b"12345")
+        .await
+        .unwrap();
+    let names = client
+        .list("NLST", Some("/dir"), DataMode::ExtendedPassive)
+        .await
+        .unwrap();
     assert_eq!(names, b"a.txt\r\n");
-    let long = String::from_utf8(client.list("LIST", Some("-la /dir"), DataMode::Passive).await.unwrap()).unwrap();
+    let long = String::from_utf8(
+        client
+            .list("LIST", Some("-la /dir"), DataMode::Passive)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert!(long.starts_with("-rw-"), "{long}");
-    assert!(long.trim_end().ends_with(" 5 ") || long.contains(" 5 "), "{long}");
+    assert!(
+        long.trim_end().ends_with(" 5 ") || long.contains(" 5 "),
+        "{long}"
+    );
     assert!(long.trim_end().ends_with("a.txt"), "{long}");
-    let machine = String::from_utf8(client.list("MLSD", Some("/dir"), DataMode::Active).await.unwrap()).unwrap();
+    let machine = String::from_utf8(
+        client
+            .list("MLSD", Some("/dir"), DataMode::Active)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert!(machine.starts_with("type=file;size=5;modify="), "{machine}");
     assert!(machine.ends_with("; a.txt\r\n"), "{machine}");
     let mlst = client.command("MLST /dir/a.txt").await.unwrap();
@@ -193,23 +240,35 @@ async fn listings_show_what_was_stored() {
     assert!(mlst.lines[1].starts_with("type=file;size=5;"), "{mlst:?}");
     let stat = client.command("STAT /dir").await.unwrap();
     assert_eq!(stat.code.0, 213);
-    assert!(stat.lines.iter().any(|line| line.ends_with(" a.txt")), "{stat:?}");
+    assert!(
+        stat.lines.iter().any(|line| line.ends_with(" a.txt")),
+        "{stat:?}"
+    );
 }
 
 #[tokio::test]
 async fn file_actions_rename_delete_mkd_rmd_mfmt() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
-    client.store("/a", DataMode::ExtendedPassive, b"x").await.unwrap();
+    client
+        .store("/a", DataMode::ExtendedPassive, b"x")
+        .await
+        .unwrap();
     assert_eq!(code(&mut client, "RNFR /a").await, 350);
     assert_eq!(code(&mut client, "RNTO /b").await, 250);
     assert_eq!(code(&mut client, "SIZE /a").await, 550);
     assert_eq!(code(&mut client, "MFMT 20200102030405 /b").await, 213);
-    assert_eq!(client.command("MDTM /b").await.unwrap().text(), "20200102030405");
+    assert_eq!(
+        client.command("MDTM /b").await.unwrap().text(),
+        "20200102030405"
+    );
     assert_eq!(code(&mut client, "MKD /d").await, 257);
     assert_eq!(code(&mut client, "MKD /d").await, 550);
     assert_eq!(code(&mut client, "CWD /d").await, 250);
-    assert_eq!(client.command("PWD").await.unwrap().text(), "\"/d\" is the current directory");
+    assert_eq!(
+        client.command("PWD").await.unwrap().text(),
+        "\"/d\" is the current directory"
+    );
     assert_eq!(code(&mut client, "CDUP").await, 250);
     assert_eq!(code(&mut client, "RMD /d").await, 250);
     assert_eq!(code(&mut client, "DELE /b").await, 250);
@@ -223,22 +282,42 @@ async fn home_directory_is_a_chroot() {
     let mut alice = server.login("alice").await;
     assert_eq!(code(&mut alice, "MKD /home").await, 257);
     assert_eq!(code(&mut alice, "MKD /home/bob").await, 257);
-    alice.store("/secret", DataMode::ExtendedPassive, b"alice only").await.unwrap();
+    alice
+        .store("/secret", DataMode::ExtendedPassive, b"alice only")
+        .await
+        .unwrap();
     let mut bob = server.login("bob").await;
-    bob.store("/mine", DataMode::ExtendedPassive, b"bob").await.unwrap();
+    bob.store("/mine", DataMode::ExtendedPassive, b"bob")
+        .await
+        .unwrap();
     assert_eq!(code(&mut bob, "SIZE /secret").await, 550);
     assert_eq!(code(&mut bob, "SIZE ../secret").await, 550);
     assert_eq!(code(&mut bob, "CWD ..").await, 550);
-    assert_eq!(alice.retrieve("/home/bob/mine", DataMode::ExtendedPassive).await.unwrap(), b"bob");
+    assert_eq!(
+        alice
+            .retrieve("/home/bob/mine", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"bob"
+    );
 }
 
 #[tokio::test]
 async fn read_only_user_can_read_but_not_write() {
     let server = memory_server().await;
     let mut alice = server.login("alice").await;
-    alice.store("/f", DataMode::ExtendedPassive, b"data").await.unwrap();
+    alice
+        .store("/f", DataMode::ExtendedPassive, b"data")
+        .await
+        .unwrap();
     let mut reader = server.login("reader").await;
-    assert_eq!(reader.retrieve("/f", DataMode::ExtendedPassive).await.unwrap(), b"data");
+    assert_eq!(
+        reader
+            .retrieve("/f", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"data"
+    );
     for line in ["DELE /f", "MKD /x", "RNFR /f", "STOR /g", "APPE /f"] {
         assert_eq!(code(&mut reader, line).await, 550, "{line}");
     }
@@ -249,25 +328,51 @@ async fn rest_resumes_downloads_and_uploads() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
     let data = pattern(300_000);
-    client.store("/big", DataMode::ExtendedPassive, &data).await.unwrap();
+    client
+        .store("/big", DataMode::ExtendedPassive, &data)
+        .await
+        .unwrap();
     // Download from an offset.
     assert_eq!(code(&mut client, "REST 100000").await, 350);
-    let tail = client.retrieve("/big", DataMode::ExtendedPassive).await.unwrap();
+    let tail = client
+        .retrieve("/big", DataMode::ExtendedPassive)
+        .await
+        .unwrap();
     assert_eq!(tail, &data[100_000..]);
     // Upload: REST n + STOR rewrites from n; APPE continues.
-    client.store("/up", DataMode::ExtendedPassive, &data[..1000]).await.unwrap();
+    client
+        .store("/up", DataMode::ExtendedPassive, &data[..1000])
+        .await
+        .unwrap();
     assert_eq!(code(&mut client, "REST 500").await, 350);
-    client.store("/up", DataMode::ExtendedPassive, &data[500..2000]).await.unwrap();
+    client
+        .store("/up", DataMode::ExtendedPassive, &data[500..2000])
+        .await
+        .unwrap();
     let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
     let (_, mut stream) = client.transfer_command("APPE /up", prepared).await.unwrap();
     stream.send(&data[2000..]).await.unwrap();
     stream.close().await.unwrap();
     assert_eq!(client.finish().await.unwrap().code.0, 226);
-    assert_eq!(sha256(&client.retrieve("/up", DataMode::ExtendedPassive).await.unwrap()), sha256(&data));
+    assert_eq!(
+        sha256(
+            &client
+                .retrieve("/up", DataMode::ExtendedPassive)
+                .await
+                .unwrap()
+        ),
+        sha256(&data)
+    );
     assert_eq!(code(&mut client, "REST 999999999").await, 350);
     let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
-    let error = client.transfer_command("RETR /up", prepared).await.unwrap_err();
-    assert!(matches!(error, ClientError::UnexpectedReply(Reply { code, .. }) if code.0 == 554), "{error:?}");
+    let error = client
+        .transfer_command("RETR /up", prepared)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::UnexpectedReply(Reply { code, .. }) if code.0 == 554),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -277,9 +382,15 @@ async fn port_to_a_third_party_is_refused_and_nothing_connects() {
     // The client is 127.0.0.1; 127.0.0.2 is someone else (RFC 2577 bounce).
     let third_party = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let port = third_party.local_addr().unwrap().port();
-    let reply = client.command(&format!("PORT 127,0,0,2,{},{}", port >> 8, port & 0xff)).await.unwrap();
+    let reply = client
+        .command(&format!("PORT 127,0,0,2,{},{}", port >> 8, port & 0xff))
+        .await
+        .unwrap();
     assert_eq!(reply.code.0, 504, "{reply:?}");
-    let reply = client.command(&format!("EPRT |1|127.0.0.2|{port}|")).await.unwrap();
+    let reply = client
+        .command(&format!("EPRT |1|127.0.0.2|{port}|"))
+        .await
+        .unwrap();
     assert_eq!(reply.code.0, 504, "{reply:?}");
     assert_eq!(code(&mut client, "PORT 127,0,0,1,0,21").await, 504);
     // No data endpoint was accepted, so a transfer now cannot start: 425, no connect.
@@ -292,20 +403,32 @@ async fn port_to_a_third_party_is_refused_and_nothing_connects() {
 async fn passive_connection_from_a_foreign_address_is_refused() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
-    client.store("/f", DataMode::ExtendedPassive, b"payload").await.unwrap();
+    client
+        .store("/f", DataMode::ExtendedPassive, b"payload")
+        .await
+        .unwrap();
     let reply = client.command("EPSV").await.unwrap();
     let port = ferroftp_proto::host_port::parse_epsv_reply(&reply.text()).unwrap();
     // A stranger on 127.0.0.2 connects first: the server must drop it and keep waiting.
     let stranger = tokio::net::TcpSocket::new_v4().unwrap();
     stranger.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut stranger = stranger.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    let mut stranger = stranger
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
     client.send_raw(b"RETR /f\r\n").await.unwrap();
     let mut buffer = Vec::new();
     // The stranger reads nothing: the server closes its connection.
-    let read = tokio::time::timeout(Duration::from_secs(20), stranger.read_to_end(&mut buffer)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {buffer:?}");
+    let read =
+        tokio::time::timeout(Duration::from_secs(20), stranger.read_to_end(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{read:?} {buffer:?}"
+    );
     // The real client still gets the file.
-    let mut data = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    let mut data = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
     assert_eq!(client.read_reply().await.unwrap().code.0, 150);
     let mut received = Vec::new();
     data.read_to_end(&mut received).await.unwrap();
@@ -315,7 +438,10 @@ async fn passive_connection_from_a_foreign_address_is_refused() {
 
 #[tokio::test]
 async fn passive_range_exhaustion_replies_425() {
-    let options = ServerOptions { passive_ports: passive_range(1), ..test_options() };
+    let options = ServerOptions {
+        passive_ports: passive_range(1),
+        ..test_options()
+    };
     let server = start(options, Arc::new(MemoryStorage::new()), None).await;
     let mut first = server.login("alice").await;
     let mut second = server.login("alice").await;
@@ -329,7 +455,10 @@ async fn passive_range_exhaustion_replies_425() {
 
 #[tokio::test]
 async fn session_caps_answer_421() {
-    let options = ServerOptions { max_sessions_per_ip: 2, ..test_options() };
+    let options = ServerOptions {
+        max_sessions_per_ip: 2,
+        ..test_options()
+    };
     let server = start(options, Arc::new(MemoryStorage::new()), None).await;
     let _one = server.connect().await;
     let _two = server.connect().await;
@@ -370,9 +499,15 @@ async fn idle_session_is_closed_with_421() {
 async fn abor_stops_a_running_download() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;
-    client.store("/big", DataMode::ExtendedPassive, &pattern(64 << 20)).await.unwrap();
+    client
+        .store("/big", DataMode::ExtendedPassive, &pattern(64 << 20))
+        .await
+        .unwrap();
     let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
-    let (preliminary, mut stream) = client.transfer_command("RETR /big", prepared).await.unwrap();
+    let (preliminary, mut stream) = client
+        .transfer_command("RETR /big", prepared)
+        .await
+        .unwrap();
     assert_eq!(preliminary.code.0, 150);
     // Read a little, then abort while the server is blocked on a full socket.
     let mut some = [0u8; 1024];
@@ -393,13 +528,21 @@ async fn abor_stops_a_running_download() {
 async fn a_transfer_does_not_block_other_sessions() {
     let server = memory_server().await;
     let mut slow = server.login("alice").await;
-    slow.store("/big", DataMode::ExtendedPassive, &pattern(32 << 20)).await.unwrap();
+    slow.store("/big", DataMode::ExtendedPassive, &pattern(32 << 20))
+        .await
+        .unwrap();
     let prepared = slow.open_data(DataMode::ExtendedPassive).await.unwrap();
     // Nobody reads this stream: the server's sends block once the socket buffers fill.
     let (_, _stalled) = slow.transfer_command("RETR /big", prepared).await.unwrap();
     let mut other = server.login("alice").await;
-    other.store("/small", DataMode::Passive, b"quick").await.unwrap();
-    assert_eq!(other.retrieve("/small", DataMode::Active).await.unwrap(), b"quick");
+    other
+        .store("/small", DataMode::Passive, b"quick")
+        .await
+        .unwrap();
+    assert_eq!(
+        other.retrieve("/small", DataMode::Active).await.unwrap(),
+        b"quick"
+    );
 }
 
 #[tokio::test]
@@ -408,8 +551,14 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
     let original = pattern(100_000);
     let update = pattern(500_000);
     let mut client = server.login("alice").await;
-    client.store("/doc", DataMode::ExtendedPassive, &original).await.unwrap();
-    client.store("/new", DataMode::ExtendedPassive, b"").await.unwrap();
+    client
+        .store("/doc", DataMode::ExtendedPassive, &original)
+        .await
+        .unwrap();
+    client
+        .store("/new", DataMode::ExtendedPassive, b"")
+        .await
+        .unwrap();
     assert_eq!(code(&mut client, "DELE /new").await, 250);
 
     // Replace /doc and create /new, and die half-way through each: the control connection
@@ -417,7 +566,10 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
     for name in ["/doc", "/new"] {
         let mut dying = server.login("alice").await;
         let prepared = dying.open_data(DataMode::ExtendedPassive).await.unwrap();
-        let (_, mut stream) = dying.transfer_command(&format!("STOR {name}"), prepared).await.unwrap();
+        let (_, mut stream) = dying
+            .transfer_command(&format!("STOR {name}"), prepared)
+            .await
+            .unwrap();
         stream.send(&update[..200_000]).await.unwrap();
         // Loopback delivers the control connection's FIN before the data connection's.
         drop(dying);
@@ -425,19 +577,44 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
     }
     // A fresh session: the old version is intact, the new file is not visible yet.
     let mut check = server.login("alice").await;
-    assert_eq!(sha256(&check.retrieve("/doc", DataMode::ExtendedPassive).await.unwrap()), sha256(&original));
-    let listing = check.list("NLST", None, DataMode::ExtendedPassive).await.unwrap();
+    assert_eq!(
+        sha256(
+            &check
+                .retrieve("/doc", DataMode::ExtendedPassive)
+                .await
+                .unwrap()
+        ),
+        sha256(&original)
+    );
+    let listing = check
+        .list("NLST", None, DataMode::ExtendedPassive)
+        .await
+        .unwrap();
     assert_eq!(listing, b"doc\r\n", "{}", String::from_utf8_lossy(&listing));
     // The partial data is kept on disk, hidden, for a resume: SIZE of the new file reports
     // it and APPE continues it (what `curl -C - -T` does).
-    let resumable: u64 = check.command("SIZE /new").await.unwrap().text().parse().unwrap();
+    let resumable: u64 = check
+        .command("SIZE /new")
+        .await
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
     assert!(resumable > 0 && resumable <= 200_000, "{resumable}");
     let prepared = check.open_data(DataMode::ExtendedPassive).await.unwrap();
     let (_, mut stream) = check.transfer_command("APPE /new", prepared).await.unwrap();
     stream.send(&update[resumable as usize..]).await.unwrap();
     stream.close().await.unwrap();
     assert_eq!(check.finish().await.unwrap().code.0, 226);
-    assert_eq!(sha256(&check.retrieve("/new", DataMode::ExtendedPassive).await.unwrap()), sha256(&update));
+    assert_eq!(
+        sha256(
+            &check
+                .retrieve("/new", DataMode::ExtendedPassive)
+                .await
+                .unwrap()
+        ),
+        sha256(&update)
+    );
     assert_eq!(std::fs::read(root.join("new")).unwrap(), update);
 }
 
@@ -447,10 +624,20 @@ async fn stou_creates_a_new_file_and_names_it() {
     let mut client = server.login("alice").await;
     let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
     let (preliminary, mut stream) = client.transfer_command("STOU", prepared).await.unwrap();
-    let name = preliminary.text().strip_prefix("FILE: ").expect("STOU names the file").to_owned();
+    let name = preliminary
+        .text()
+        .strip_prefix("FILE: ")
+        .expect("STOU names the file")
+        .to_owned();
     stream.write_all(b"unique").await.unwrap();
     stream.shutdown().await.unwrap();
     drop(stream);
     assert_eq!(client.finish().await.unwrap().code.0, 226);
-    assert_eq!(client.retrieve(&name, DataMode::ExtendedPassive).await.unwrap(), b"unique");
+    assert_eq!(
+        client
+            .retrieve(&name, DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"unique"
+    );
 }

@@ -403,6 +403,7 @@ impl Upload for FsUpload {
                 .metadata()
                 .map_err(|error| fs_error(error, "stat", &path))?
                 .len();
+            keep_permissions(&file, &directory, &final_name);
             rename_into_place(&directory, &partial_name, &final_name, unique)
                 .map_err(|error| fs_error(error, "publish upload of", &path))?;
             // Makes the rename itself durable. The data is published either way, so a
@@ -426,6 +427,19 @@ impl Upload for FsUpload {
         // The bytes already accepted belong to the resumable data: let them land.
         let flushed = self.file.flush().await;
         flushed.map_err(|error| fs_error(error, "write", &self.path))
+    }
+}
+
+/// Gives the new version the permission bits of the file it replaces, as an in-place write
+/// would have kept them. Best effort: publishing the data matters more. Set-user-ID and
+/// set-group-ID are dropped, as the kernel drops them when a file is written, and a symlink
+/// under the final name is not followed (it may point outside the root).
+fn keep_permissions(file: &File, directory: &OwnedFd, final_name: &str) {
+    let Ok(stat) = rustix::fs::statat(directory, final_name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return;
+    };
+    if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
+        let _ = rustix::fs::fchmod(file, Mode::from_raw_mode(stat.st_mode & 0o777));
     }
 }
 

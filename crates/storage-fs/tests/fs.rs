@@ -5,7 +5,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use ferroftp_backend::testing::{
-    assert_bytes_eq, assert_kind, list_names, pattern, put_file, read_file, virtual_path,
+    assert_bytes_eq, assert_kind, list_names, pattern, put_file, read_file, upload, virtual_path,
     write_chunks,
 };
 use ferroftp_backend::{
@@ -476,6 +476,32 @@ async fn metadata_reports_mode_bits() {
         (directory.kind, directory.mode),
         (FileKind::Directory, 0o750)
     );
+}
+
+#[tokio::test]
+async fn replacing_a_file_keeps_its_permissions() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    put_file(storage, "/f", b"old").await;
+    std::fs::set_permissions(
+        sandbox.on_disk("f"),
+        std::fs::Permissions::from_mode(0o4640),
+    )
+    .unwrap();
+    put_file(storage, "/f", b"new").await;
+    // Set-user-ID does not survive a write, as with an in-place write by its owner.
+    assert_eq!(
+        storage.metadata(&virtual_path("/f")).await.unwrap().mode,
+        0o640
+    );
+    upload(storage, &at("/f"), WriteMode::Append, b" and more")
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.metadata(&virtual_path("/f")).await.unwrap().mode,
+        0o640
+    );
+    assert_eq!(read_file(storage, "/f", 0).await.unwrap(), b"new and more");
 }
 
 #[tokio::test]

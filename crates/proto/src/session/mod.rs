@@ -366,11 +366,9 @@ impl Session {
             Verb::Dele => self.modify(&argument, StorageRequest::RemoveFile, "File deleted"),
             Verb::Rnfr => self.rename_from(&argument),
             Verb::Rnto => self.rename_to(&argument),
-            Verb::Size => self.lookup(
-                &argument,
-                |path| StorageRequest::ResumableSize(path),
-                |c| InFlight::Size { client_path: c },
-            ),
+            Verb::Size => self.lookup(&argument, StorageRequest::ResumableSize, |c| {
+                InFlight::Size { client_path: c }
+            }),
             Verb::Mdtm => self.lookup(&argument, StorageRequest::Metadata, |c| {
                 InFlight::ModificationTime { client_path: c }
             }),
