@@ -535,13 +535,16 @@ impl Config {
                 ),
             ));
         }
-        if let Some(address) = self.passive.advertise {
-            if address.is_unspecified() || address.is_multicast() || is_broadcast(address) {
-                problems.push(ConfigProblem::new(
-                    "passive.advertise",
-                    format!("{address} is not an address clients can connect to; give the server's public address"),
-                ));
-            }
+        if let Some(address) = self.passive.advertise
+            && (address.is_unspecified() || address.is_multicast() || is_broadcast(address))
+        {
+            problems.push(ConfigProblem::new(
+                "passive.advertise",
+                format!(
+                    "{address} is not an address clients can connect to; \
+                     give the server's public address"
+                ),
+            ));
         }
 
         match &self.storage {
