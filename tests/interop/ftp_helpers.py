@@ -175,6 +175,24 @@ class RawFTP:
             rest += chunk
 
 
+def cmd_with_data_connection(c: RawFTP, line: str) -> Reply:
+    """EPSV, connect the data connection, then send `line` (a transfer command): the server
+    then judges the command itself, not the missing data connection. Returns the first reply
+    (any data and the final reply of an unexpectedly started transfer are consumed)."""
+    r = c.cmd("EPSV")
+    assert r.code == 229, r.text
+    data = socket.create_connection((c.sock.getpeername()[0], parse_epsv(r.text)),
+                                    timeout=SOCKET_TIMEOUT)
+    with data:
+        first = c.cmd(line)
+        if first.code in (125, 150):
+            while data.recv(65536):
+                pass
+            data.close()
+            c.read_reply()
+    return first
+
+
 def raw_session(server, login: bool = True, source: str | None = None) -> RawFTP:
     c = RawFTP(server.host, server.port, source=source)
     g = c.greeting()
@@ -546,6 +564,40 @@ def wait_for(predicate, what: str, timeout: float = 60.0, proc: subprocess.Popen
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def _pid_tcp_sockets(pid: int):
+    """(local port, remote port, state) of the TCP sockets held by process `pid`."""
+    try:
+        mine = _socket_inodes(pid)
+    except FileNotFoundError:
+        return []
+    return [(lp, rp, st) for lp, rp, st, ino in _tcp_sockets() if ino in mine]
+
+
+def reset_data_connections(pid: int, control_port: int) -> list[tuple[int, int]]:
+    """Abort every established TCP connection of process `pid` other than its control
+    connection(s) to `control_port`, with `ss -K` (SOCK_DESTROY): the kernel drops the socket
+    and sends an RST, so the server sees the data connection reset mid-transfer.
+
+    Why not just SIGKILL the client: on exit Linux closes a process's descriptors newest first,
+    so a killed client's data connection ends with an orderly FIN (which in stream mode *is*
+    the end-of-file mark) about 100 us before its control connection closes; no server can
+    tell that apart from a finished upload. A reset data connection is an unambiguous
+    interruption."""
+    victims = [(lp, rp) for lp, rp, st in _pid_tcp_sockets(pid)
+               if st == "ESTABLISHED" and rp != control_port]
+    assert victims, f"client {pid} has no data connection open: {_pid_tcp_sockets(pid)}"
+    for lp, rp in victims:
+        p = subprocess.run(["ss", "-K", "-t", "state", "established", "(", "sport", "=",
+                            f":{lp}", "and", "dport", "=", f":{rp}", ")"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        assert p.returncode == 0, f"ss -K failed: {p.stderr!r}"
+    left = [(lp, rp) for lp, rp, st in _pid_tcp_sockets(pid)
+            if st == "ESTABLISHED" and (lp, rp) in victims]
+    assert not left, (f"ss -K did not destroy {left}: the kernel needs "
+                      f"CONFIG_INET_DIAG_DESTROY and the caller CAP_NET_ADMIN")
+    return victims
 
 
 def kill_hard(proc: subprocess.Popen) -> str:

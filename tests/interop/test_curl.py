@@ -5,11 +5,13 @@ uploads after the client was killed."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 
 from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, curl_traced, file_size, kill_hard,
+                         reset_data_connections,
                          nlst_names, parse_epsv, parse_pasv, parse_unix_list, sha256_file,
                          wait_for, wait_server_idle)
 
@@ -281,27 +283,38 @@ def test_resume_killed_download(server, big_sample, tmp_path):
 # interrupted uploads
 
 
-def start_killed_upload(server, sample, name, mode="passive-epsv"):
-    """Upload `sample` through a rate limit and SIGKILL curl once the server has written at
-    least 512 KiB to the hidden partial file; then wait until the server is done with it."""
+INTERRUPTIONS = ["sigkill", "reset-then-sigkill"]
+
+
+def start_killed_upload(server, sample, name, mode="passive-epsv", how="sigkill"):
+    """Upload `sample` through a rate limit; once the server has written at least 512 KiB to
+    the hidden partial file, interrupt it: `sigkill` kills curl (SIGKILL, by PID);
+    `reset-then-sigkill` first stops curl, resets its data connection (RST, see
+    reset_data_connections) and then kills it. Then wait until the server holds no connection
+    and no file of the root any more."""
     partial = server.path(PARTIAL_PREFIX + name)
     p = curl_popen(*MODES[mode][0], "--limit-rate", "256K", "-T", sample.path, server.url(name))
     try:
         wait_for(lambda: file_size(partial) >= 512 * 1024,
                  f"the partial file {partial.name} to reach 512 KiB", proc=p)
+        if how == "reset-then-sigkill":
+            os.kill(p.pid, signal.SIGSTOP)
+            reset_data_connections(p.pid, server.port)
     finally:
         kill_hard(p)
     wait_server_idle(server, watch_dir=server.root)
     return partial
 
 
+@pytest.mark.parametrize("how", INTERRUPTIONS)
 @pytest.mark.parametrize("mode", ["passive-epsv", "active-port"])
-def test_killed_upload_keeps_previous_version(server, samples, medium_sample, tmp_path, mode):
+def test_killed_upload_keeps_previous_version(server, samples, medium_sample, tmp_path, mode,
+                                              how):
     old = samples[MiB]
     curl("--ftp-pasv", "-T", old.path, server.url("report.bin")).assert_ok()
     assert sha256_file(server.path("report.bin")) == old.sha256
 
-    start_killed_upload(server, medium_sample, "report.bin", mode)
+    start_killed_upload(server, medium_sample, "report.bin", mode, how)
     assert sha256_file(server.path("report.bin")) == old.sha256, \
         "the interrupted upload replaced the previous version"
     out = tmp_path / "check.bin"
@@ -317,9 +330,10 @@ def test_killed_upload_keeps_previous_version(server, samples, medium_sample, tm
     assert no_partials(server) == []
 
 
-def test_killed_new_upload_resumes_with_curl(server, medium_sample, tmp_path):
+@pytest.mark.parametrize("how", INTERRUPTIONS)
+def test_killed_new_upload_resumes_with_curl(server, medium_sample, tmp_path, how):
     s = medium_sample
-    partial = start_killed_upload(server, s, "new.bin")
+    partial = start_killed_upload(server, s, "new.bin", how=how)
     assert not server.path("new.bin").exists(), "half an upload appeared under the final name"
     listing = curl("--ftp-pasv", "-l", server.url(""))
     listing.assert_ok()
@@ -346,3 +360,21 @@ def test_killed_upload_then_fresh_upload(server, samples, medium_sample):
     assert sha256_file(server.path("again.bin")) == s.sha256
     assert no_partials(server) == []
 
+
+
+def test_partial_files_are_hidden_and_unaddressable(server, medium_sample):
+    partial = start_killed_upload(server, medium_sample, "hidden.bin", how="reset-then-sigkill")
+    assert partial.exists()
+    r = curl("--ftp-pasv", "-l", server.url(""))
+    r.assert_ok()
+    assert nlst_names(r.stdout.decode()) == []
+    r = curl("--ftp-pasv", server.url(""))
+    r.assert_ok()
+    assert parse_unix_list(r.stdout.decode()).keys() <= {".", ".."}
+    r = curl("--ftp-pasv", "-o", "/dev/null", server.url(partial.name))
+    assert r.returncode != 0, r.describe()
+    assert (r.exchanges("SIZE") or r.exchanges("RETR"))[-1].codes == [553], r.describe()
+    r = curl("--ftp-pasv", "-Q", f"DELE {partial.name}", "-l", server.url(""))
+    assert r.returncode == 21, r.describe()
+    r.assert_exchange("DELE", 553)
+    assert partial.exists()

@@ -8,16 +8,16 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User};
-use tokio::sync::Semaphore;
 
-use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password, verify_password};
+use crate::password_verifier::{ArgonMemory, PasswordVerifier};
+use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password};
 
 /// Checks logins against a users file.
 ///
-/// - Password verification (argon2id, slow on purpose) runs on tokio's blocking pool, never on
-///   an async worker thread, and at most [`max_concurrent_verifications`] at a time (by
-///   default one per CPU), so a login flood queues instead of exhausting memory: each
-///   verification holds argon2's memory cost (19 MiB by default).
+/// - Password verification (argon2id, slow on purpose) runs on dedicated threads, never on
+///   an async worker thread, at most [`max_concurrent_verifications`] at a time (by default
+///   one per CPU). Each thread reuses its argon2 memory (19 MiB by default), so a login
+///   flood queues instead of exhausting memory (see `password_verifier`).
 /// - An unknown name costs the same as a wrong password: its attempt is verified against a
 ///   dummy hash made with the same parameters, and both return [`AuthError::Rejected`], so
 ///   neither the reply nor its timing tells which names exist.
@@ -29,7 +29,7 @@ use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password, ver
 /// [`max_concurrent_verifications`]: Self::with_max_concurrent_verifications
 pub struct FileAuthenticator {
     shared: Arc<Shared>,
-    verifications: Arc<Semaphore>,
+    verifier: PasswordVerifier,
 }
 
 /// What the blocking verification tasks need.
@@ -104,14 +104,14 @@ impl FileAuthenticator {
         let default_limit = std::thread::available_parallelism().map_or(2, |count| count.get());
         Ok(Self {
             shared: Arc::new(shared),
-            verifications: Arc::new(Semaphore::new(default_limit)),
+            verifier: PasswordVerifier::start(default_limit),
         })
     }
 
     /// Sets how many password verifications may run at once (at least 1); later attempts
     /// wait their turn.
     pub fn with_max_concurrent_verifications(mut self, limit: usize) -> Self {
-        self.verifications = Arc::new(Semaphore::new(limit.max(1)));
+        self.verifier = PasswordVerifier::start(limit);
         self
     }
 
@@ -183,15 +183,20 @@ impl Shared {
         Arc::clone(&snapshot.users)
     }
 
-    /// The whole check, on a blocking-pool thread.
-    fn authenticate_blocking(&self, username: &str, password: &str) -> Result<User, AuthError> {
+    /// The whole check, on a verification thread.
+    fn authenticate_blocking(
+        &self,
+        username: &str,
+        password: &str,
+        memory: &mut ArgonMemory,
+    ) -> Result<User, AuthError> {
         let users = self.current_users();
         match users.get(username) {
-            Some(entry) if entry.verify_password(password) => Ok(entry.to_user()),
+            Some(entry) if memory.verify(entry.password_hash(), password) => Ok(entry.to_user()),
             Some(_) => Err(AuthError::Rejected),
             None => {
                 // Spend the time a real verification takes; the result does not matter.
-                let _ = verify_password(&self.dummy_hash, password);
+                let _ = memory.verify(&self.dummy_hash, password);
                 Err(AuthError::Rejected)
             }
         }
@@ -208,21 +213,16 @@ fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
 #[async_trait]
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
-        let permit = Arc::clone(&self.verifications)
-            .acquire_owned()
-            .await
-            .map_err(|_| AuthError::Unavailable("password verification is shut down".into()))?;
         let shared = Arc::clone(&self.shared);
         let username = attempt.username.clone();
         let password = attempt.password.clone();
-        tokio::task::spawn_blocking(move || {
-            // The permit lives as long as the verification, even if the login is abandoned.
-            let _permit = permit;
-            shared.authenticate_blocking(&username, password.expose())
-        })
-        .await
-        .map_err(|error| {
-            AuthError::Unavailable(format!("password verification task failed: {error}"))
-        })?
+        self.verifier
+            .run(move |memory| shared.authenticate_blocking(&username, password.expose(), memory))
+            .await
+            .unwrap_or_else(|| {
+                Err(AuthError::Unavailable(
+                    "too many logins waiting for verification".into(),
+                ))
+            })
     }
 }

@@ -10,6 +10,7 @@
 
 mod anonymous;
 mod file_authenticator;
+mod password_verifier;
 mod users_file;
 
 pub use anonymous::{ANONYMOUS_USER_NAME, AnonymousAuthenticator, is_anonymous_name};

@@ -15,7 +15,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params};
 use ferroftp_backend::User;
 use ferroftp_proto::VirtualPath;
@@ -162,17 +162,6 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
-/// Checks `password` against a PHC string. Returns `false` for a wrong password and for a
-/// string that is not a valid hash. Slow on purpose, like [`hash_password`].
-pub(crate) fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// Checks that `phc` is an argon2id PHC string whose parameters argon2 accepts, so a bad entry
 /// is reported when the file is loaded rather than at the user's next login.
 fn check_password_hash(phc: &str) -> Result<(), String> {
@@ -224,7 +213,7 @@ impl UserEntry {
 
     /// Checks `password` against this entry's hash (slow on purpose: not on an async thread).
     pub fn verify_password(&self, password: &str) -> bool {
-        verify_password(&self.password_hash, password)
+        crate::password_verifier::ArgonMemory::default().verify(&self.password_hash, password)
     }
 
     /// The logged-in user this account becomes.

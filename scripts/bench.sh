@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Measures ferroftp and the peer servers with the shared harness (../shared/bench) in one run,
+# on loopback, one target at a time. Results: $OUT/results.jsonl and $OUT/results.md.
+#
+#   scripts/bench.sh                      # ferroftp + vsftpd, 3 runs per test
+#   PEERS="vsftpd pure-ftpd proftpd" RUNS=5 ONLY=retr_pasv,stor_pasv scripts/bench.sh
+#
+# Needs root (peers.sh creates a system user for the peers).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bench=${BENCH_DIR:-$repo/../shared/bench}
+out=${OUT:-$repo/target/bench}
+peers=${PEERS:-vsftpd}
+runs=${RUNS:-3}
+heavy=${RUNS_HEAVY:-1}
+port=${PORT:-2135}
+select=()
+[ -n "${ONLY:-}" ] && select=(--only "$ONLY")
+
+cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
+binary=$repo/target/release/ferroftp
+mkdir -p "$out"
+root=$out/ferroftp-root
+mkdir -p "$root"
+users=$out/users.toml
+rm -f "$users"
+echo bench | "$binary" user add bench --users "$users"
+
+# Passive ports stay below 30900: the harness's active-mode client uses 30900-30999.
+"$binary" serve --listen "127.0.0.1:$port" --root "$root" --passive-ports 30000-30899 \
+    --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 \
+    >"$out/ferroftp.out" 2>"$out/ferroftp.log" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    grep -q "^listening on" "$out/ferroftp.out" 2>/dev/null && break
+    kill -0 "$server" 2>/dev/null || { cat "$out/ferroftp.log"; exit 1; }
+    sleep 0.1
+done
+version=$(git -C "$repo" rev-parse --short HEAD)
+"$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
+    --root "$root" --name ferroftp --version "$version" --server-pid "$server" \
+    --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
+kill "$server"
+wait "$server" 2>/dev/null || true
+trap - EXIT
+
+for peer in $peers; do
+    # peers.sh hands the targets file to its command in $PEERS_TARGETS.
+    "$bench/peers.sh" --only "$peer" -- sh -c 'exec "$0" run --targets "$PEERS_TARGETS" "$@"' \
+        "$bench/bench.py" --peer "$peer" --runs "$runs" --runs-heavy "$heavy" "${select[@]}" \
+        --out "$out/results.jsonl" || echo "peer $peer failed" >&2
+done
+"$bench/bench.py" report "$out/results.jsonl" --md "$out/results.md"

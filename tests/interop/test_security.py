@@ -1,0 +1,172 @@
+"""Confinement and permissions: symlinks out of the root, user homes, `..` above the home,
+read-only users, anonymous access."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import os
+import secrets
+
+import pytest
+
+from conftest import User
+from ftp_helpers import (SOCKET_TIMEOUT, assert_new_session_works, assert_session_alive,
+                         cmd_with_data_connection, curl, raw_session)
+
+
+def login(server, user=None) -> ftplib.FTP:
+    u = server.users[user or server.user]
+    ftp = ftplib.FTP()
+    ftp.connect(server.host, server.port, timeout=SOCKET_TIMEOUT)
+    ftp.login(u.name, u.password)
+    return ftp
+
+
+def code(fn, *a, **kw) -> int:
+    try:
+        return int(fn(*a, **kw)[:3])
+    except ftplib.Error as e:
+        return int(str(e)[:3])
+
+
+def test_symlink_to_etc_refused(server):
+    os.symlink("/etc", server.path("etc"))
+    os.symlink("/etc/passwd", server.path("passwd"))
+    os.symlink("../../../../../../../../etc", server.path("relative-etc"))
+    server.path("real.txt").write_bytes(b"ok")
+    probe = f"ferroftp-interop-{secrets.token_hex(6)}"
+    with raw_session(server) as c:
+        for line in ("RETR etc/passwd", "RETR passwd", "RETR relative-etc/passwd",
+                     "LIST etc", "NLST etc", "MLSD etc"):
+            r = cmd_with_data_connection(c, line)
+            assert r.code == 550, f"{line}: {r.text}"
+        for line in ("CWD etc", "CWD /etc", "CWD relative-etc", "SIZE passwd",
+                     "SIZE etc/passwd", "MLST etc/passwd", "MDTM passwd"):
+            r = c.cmd(line)
+            assert r.code == 550, f"{line}: {r.text}"
+        r = c.cmd("PWD")
+        assert r.text.startswith('257 "/"'), r.text
+        assert_session_alive(c)
+    ftp = login(server)
+    try:
+        assert code(ftp.storbinary, f"STOR etc/{probe}", io.BytesIO(b"x")) == 550
+        assert not os.path.exists(f"/etc/{probe}")
+        assert code(ftp.sendcmd, f"MKD etc/{probe}") == 550
+        assert not os.path.exists(f"/etc/{probe}")
+        assert code(ftp.sendcmd, "DELE passwd") == 550 or os.path.exists("/etc/passwd")
+        assert os.path.exists("/etc/passwd")
+        buf = io.BytesIO()
+        assert code(ftp.retrbinary, "RETR real.txt", buf.write) == 226
+        assert buf.getvalue() == b"ok"
+    finally:
+        ftp.close()
+    r = curl("--ftp-pasv", "-o", "/dev/null", server.url("passwd"))
+    assert r.returncode == 78, r.describe()        # CURLE_REMOTE_FILE_NOT_FOUND
+    # curl asks SIZE first and gives up on its 550 before sending RETR.
+    r.assert_exchange("SIZE", 550)
+    assert not r.exchanges("RETR") or r.exchanges("RETR")[-1].codes == [550], r.describe()
+    assert_new_session_works(server)
+
+
+def test_dotdot_above_root_refused(server):
+    server.path("d").mkdir()
+    with raw_session(server) as c:
+        for line in ("CWD /..", "CWD ..", "CDUP", "XCUP", "CWD d/../..", "SIZE /../etc/passwd",
+                     "RETR ../x", "LIST ../", "STOR ../x"):
+            if line.split()[0] in ("RETR", "LIST", "STOR"):
+                r = cmd_with_data_connection(c, line)
+            else:
+                r = c.cmd(line)
+            assert r.code == 550, f"{line}: {r.text}"
+            assert c.cmd("PWD").text.startswith('257 "/"')
+        assert c.cmd("CWD d").code == 250
+        assert c.cmd("CDUP").code in (200, 250)
+        assert c.cmd("PWD").text.startswith('257 "/"')
+        assert_session_alive(c)
+
+
+def test_user_home_is_its_root(start_server, tmp_path):
+    users = [User("alice", "pw-" + secrets.token_hex(8)),
+             User("bob", "pw-" + secrets.token_hex(8), home="/home/bob")]
+    root = tmp_path / "shared-root"
+    (root / "home" / "bob").mkdir(parents=True)
+    server = start_server(users=users, root=root)
+    server.path("secret.txt").write_bytes(b"alice's")
+    ftp = login(server, "bob")
+    try:
+        assert ftp.pwd() == "/"
+        assert ftp.storbinary("STOR mine.txt", io.BytesIO(b"bob's")).startswith("226")
+        assert server.path("home/bob/mine.txt").read_bytes() == b"bob's"
+        assert ftp.nlst() == ["mine.txt"]
+        for line in ("RETR ../../secret.txt", "RETR /../../secret.txt", "CWD ..", "CWD /.."):
+            assert code(ftp.sendcmd, line) == 550, line
+        assert code(ftp.size, "/secret.txt") == 550
+        assert ftp.pwd() == "/"
+    finally:
+        ftp.close()
+    # alice sees the whole root, bob's file included
+    ftp = login(server, "alice")
+    try:
+        ftp.voidcmd("TYPE I")
+        assert ftp.size("/home/bob/mine.txt") == 5
+    finally:
+        ftp.close()
+
+
+def test_read_only_user(start_server):
+    users = [User("reader", "pw-" + secrets.token_hex(8), read_only=True)]
+    server = start_server(users=users)
+    server.path("doc.txt").write_bytes(b"read me")
+    server.path("dir").mkdir()
+    ftp = login(server)
+    try:
+        buf = io.BytesIO()
+        assert ftp.retrbinary("RETR doc.txt", buf.write).startswith("226")
+        assert buf.getvalue() == b"read me"
+        assert sorted(ftp.nlst()) == ["dir", "doc.txt"]
+        assert code(ftp.storbinary, "STOR new.txt", io.BytesIO(b"x")) == 550
+        assert code(ftp.storbinary, "APPE doc.txt", io.BytesIO(b"x")) == 550
+        assert code(ftp.sendcmd, "DELE doc.txt") == 550
+        assert code(ftp.sendcmd, "MKD newdir") == 550
+        assert code(ftp.sendcmd, "RMD dir") == 550
+        assert code(ftp.sendcmd, "RNFR doc.txt") == 550
+        assert ftp.sendcmd("NOOP").startswith("200")
+    finally:
+        ftp.close()
+    assert sorted(os.listdir(server.root)) == ["dir", "doc.txt"]
+    assert server.path("doc.txt").read_bytes() == b"read me"
+
+
+def test_wrong_password(server):
+    with raw_session(server, login=False) as c:
+        assert c.cmd(f"USER {server.user}").code == 331
+        assert c.cmd("PASS wrong").code == 530
+        assert c.cmd("PWD").code == 530
+    with raw_session(server, login=False) as c:
+        assert c.cmd("USER nobody-here").code == 331     # no user enumeration
+        assert c.cmd("PASS whatever").code == 530
+    assert_new_session_works(server)
+
+
+def test_anonymous_disabled_by_default(server):
+    with raw_session(server, login=False) as c:
+        r = c.cmd("USER anonymous")
+        if r.code == 331:
+            r = c.cmd("PASS guest@example.com")
+        assert r.code == 530, r.text
+
+
+@pytest.mark.parametrize("name", ["anonymous", "ftp"])
+def test_anonymous_enabled(start_server, name):
+    server = start_server(anonymous=True)
+    server.path("pub.txt").write_bytes(b"public")
+    ftp = ftplib.FTP()
+    ftp.connect(server.host, server.port, timeout=SOCKET_TIMEOUT)
+    try:
+        assert ftp.login(name, "guest@example.com").startswith("230")
+        buf = io.BytesIO()
+        assert ftp.retrbinary("RETR pub.txt", buf.write).startswith("226")
+        assert buf.getvalue() == b"public"
+    finally:
+        ftp.close()
