@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -391,10 +392,27 @@ def curl_traced(*args, trace_path, timeout=PROC_TIMEOUT, **kw) -> TracedRun:
                      data_out=b"".join(d for k, d in blocks if k == "=> Send data"))
 
 
+def _popen(argv, **kw) -> subprocess.Popen:
+    """Start a client in the background; its stderr goes to a temp file (a pipe nobody reads
+    could fill up and stall it). `popen_stderr(proc)` reads it."""
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=err, **kw)
+    proc.stderr_file = err
+    return proc
+
+
+def popen_stderr(proc: subprocess.Popen) -> str:
+    f = getattr(proc, "stderr_file", None)
+    if f is None:
+        return ""
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")
+
+
 def curl_popen(*args, **kw) -> subprocess.Popen:
     argv = ["curl", "-v", "-sS", "--connect-timeout", "10", "--noproxy", "*", *map(str, args)]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, **kw)
+    return _popen(argv, **kw)
 
 
 LFTP_PRELUDE = [
@@ -440,9 +458,7 @@ def lftp(server, commands: list[str], passive: bool = True, timeout=PROC_TIMEOUT
 def lftp_popen(server, commands: list[str], passive: bool = True, cwd=None,
                extra_settings: list[str] = ()) -> subprocess.Popen:
     script = lftp_script(server, commands, passive, extra_settings)
-    return subprocess.Popen(["lftp", "-d", "-c", script], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,
-                            env=lftp_env())
+    return _popen(["lftp", "-d", "-c", script], cwd=cwd, env=lftp_env())
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +575,7 @@ def wait_for(predicate, what: str, timeout: float = 60.0, proc: subprocess.Popen
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+            err = popen_stderr(proc)
             raise AssertionError(f"client exited ({proc.returncode}) before {what}\n{err[-4000:]}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -604,11 +620,8 @@ def kill_hard(proc: subprocess.Popen) -> str:
     """SIGKILL a client we started (by its PID) and return its stderr."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        err = b""
-    return (err or b"").decode("utf-8", "replace")
+    proc.wait(timeout=30)
+    return popen_stderr(proc)
 
 
 def file_size(path) -> int:
