@@ -91,6 +91,14 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// Bytes already in place before the first write (the resume offset).
     fn initial_len(&self) -> u64;
 
+    /// Flushes and makes the data written so far durable, without publishing it. The server
+    /// calls it before [`commit`](Upload::commit) and checks, between the two, that the
+    /// client is still there: a client killed mid-upload also ends its data connection
+    /// cleanly, and its control connection may close only a little later.
+    async fn make_durable(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Flushes, makes the data durable, and publishes it under [`path`](Upload::path).
     /// Returns the final size.
     async fn commit(self: Box<Self>) -> Result<u64, StorageError>;

@@ -44,12 +44,15 @@ enum TransferStage {
     Idle,
     Preparing(BoxFuture<Result<Prepared, TransferFailure>>),
     Moving(BoxFuture<Result<Moved, TransferFailure>>),
+    /// An upload's data is all in: making it durable before deciding to publish it.
+    Securing(BoxFuture<Result<Box<dyn Upload>, StorageError>>),
     Committing(BoxFuture<Result<u64, StorageError>>),
 }
 
 enum StageEvent {
     Prepared(Result<Prepared, TransferFailure>),
     Moved(Result<Moved, TransferFailure>),
+    Secured(Result<Box<dyn Upload>, StorageError>),
     Committed(Result<u64, StorageError>),
 }
 
@@ -65,6 +68,7 @@ async fn next_stage_event(stage: &mut TransferStage) -> StageEvent {
         TransferStage::Idle => std::future::pending().await,
         TransferStage::Preparing(future) => StageEvent::Prepared(future.await),
         TransferStage::Moving(future) => StageEvent::Moved(future.await),
+        TransferStage::Securing(future) => StageEvent::Secured(future.await),
         TransferStage::Committing(future) => StageEvent::Committed(future.await),
     }
 }
@@ -100,6 +104,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Serv
         passive: None,
         stage: TransferStage::Idle,
         transfer_log: None,
+        transfer_bytes: 0,
         peer,
         local,
         span: span.clone(),
@@ -125,6 +130,8 @@ struct ControlConnection {
     passive: Option<PassiveListener>,
     stage: TransferStage,
     transfer_log: Option<TransferLog>,
+    /// Bytes received by the running upload, for its log line.
+    transfer_bytes: u64,
     peer: SocketAddr,
     local: SocketAddr,
     span: tracing::Span,
@@ -150,7 +157,7 @@ impl ControlConnection {
                 read = self.reader.read(&mut read_buffer) => {
                     let read = read?;
                     if read == 0 {
-                        self.client_gone();
+                        self.client_gone().await;
                         return Ok(());
                     }
                     self.lines.push(&read_buffer[..read]);
@@ -309,7 +316,7 @@ impl ControlConnection {
             // The data is all in; committing it is quicker than arguing. The session
             // answers "226 Transfer complete, ABOR ignored".
             TransferStage::Committing(_) | TransferStage::Idle => {}
-            TransferStage::Preparing(_) | TransferStage::Moving(_) => {
+            TransferStage::Preparing(_) | TransferStage::Moving(_) | TransferStage::Securing(_) => {
                 // Dropping the future closes the data connection; an upload is abandoned
                 // (its previous version stays, its partial data is kept for a resume).
                 self.stage = TransferStage::Idle;
@@ -335,25 +342,37 @@ impl ControlConnection {
                 self.session.handle_outcome(outcome, now());
             }
             StageEvent::Moved(Ok(Moved::Received { upload, bytes })) => {
+                self.transfer_bytes = bytes;
+                self.stage = TransferStage::Securing(Box::pin(secure(upload)));
+            }
+            StageEvent::Secured(Ok(upload)) => {
                 // Stream mode marks end of file by closing the data connection, which a
-                // client that dies also does. Commit only if the control connection is still
-                // there: a killed client's upload stays partial and the previous version
-                // stays whole.
+                // client that is killed also does, and the kernel may close its control
+                // connection a little later. Checking only now, after the data was made
+                // durable (an fsync), leaves that close time to arrive: a killed client's
+                // upload stays partial and the previous version stays whole.
                 if !self.control_still_open()? {
-                    self.log_transfer(bytes, "client gone, upload kept as partial");
+                    self.log_transfer(self.transfer_bytes, "client gone, upload kept as partial");
                     drop(upload);
                     return Ok(false);
                 }
                 self.stage = TransferStage::Committing(Box::pin(commit(upload)));
             }
+            StageEvent::Secured(Err(error)) => {
+                warn!(%error, "securing upload failed");
+                self.finish(Err(TransferFailure::Storage(error.kind)));
+            }
             StageEvent::Moved(Ok(Moved::Sent { bytes })) => self.finish(Ok(bytes)),
             StageEvent::Prepared(Err(failure)) | StageEvent::Moved(Err(failure)) => {
                 self.finish(Err(failure))
             }
-            StageEvent::Committed(result) => self.finish(result.map_err(|error| {
-                warn!(%error, "committing upload failed");
-                TransferFailure::Storage(error.kind)
-            })),
+            StageEvent::Committed(result) => {
+                let received = self.transfer_bytes;
+                self.finish(result.map(|_| received).map_err(|error| {
+                    warn!(%error, "committing upload failed");
+                    TransferFailure::Storage(error.kind)
+                }))
+            }
         }
         Ok(true)
     }
@@ -400,10 +419,16 @@ impl ControlConnection {
         }
     }
 
-    fn client_gone(&mut self) {
-        if !matches!(self.stage, TransferStage::Idle) {
-            self.stage = TransferStage::Idle;
-            self.log_transfer(0, "client closed the control connection");
+    async fn client_gone(&mut self) {
+        match std::mem::replace(&mut self.stage, TransferStage::Idle) {
+            TransferStage::Idle => {}
+            // The client was still there when its upload was complete; the publication is
+            // under way and finishes, only the 226 reply has no one to go to.
+            TransferStage::Committing(commit) => match commit.await {
+                Ok(_) => self.log_transfer(self.transfer_bytes, "ok, client left before 226"),
+                Err(error) => self.log_transfer(self.transfer_bytes, &format!("{error}")),
+            },
+            _ => self.log_transfer(0, "client closed the control connection"),
         }
     }
 }
@@ -474,6 +499,11 @@ async fn stat_listing(
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(StorageResult::Entries(entries))
+}
+
+async fn secure(mut upload: Box<dyn Upload>) -> Result<Box<dyn Upload>, StorageError> {
+    upload.make_durable().await?;
+    Ok(upload)
 }
 
 async fn commit(upload: Box<dyn Upload>) -> Result<u64, StorageError> {

@@ -379,6 +379,17 @@ impl Upload for FsUpload {
         self.initial_len
     }
 
+    async fn make_durable(&mut self) -> Result<(), StorageError> {
+        self.file
+            .flush()
+            .await
+            .map_err(|error| fs_error(error, "write", &self.path))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|error| fs_error(error, "fsync", &self.path))
+    }
+
     async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
         let Self {
             mut file,

@@ -27,7 +27,7 @@ use crate::error::StorageErrorKind;
 use crate::framing::LineError;
 use crate::host_port::{self, HostPortError};
 use crate::listing::{self, ListFormat, MlstFacts};
-use crate::path::VirtualPath;
+use crate::path::{PathError, VirtualPath};
 use crate::reply::{Reply, ReplyCode};
 use crate::time::{format_time_val, parse_time_val};
 
@@ -357,6 +357,8 @@ impl Session {
                 format!("{} is the current directory", quote_path(self.cwd.as_str())),
             )),
             Verb::Cwd => self.change_directory(&argument),
+            // CDUP at the top of the home is refused like `CWD ..`: `..` never climbs out.
+            Verb::Cdup if self.cwd.is_root() => self.reply(PathError::EscapesRoot.reply()),
             Verb::Cdup => {
                 self.cwd = self.cwd.parent();
                 self.reply(Reply::new(ReplyCode::FILE_ACTION_OK, "Directory changed"));

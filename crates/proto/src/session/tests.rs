@@ -180,7 +180,7 @@ fn climbing_above_the_home_replies_550_without_storage_access() {
     h.login_alice();
     h.expect("RETR ../../etc/passwd", 550);
     h.expect("CWD /..", 550);
-    h.expect("CDUP", 250);
+    h.expect("CDUP", 550);
     assert_eq!(h.expect("PWD", 257), "\"/\" is the current directory");
 }
 
