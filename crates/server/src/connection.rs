@@ -89,11 +89,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Serv
     let _ = socket.set_out_of_band_inline(true);
     let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
     let (reader, writer) = stream.into_split();
-    let session = Session::new(
-        Arc::clone(&context.session),
-        peer,
-        tokio::time::Instant::now().into_std(),
-    );
+    let session = Session::new(Arc::clone(&context.session), peer, now());
     let mut connection = ControlConnection {
         lines: LineBuffer::new(context.max_line),
         context,
