@@ -571,6 +571,10 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
             .await
             .unwrap();
         stream.send(&update[..200_000]).await.unwrap();
+        // Dies only once the server has written what was sent into the hidden partial file
+        // (a readiness condition, polled with a bound).
+        let partial = root.join(format!(".ferroftp-partial.{}", &name[1..]));
+        wait_for_file_size(&partial, 200_000).await;
         // Loopback delivers the control connection's FIN before the data connection's.
         drop(dying);
         stream.close().await.unwrap();
@@ -600,7 +604,7 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
         .text()
         .parse()
         .unwrap();
-    assert!(resumable > 0 && resumable <= 200_000, "{resumable}");
+    assert_eq!(resumable, 200_000);
     let prepared = check.open_data(DataMode::ExtendedPassive).await.unwrap();
     let (_, mut stream) = check.transfer_command("APPE /new", prepared).await.unwrap();
     stream.send(&update[resumable as usize..]).await.unwrap();
@@ -616,6 +620,17 @@ async fn interrupted_upload_keeps_the_previous_version_and_can_resume() {
         sha256(&update)
     );
     assert_eq!(std::fs::read(root.join("new")).unwrap(), update);
+}
+
+/// Polls (bounded: 20 s) until `path` holds at least `size` bytes.
+async fn wait_for_file_size(path: &std::path::Path, size: u64) {
+    for _ in 0..2000 {
+        if std::fs::metadata(path).is_ok_and(|meta| meta.len() >= size) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never reached {size} bytes", path.display());
 }
 
 #[tokio::test]
