@@ -1,6 +1,6 @@
 //! The command line: `serve`, `check-config`, `user`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, PortRange};
+use crate::config::{AdvertiseAddress, Config, PortRange};
 use crate::{serve, user_command};
 
 /// ferroftp: an FTP server that makes active and passive mode work through NAT and
@@ -53,9 +53,10 @@ pub struct ServeArgs {
     /// Passive data port range, e.g. 50000-50100.
     #[arg(long, value_name = "FIRST-LAST")]
     pub passive_ports: Option<PortRange>,
-    /// Address announced in PASV replies (the public address behind NAT).
-    #[arg(long, value_name = "IP")]
-    pub advertise: Option<IpAddr>,
+    /// Address announced in PASV replies (the public address behind NAT): an IP or a DNS
+    /// name.
+    #[arg(long, value_name = "ADDRESS")]
+    pub advertise: Option<AdvertiseAddress>,
     /// Users file (see `ferroftp user add`).
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
@@ -93,8 +94,8 @@ impl ServeArgs {
         if let Some(ports) = self.passive_ports {
             config.passive.ports = ports;
         }
-        if let Some(advertise) = self.advertise {
-            config.passive.advertise = Some(advertise);
+        if let Some(advertise) = &self.advertise {
+            config.passive.advertise = Some(advertise.clone());
         }
         if let Some(users) = &self.users {
             config.auth.backend = crate::config::AuthBackendConfig::File {

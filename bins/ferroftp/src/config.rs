@@ -42,6 +42,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 /// The control port used when no listener is configured: unprivileged, so no root needed.
@@ -63,6 +64,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Who may log in.
     pub auth: AuthConfig,
+    /// PROXY protocol from load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
 }
 
 /// `[server]`: control connections.
@@ -109,6 +112,8 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// Whether and how TLS is used on this socket.
     pub tls: TlsMode,
+    /// What PASV announces to clients of this listener (before `passive.advertise`).
+    pub advertise: Option<IpAddr>,
 }
 
 impl Default for ListenerConfig {
@@ -116,6 +121,7 @@ impl Default for ListenerConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_CONTROL_PORT),
             tls: TlsMode::Off,
+            advertise: None,
         }
     }
 }
@@ -139,9 +145,25 @@ pub enum TlsMode {
 pub struct PassiveConfig {
     /// The ports passive data connections listen on; the firewall must let them in.
     pub ports: PortRange,
-    /// The address announced in PASV replies, when clients reach the server through NAT;
-    /// otherwise the control connection's local address is announced.
-    pub advertise: Option<IpAddr>,
+    /// The address announced in PASV replies when clients reach the server through NAT: an
+    /// IP, or a DNS name resolved in the background every `advertise_refresh`. Otherwise the
+    /// control connection's local address is announced.
+    pub advertise: Option<AdvertiseAddress>,
+    /// How often a DNS name in `advertise` is resolved again.
+    #[serde(with = "humantime_serde")]
+    pub advertise_refresh: Duration,
+    /// The address announced on TLS-protected control connections (a NAT helper can
+    /// rewrite a plain PASV reply but not an encrypted one).
+    pub advertise_tls: Option<IpAddr>,
+    /// Ports announced instead of the listening ones, mapped 1:1 (a load balancer or
+    /// Kubernetes Service that translates ports); as many as `ports`.
+    pub advertise_ports: Option<PortRange>,
+    /// Per client network, the address to announce (split horizon); first match wins.
+    pub advertise_by_client: Vec<AdvertiseByClient>,
+    /// A port is not handed to the same client again within this delay while another is
+    /// free (its last connection may still be in TIME_WAIT).
+    #[serde(with = "humantime_serde")]
+    pub reuse_delay: Duration,
     /// How long a passive listener waits for the client to connect.
     #[serde(with = "humantime_serde")]
     pub accept_timeout: Duration,
@@ -155,7 +177,71 @@ impl Default for PassiveConfig {
                 last: 50100,
             },
             advertise: None,
+            advertise_refresh: Duration::from_secs(60),
+            advertise_tls: None,
+            advertise_ports: None,
+            advertise_by_client: Vec::new(),
+            reuse_delay: Duration::from_secs(60),
             accept_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[[passive.advertise_by_client]]`: clients in `cidr` are told `address`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseByClient {
+    /// The client network, e.g. `192.168.0.0/16`.
+    pub cidr: IpNet,
+    /// The address those clients reach the server at.
+    pub address: IpAddr,
+}
+
+/// An advertised address: an IP, or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvertiseAddress {
+    /// A fixed IP.
+    Ip(IpAddr),
+    /// A DNS name, resolved in the background.
+    Name(String),
+}
+
+impl FromStr for AdvertiseAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self::Ip(ip));
+        }
+        let is_name = !text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if is_name {
+            Ok(Self::Name(text.to_owned()))
+        } else {
+            Err(format!("{text:?} is neither an IP address nor a DNS name"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdvertiseAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for AdvertiseAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(formatter),
+            Self::Name(name) => formatter.write_str(name),
         }
     }
 }
@@ -169,6 +255,11 @@ pub struct ActiveConfig {
     /// How long connecting to the client may take before 425.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// The local port active data connections leave from.
+    pub source_port: ActiveSourcePortConfig,
+    /// A PORT/EPRT naming a private address from a client connected from a public one is
+    /// redirected to that public address instead of refused.
+    pub nat_fallback: bool,
 }
 
 impl Default for ActiveConfig {
@@ -176,6 +267,40 @@ impl Default for ActiveConfig {
         Self {
             enabled: true,
             connect_timeout: Duration::from_secs(10),
+            source_port: ActiveSourcePortConfig::Any,
+            nat_fallback: false,
+        }
+    }
+}
+
+/// `active.source_port`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActiveSourcePortConfig {
+    /// An ephemeral port.
+    #[default]
+    Any,
+    /// The control port minus one (20 for 21) when it can be bound.
+    ControlMinusOne,
+}
+
+/// `[proxy_protocol]`: HAProxy's PROXY protocol (v1 and v2).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Sources whose control and passive data connections start with a PROXY header; a
+    /// header from anyone else is refused. Empty: off.
+    pub trusted: Vec<IpNet>,
+    /// How long a trusted source may take to send its header.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            header_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -535,15 +660,62 @@ impl Config {
                 ),
             ));
         }
-        if let Some(address) = self.passive.advertise
-            && (address.is_unspecified() || address.is_multicast() || is_broadcast(address))
+        let unusable = |address: IpAddr| {
+            address.is_unspecified() || address.is_multicast() || is_broadcast(address)
+        };
+        let mut check_address = |field: String, address: IpAddr| {
+            if unusable(address) {
+                problems.push(ConfigProblem::new(
+                    field,
+                    format!(
+                        "{address} is not an address clients can connect to; \
+                         give the address clients reach the server at"
+                    ),
+                ));
+            }
+        };
+        if let Some(AdvertiseAddress::Ip(address)) = &self.passive.advertise {
+            check_address("passive.advertise".to_owned(), *address);
+        }
+        if let Some(address) = self.passive.advertise_tls {
+            check_address("passive.advertise_tls".to_owned(), address);
+        }
+        for (index, rule) in self.passive.advertise_by_client.iter().enumerate() {
+            check_address(
+                format!("passive.advertise_by_client[{index}].address"),
+                rule.address,
+            );
+        }
+        for (index, listener) in self.server.listeners.iter().enumerate() {
+            if let Some(address) = listener.advertise {
+                check_address(format!("server.listeners[{index}].advertise"), address);
+            }
+        }
+        if let Some(announced) = self.passive.advertise_ports
+            && announced.len() != self.passive.ports.len()
         {
             problems.push(ConfigProblem::new(
-                "passive.advertise",
+                "passive.advertise_ports",
                 format!(
-                    "{address} is not an address clients can connect to; \
-                     give the server's public address"
+                    "{announced} has {} ports but passive.ports {} has {}: they map 1:1",
+                    announced.len(),
+                    self.passive.ports,
+                    self.passive.ports.len()
                 ),
+            ));
+        }
+        if matches!(self.passive.advertise, Some(AdvertiseAddress::Name(_)))
+            && self.passive.advertise_refresh.is_zero()
+        {
+            problems.push(ConfigProblem::new(
+                "passive.advertise_refresh",
+                "must be longer than 0s when passive.advertise is a DNS name",
+            ));
+        }
+        if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "proxy_protocol.header_timeout",
+                "must be longer than 0s",
             ));
         }
 
@@ -623,6 +795,79 @@ path = "users.toml"
 anonymous = false
 "#;
 
+    const NAT_SAMPLE: &str = r#"
+[[server.listeners]]
+listen = "0.0.0.0:2121"
+advertise = "198.51.100.1"
+[passive]
+ports = "50000-50100"
+advertise = "ftp.example.com"
+advertise_refresh = "30s"
+advertise_tls = "203.0.113.8"
+advertise_ports = "60000-60100"
+reuse_delay = "10s"
+[[passive.advertise_by_client]]
+cidr = "192.168.0.0/16"
+address = "192.168.1.10"
+[active]
+source_port = "control-minus-one"
+nat_fallback = true
+[proxy_protocol]
+trusted = ["10.0.0.0/8", "fd00::/8"]
+header_timeout = "2s"
+"#;
+
+    #[test]
+    fn nat_settings_parse() {
+        let config = Config::parse(NAT_SAMPLE).unwrap();
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert_eq!(
+            config.server.listeners[0].advertise,
+            Some("198.51.100.1".parse().unwrap())
+        );
+        assert_eq!(
+            config.passive.advertise,
+            Some(AdvertiseAddress::Name("ftp.example.com".to_owned()))
+        );
+        assert_eq!(config.passive.advertise_ports.unwrap().len(), 101);
+        assert_eq!(
+            config.passive.advertise_by_client[0].cidr,
+            "192.168.0.0/16".parse().unwrap()
+        );
+        assert_eq!(
+            config.active.source_port,
+            ActiveSourcePortConfig::ControlMinusOne
+        );
+        assert!(config.active.nat_fallback);
+        assert_eq!(config.proxy_protocol.trusted.len(), 2);
+        assert_eq!(config.proxy_protocol.header_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn nat_settings_are_validated() {
+        let text = r#"
+[passive]
+ports = "50000-50100"
+advertise = "not a name!"
+"#;
+        assert!(
+            error_of(text).contains("neither an IP address nor a DNS name"),
+            "{}",
+            error_of(text)
+        );
+        let text = r#"
+[passive]
+ports = "50000-50100"
+advertise_ports = "60000-60009"
+advertise_tls = "0.0.0.0"
+"#;
+        let problems = Config::parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            ["passive.advertise_tls", "passive.advertise_ports"]
+        );
+    }
+
     fn error_of(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
     }
@@ -648,7 +893,8 @@ anonymous = false
             config.server.listeners,
             [ListenerConfig {
                 listen: "0.0.0.0:2121".parse().unwrap(),
-                tls: TlsMode::Off
+                tls: TlsMode::Off,
+                advertise: None,
             }]
         );
         assert_eq!(config.passive.ports, PortRange::new(50000, 50100).unwrap());

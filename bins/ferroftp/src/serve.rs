@@ -7,13 +7,18 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
 use ferroftp_proto::{SessionConfig, VirtualPath};
-use ferroftp_server::{DataChannelOptions, Server, ServerOptions};
+use ferroftp_server::{
+    ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, DataChannelOptions, ListenerOptions,
+    ProxyProtocolOptions, Server, ServerOptions,
+};
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
 use crate::cli::ServeArgs;
-use crate::config::{AuthBackendConfig, Config, StorageConfig};
+use crate::config::{
+    ActiveSourcePortConfig, AdvertiseAddress, AuthBackendConfig, Config, StorageConfig,
+};
 
 /// The account created when the server starts with no users file.
 const GENERATED_USER: &str = "ferroftp";
@@ -91,12 +96,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn server_options(config: &Config) -> ServerOptions {
+    let passive = &config.passive;
     ServerOptions {
         listeners: config
             .server
             .listeners
             .iter()
-            .map(|listener| listener.listen)
+            .map(|listener| ListenerOptions {
+                address: listener.listen,
+                advertise: listener.advertise,
+            })
             .collect(),
         session: SessionConfig {
             greeting: config.server.greeting.clone(),
@@ -104,11 +113,34 @@ fn server_options(config: &Config) -> ServerOptions {
             max_failed_logins: config.server.max_failed_logins,
             allow_active: config.active.enabled,
             allow_resume_upload: true,
+            active_nat_fallback: config.active.nat_fallback,
         },
-        passive_ports: config.passive.ports.ports(),
-        advertise: config.passive.advertise,
+        passive_ports: passive.ports.ports(),
+        advertise: AdvertiseOptions {
+            by_client: passive
+                .advertise_by_client
+                .iter()
+                .map(|rule| (rule.cidr, rule.address))
+                .collect(),
+            tls: passive.advertise_tls,
+            global: passive.advertise.as_ref().map(|address| match address {
+                AdvertiseAddress::Ip(ip) => AdvertiseTarget::Address(*ip),
+                AdvertiseAddress::Name(name) => AdvertiseTarget::Name(name.clone()),
+            }),
+            refresh: passive.advertise_refresh,
+        },
+        advertise_ports: passive.advertise_ports.map(|ports| ports.ports()),
+        passive_reuse_delay: passive.reuse_delay,
+        active_source_port: match config.active.source_port {
+            ActiveSourcePortConfig::Any => ActiveSourcePort::Any,
+            ActiveSourcePortConfig::ControlMinusOne => ActiveSourcePort::ControlMinusOne,
+        },
+        proxy_protocol: ProxyProtocolOptions {
+            trusted: config.proxy_protocol.trusted.clone(),
+            header_timeout: config.proxy_protocol.header_timeout,
+        },
         data: DataChannelOptions {
-            accept_timeout: config.passive.accept_timeout,
+            accept_timeout: passive.accept_timeout,
             connect_timeout: config.active.connect_timeout,
             idle_timeout: config.data.idle_timeout,
         },

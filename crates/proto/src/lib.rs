@@ -10,6 +10,7 @@
 //! outcomes of the actions it performed, and passes the current time in. Every protocol rule
 //! can therefore be tested by feeding lines and asserting actions.
 
+mod address;
 pub mod ascii;
 pub mod command;
 mod error;
@@ -22,6 +23,7 @@ mod reply;
 pub mod session;
 pub mod time;
 
+pub use address::is_private_address;
 pub use command::{Command, ParseError, Verb};
 pub use error::StorageErrorKind;
 pub use metadata::{DirEntry, FileKind, FileMeta};

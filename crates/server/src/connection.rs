@@ -26,9 +26,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{Instrument, debug, info, warn};
 
-use crate::ServerContext;
 use crate::data::{self, DataSource, Moved, Prepared};
+use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
+use crate::proxy_protocol;
+use crate::{ActiveSourcePort, ServerContext};
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
 /// listed with LIST over a data connection.
@@ -73,8 +75,53 @@ async fn next_stage_event(stage: &mut TransferStage) -> StageEvent {
     }
 }
 
+/// Serves a connection from a trusted proxy: the PROXY header first, then the session of
+/// the client it names (whose session caps apply).
+pub(crate) async fn serve_proxied(
+    mut stream: TcpStream,
+    proxy: SocketAddr,
+    listener_index: usize,
+    context: Arc<ServerContext>,
+    limiter: Arc<SessionLimiter>,
+) {
+    let header_timeout = context.proxy_protocol.header_timeout;
+    let client = match proxy_protocol::read_header(&mut stream, header_timeout).await {
+        Ok(Some(client)) => client,
+        // LOCAL / UNKNOWN: the proxy's own health check; serve it as itself.
+        Ok(None) => proxy,
+        Err(error) => {
+            warn!(%proxy, %error, "connection from a trusted proxy without a valid PROXY header");
+            return;
+        }
+    };
+    let permit = match limiter.try_acquire(client.ip()) {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            crate::refuse(stream, client, exceeded).await;
+            return;
+        }
+    };
+    serve_session(stream, client, Some(proxy), listener_index, context).await;
+    drop(permit);
+}
+
 /// Serves one accepted control connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ServerContext>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener_index: usize,
+    context: Arc<ServerContext>,
+) {
+    serve_session(stream, peer, None, listener_index, context).await;
+}
+
+async fn serve_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    via_proxy: Option<SocketAddr>,
+    listener_index: usize,
+    context: Arc<ServerContext>,
+) {
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(error) => {
@@ -87,11 +134,16 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Serv
     // Clients send ABOR's Telnet Synch as urgent data (ftplib sends the whole "ABOR\r\n"
     // with MSG_OOB); without OOBINLINE the kernel would drop that byte from the stream.
     let _ = socket.set_out_of_band_inline(true);
-    let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
+    let span = match via_proxy {
+        Some(proxy) => tracing::info_span!("session", %peer, %proxy, user = tracing::field::Empty),
+        None => tracing::info_span!("session", %peer, user = tracing::field::Empty),
+    };
     let (reader, writer) = stream.into_split();
     let session = Session::new(Arc::clone(&context.session), peer, now());
     let mut connection = ControlConnection {
         lines: LineBuffer::new(context.max_line),
+        // A PROXY header is expected only from trusted proxies, and was consumed already.
+        check_for_proxy_header: via_proxy.is_none() && context.proxy_protocol.is_enabled(),
         context,
         reader,
         writer,
@@ -103,6 +155,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Serv
         transfer_bytes: 0,
         peer,
         local,
+        listener_index,
         span: span.clone(),
     };
     async move {
@@ -130,6 +183,10 @@ struct ControlConnection {
     transfer_bytes: u64,
     peer: SocketAddr,
     local: SocketAddr,
+    listener_index: usize,
+    /// Set until the first bytes arrived, when PROXY headers are trusted from some sources
+    /// but not from this one.
+    check_for_proxy_header: bool,
     span: tracing::Span,
 }
 
@@ -154,6 +211,18 @@ impl ControlConnection {
                     let read = read?;
                     if read == 0 {
                         self.client_gone().await;
+                        return Ok(());
+                    }
+                    if std::mem::take(&mut self.check_for_proxy_header)
+                        && proxy_protocol::looks_like_header(&read_buffer[..read])
+                    {
+                        // Anyone could claim any address with a header: only trusted proxies
+                        // may send one.
+                        warn!("PROXY protocol header from an untrusted address refused");
+                        metrics::counter!("ferroftp_proxy_header_untrusted_total").increment(1);
+                        self.writer
+                            .write_all(b"421 PROXY protocol header from an untrusted address\r\n")
+                            .await?;
                         return Ok(());
                     }
                     self.lines.push(&read_buffer[..read]);
@@ -244,21 +313,25 @@ impl ControlConnection {
     fn open_passive(&mut self) -> Result<SocketAddr, PassiveFailure> {
         self.passive = None;
         let local_ip = self.local.ip().to_canonical();
-        match self.context.passive_pool.bind(local_ip) {
+        let client_ip = self.peer.ip().to_canonical();
+        match self.context.passive_pool.bind(local_ip, client_ip) {
             Ok(listener) => {
-                let announced_ip = match (self.context.advertise, local_ip) {
-                    (Some(advertise), local) if advertise.is_ipv4() == local.is_ipv4() => advertise,
-                    _ => local_ip,
-                };
-                let announced = SocketAddr::new(announced_ip, listener.port());
-                debug!(port = listener.port(), %announced, "passive listener open");
+                let (announced_ip, rule) = self.context.passive_addresses.choose(
+                    client_ip,
+                    self.listener_index,
+                    false,
+                    local_ip,
+                );
+                let port = announced_port(listener.port(), self.context.announced_port_offset);
+                let announced = SocketAddr::new(announced_ip, port);
+                debug!(port = listener.port(), address = %announced, %rule, "passive address chosen");
                 self.passive = Some(listener);
                 Ok(announced)
             }
             Err(PassiveError::Exhausted) => {
                 warn!(
                     in_use = self.context.passive_pool.ports_in_use(),
-                    "passive port range exhausted"
+                    "passive port range exhausted: widen passive.ports"
                 );
                 Err(PassiveFailure::Exhausted)
             }
@@ -277,6 +350,7 @@ impl ControlConnection {
                 Some(listener) => DataSource::Passive {
                     listener,
                     expected_peer: self.peer.ip(),
+                    proxy: Arc::clone(&self.context.proxy_protocol),
                 },
                 None => {
                     let failure = TransferFailure::DataConnection("no passive listener".to_owned());
@@ -287,6 +361,10 @@ impl ControlConnection {
             },
             DataEndpoint::Active(target) => DataSource::Active {
                 local_ip: self.local.ip().to_canonical(),
+                source_port: match self.context.active_source_port {
+                    ActiveSourcePort::Any => None,
+                    ActiveSourcePort::ControlMinusOne => self.local.port().checked_sub(1),
+                },
                 target,
             },
         };
@@ -495,6 +573,12 @@ async fn stat_listing(
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(StorageResult::Entries(entries))
+}
+
+/// The port announced for a listening passive port (`passive.advertise_ports` maps the range
+/// 1:1; validated to fit at start).
+fn announced_port(listening: u16, offset: i32) -> u16 {
+    u16::try_from(i32::from(listening) + offset).unwrap_or(listening)
 }
 
 async fn secure(mut upload: Box<dyn Upload>) -> Result<Box<dyn Upload>, StorageError> {

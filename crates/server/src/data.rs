@@ -9,6 +9,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ferroftp_backend::{Storage, StorageError, Upload};
@@ -21,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::passive::PassiveListener;
+use crate::passive::{PassiveListener, PortLease};
+use crate::proxy_protocol::{self, ProxyProtocolOptions};
 
 /// Timeouts and sizes of the data channel.
 #[derive(Clone, Debug)]
@@ -52,14 +54,17 @@ const LISTING_FLUSH: usize = 64 * 1024;
 /// Where the data connection comes from.
 #[derive(Debug)]
 pub(crate) enum DataSource {
-    /// Accept on this listener a connection from `expected_peer` only.
+    /// Accept on this listener a connection from `expected_peer` only (after the PROXY
+    /// header, when the connection comes from a trusted proxy).
     Passive {
         listener: PassiveListener,
         expected_peer: IpAddr,
+        proxy: Arc<ProxyProtocolOptions>,
     },
-    /// Connect from `local_ip` to `target`.
+    /// Connect from `local_ip` (and `source_port` when it can be bound) to `target`.
     Active {
         local_ip: IpAddr,
+        source_port: Option<u16>,
         target: SocketAddr,
     },
 }
@@ -67,6 +72,8 @@ pub(crate) enum DataSource {
 /// A transfer whose storage side and data connection are ready.
 pub(crate) struct Prepared {
     data: TcpStream,
+    /// Keeps a passive port taken until the data connection is done.
+    lease: Option<PortLease>,
     work: Work,
     ascii: bool,
     idle_timeout: Duration,
@@ -160,9 +167,10 @@ pub(crate) async fn prepare(
             }
         }
     };
-    let data = open_data_connection(source, options).await?;
+    let (data, lease) = open_data_connection(source, options).await?;
     Ok(Prepared {
         data,
+        lease,
         work,
         ascii: request.ascii,
         idle_timeout: options.idle_timeout,
@@ -174,32 +182,44 @@ pub(crate) async fn prepare(
 async fn open_data_connection(
     source: DataSource,
     options: &DataChannelOptions,
-) -> Result<TcpStream, TransferFailure> {
-    let stream = match source {
+) -> Result<(TcpStream, Option<PortLease>), TransferFailure> {
+    let (stream, lease) = match source {
         DataSource::Passive {
             listener,
             expected_peer,
-        } => accept_from(listener, expected_peer, options.accept_timeout).await?,
-        DataSource::Active { local_ip, target } => {
-            connect_to(local_ip, target, options.connect_timeout).await?
+            proxy,
+        } => {
+            let (stream, lease) =
+                accept_from(listener, expected_peer, &proxy, options.accept_timeout).await?;
+            (stream, Some(lease))
         }
+        DataSource::Active {
+            local_ip,
+            source_port,
+            target,
+        } => (
+            connect_to(local_ip, source_port, target, options.connect_timeout).await?,
+            None,
+        ),
     };
     tune_data_socket(&stream);
-    Ok(stream)
+    Ok((stream, lease))
 }
 
 /// Accepts the data connection, refusing any from another address than the control
-/// connection's client: a third party that guesses the port must not get the data.
+/// connection's client: a third party that guesses the port must not get the data. Behind a
+/// trusted proxy, the address compared is the one its PROXY header names.
 async fn accept_from(
     passive: PassiveListener,
     expected_peer: IpAddr,
+    proxy: &ProxyProtocolOptions,
     accept_timeout: Duration,
-) -> Result<TcpStream, TransferFailure> {
+) -> Result<(TcpStream, PortLease), TransferFailure> {
     let expected_peer = expected_peer.to_canonical();
     let deadline = tokio::time::Instant::now() + accept_timeout;
     loop {
         let accepted = tokio::time::timeout_at(deadline, passive.listener.accept()).await;
-        match accepted {
+        let (mut stream, mut peer) = match accepted {
             Err(_) => {
                 return Err(TransferFailure::DataConnection(format!(
                     "no connection to passive port {} within {}s",
@@ -208,35 +228,77 @@ async fn accept_from(
                 )));
             }
             Ok(Err(error)) => return Err(TransferFailure::DataConnection(error.to_string())),
-            Ok(Ok((stream, peer))) => {
-                if peer.ip().to_canonical() == expected_peer {
-                    return Ok(stream);
+            Ok(Ok(accepted)) => accepted,
+        };
+        if proxy.is_trusted(peer.ip()) {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match proxy_protocol::read_header(&mut stream, proxy.header_timeout.min(remaining))
+                .await
+            {
+                Ok(Some(source)) => peer = source,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "passive data connection from the proxy without a valid PROXY header");
+                    continue;
                 }
-                tracing::warn!(
-                    %peer,
-                    expected = %expected_peer,
-                    port = passive.port(),
-                    "refused passive data connection from a foreign address"
-                );
             }
         }
+        if peer.ip().to_canonical() == expected_peer {
+            return Ok((stream, passive.into_lease()));
+        }
+        metrics::counter!("ferroftp_passive_foreign_peer_total").increment(1);
+        tracing::warn!(
+            %peer,
+            expected = %expected_peer,
+            port = passive.port(),
+            "refused passive data connection from a foreign address"
+        );
     }
 }
 
+/// Set once the configured active source port could not be bound, so the fallback is
+/// reported once, not at every transfer.
+static SOURCE_PORT_WARNED: AtomicBool = AtomicBool::new(false);
+
 async fn connect_to(
     local_ip: IpAddr,
+    source_port: Option<u16>,
     target: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<TcpStream, TransferFailure> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|error| TransferFailure::DataConnection(error.to_string()))?;
+    let new_socket = || {
+        if target.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|error| TransferFailure::DataConnection(error.to_string()))
+    };
+    let mut socket = new_socket()?;
     // Leave from the address the client talks to, so its firewall sees the server it knows.
     if local_ip.is_ipv4() == target.is_ipv4() {
-        let _ = socket.bind(SocketAddr::new(local_ip, 0));
+        let mut bound = false;
+        if let Some(port) = source_port {
+            // RFC 959 §3.2: the server's default data port is L-1. Several transfers may
+            // leave from it at once (each to another client port): SO_REUSEADDR.
+            let _ = socket.set_reuseaddr(true);
+            match socket.bind(SocketAddr::new(local_ip, port)) {
+                Ok(()) => bound = true,
+                Err(error) => {
+                    if !SOURCE_PORT_WARNED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            port,
+                            %error,
+                            "active.source_port: cannot bind the data source port, using an ephemeral port"
+                        );
+                    }
+                    socket = new_socket()?;
+                }
+            }
+        }
+        if !bound {
+            let _ = socket.bind(SocketAddr::new(local_ip, 0));
+        }
     }
     match timeout(connect_timeout, socket.connect(target)).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -257,11 +319,13 @@ fn tune_data_socket(stream: &TcpStream) {
 
 /// Moves the bytes.
 pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
+    // `_lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
         mut data,
         work,
         ascii,
         idle_timeout,
+        lease: _lease,
         ..
     } = prepared;
     match work {

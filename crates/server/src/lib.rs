@@ -8,10 +8,12 @@
 //!                                                      └─ data channel: PassivePortPool | connect
 //! ```
 
+mod advertise;
 mod connection;
 mod data;
 mod limits;
 mod passive;
+mod proxy_protocol;
 
 use std::future::Future;
 use std::io;
@@ -27,22 +29,66 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use advertise::PassiveAddressPolicy;
+pub use advertise::{AdvertiseOptions, AdvertiseTarget};
 pub use data::DataChannelOptions;
+pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
+pub use proxy_protocol::ProxyProtocolOptions;
+
+/// One control listener.
+#[derive(Clone, Debug)]
+pub struct ListenerOptions {
+    /// Listen address (port 0 picks a free port).
+    pub address: SocketAddr,
+    /// What PASV announces to clients of this listener (rule 2 of the advertise rules).
+    pub advertise: Option<IpAddr>,
+}
+
+impl ListenerOptions {
+    /// A listener on `address` with no address of its own to announce.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            advertise: None,
+        }
+    }
+}
+
+/// Which local port active-mode data connections leave from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActiveSourcePort {
+    /// Any (ephemeral) port.
+    #[default]
+    Any,
+    /// The control port minus one (20 for 21), RFC 959's default, which some client
+    /// firewalls expect; falls back to an ephemeral port, with one warning, when it cannot be
+    /// bound (port 20 needs privileges).
+    ControlMinusOne,
+}
 
 /// Everything the server needs to know, already validated and typed.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Control-connection listen addresses (port 0 picks a free port).
-    pub listeners: Vec<SocketAddr>,
+    /// Control listeners.
+    pub listeners: Vec<ListenerOptions>,
     /// Protocol policy.
     pub session: SessionConfig,
     /// Passive data ports (inclusive).
     pub passive_ports: RangeInclusive<u16>,
-    /// The address PASV announces; `None` announces the control connection's local
-    /// address.
-    pub advertise: Option<IpAddr>,
+    /// What PASV announces (see `advertise.rs` for the order of the rules).
+    pub advertise: AdvertiseOptions,
+    /// Ports announced instead of the listening ones, 1:1 (L4 port translation in front of
+    /// the server); must be as long as `passive_ports`.
+    pub advertise_ports: Option<RangeInclusive<u16>>,
+    /// A passive port is not handed to the same client again within this delay while
+    /// another port is free.
+    pub passive_reuse_delay: Duration,
+    /// Source port of active-mode connections.
+    pub active_source_port: ActiveSourcePort,
+    /// PROXY protocol sources.
+    pub proxy_protocol: ProxyProtocolOptions,
     /// Data-channel timeouts.
     pub data: DataChannelOptions,
     /// Most sessions at once.
@@ -58,10 +104,14 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            listeners: vec![ListenerOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)))],
             session: SessionConfig::default(),
             passive_ports: 50000..=50100,
-            advertise: None,
+            advertise: AdvertiseOptions::default(),
+            advertise_ports: None,
+            passive_reuse_delay: Duration::from_secs(60),
+            active_source_port: ActiveSourcePort::Any,
+            proxy_protocol: ProxyProtocolOptions::default(),
             data: DataChannelOptions::default(),
             max_sessions: 1000,
             max_sessions_per_ip: 50,
@@ -92,7 +142,11 @@ pub(crate) struct ServerContext {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) passive_pool: Arc<PassivePortPool>,
-    pub(crate) advertise: Option<IpAddr>,
+    pub(crate) passive_addresses: PassiveAddressPolicy,
+    /// Added to a listening passive port to get the announced one.
+    pub(crate) announced_port_offset: i32,
+    pub(crate) active_source_port: ActiveSourcePort,
+    pub(crate) proxy_protocol: Arc<ProxyProtocolOptions>,
     pub(crate) data: DataChannelOptions,
     pub(crate) failed_login_delay: Duration,
     pub(crate) max_line: usize,
@@ -114,24 +168,41 @@ impl Server {
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<Self, ServerError> {
         let mut listeners = Vec::with_capacity(options.listeners.len());
-        for address in &options.listeners {
-            let listener =
-                TcpListener::bind(address)
-                    .await
-                    .map_err(|source| ServerError::Bind {
-                        address: *address,
-                        source,
-                    })?;
-            listeners.push(listener);
+        for listener in &options.listeners {
+            let bound = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    address: listener.address,
+                    source,
+                })?;
+            listeners.push(bound);
         }
         let mut session = options.session;
         session.allow_resume_upload = storage.capabilities().resume_upload;
+        let announced_port_offset = options.advertise_ports.as_ref().map_or(0, |announced| {
+            i32::from(*announced.start()) - i32::from(*options.passive_ports.start())
+        });
+        let passive_addresses = PassiveAddressPolicy::new(
+            options.advertise,
+            options
+                .listeners
+                .iter()
+                .map(|listener| listener.advertise)
+                .collect(),
+        );
+        passive_addresses.resolve_now().await;
         let context = Arc::new(ServerContext {
             storage,
             authenticator,
             session: Arc::new(session),
-            passive_pool: Arc::new(PassivePortPool::new(options.passive_ports)),
-            advertise: options.advertise,
+            passive_pool: Arc::new(PassivePortPool::new(
+                options.passive_ports,
+                options.passive_reuse_delay,
+            )),
+            passive_addresses,
+            announced_port_offset,
+            active_source_port: options.active_source_port,
+            proxy_protocol: Arc::new(options.proxy_protocol),
             data: options.data,
             failed_login_delay: options.failed_login_delay,
             max_line: options.max_line,
@@ -158,27 +229,31 @@ impl Server {
     /// Accepts connections until `shutdown` completes. Sessions already running continue
     /// until they end on their own or the runtime stops.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let mut accept_loops = tokio::task::JoinSet::new();
-        for listener in self.listeners {
-            accept_loops.spawn(accept_loop(
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, listener) in self.listeners.into_iter().enumerate() {
+            tasks.spawn(accept_loop(
                 listener,
+                index,
                 Arc::clone(&self.context),
                 Arc::clone(&self.limiter),
             ));
         }
+        let context = Arc::clone(&self.context);
+        tasks.spawn(async move { context.passive_addresses.keep_resolving().await });
         shutdown.await;
         info!("shutting down: no new connections");
-        accept_loops.shutdown().await;
+        tasks.shutdown().await;
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    listener_index: usize,
     context: Arc<ServerContext>,
     limiter: Arc<SessionLimiter>,
 ) {
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -187,25 +262,42 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Behind a trusted proxy the limits apply to the real client, known only once its
+        // header is read: that happens in the connection's own task, and the limit with it.
+        if context.proxy_protocol.is_trusted(peer.ip()) {
+            let context = Arc::clone(&context);
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                connection::serve_proxied(stream, peer, listener_index, context, limiter).await;
+            });
+            continue;
+        }
         let permit = match limiter.try_acquire(peer.ip()) {
             Ok(permit) => permit,
             Err(exceeded) => {
-                let text: &[u8] = match exceeded {
-                    LimitExceeded::Global => b"421 Too many sessions, try later\r\n",
-                    LimitExceeded::PerIp => b"421 Too many sessions from your address\r\n",
-                };
-                warn!(%peer, ?exceeded, "session refused");
-                tokio::spawn(async move {
-                    let _ = stream.write_all(text).await;
-                    let _ = stream.shutdown().await;
-                });
+                tokio::spawn(refuse(stream, peer, exceeded));
                 continue;
             }
         };
         let context = Arc::clone(&context);
         tokio::spawn(async move {
-            connection::serve(stream, peer, context).await;
+            connection::serve(stream, peer, listener_index, context).await;
             drop(permit);
         });
     }
+}
+
+/// Answers a connection over a session cap with 421 and closes it.
+pub(crate) async fn refuse(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    exceeded: LimitExceeded,
+) {
+    let text: &[u8] = match exceeded {
+        LimitExceeded::Global => b"421 Too many sessions, try later\r\n",
+        LimitExceeded::PerIp => b"421 Too many sessions from your address\r\n",
+    };
+    warn!(%peer, ?exceeded, "session refused");
+    let _ = stream.write_all(text).await;
+    let _ = stream.shutdown().await;
 }

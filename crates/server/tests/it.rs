@@ -656,3 +656,277 @@ async fn stou_creates_a_new_file_and_names_it() {
         b"unique"
     );
 }
+
+// ---- P2: addresses, port pool, PROXY protocol, IPv6, active source port ----
+
+mod nat_and_proxies {
+    use super::*;
+    use ferroftp_proto::host_port::{parse_epsv_reply, parse_pasv_reply};
+    use ferroftp_server::{
+        ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, ListenerOptions, ProxyProtocolOptions,
+    };
+
+    fn ip(text: &str) -> std::net::IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn pasv_announces_the_address_of_the_first_matching_rule() {
+        let mut options = test_options();
+        options.advertise = AdvertiseOptions {
+            by_client: vec![("10.0.0.0/8".parse().unwrap(), ip("10.0.0.1"))],
+            global: Some(AdvertiseTarget::Address(ip("203.0.113.7"))),
+            ..AdvertiseOptions::default()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = server.login("alice").await;
+        let reply = client.command("PASV").await.unwrap();
+        assert_eq!(reply.code.0, 227);
+        assert_eq!(
+            *parse_pasv_reply(&reply.text()).unwrap().ip(),
+            "203.0.113.7".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+
+        let mut options = test_options();
+        options.advertise = AdvertiseOptions {
+            by_client: vec![("127.0.0.0/8".parse().unwrap(), ip("192.0.2.99"))],
+            global: Some(AdvertiseTarget::Address(ip("203.0.113.7"))),
+            ..AdvertiseOptions::default()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = server.login("alice").await;
+        let reply = client.command("PASV").await.unwrap();
+        assert_eq!(
+            parse_pasv_reply(&reply.text()).unwrap().ip().to_string(),
+            "192.0.2.99"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listener_address_beats_the_global_one() {
+        let mut options = test_options();
+        options.listeners = vec![
+            ListenerOptions::new("127.0.0.1:0".parse().unwrap()),
+            ListenerOptions {
+                advertise: Some(ip("198.51.100.1")),
+                ..ListenerOptions::new("127.0.0.1:0".parse().unwrap())
+            },
+        ];
+        options.advertise.global = Some(AdvertiseTarget::Address(ip("203.0.113.7")));
+        let server = Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers))
+            .await
+            .unwrap();
+        let addresses = server.local_addrs();
+        let task = tokio::spawn(server.run(std::future::pending()));
+        for (address, expected) in addresses.iter().zip(["203.0.113.7", "198.51.100.1"]) {
+            let (mut client, _) = Client::connect(address).await.unwrap();
+            client.login("alice", "secret").await.unwrap();
+            let reply = client.command("PASV").await.unwrap();
+            assert_eq!(
+                parse_pasv_reply(&reply.text()).unwrap().ip().to_string(),
+                expected
+            );
+        }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn advertise_ports_map_the_range_one_to_one() {
+        let mut options = test_options();
+        let listening = options.passive_ports.clone();
+        options.advertise_ports = Some(60000..=60000 + (listening.end() - listening.start()));
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = server.login("alice").await;
+        for _ in 0..5 {
+            let epsv = parse_epsv_reply(&client.command("EPSV").await.unwrap().text()).unwrap();
+            assert!((60000..60020).contains(&epsv), "{epsv}");
+            let pasv = parse_pasv_reply(&client.command("PASV").await.unwrap().text()).unwrap();
+            assert!((60000..60020).contains(&pasv.port()), "{pasv}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_is_not_handed_to_the_same_client_right_after_its_transfer() {
+        let options = ServerOptions {
+            passive_ports: passive_range(2),
+            ..test_options()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = server.login("alice").await;
+        client
+            .store("/f", DataMode::ExtendedPassive, b"x")
+            .await
+            .unwrap();
+        let mut previous = None;
+        for _ in 0..6 {
+            let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
+            let port = prepared.address().unwrap().port();
+            if let Some(previous) = previous {
+                assert_ne!(
+                    port, previous,
+                    "port reused while its connection may be in TIME_WAIT"
+                );
+            }
+            let (_, mut stream) = client.transfer_command("RETR /f", prepared).await.unwrap();
+            assert_eq!(stream.receive_all().await.unwrap(), b"x");
+            assert_eq!(client.finish().await.unwrap().code.0, 226);
+            previous = Some(port);
+            // Both ports have now carried a connection; their cooldowns were started in
+            // order, so the alternation continues (the older one is the fallback).
+        }
+    }
+
+    #[tokio::test]
+    async fn ipv6_epsv_and_eprt_work_and_pasv_points_to_epsv() {
+        let options = ServerOptions {
+            listeners: vec![ListenerOptions::new("[::1]:0".parse().unwrap())],
+            ..test_options()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = server.login("alice").await;
+        let data = pattern(100_000);
+        client
+            .store("/six", DataMode::ExtendedPassive, &data)
+            .await
+            .unwrap();
+        assert_eq!(
+            client
+                .retrieve("/six", DataMode::ExtendedActive)
+                .await
+                .unwrap(),
+            data
+        );
+        let reply = client.command("PASV").await.unwrap();
+        assert_eq!(reply.code.0, 425);
+        assert!(reply.text().contains("EPSV"), "{reply:?}");
+        assert_eq!(code(&mut client, "EPSV 1").await, 522);
+        assert_eq!(code(&mut client, "EPSV 2").await, 229);
+    }
+
+    fn proxied_options(trusted: &str) -> ServerOptions {
+        ServerOptions {
+            proxy_protocol: ProxyProtocolOptions {
+                trusted: vec![trusted.parse().unwrap()],
+                header_timeout: Duration::from_secs(5),
+            },
+            ..test_options()
+        }
+    }
+
+    /// A control connection "through a proxy": we are the proxy (127.0.0.1, trusted) and
+    /// claim the client 198.51.100.7.
+    async fn connect_as_proxy(server: &TestServer) -> Client {
+        let mut stream = tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap();
+        let header = format!(
+            "PROXY TCP4 198.51.100.7 127.0.0.1 40000 {}\r\n",
+            server.address.port()
+        );
+        stream.write_all(header.as_bytes()).await.unwrap();
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        client
+    }
+
+    #[tokio::test]
+    async fn proxy_protocol_gives_the_real_client_address_to_every_check() {
+        let server = start(
+            proxied_options("127.0.0.0/8"),
+            Arc::new(MemoryStorage::new()),
+            None,
+        )
+        .await;
+        let mut client = connect_as_proxy(&server).await;
+        // Bounce protection compares with the real client, 198.51.100.7.
+        assert_eq!(code(&mut client, "EPRT |1|127.0.0.1|40000|").await, 504);
+        let reply = client.command("STAT").await.unwrap();
+        assert!(
+            reply.text().contains("Connected from 198.51.100.7"),
+            "{reply:?}"
+        );
+        client.command("TYPE I").await.unwrap();
+        // A passive data connection from the proxy must name the same client.
+        let epsv = parse_epsv_reply(&client.command("EPSV").await.unwrap().text()).unwrap();
+        let mut data = tokio::net::TcpStream::connect(("127.0.0.1", epsv))
+            .await
+            .unwrap();
+        data.write_all(
+            format!("PROXY TCP4 198.51.100.7 127.0.0.1 40001 {epsv}\r\nhello").as_bytes(),
+        )
+        .await
+        .unwrap();
+        data.shutdown().await.unwrap();
+        client.send_raw(b"STOR /via-proxy\r\n").await.unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 150);
+        assert_eq!(client.read_reply().await.unwrap().code.0, 226);
+        let stat = client.command("SIZE /via-proxy").await.unwrap();
+        assert_eq!(stat.text(), "5");
+    }
+
+    #[tokio::test]
+    async fn a_proxied_data_connection_naming_another_client_is_refused() {
+        let mut options = proxied_options("127.0.0.0/8");
+        options.data.accept_timeout = Duration::from_secs(2);
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let mut client = connect_as_proxy(&server).await;
+        let epsv = parse_epsv_reply(&client.command("EPSV").await.unwrap().text()).unwrap();
+        let mut data = tokio::net::TcpStream::connect(("127.0.0.1", epsv))
+            .await
+            .unwrap();
+        data.write_all(format!("PROXY TCP4 198.51.100.8 127.0.0.1 40001 {epsv}\r\n").as_bytes())
+            .await
+            .unwrap();
+        client.send_raw(b"LIST\r\n").await.unwrap();
+        // The stranger is dropped; no other connection comes within the accept timeout.
+        assert_eq!(client.read_reply().await.unwrap().code.0, 425);
+        let mut buffer = Vec::new();
+        assert_eq!(data.read_to_end(&mut buffer).await.unwrap_or(0), 0);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_header_from_an_untrusted_address_is_refused() {
+        let server = start(
+            proxied_options("10.0.0.0/8"),
+            Arc::new(MemoryStorage::new()),
+            None,
+        )
+        .await;
+        let mut client = server.connect().await;
+        client
+            .send_raw(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 21\r\n")
+            .await
+            .unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 421);
+        // And a normal client from the same address is served as usual.
+        let mut normal = server.login("alice").await;
+        assert_eq!(code(&mut normal, "NOOP").await, 200);
+    }
+
+    #[tokio::test]
+    async fn active_mode_can_leave_from_the_control_port_minus_one() {
+        // The test runs as root in CI, and the port below a random one is almost always
+        // free; retry with a new server when it is not.
+        for _ in 0..5 {
+            let options = ServerOptions {
+                active_source_port: ActiveSourcePort::ControlMinusOne,
+                ..test_options()
+            };
+            let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+            let source_port = server.address.port() - 1;
+            if std::net::TcpListener::bind(("127.0.0.1", source_port)).is_err() {
+                continue;
+            }
+            let mut client = server.login("alice").await;
+            client.store("/f", DataMode::Passive, b"abc").await.unwrap();
+            let prepared = client.open_data(DataMode::Active).await.unwrap();
+            let (_, mut stream) = client.transfer_command("RETR /f", prepared).await.unwrap();
+            assert_eq!(stream.peer_addr().unwrap().port(), source_port);
+            assert_eq!(stream.receive_all().await.unwrap(), b"abc");
+            assert_eq!(client.finish().await.unwrap().code.0, 226);
+            return;
+        }
+        panic!("no server port with a free port below it in 5 tries");
+    }
+}

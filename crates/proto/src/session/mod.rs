@@ -22,6 +22,7 @@ pub use action::{
     User, WriteMode,
 };
 
+use crate::address::is_private_address;
 use crate::command::{Command, Verb};
 use crate::error::StorageErrorKind;
 use crate::framing::LineError;
@@ -44,6 +45,10 @@ pub struct SessionConfig {
     pub allow_active: bool,
     /// The storage supports APPE and REST+STOR.
     pub allow_resume_upload: bool,
+    /// A PORT/EPRT naming a private address, from a client whose control connection comes
+    /// from a public address (it sits behind NAT and does not know it), is redirected to
+    /// that public address instead of being refused.
+    pub active_nat_fallback: bool,
 }
 
 impl Default for SessionConfig {
@@ -54,6 +59,7 @@ impl Default for SessionConfig {
             max_failed_logins: 3,
             allow_active: true,
             allow_resume_upload: true,
+            active_nat_fallback: false,
         }
     }
 }
@@ -1047,16 +1053,28 @@ impl Session {
                 return;
             }
         };
-        let target_ip = target.ip().to_canonical();
-        if target_ip != self.peer.ip().to_canonical() {
-            self.reply(Reply::new(
-                ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
-                format!(
-                    "Refusing to connect to {target_ip}: only your own address {} is allowed",
-                    self.peer.ip().to_canonical()
-                ),
-            ));
-            return;
+        let peer_ip = self.peer.ip().to_canonical();
+        let mut target_ip = target.ip().to_canonical();
+        let mut note = "";
+        if target_ip != peer_ip {
+            if self.config.active_nat_fallback
+                && is_private_address(target_ip)
+                && !is_private_address(peer_ip)
+                && target_ip.is_ipv4() == peer_ip.is_ipv4()
+            {
+                // The client announced its private address from behind a NAT; the only
+                // address that can reach it is the one its connection comes from.
+                target_ip = peer_ip;
+                note = " (your private address replaced by the one you connect from)";
+            } else {
+                self.reply(Reply::new(
+                    ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+                    format!(
+                        "Refusing to connect to {target_ip}: only your own address {peer_ip} is allowed"
+                    ),
+                ));
+                return;
+            }
         }
         if target.port() < LOWEST_ACTIVE_PORT {
             self.reply(Reply::new(
@@ -1073,7 +1091,7 @@ impl Session {
         // Echo the target so a client can see whether a middlebox rewrote its command.
         self.reply(Reply::new(
             ReplyCode::OK,
-            format!("Active mode to {} port {}", target_ip, target.port()),
+            format!("Active mode to {} port {}{note}", target_ip, target.port()),
         ));
     }
 

@@ -648,3 +648,27 @@ fn mkd_quotes_the_created_path() {
     let replies = replies(h.outcome(Outcome::Storage(Ok(StorageResult::Done))));
     assert_eq!(replies, [(257, "\"/a\"\"b\" created".to_owned())]);
 }
+
+#[test]
+fn nat_fallback_replaces_a_private_port_address_from_a_public_client() {
+    let config = SessionConfig {
+        active_nat_fallback: true,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::with_config(config);
+    h.login_alice();
+    // The client 192.0.2.10 (public) says it is 10.0.0.5 (private): redirected.
+    assert_eq!(
+        h.expect("PORT 10,0,0,5,200,10", 200),
+        "Active mode to 192.0.2.10 port 51210 (your private address replaced by the one you connect from)"
+    );
+    // A public third party is still refused.
+    h.expect("PORT 198,51,100,1,200,10", 504);
+}
+
+#[test]
+fn without_nat_fallback_a_private_port_address_is_refused() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.expect("PORT 10,0,0,5,200,10", 504);
+}
