@@ -114,6 +114,7 @@ fn server_options(config: &Config) -> ServerOptions {
             allow_active: config.active.enabled,
             allow_resume_upload: true,
             active_nat_fallback: config.active.nat_fallback,
+            ..SessionConfig::default()
         },
         passive_ports: passive.ports.ports(),
         advertise: AdvertiseOptions {

@@ -27,9 +27,62 @@ pub fn is_private_address(ip: IpAddr) -> bool {
     }
 }
 
+/// An IP network written `address/prefix` (`192.0.2.0/24`, `2001:db8::/32`). IPv4-mapped IPv6
+/// addresses are compared as IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network of `address` with `prefix` leading bits; `None` when the prefix is longer
+    /// than the address (32 for IPv4, 128 for IPv6). Host bits are ignored.
+    pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
+        let network = address.to_canonical();
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then_some(Self { network, prefix })
+    }
+
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidr_contains() {
+        let net = |text: &str, prefix| Cidr::new(text.parse().unwrap(), prefix).unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(net("192.0.2.0", 24).contains(ip("192.0.2.255")));
+        assert!(!net("192.0.2.0", 24).contains(ip("192.0.3.1")));
+        assert!(net("192.0.2.0", 24).contains(ip("::ffff:192.0.2.9")));
+        assert!(net("0.0.0.0", 0).contains(ip("203.0.113.1")));
+        assert!(!net("0.0.0.0", 0).contains(ip("2001:db8::1")));
+        assert!(net("127.0.0.1", 32).contains(ip("127.0.0.1")));
+        assert!(!net("127.0.0.1", 32).contains(ip("127.0.0.2")));
+        assert!(net("2001:db8::", 32).contains(ip("2001:db8:1::1")));
+        assert!(!net("2001:db8::", 32).contains(ip("2001:db9::1")));
+        assert!(Cidr::new(ip("10.0.0.0"), 33).is_none());
+    }
 
     #[test]
     fn private_and_public_addresses() {

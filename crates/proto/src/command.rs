@@ -113,6 +113,7 @@ verbs! {
     Auth => "AUTH";
     Pbsz => "PBSZ";
     Prot => "PROT";
+    Ccc => "CCC";
 }
 
 const fn spec(
@@ -184,9 +185,10 @@ impl Verb {
                 ..spec(true, No, "ABOR", None)
             },
             Self::Smnt => spec(true, Required, "SMNT <path>", None),
-            Self::Auth => spec(false, Required, "AUTH <TLS>", None),
+            Self::Auth => spec(false, Required, "AUTH TLS", None),
             Self::Pbsz => spec(false, Required, "PBSZ 0", None),
             Self::Prot => spec(false, Required, "PROT <C|P>", None),
+            Self::Ccc => spec(false, No, "CCC", None),
         }
     }
 }

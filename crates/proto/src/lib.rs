@@ -23,7 +23,7 @@ mod reply;
 pub mod session;
 pub mod time;
 
-pub use address::is_private_address;
+pub use address::{Cidr, is_private_address};
 pub use command::{Command, ParseError, Verb};
 pub use error::StorageErrorKind;
 pub use metadata::{DirEntry, FileKind, FileMeta};

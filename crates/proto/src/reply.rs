@@ -40,6 +40,9 @@ impl ReplyCode {
     pub const ENTERING_EXTENDED_PASSIVE: Self = Self(229);
     /// 230 User logged in, proceed.
     pub const LOGGED_IN: Self = Self(230);
+    /// 234 Security data exchange complete (RFC 2228: AUTH accepted, the TLS handshake
+    /// follows).
+    pub const AUTH_OK: Self = Self(234);
     /// 250 Requested file action okay, completed.
     pub const FILE_ACTION_OK: Self = Self(250);
     /// 257 "PATHNAME" created / current directory.
@@ -72,8 +75,16 @@ impl ReplyCode {
     pub const NOT_IMPLEMENTED_FOR_PARAMETER: Self = Self(504);
     /// 522 Network protocol not supported (RFC 2428).
     pub const PROTOCOL_NOT_SUPPORTED: Self = Self(522);
+    /// 521 Data connection cannot be opened with this PROT setting (RFC 4217 §9).
+    pub const PROT_REFUSED: Self = Self(521);
     /// 530 Not logged in.
     pub const NOT_LOGGED_IN: Self = Self(530);
+    /// 533 Command protection level denied for policy reasons (RFC 2228).
+    pub const PROTECTION_DENIED: Self = Self(533);
+    /// 534 Request denied for policy reasons (RFC 2228).
+    pub const POLICY_DENIED: Self = Self(534);
+    /// 536 Requested PROT level not supported by mechanism (RFC 2228).
+    pub const PROT_NOT_SUPPORTED: Self = Self(536);
     /// 550 Requested action not taken; file unavailable (not found, no access).
     pub const FILE_UNAVAILABLE: Self = Self(550);
     /// 551 Requested action aborted: page type unknown.

@@ -267,6 +267,11 @@ impl ControlConnection {
                 Action::ClosePassive => self.passive = None,
                 Action::Transfer(request) => self.start_transfer(request),
                 Action::AbortTransfer => self.abort_transfer(),
+                Action::UpgradeToTls => {
+                    let outcome = Outcome::TlsEstablished(Err("TLS is not available".to_owned()));
+                    self.session.handle_outcome(outcome, now());
+                }
+                Action::ClearControlTls => {}
             }
         }
         Ok(true)

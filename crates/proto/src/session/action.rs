@@ -145,6 +145,20 @@ pub enum DataEndpoint {
     Active(SocketAddr),
 }
 
+/// Whether the data connection is protected (PROT, RFC 4217 §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataProtection {
+    /// PROT C: plain TCP.
+    Clear,
+    /// PROT P: TLS on the data connection, the server acting as TLS server in both modes
+    /// (RFC 4217 §7). The handshake follows the 150 reply (clients wait for it).
+    Private {
+        /// The data connection must resume the control connection's TLS session, otherwise
+        /// the transfer ends with [`DataTlsFailure::NotResumed`].
+        require_resumption: bool,
+    },
+}
+
 /// A transfer to perform. The driver opens storage first, then the data connection, then
 /// reports [`Outcome::TransferStarted`] and finally [`Outcome::TransferFinished`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +169,16 @@ pub struct TransferRequest {
     pub endpoint: DataEndpoint,
     /// TYPE A: convert line ends on the wire.
     pub ascii: bool,
+    /// PROT C or P.
+    pub protection: DataProtection,
+}
+
+/// What the driver learned from a completed TLS handshake on the control connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The common name (CN) of the client certificate, when the client presented one that
+    /// verified against the configured CA.
+    pub client_name: Option<String>,
 }
 
 /// What the driver must do next.
@@ -176,6 +200,13 @@ pub enum Action {
     Transfer(TransferRequest),
     /// Stop the running transfer; it still reports [`Outcome::TransferFinished`].
     AbortTransfer,
+    /// AUTH TLS was accepted (its 234 reply is the action before this one): send the replies,
+    /// discard every byte received but not yet executed, run the TLS handshake as server
+    /// and report [`Outcome::TlsEstablished`].
+    UpgradeToTls,
+    /// CCC was accepted (its 200 reply, sent under TLS, comes before): end TLS on the control
+    /// connection with close_notify and continue in plain text. No outcome.
+    ClearControlTls,
     /// Close the control connection after sending the replies before this action.
     Close,
 }
@@ -209,6 +240,17 @@ pub enum TransferFailure {
     Aborted,
     /// The data connection broke mid-transfer (426).
     ConnectionLost(String),
+    /// TLS on the data connection failed.
+    DataTls(DataTlsFailure),
+}
+
+/// Why a protected data connection was not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataTlsFailure {
+    /// The handshake completed without resuming the control connection's TLS session (522).
+    NotResumed,
+    /// The handshake failed (425).
+    Handshake(String),
 }
 
 /// Summary of a successful transfer.
@@ -236,4 +278,7 @@ pub enum Outcome {
     },
     /// The transfer ended.
     TransferFinished(Result<TransferSummary, TransferFailure>),
+    /// Result of [`Action::UpgradeToTls`]: the handshake completed, or failed with this text
+    /// (the session then closes without a reply: nothing can be said in plain text any more).
+    TlsEstablished(Result<TlsInfo, String>),
 }

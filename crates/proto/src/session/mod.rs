@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use action::{
-    Action, DataEndpoint, LoginFailure, LoginRequest, Outcome, PassiveFailure, StorageRequest,
-    StorageResult, TransferFailure, TransferKind, TransferRequest, TransferSummary, UploadTarget,
-    User, WriteMode,
+    Action, DataEndpoint, DataProtection, DataTlsFailure, LoginFailure, LoginRequest, Outcome,
+    PassiveFailure, StorageRequest, StorageResult, TlsInfo, TransferFailure, TransferKind,
+    TransferRequest, TransferSummary, UploadTarget, User, WriteMode,
 };
 
-use crate::address::is_private_address;
+use crate::address::{Cidr, is_private_address};
 use crate::command::{Command, Verb};
 use crate::error::StorageErrorKind;
 use crate::framing::LineError;
@@ -49,6 +49,102 @@ pub struct SessionConfig {
     /// from a public address (it sits behind NAT and does not know it), is redirected to
     /// that public address instead of being refused.
     pub active_nat_fallback: bool,
+    /// FTPS rules (RFC 4217), for sessions of listeners with TLS.
+    pub tls: TlsPolicy,
+}
+
+/// Who must use TLS (`tls.require`, `tls.require_data`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsRequirement {
+    /// Nobody.
+    #[default]
+    None,
+    /// Every account except the anonymous names (`anonymous`, `ftp`).
+    Accounts,
+    /// Everybody.
+    All,
+}
+
+impl TlsRequirement {
+    /// Whether the rule applies to the login name `user`.
+    pub fn applies_to(self, user: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Accounts => !is_anonymous_name(user),
+            Self::All => true,
+        }
+    }
+
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Accounts => "accounts",
+            Self::All => "all",
+        }
+    }
+}
+
+/// The names anonymous logins use (RFC 1635).
+pub fn is_anonymous_name(user: &str) -> bool {
+    user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp")
+}
+
+/// What a verified client certificate's common name means for the login.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertificateUser {
+    /// Nothing: the certificate only decides whether the connection is accepted.
+    #[default]
+    Off,
+    /// The certificate binds the account: USER must be its CN (the password is still
+    /// checked). Clients without a certificate log in as usual.
+    CommonName,
+}
+
+/// The FTPS policy (RFC 4217) shared by every session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// Who must protect the control connection before USER (refused with 530 otherwise).
+    pub require_control: TlsRequirement,
+    /// Who must protect data connections (PROT C refused with 534, transfers with 521).
+    pub require_data: TlsRequirement,
+    /// CCC is accepted (otherwise 534).
+    pub allow_ccc: bool,
+    /// Protected data connections must resume the control connection's TLS session.
+    pub require_reuse: bool,
+    /// Users whose data connections need not resume (clients that cannot).
+    pub reuse_exempt_users: Vec<String>,
+    /// Client networks whose data connections need not resume.
+    pub reuse_exempt_clients: Vec<Cidr>,
+    /// Meaning of a client certificate's CN.
+    pub certificate_user: CertificateUser,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        Self {
+            require_control: TlsRequirement::None,
+            require_data: TlsRequirement::None,
+            allow_ccc: false,
+            require_reuse: true,
+            reuse_exempt_users: Vec::new(),
+            reuse_exempt_clients: Vec::new(),
+            certificate_user: CertificateUser::Off,
+        }
+    }
+}
+
+/// How the control connection of a new session is secured: the listener's `tls` setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ControlTransport {
+    /// Plain, and AUTH TLS is refused (`tls = "off"`).
+    #[default]
+    Plain,
+    /// Plain until AUTH TLS (`tls = "explicit"`).
+    Explicit,
+    /// TLS from the first byte, the handshake already done (`tls = "implicit"`); data
+    /// connections are protected unless the client sends PROT C.
+    Implicit(TlsInfo),
 }
 
 impl Default for SessionConfig {
@@ -60,6 +156,7 @@ impl Default for SessionConfig {
             allow_active: true,
             allow_resume_upload: true,
             active_nat_fallback: false,
+            tls: TlsPolicy::default(),
         }
     }
 }
@@ -73,7 +170,14 @@ const LOWEST_ACTIVE_PORT: u16 = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Login {
     AwaitingUser,
-    AwaitingPassword { username: String },
+    /// USER was refused because the control connection is not protected: PASS is refused
+    /// with the same reason.
+    RefusedWithoutTls {
+        text: String,
+    },
+    AwaitingPassword {
+        username: String,
+    },
     LoggedIn(User),
 }
 
@@ -121,6 +225,8 @@ enum InFlight {
         abort_requested: bool,
         verb: Verb,
     },
+    /// AUTH TLS accepted, handshake under way: received lines are discarded.
+    TlsHandshake,
 }
 
 /// One control connection's protocol state. Holds no sockets, no clock and no locks.
@@ -143,11 +249,40 @@ pub struct Session {
     failed_logins: u32,
     idle_deadline: Instant,
     closed: bool,
+    /// AUTH TLS is possible on this listener (explicit or implicit).
+    tls_available: bool,
+    /// The control connection is protected now.
+    control_tls: bool,
+    /// PBSZ was accepted (RFC 4217 §8: PROT needs it).
+    pbsz_done: bool,
+    /// PROT P in effect.
+    protect_data: bool,
+    /// The verified client certificate's CN.
+    tls_client_name: Option<String>,
+    /// Lines dropped because they arrived between AUTH TLS and the end of the handshake.
+    discarded_lines: u64,
 }
 
 impl Session {
-    /// A new session for a client at `peer`; queues the 220 greeting.
+    /// A new session for a client at `peer` on a plain listener (AUTH TLS refused); queues
+    /// the 220 greeting.
     pub fn new(config: Arc<SessionConfig>, peer: SocketAddr, now: Instant) -> Self {
+        Self::with_transport(config, peer, ControlTransport::Plain, now)
+    }
+
+    /// A new session whose control connection is secured as `transport` says; queues the
+    /// 220 greeting (sent under TLS for [`ControlTransport::Implicit`]).
+    pub fn with_transport(
+        config: Arc<SessionConfig>,
+        peer: SocketAddr,
+        transport: ControlTransport,
+        now: Instant,
+    ) -> Self {
+        let (tls_available, implicit) = match transport {
+            ControlTransport::Plain => (false, None),
+            ControlTransport::Explicit => (true, None),
+            ControlTransport::Implicit(info) => (true, Some(info)),
+        };
         let greeting = Reply::new(ReplyCode::SERVICE_READY, config.greeting.clone());
         let idle_deadline = now + config.idle_timeout;
         let mut session = Self {
@@ -167,6 +302,12 @@ impl Session {
             failed_logins: 0,
             idle_deadline,
             closed: false,
+            tls_available,
+            control_tls: implicit.is_some(),
+            pbsz_done: implicit.is_some(),
+            protect_data: implicit.is_some(),
+            tls_client_name: implicit.and_then(|info| info.client_name),
+            discarded_lines: 0,
         };
         session.reply(greeting);
         session
@@ -187,6 +328,16 @@ impl Session {
     /// `true` once the session asked to close; it ignores further input.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Whether the control connection is protected by TLS now.
+    pub fn control_protected(&self) -> bool {
+        self.control_tls
+    }
+
+    /// Lines received between AUTH TLS and the end of its handshake, discarded unexecuted.
+    pub fn discarded_lines(&self) -> u64 {
+        self.discarded_lines
     }
 
     /// The logged-in user's name, for logs.
@@ -216,6 +367,12 @@ impl Session {
         }
         self.idle_deadline = now + self.config.idle_timeout;
         if let Some(in_flight) = &self.in_flight {
+            if matches!(in_flight, InFlight::TlsHandshake) {
+                // RFC 4217 §10 / CVE-2011-0411: what a client pipelined after AUTH TLS was
+                // sent in plain text and must not run as if it had been protected.
+                self.discarded_lines += 1;
+                return;
+            }
             let is_transfer = matches!(in_flight, InFlight::Transfer { .. });
             if is_transfer
                 && let Ok(bytes) = &line
@@ -276,6 +433,11 @@ impl Session {
                 },
                 Outcome::TransferFinished(result),
             ) => self.finish_transfer(started, abort_requested, result),
+            (InFlight::TlsHandshake, Outcome::TlsEstablished(Ok(info))) => {
+                self.control_tls = true;
+                self.tls_client_name = info.client_name;
+            }
+            (InFlight::TlsHandshake, Outcome::TlsEstablished(Err(_))) => self.close(),
             (in_flight, outcome) => {
                 // A driver bug: answer the client and keep the session usable.
                 debug_assert!(false, "outcome {outcome:?} does not match {in_flight:?}");
@@ -427,10 +589,16 @@ impl Session {
                 self.reply(Reply::new(ReplyCode::CLOSING_DATA, "No transfer to abort"));
             }
             Verb::Smnt => self.reply(Reply::new(ReplyCode::NOT_IMPLEMENTED, "SMNT not supported")),
-            Verb::Auth | Verb::Pbsz | Verb::Prot => self.reply(Reply::new(
-                ReplyCode::NOT_IMPLEMENTED,
-                "TLS is not configured on this listener",
-            )),
+            Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc if !self.tls_available => {
+                self.reply(Reply::new(
+                    ReplyCode::NOT_IMPLEMENTED,
+                    "TLS is not configured on this listener",
+                ))
+            }
+            Verb::Auth => self.auth(&argument),
+            Verb::Pbsz => self.protection_buffer_size(&argument),
+            Verb::Prot => self.protection_level(&argument),
+            Verb::Ccc => self.clear_command_channel(),
         }
     }
 
@@ -461,11 +629,39 @@ impl Session {
 
     fn user(&mut self, username: String) {
         self.cwd = VirtualPath::root();
+        let require = self.config.tls.require_control;
+        if !self.control_tls && require.applies_to(&username) {
+            let who = match require {
+                TlsRequirement::All => "every login",
+                _ => "this account",
+            };
+            let text = format!(
+                "TLS required for {who}: send AUTH TLS first (tls.require = {})",
+                require.as_str()
+            );
+            self.reply(Reply::new(ReplyCode::NOT_LOGGED_IN, text.clone()));
+            self.login = Login::RefusedWithoutTls { text };
+            return;
+        }
+        if self.config.tls.certificate_user == CertificateUser::CommonName
+            && let Some(name) = &self.tls_client_name
+            && *name != username
+        {
+            let text = format!("Your client certificate is for user {name}");
+            self.login = Login::AwaitingUser;
+            self.reply(Reply::new(ReplyCode::NOT_LOGGED_IN, text));
+            return;
+        }
         self.login = Login::AwaitingPassword { username };
         self.reply(Reply::new(ReplyCode::NEED_PASSWORD, "Password required"));
     }
 
     fn pass(&mut self, password: String) {
+        if let Login::RefusedWithoutTls { text } = &self.login {
+            let reply = Reply::new(ReplyCode::NOT_LOGGED_IN, text.clone());
+            self.reply(reply);
+            return;
+        }
         let Login::AwaitingPassword { username } = &self.login else {
             let text = match self.login {
                 Login::LoggedIn(_) => "Already logged in",
@@ -575,6 +771,15 @@ impl Session {
             }
         }
         lines.push(self.mlst_facts.feature_line());
+        if self.tls_available {
+            // RFC 4217 §6.
+            lines.push("AUTH TLS".to_owned());
+            lines.push("PBSZ".to_owned());
+            lines.push("PROT".to_owned());
+            if self.config.tls.allow_ccc {
+                lines.push("CCC".to_owned());
+            }
+        }
         lines.push("TVFS".to_owned());
         lines.push("UTF8".to_owned());
         lines.push("End".to_owned());
@@ -618,6 +823,18 @@ impl Session {
                     }
                 ),
                 data,
+                match (self.control_tls, self.protect_data) {
+                    (false, false) if !self.tls_available => "TLS: not available".to_owned(),
+                    (control, data) => format!(
+                        "TLS: control {}, data {}",
+                        if control { "protected" } else { "clear" },
+                        if data {
+                            "protected (PROT P)"
+                        } else {
+                            "clear (PROT C)"
+                        }
+                    ),
+                },
                 "End of status".to_owned(),
             ];
             self.reply(Reply::multiline(ReplyCode::SYSTEM_STATUS, lines));
@@ -1116,6 +1333,23 @@ impl Session {
     }
 
     fn start_transfer(&mut self, kind: TransferKind, client_path: String, verb: Verb) {
+        let protection = if self.protect_data {
+            DataProtection::Private {
+                require_resumption: self.data_resumption_required(),
+            }
+        } else if self.data_tls_required() {
+            // RFC 4217 §9; the data endpoint stays, so PROT P and the command again work.
+            self.reply(Reply::new(
+                ReplyCode::PROT_REFUSED,
+                format!(
+                    "Data connections must be protected: send PBSZ 0 and PROT P (tls.require_data = {})",
+                    self.config.tls.require_data.as_str()
+                ),
+            ));
+            return;
+        } else {
+            DataProtection::Clear
+        };
         let Some(endpoint) = self.take_endpoint() else {
             return;
         };
@@ -1123,6 +1357,7 @@ impl Session {
             kind,
             endpoint,
             ascii: self.transfer_type == TransferType::Ascii,
+            protection,
         };
         self.start(
             InFlight::Transfer {
@@ -1276,6 +1511,20 @@ impl Session {
                     format!("Can't open data connection: {text}"),
                 ));
             }
+            Err(TransferFailure::DataTls(DataTlsFailure::NotResumed)) => {
+                self.reply(Reply::new(
+                    ReplyCode::PROTOCOL_NOT_SUPPORTED,
+                    "TLS session reuse required: the data connection did not resume the control \
+                     connection's TLS session (tls.require_reuse; a client that cannot resume \
+                     needs tls.reuse_exempt_users or tls.reuse_exempt_clients)",
+                ));
+            }
+            Err(TransferFailure::DataTls(DataTlsFailure::Handshake(text))) => {
+                self.reply(Reply::new(
+                    ReplyCode::CANT_OPEN_DATA,
+                    format!("TLS handshake on the data connection failed: {text}"),
+                ));
+            }
             Err(TransferFailure::ConnectionLost(text)) => {
                 self.reply(Reply::new(
                     ReplyCode::TRANSFER_ABORTED,
@@ -1298,6 +1547,163 @@ impl Session {
                 self.reply(Reply::new(reply.code, text));
             }
         }
+    }
+}
+
+impl Session {
+    // ---- FTPS (RFC 4217) ----
+
+    /// AUTH TLS (and AUTH SSL, its historical alias).
+    fn auth(&mut self, argument: &str) {
+        let mechanism = argument.trim().to_ascii_uppercase();
+        if !matches!(mechanism.as_str(), "TLS" | "SSL" | "TLS-C") {
+            self.reply(Reply::new(
+                ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+                "Unknown security mechanism, use AUTH TLS",
+            ));
+            return;
+        }
+        if self.control_tls {
+            self.reply(Reply::new(
+                ReplyCode::BAD_SEQUENCE,
+                "The control connection is already protected",
+            ));
+            return;
+        }
+        if matches!(self.login, Login::LoggedIn(_)) {
+            self.reply(Reply::new(
+                ReplyCode::BAD_SEQUENCE,
+                "AUTH TLS must come before login",
+            ));
+            return;
+        }
+        // A USER sent in plain text is forgotten: the login starts again under TLS.
+        self.login = Login::AwaitingUser;
+        self.queued.clear();
+        self.reply(Reply::new(
+            ReplyCode::AUTH_OK,
+            format!("AUTH {mechanism} ok, proceed with the TLS handshake"),
+        ));
+        self.start(InFlight::TlsHandshake, Action::UpgradeToTls);
+    }
+
+    /// PBSZ (RFC 4217 §8): only 0 makes sense for TLS; any number is answered PBSZ=0.
+    fn protection_buffer_size(&mut self, argument: &str) {
+        if !self.control_tls {
+            self.reply(Reply::new(
+                ReplyCode::BAD_SEQUENCE,
+                "PBSZ needs a TLS connection: send AUTH TLS first",
+            ));
+            return;
+        }
+        if argument.trim().parse::<u64>().is_err() {
+            self.reply(Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Syntax: PBSZ 0"));
+            return;
+        }
+        self.pbsz_done = true;
+        self.reply(Reply::new(ReplyCode::OK, "PBSZ=0"));
+    }
+
+    /// PROT (RFC 4217 §9): C and P; S and E do not exist for TLS.
+    fn protection_level(&mut self, argument: &str) {
+        if !self.control_tls {
+            self.reply(Reply::new(
+                ReplyCode::BAD_SEQUENCE,
+                "PROT needs a TLS connection: send AUTH TLS first",
+            ));
+            return;
+        }
+        if !self.pbsz_done {
+            self.reply(Reply::new(
+                ReplyCode::BAD_SEQUENCE,
+                "Send PBSZ 0 before PROT",
+            ));
+            return;
+        }
+        let reply = match argument.trim().to_ascii_uppercase().as_str() {
+            "P" => {
+                self.protect_data = true;
+                Reply::new(ReplyCode::OK, "Protection level set to Private")
+            }
+            "C" if self.data_tls_required() => Reply::new(
+                ReplyCode::POLICY_DENIED,
+                format!(
+                    "PROT C refused: data connections must be protected (tls.require_data = {})",
+                    self.config.tls.require_data.as_str()
+                ),
+            ),
+            "C" => {
+                self.protect_data = false;
+                Reply::new(ReplyCode::OK, "Protection level set to Clear")
+            }
+            "S" | "E" => Reply::new(
+                ReplyCode::PROT_NOT_SUPPORTED,
+                "Only PROT C and PROT P are supported",
+            ),
+            _ => Reply::new(
+                ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+                "Unknown PROT level",
+            ),
+        };
+        self.reply(reply);
+    }
+
+    /// CCC (RFC 4217 §12.3): back to a plain control connection, when allowed.
+    fn clear_command_channel(&mut self) {
+        if !self.control_tls {
+            self.reply(Reply::new(
+                ReplyCode::PROTECTION_DENIED,
+                "The control connection is not protected",
+            ));
+            return;
+        }
+        if !self.config.tls.allow_ccc {
+            self.reply(Reply::new(
+                ReplyCode::POLICY_DENIED,
+                "CCC refused: the control connection stays protected (tls.allow_ccc = false)",
+            ));
+            return;
+        }
+        self.reply(Reply::new(
+            ReplyCode::OK,
+            "Control connection in clear text from now on; data protection unchanged",
+        ));
+        self.control_tls = false;
+        self.actions.push_back(Action::ClearControlTls);
+    }
+
+    /// The name the data rules apply to: the logged-in user, or the one USER named.
+    fn login_name(&self) -> Option<&str> {
+        match &self.login {
+            Login::LoggedIn(user) => Some(&user.name),
+            Login::AwaitingPassword { username } => Some(username),
+            _ => None,
+        }
+    }
+
+    /// `tls.require_data` applies to this session (before USER only `all` is known to).
+    fn data_tls_required(&self) -> bool {
+        let require = self.config.tls.require_data;
+        match self.login_name() {
+            Some(name) => require.applies_to(name),
+            None => require == TlsRequirement::All,
+        }
+    }
+
+    fn data_resumption_required(&self) -> bool {
+        let policy = &self.config.tls;
+        if !policy.require_reuse {
+            return false;
+        }
+        let exempt_user = self
+            .login_name()
+            .is_some_and(|name| policy.reuse_exempt_users.iter().any(|u| u == name));
+        let peer = self.peer.ip();
+        let exempt_client = policy
+            .reuse_exempt_clients
+            .iter()
+            .any(|net| net.contains(peer));
+        !exempt_user && !exempt_client
     }
 }
 
