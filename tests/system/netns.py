@@ -24,12 +24,14 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREFIX = "ffsys-"
 CMD_TIMEOUT = 30.0
@@ -137,7 +139,8 @@ class Netns:
         raise AssertionError(f"no rule with comment {comment!r} in {table}/{chain}:\n{out}")
 
     def add_addr(self, ifname: str, cidr: str):
-        self.ip("addr", "add", cidr, "dev", ifname)
+        # IPv6: no duplicate address detection, the address is usable at once.
+        self.ip("addr", "add", cidr, "dev", ifname, *(["nodad"] if ":" in cidr else []))
 
     def route(self, dest: str, via: str):
         self.ip("route", "add", dest, "via", via)
@@ -217,6 +220,7 @@ class Topology:
     tag: str = "t"
     namespaces: list[Netns] = field(default_factory=list)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    etc_dirs: list[Path] = field(default_factory=list)
 
     def __post_init__(self):
         self.base = f"{PREFIX}{os.getpid()}-{next(_counter)}"
@@ -227,17 +231,36 @@ class Topology:
     def __exit__(self, *exc):
         self.close()
 
-    def ns(self, role: str) -> Netns:
+    def ns(self, role: str, ipv6: bool = False) -> Netns:
+        """A new namespace with lo up; IPv4 only unless `ipv6` (then IPv6 router
+        solicitations and autoconfiguration are off, addresses are static)."""
         assert re.fullmatch(r"[a-z0-9]{1,12}", role), role
         name = f"{self.base}-{role}"
         run(["ip", "netns", "add", name])
         ns = Netns(name, role, self)
         self.namespaces.append(ns)          # registered first: deleted even if setup fails
         ns.ip("link", "set", "lo", "up")
-        # Keep the namespaces IPv4-only: no IPv6 link-local addresses or router solicitations.
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+        if ipv6:
+            for scope in ("all", "default"):
+                ns.sysctl(f"net.ipv6.conf.{scope}.accept_ra", 0)
+                ns.sysctl(f"net.ipv6.conf.{scope}.autoconf", 0)
+        else:
+            # IPv4-only: no IPv6 link-local addresses or router solicitations.
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         return ns
+
+    def etc_file(self, ns: Netns, name: str, text: str) -> Path:
+        """/etc/netns/NS/NAME: `ip netns exec NS` bind-mounts it over /etc/NAME for the
+        processes it starts (e.g. a `hosts` file for name resolution inside the namespace).
+        Write it before starting the process; rewrite it in place (same inode) to change it.
+        Removed at teardown."""
+        d = Path("/etc/netns") / ns.name
+        d.mkdir(parents=True, exist_ok=True)
+        self.etc_dirs.append(d)
+        path = d / name
+        path.write_text(text)
+        return path
 
     def link(self, a: Netns, a_if: str, b: Netns, b_if: str,
              a_addr: str | None = None, b_addr: str | None = None):
@@ -268,8 +291,11 @@ class Topology:
             p = run(["ip", "netns", "del", ns.name], check=False)
             if p.returncode != 0 and os.path.exists(f"/run/netns/{ns.name}"):
                 errors.append(f"ip netns del {ns.name}: {p.stderr.decode(errors='replace')}")
+        for d in self.etc_dirs:
+            shutil.rmtree(d, ignore_errors=True)
         self.namespaces.clear()
         self.processes.clear()
+        self.etc_dirs.clear()
         if errors:
             raise AssertionError("topology teardown: " + "; ".join(errors))
 
@@ -289,3 +315,4 @@ def remove_stale_namespaces():
         if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
             continue
         run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)

@@ -32,7 +32,8 @@ from netns import Netns, stop_process  # noqa: E402
 __all__ = [
     "PROC_TIMEOUT", "SOCKET_TIMEOUT", "FTPClosed", "RawFTP", "Reply", "Run", "parse_epsv",
     "parse_pasv", "port_arg", "sha256_bytes", "sha256_file", "write_random", "NsServer",
-    "start_ferroftp", "curl_in", "raw_in", "ftplib_roundtrip", "FtplibResult",
+    "start_ferroftp", "curl_in", "raw_in", "ftplib_roundtrip", "FtplibResult", "RecordingFTP",
+    "doc_block", "doc_commands", "strip_ansi",
 ]
 
 STARTUP_TIMEOUT = 60.0
@@ -248,3 +249,35 @@ def ftplib_roundtrip(ns: Netns, host: str, server: NsServer, name: str, data: by
             raise
 
     return ns.call(go, timeout=timeout * 4)
+
+
+# --------------------------------------------------------------------------------------------
+# examples from docs/nat-and-firewalls.md
+
+
+DOC = REPO / "docs" / "nat-and-firewalls.md"
+
+
+def doc_block(name: str) -> str:
+    """The fenced code block right after `<!-- system-test: NAME -->` in
+    docs/nat-and-firewalls.md: the tests run the documented examples verbatim."""
+    text = DOC.read_text()
+    m = re.search(rf"<!-- system-test: {re.escape(name)} -->\s*\n```[^\n]*\n(.*?)\n```",
+                  text, re.S)
+    assert m, f"no code block marked `system-test: {name}` in {DOC}"
+    return m.group(1) + "\n"
+
+
+def doc_commands(name: str, program: str) -> list[list[str]]:
+    """The commands of a shell block of the doc (comments dropped, `\\` continuations
+    joined), split like the shell would; each must run `program`."""
+    import shlex
+    text = doc_block(name).replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            argv = shlex.split(line)
+            assert argv[0] == program, f"{name}: {line!r} does not run {program}"
+            out.append(argv)
+    return out

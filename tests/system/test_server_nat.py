@@ -18,10 +18,13 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+import time
 
 import pytest
 
-from sysftp import curl_in, ftplib_roundtrip, parse_epsv, parse_pasv, raw_in, sha256_file
+from sysftp import (
+    curl_in, doc_commands, ftplib_roundtrip, parse_epsv, parse_pasv, raw_in, sha256_file,
+)
 
 PUBLIC = "203.0.113.1"
 OUTSIDE = "203.0.113.50"
@@ -31,13 +34,9 @@ LAN_CLIENT = "10.0.0.3"
 CONTROL = 2121
 PASSIVE = (50000, 50100)
 
-# The port forwarding of the router, as a home router or `iptables` on a gateway does it.
-ROUTER_RULES = [
-    ["-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport", str(CONTROL),
-     "-j", "DNAT", "--to-destination", f"{SERVER}:{CONTROL}"],
-    ["-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport",
-     f"{PASSIVE[0]}:{PASSIVE[1]}", "-j", "DNAT", "--to-destination", SERVER],
-]
+# The port forwarding of the router (DNAT of 2121 and 50000-50100 arriving on wan0 to
+# 10.0.0.2): the block of docs/nat-and-firewalls.md, verbatim.
+ROUTER_RULES = doc_commands("router-port-forwarding", "iptables")
 
 
 @pytest.fixture
@@ -50,8 +49,8 @@ def net(topo):
     srv.route("default", ROUTER_LAN)
     lan.route("default", ROUTER_LAN)
     rtr.forwarding()
-    for rule in ROUTER_RULES:
-        rtr.iptables(*rule)
+    for argv in ROUTER_RULES:
+        rtr.run(argv)
     return topo, rtr, srv, lan, out
 
 
@@ -94,14 +93,14 @@ def pasv_address_in(run) -> str:
 
 
 def chosen(log: str) -> list[tuple[str, str]]:
-    """(address, rule) of every `passive address chosen` debug line."""
+    """(address, rule) of every `passive address chosen ... address=IP:PORT rule=RULE` debug
+    line; RULE runs to the end of the line (e.g. `passive.advertise_by_client 10.0.0.0/24`)."""
     out = []
     for line in log.splitlines():
         if "passive address chosen" in line:
-            a = re.search(r'\baddress="?([0-9a-fA-F.:]+)', line)
-            r = re.search(r'\brule="?([^"\s]+)', line)
-            assert a and r, f"unparseable log line {line!r}"
-            out.append((a.group(1), r.group(1)))
+            m = re.search(r'\baddress="?([0-9.]+):\d+"? rule="?(.*?)"?$', line)
+            assert m, f"unparseable log line {line!r}"
+            out.append((m.group(1), m.group(2)))
     return out
 
 
@@ -125,6 +124,7 @@ def test_outside_client_gets_the_public_address_and_transfers_both_ways(
     assert res.codes("PASV") == [[227], [227]], res.transcript
     assert {parse_pasv(r[0])[0] for r in res.replies_to("PASV")} == {PUBLIC}
     assert res.codes("STOR") == [[150, 226]] and res.codes("RETR") == [[150, 226]], res.transcript
+    assert set(chosen(server.log())) == {(PUBLIC, "passive.advertise")}
 
 
 def test_lan_client_gets_the_lan_address_by_client_rule(net, start_server, sample, tmp_path):
@@ -154,10 +154,8 @@ address = "{SERVER}"
 
     # Each choice is logged at debug level with the rule that made it.
     choices = chosen(server.log())
-    lan_rules = {r for a, r in choices if a == SERVER}
-    wan_rules = {r for a, r in choices if a == PUBLIC}
-    assert len(lan_rules) == 1 and len(wan_rules) == 1 and lan_rules != wan_rules, choices
-    assert {a for a, _ in choices} == {SERVER, PUBLIC}, choices
+    assert set(choices) == {(SERVER, "passive.advertise_by_client 10.0.0.0/24"),
+                            (PUBLIC, "passive.advertise")}, choices
 
 
 def test_without_advertise_the_outside_client_gets_the_private_address(
@@ -210,3 +208,70 @@ def test_without_advertise_the_outside_client_gets_the_private_address(
     run.assert_ok()
     assert pasv_address_in(run) == SERVER
     assert sha256_file(dest) == sample.sha256
+
+    # The server chose its local address and warned, once for this client, that it is
+    # announcing a private address to a public client.
+    log = server.log()
+    assert set(chosen(log)) == {(SERVER, "control connection local address")}
+    warnings = [l for l in log.splitlines()
+                if " WARN " in l and "announcing a private passive address" in l]
+    assert len(warnings) == 1 and f"client={OUTSIDE} address={SERVER}" in warnings[0], warnings
+
+
+def pasv_address(ns, host, port, server) -> str:
+    with raw_in(ns, host, port, login=(server.user, server.password)) as c:
+        r = c.cmd("PASV")
+        assert r.code == 227, r.text
+        assert c.cmd("QUIT").code == 221
+    return parse_pasv(r.text)[0]
+
+
+@pytest.mark.time_limit(120)
+def test_address_order_listener_rule_and_a_dns_name_resolved_again(net, start_server):
+    """advertise_by_client before the listener's advertise before passive.advertise, which is
+    a DNS name (resolved from the server namespace's own /etc/hosts) re-resolved every
+    advertise_refresh."""
+    topo, rtr, srv, lan, out = net
+    rtr.iptables("-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport", "2122",
+                 "-j", "DNAT", "--to-destination", f"{SERVER}:2122")
+    hosts = topo.etc_file(srv, "hosts", f"127.0.0.1 localhost\n{PUBLIC} ftp.example.test\n")
+    config = f"""
+[[server.listeners]]
+listen = "0.0.0.0:2121"
+
+[[server.listeners]]
+listen = "0.0.0.0:2122"
+advertise = "198.51.100.1"
+
+[passive]
+ports = "{PASSIVE[0]}-{PASSIVE[1]}"
+advertise = "ftp.example.test"
+advertise_refresh = "1s"
+
+[[passive.advertise_by_client]]
+cidr = "10.0.0.0/24"
+address = "{SERVER}"
+"""
+    server = start_server(srv, config=config, listen=None, passive_ports=None)
+    assert sorted(server.listening) == ["0.0.0.0:2121", "0.0.0.0:2122"]
+
+    assert pasv_address(out, PUBLIC, 2121, server) == PUBLIC            # passive.advertise
+    assert pasv_address(out, PUBLIC, 2122, server) == "198.51.100.1"    # the listener's
+    assert pasv_address(lan, SERVER, 2122, server) == SERVER            # the client rule
+    assert pasv_address(lan, SERVER, 2121, server) == SERVER
+
+    # The name now resolves elsewhere: within a bounded wait, PASV follows.
+    with open(hosts, "r+") as f:          # same inode: the bind mount shows the new content
+        f.truncate(0)
+        f.write("127.0.0.1 localhost\n203.0.113.99 ftp.example.test\n")
+    deadline = time.monotonic() + 60
+    while (got := pasv_address(out, PUBLIC, 2121, server)) != "203.0.113.99":
+        assert got == PUBLIC, got
+        assert time.monotonic() < deadline, "PASV still announces the old address after 60 s"
+        time.sleep(0.5)
+    assert pasv_address(out, PUBLIC, 2122, server) == "198.51.100.1"
+
+    assert set(chosen(server.log())) == {
+        (PUBLIC, "passive.advertise"), ("203.0.113.99", "passive.advertise"),
+        ("198.51.100.1", "server.listeners.advertise"),
+        (SERVER, "passive.advertise_by_client 10.0.0.0/24")}
