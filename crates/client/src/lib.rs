@@ -26,9 +26,11 @@ mod client;
 mod control;
 mod data;
 mod error;
+mod probe;
 
 pub use client::{Client, ClientOptions};
 pub use control::MAX_REPLY_LINE;
 pub use data::{DataMode, DataStream, PreparedData};
 pub use error::ClientError;
+pub use probe::{ActiveOffer, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
 pub use ferroftp_proto::{Reply, ReplyCode};
