@@ -30,7 +30,14 @@ enum Command {
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+        /// Print only the firewall rules that open the control port(s) and the passive
+        /// range, for this firewall (a valid config is required).
+        #[arg(long, value_enum, value_name = "KIND")]
+        firewall: Option<crate::firewall::FirewallKind>,
     },
+    /// Diagnose a server from the client's side: login, passive address and reachability,
+    /// EPSV, active mode, NAT helpers rewriting addresses, TLS. Exits 1 on any error.
+    Doctor(crate::doctor::DoctorArgs),
     /// Manage the users file.
     User {
         #[command(subcommand)]
@@ -121,14 +128,24 @@ impl ServeArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, firewall } => check_config(&file, firewall),
+        Command::Doctor(args) => crate::doctor::run(args),
         Command::User { command } => user_command::run(command).map(|()| ExitCode::SUCCESS),
     }
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn check_config(
+    file: &std::path::Path,
+    firewall: Option<crate::firewall::FirewallKind>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(file).with_context(|| format!("reading {}", file.display()))?;
     let problems = config.validate();
+    if let (Some(kind), true) = (firewall, problems.is_empty()) {
+        for line in crate::firewall::rules(kind, &crate::firewall::OpenPorts::of_config(&config)) {
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if problems.is_empty() {
         println!("{}: ok", file.display());
         println!("firewall: {}", config.firewall_summary());

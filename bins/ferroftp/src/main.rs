@@ -2,6 +2,8 @@
 
 mod cli;
 mod config;
+mod doctor;
+mod firewall;
 mod serve;
 mod user_command;
 

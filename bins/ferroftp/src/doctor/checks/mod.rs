@@ -1,0 +1,296 @@
+//! The checks, run one after the other on fresh control connections, each bounded in time.
+//!
+//! `login` runs first and identifies the server; when it fails nothing else can run. The
+//! others share what earlier ones observed through [`Context`] (the plain-text PASV address
+//! for `alg-rewrite`, whether PASV transfers work for `epsv`).
+
+mod active;
+mod alg;
+mod epsv;
+mod login;
+mod passive;
+mod tls;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use ferroftp_client::{Client, ClientOptions, Reply, connect_timed};
+
+use super::remedies::ServerKind;
+use super::{Finding, Severity, Target};
+
+/// How the checks run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The longest wait for any one network event.
+    pub timeout: Duration,
+    /// Upgrade the control connection with AUTH TLS.
+    pub explicit_tls: bool,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+/// Everything the checks found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// In check order.
+    pub findings: Vec<Finding>,
+    /// The server software, as identified by `login`.
+    pub server: ServerKind,
+    /// The address the control connection went to.
+    pub control: Option<SocketAddr>,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+/// What the checks share.
+pub(super) struct Context {
+    target: Target,
+    options: Options,
+    /// The address the control connection went to.
+    control: SocketAddr,
+    server: ServerKind,
+    /// FEAT lines, trimmed.
+    features: Vec<String>,
+    /// The plain-text PASV address and whether a PASV transfer worked.
+    passive: Option<PassiveObservation>,
+    /// PORT/EPRT: the address we sent and the one the server echoed (ferroftp does).
+    active_echo: Option<ActiveEcho>,
+    /// The PASV reply seen inside TLS, where no middlebox can rewrite it.
+    tls_passive: Option<TlsPassive>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct TlsPassive {
+    announced: SocketAddrV4,
+    reply_line: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PassiveObservation {
+    /// The address announced in plain text.
+    announced: SocketAddrV4,
+    /// The whole 227 reply line.
+    reply_line: String,
+    /// A LIST over PASV worked (at the announced address, or at the control address).
+    works: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct ActiveEcho {
+    sent: SocketAddr,
+    echoed: SocketAddr,
+    reply_line: String,
+    transfer_worked: bool,
+}
+
+impl Context {
+    fn timeout(&self) -> Duration {
+        self.options.timeout
+    }
+
+    /// `LIST` or `LIST <path>` from the URL.
+    fn list_command(&self) -> String {
+        match &self.target.path {
+            Some(path) => format!("LIST {path}"),
+            None => "LIST".to_owned(),
+        }
+    }
+
+    /// A new control connection, logged in. The error is one line of evidence.
+    async fn open_session(&self) -> Result<Client, String> {
+        let attempt = connect_timed(self.control, self.timeout()).await;
+        let stream = match attempt.result {
+            Ok(stream) => stream,
+            Err(_) => return Err(format!("opening another control connection: {attempt}")),
+        };
+        let options = ClientOptions {
+            timeout: self.timeout(),
+        };
+        let mut client = Client::from_stream(stream, options)
+            .map_err(|error| format!("control connection: {error}"))?;
+        let greeting = client
+            .read_reply()
+            .await
+            .map_err(|error| format!("waiting for the greeting: {error}"))?;
+        if greeting.code.0 != 220 {
+            return Err(format!("greeting: {}", reply_line(&greeting)));
+        }
+        let password = self.target.password.as_deref().unwrap_or_default();
+        client
+            .login(&self.target.user, password)
+            .await
+            .map_err(|error| format!("login: {error}"))?;
+        Ok(client)
+    }
+}
+
+/// Runs every check within ten times the timeout and returns the findings.
+pub async fn run_all(target: Target, options: Options) -> Outcome {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + options.timeout * 10;
+    let progress = Progress {
+        enabled: options.progress,
+    };
+    let mut findings = Vec::new();
+
+    progress.start("login");
+    let login = tokio::time::timeout_at(deadline, login::run(&target, options)).await;
+    let mut context = match login {
+        Ok((finding, context)) => {
+            progress.done(&finding, started);
+            findings.push(finding);
+            match context {
+                Some(context) => context,
+                None => return outcome(findings, ServerKind::Unknown, None, started),
+            }
+        }
+        Err(_elapsed) => {
+            let finding = out_of_time("login", options);
+            progress.done(&finding, started);
+            findings.push(finding);
+            return outcome(findings, ServerKind::Unknown, None, started);
+        }
+    };
+
+    // (ids the step may report, the step)
+    macro_rules! step {
+        ($ids:expr, $check:expr) => {{
+            let step_started = Instant::now();
+            progress.start($ids[0]);
+            let produced = match tokio::time::timeout_at(deadline, $check).await {
+                Ok(produced) => produced,
+                Err(_elapsed) => $ids.iter().map(|id| out_of_time(id, options)).collect(),
+            };
+            for finding in &produced {
+                progress.done(finding, step_started);
+            }
+            findings.extend(produced);
+        }};
+    }
+    step!(
+        ["passive-address", "passive-reachability"],
+        passive::run(&mut context)
+    );
+    step!(["epsv"], epsv::run(&mut context));
+    step!(["active"], active::run(&mut context));
+    step!(["tls"], tls::run(&mut context));
+    step!(["alg-rewrite"], alg::run(&mut context));
+
+    // Report in the order of the issue: login, passive-*, epsv, active, alg-rewrite, tls.
+    findings.sort_by_key(|finding| check_rank(finding.check));
+    outcome(findings, context.server, Some(context.control), started)
+}
+
+/// The order findings are reported in.
+pub fn check_rank(check: &str) -> usize {
+    const ORDER: [&str; 7] = [
+        "login",
+        "passive-address",
+        "passive-reachability",
+        "epsv",
+        "active",
+        "alg-rewrite",
+        "tls",
+    ];
+    ORDER
+        .iter()
+        .position(|id| *id == check)
+        .unwrap_or(ORDER.len())
+}
+
+fn outcome(
+    findings: Vec<Finding>,
+    server: ServerKind,
+    control: Option<SocketAddr>,
+    started: Instant,
+) -> Outcome {
+    Outcome {
+        findings,
+        server,
+        control,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn out_of_time(check: &'static str, options: Options) -> Finding {
+    let budget = options.timeout * 10;
+    Finding::error(
+        check,
+        format!(
+            "did not finish within the doctor's time budget ({:.0} s)",
+            budget.as_secs_f64()
+        ),
+    )
+    .evidence(vec![format!(
+        "every network wait is bounded by --timeout {:.1} s; the run by ten times that",
+        options.timeout.as_secs_f64()
+    )])
+    .remedy("run again with a longer --timeout if the server or the network is slow")
+}
+
+/// Progress lines on stderr while the checks run.
+struct Progress {
+    enabled: bool,
+}
+
+impl Progress {
+    fn start(&self, check: &str) {
+        if self.enabled {
+            eprintln!("doctor: checking {check} …");
+        }
+    }
+
+    fn done(&self, finding: &Finding, started: Instant) {
+        if self.enabled {
+            let mark = match finding.severity {
+                Severity::Ok => "ok",
+                Severity::Warning => "WARNING",
+                Severity::Error => "ERROR",
+            };
+            eprintln!(
+                "doctor: {} {mark} ({:.1} s): {}",
+                finding.check,
+                started.elapsed().as_secs_f64(),
+                finding.summary
+            );
+        }
+    }
+}
+
+/// `227 Entering Passive Mode (…)`: a reply on one line (multi-line replies joined by ` | `).
+pub(super) fn reply_line(reply: &Reply) -> String {
+    format!("{} {}", reply.code, reply.text().replace('\n', " | "))
+}
+
+/// `LIST → 150 …`, `data: 213 bytes, then end of file`, `→ 226 …` and the stall, if any.
+pub(super) fn transfer_evidence(probe: &ferroftp_client::TransferProbe) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut replies = probe.replies.iter();
+    if let Some(first) = replies.next() {
+        lines.push(format!("{} → {}", probe.command, reply_line(first)));
+    } else {
+        lines.push(format!("{} → (no reply)", probe.command));
+    }
+    if let Some((source, after)) = probe.accepted {
+        lines.push(format!(
+            "the server connected from {source} after {:.3} s",
+            after.as_secs_f64()
+        ));
+    }
+    if probe.data_complete {
+        lines.push(format!("data: {} bytes, then end of file", probe.bytes));
+    } else if probe.bytes > 0 {
+        lines.push(format!("data: {} bytes, no end of file", probe.bytes));
+    }
+    for reply in replies {
+        lines.push(format!("→ {}", reply_line(reply)));
+    }
+    if let Some(stalled) = &probe.stalled {
+        lines.push(format!(
+            "stalled: {stalled} (after {:.3} s)",
+            probe.elapsed.as_secs_f64()
+        ));
+    }
+    lines
+}
