@@ -79,6 +79,18 @@ pub struct ServeArgs {
     /// Most sessions at once from one client address.
     #[arg(long, value_name = "N")]
     pub max_sessions_per_ip: Option<usize>,
+    /// `self-signed`: generate a certificate at start (printed with its SHA-256 fingerprint)
+    /// and offer explicit FTPS (AUTH TLS) on listeners configured without TLS. For trying
+    /// FTPS out; use tls.cert and tls.key for real.
+    #[arg(long, value_name = "MODE")]
+    pub tls: Option<TlsFlag>,
+}
+
+/// Values of `serve --tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsFlag {
+    /// A certificate generated at start, kept in memory.
+    SelfSigned,
 }
 
 impl ServeArgs {
@@ -120,6 +132,16 @@ impl ServeArgs {
         }
         if let Some(max_sessions_per_ip) = self.max_sessions_per_ip {
             config.server.max_sessions_per_ip = max_sessions_per_ip;
+        }
+        if self.tls == Some(TlsFlag::SelfSigned) {
+            config.tls.self_signed = true;
+            config.tls.cert = None;
+            config.tls.key = None;
+            for listener in &mut config.server.listeners {
+                if listener.tls == crate::config::TlsMode::Off {
+                    listener.tls = crate::config::TlsMode::Explicit;
+                }
+            }
         }
     }
 }

@@ -15,7 +15,15 @@
 //! greeting = "ferroftp ready"
 //! [[server.listeners]]
 //! listen = "0.0.0.0:2121"
-//! tls = "off"
+//! tls = "explicit"
+//! [[server.listeners]]
+//! listen = "0.0.0.0:990"
+//! tls = "implicit"
+//! [tls]
+//! cert = "cert.pem"
+//! key = "key.pem"
+//! require = "accounts"
+//! require_data = "accounts"
 //! [passive]
 //! ports = "50000-50100"
 //! advertise = "203.0.113.7"
@@ -66,6 +74,118 @@ pub struct Config {
     pub auth: AuthConfig,
     /// PROXY protocol from load balancers.
     pub proxy_protocol: ProxyProtocolConfig,
+    /// FTPS: certificate, policies, client certificates.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: FTPS (RFC 4217), used by listeners with `tls = "explicit"` or `"implicit"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP and when the file changes.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Who must protect the control connection before logging in.
+    pub require: TlsRequire,
+    /// Who must protect data connections (PROT P).
+    pub require_data: TlsRequire,
+    /// Lowest TLS version: "1.2" (1.2 and 1.3) or "1.3".
+    pub min_version: TlsMinVersion,
+    /// A protected data connection must resume the control connection's TLS session.
+    pub require_reuse: bool,
+    /// Users exempt from `require_reuse` (clients that cannot resume, e.g. Python ftplib).
+    pub reuse_exempt_users: Vec<String>,
+    /// Client networks exempt from `require_reuse`.
+    pub reuse_exempt_clients: Vec<IpNet>,
+    /// Accept CCC (back to a plain control connection after login).
+    pub allow_ccc: bool,
+    /// PEM file of the CA(s) that sign client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Ask for client certificates: "off", "optional" or "required".
+    pub client_cert: ClientCertConfig,
+    /// "cn": a client certificate's common name is the only account it may log in as.
+    pub client_cert_user: ClientCertUserConfig,
+    /// Longest a TLS handshake may take.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// How often the certificate files are checked for changes ("0s": only on SIGHUP).
+    #[serde(with = "humantime_serde")]
+    pub reload_check: Duration,
+    /// Set by `serve --tls self-signed`: a generated certificate stands in for cert/key.
+    #[serde(skip)]
+    pub self_signed: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            require: TlsRequire::Accounts,
+            require_data: TlsRequire::Accounts,
+            min_version: TlsMinVersion::V1_2,
+            require_reuse: true,
+            reuse_exempt_users: Vec::new(),
+            reuse_exempt_clients: Vec::new(),
+            allow_ccc: false,
+            client_ca: None,
+            client_cert: ClientCertConfig::Off,
+            client_cert_user: ClientCertUserConfig::Off,
+            handshake_timeout: Duration::from_secs(10),
+            reload_check: Duration::from_secs(10),
+            self_signed: false,
+        }
+    }
+}
+
+/// `tls.require`, `tls.require_data`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsRequire {
+    /// Nobody must.
+    None,
+    /// Every account except anonymous (`anonymous`, `ftp`).
+    #[default]
+    Accounts,
+    /// Everybody.
+    All,
+}
+
+/// `tls.min_version`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// `tls.client_cert`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertConfig {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Asked for; clients without one are accepted.
+    Optional,
+    /// Needed for the handshake to complete.
+    Required,
+}
+
+/// `tls.client_cert_user`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertUserConfig {
+    /// The certificate does not name the account.
+    #[default]
+    Off,
+    /// USER must be the certificate's common name.
+    Cn,
 }
 
 /// `[server]`: control connections.
@@ -617,12 +737,13 @@ impl Config {
                 "at least one listener is needed",
             ));
         }
+        let has_certificate = self.tls.self_signed || self.tls.cert.is_some();
         for (index, listener) in server.listeners.iter().enumerate() {
             let field = format!("server.listeners[{index}]");
-            if listener.tls != TlsMode::Off {
+            if listener.tls != TlsMode::Off && !has_certificate {
                 problems.push(ConfigProblem::new(
                     format!("{field}.tls"),
-                    "TLS is not implemented yet; use tls = \"off\"",
+                    "TLS needs a certificate: set tls.cert and tls.key (or try `serve --tls self-signed`)",
                 ));
             }
             // Port 0 is allowed: the kernel picks a free port and `serve` prints it (tests
@@ -712,6 +833,7 @@ impl Config {
                 "must be longer than 0s when passive.advertise is a DNS name",
             ));
         }
+        self.validate_tls(&mut problems);
         if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
             problems.push(ConfigProblem::new(
                 "proxy_protocol.header_timeout",
@@ -734,6 +856,49 @@ impl Config {
             }
         }
         problems
+    }
+
+    fn validate_tls(&self, problems: &mut Vec<ConfigProblem>) {
+        let tls = &self.tls;
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => problems.push(ConfigProblem::new(
+                "tls.key",
+                "tls.cert is set but tls.key is not",
+            )),
+            (None, Some(_)) => problems.push(ConfigProblem::new(
+                "tls.cert",
+                "tls.key is set but tls.cert is not",
+            )),
+            _ => {}
+        }
+        if tls.handshake_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "tls.handshake_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if tls.client_cert != ClientCertConfig::Off && tls.client_ca.is_none() {
+            problems.push(ConfigProblem::new(
+                "tls.client_ca",
+                "tls.client_cert needs the CA that signs client certificates (a PEM file)",
+            ));
+        }
+        if tls.client_cert_user == ClientCertUserConfig::Cn
+            && tls.client_cert == ClientCertConfig::Off
+        {
+            problems.push(ConfigProblem::new(
+                "tls.client_cert_user",
+                "\"cn\" needs tls.client_cert = \"optional\" or \"required\"",
+            ));
+        }
+        for (index, user) in tls.reuse_exempt_users.iter().enumerate() {
+            if user.is_empty() || user.chars().any(char::is_control) {
+                problems.push(ConfigProblem::new(
+                    format!("tls.reuse_exempt_users[{index}]"),
+                    "must be a user name",
+                ));
+            }
+        }
     }
 
     /// The ports a firewall must let in, as one sentence:
@@ -970,7 +1135,7 @@ advertise_tls = "0.0.0.0"
             ("[passive]\nrange = \"1-2\"\n", "range"),
             ("[storage]\nkind = \"fs\"\nbucket = \"b\"\n", "bucket"),
             ("[auth]\nfile = \"u.toml\"\n", "file"),
-            ("[tls]\ncert = \"c.pem\"\n", "tls"),
+            ("[tls]\ncertificate = \"c.pem\"\n", "certificate"),
         ] {
             let message = error_of(text);
             assert!(
@@ -1076,7 +1241,7 @@ root = ""
         );
         assert_eq!(
             problems[3].to_string(),
-            "server.listeners[0].tls: TLS is not implemented yet; use tls = \"off\""
+            "server.listeners[0].tls: TLS needs a certificate: set tls.cert and tls.key (or try `serve --tls self-signed`)"
         );
         assert!(
             problems[8].message.contains("privileged"),
@@ -1092,5 +1257,72 @@ root = ""
             ..Config::default()
         };
         assert_eq!(fields(&no_listener.validate()), ["server.listeners"]);
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_parse_with_modern_defaults() {
+        let config = Config::parse(
+            r#"
+[[server.listeners]]
+listen = "127.0.0.1:2121"
+tls = "explicit"
+[[server.listeners]]
+listen = "127.0.0.1:990"
+tls = "implicit"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+require = "all"
+reuse_exempt_users = ["pyftp"]
+reuse_exempt_clients = ["192.0.2.0/24"]
+client_ca = "ca.pem"
+client_cert = "optional"
+client_cert_user = "cn"
+reload_check = "2s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.validate(), []);
+        assert_eq!(config.server.listeners[1].tls, TlsMode::Implicit);
+        assert_eq!(config.tls.require, TlsRequire::All);
+        assert_eq!(config.tls.require_data, TlsRequire::Accounts);
+        assert_eq!(config.tls.min_version, TlsMinVersion::V1_2);
+        assert!(config.tls.require_reuse);
+        assert!(!config.tls.allow_ccc);
+        assert_eq!(config.tls.client_cert, ClientCertConfig::Optional);
+        assert_eq!(config.tls.reload_check, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn tls_problems_are_reported() {
+        let config = Config::parse(
+            r#"
+[[server.listeners]]
+listen = "127.0.0.1:990"
+tls = "implicit"
+[tls]
+key = "key.pem"
+client_cert_user = "cn"
+min_version = "1.3"
+"#,
+        )
+        .unwrap();
+        let problems = config.validate();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.listeners[0].tls",
+                "tls.cert",
+                "tls.client_cert_user"
+            ]
+        );
+        assert!(Config::parse("[tls]\nmin_version = \"1.1\"\n").is_err());
+        assert!(Config::parse("[tls]\nrequire = \"some\"\n").is_err());
     }
 }

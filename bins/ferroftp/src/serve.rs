@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
-use ferroftp_proto::{SessionConfig, VirtualPath};
+use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
+use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
-    ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, DataChannelOptions, ListenerOptions,
-    ProxyProtocolOptions, Server, ServerOptions,
+    ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
+    DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerOptions,
+    TlsOptions, TlsVersion,
 };
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
@@ -17,7 +19,8 @@ use rand::distributions::Alphanumeric;
 
 use crate::cli::ServeArgs;
 use crate::config::{
-    ActiveSourcePortConfig, AdvertiseAddress, AuthBackendConfig, Config, StorageConfig,
+    ActiveSourcePortConfig, AdvertiseAddress, AuthBackendConfig, ClientCertConfig,
+    ClientCertUserConfig, Config, StorageConfig, TlsMinVersion, TlsMode, TlsRequire,
 };
 
 /// The account created when the server starts with no users file.
@@ -68,12 +71,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("reading the users file {}", users_path.display()))?;
     let authenticator = AnonymousAuthenticator::new(authenticator, config.auth.anonymous);
 
-    let options = server_options(&config);
+    let mut options = server_options(&config);
+    let self_signed = if config.tls.self_signed {
+        let generated = self_signed_certificate()?;
+        options.tls = Some(tls_options(
+            &config,
+            CertificateSource::Pem {
+                cert: generated.cert_pem.clone(),
+                key: generated.key_pem.clone(),
+            },
+        ));
+        Some(generated)
+    } else {
+        None
+    };
     let server = Server::bind(options, Arc::new(storage), Arc::new(authenticator)).await?;
     let addresses = server.local_addrs();
     let mut stdout = std::io::stdout().lock();
-    for address in &addresses {
-        writeln!(stdout, "listening on {address}")?;
+    for (address, listener) in addresses.iter().zip(&config.server.listeners) {
+        match listener.tls {
+            TlsMode::Off => writeln!(stdout, "listening on {address}")?,
+            TlsMode::Explicit => {
+                writeln!(stdout, "listening on {address} (explicit FTPS: AUTH TLS)")?
+            }
+            TlsMode::Implicit => writeln!(stdout, "listening on {address} (implicit FTPS)")?,
+        }
+    }
+    if let Some(generated) = &self_signed {
+        writeln!(
+            stdout,
+            "TLS: self-signed certificate for {} (for trying out only), SHA-256 fingerprint {}",
+            generated.names.join(", "),
+            generated.fingerprint
+        )?;
     }
     let control_ports: Vec<String> = addresses.iter().map(|a| a.port().to_string()).collect();
     writeln!(
@@ -91,8 +121,113 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     stdout.flush()?;
     drop(stdout);
+    if let Some(reloader) = server.tls_reloader()
+        && self_signed.is_none()
+    {
+        tokio::spawn(reload_on_sighup(reloader));
+    }
     server.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// SIGHUP: the certificate files are read again; running sessions keep their connections.
+async fn reload_on_sighup(reloader: ferroftp_server::TlsReloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP: TLS certificate not reloaded; the previous one stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reloader);
+}
+
+/// A certificate made at start by `serve --tls self-signed`.
+struct SelfSigned {
+    cert_pem: String,
+    key_pem: String,
+    names: Vec<String>,
+    fingerprint: String,
+}
+
+fn self_signed_certificate() -> anyhow::Result<SelfSigned> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let generated = rcgen::generate_simple_self_signed(names.clone())
+        .context("generating a self-signed certificate")?;
+    Ok(SelfSigned {
+        cert_pem: generated.cert.pem(),
+        key_pem: generated.signing_key.serialize_pem(),
+        fingerprint: fingerprint(generated.cert.der()),
+        names,
+    })
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:…`, the form browsers and `openssl x509
+/// -fingerprint -sha256` show.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn tls_options(config: &Config, certificate: CertificateSource) -> TlsOptions {
+    let tls = &config.tls;
+    TlsOptions {
+        certificate,
+        client_ca: tls.client_ca.clone(),
+        client_cert: match tls.client_cert {
+            ClientCertConfig::Off => ClientCertMode::Off,
+            ClientCertConfig::Optional => ClientCertMode::Optional,
+            ClientCertConfig::Required => ClientCertMode::Required,
+        },
+        min_version: match tls.min_version {
+            TlsMinVersion::V1_2 => TlsVersion::Tls12,
+            TlsMinVersion::V1_3 => TlsVersion::Tls13,
+        },
+        handshake_timeout: tls.handshake_timeout,
+        reload_check: (!tls.reload_check.is_zero()).then_some(tls.reload_check),
+    }
+}
+
+fn tls_policy(config: &Config) -> TlsPolicy {
+    let tls = &config.tls;
+    let requirement = |require: TlsRequire| match require {
+        TlsRequire::None => TlsRequirement::None,
+        TlsRequire::Accounts => TlsRequirement::Accounts,
+        TlsRequire::All => TlsRequirement::All,
+    };
+    TlsPolicy {
+        require_control: requirement(tls.require),
+        require_data: requirement(tls.require_data),
+        allow_ccc: tls.allow_ccc,
+        require_reuse: tls.require_reuse,
+        reuse_exempt_users: tls.reuse_exempt_users.clone(),
+        reuse_exempt_clients: tls
+            .reuse_exempt_clients
+            .iter()
+            .filter_map(|net| Cidr::new(net.network(), net.prefix_len()))
+            .collect(),
+        certificate_user: match tls.client_cert_user {
+            ClientCertUserConfig::Off => CertificateUser::Off,
+            ClientCertUserConfig::Cn => CertificateUser::CommonName,
+        },
+    }
 }
 
 fn server_options(config: &Config) -> ServerOptions {
@@ -105,6 +240,11 @@ fn server_options(config: &Config) -> ServerOptions {
             .map(|listener| ListenerOptions {
                 address: listener.listen,
                 advertise: listener.advertise,
+                tls: match listener.tls {
+                    TlsMode::Off => ListenerTls::Off,
+                    TlsMode::Explicit => ListenerTls::Explicit,
+                    TlsMode::Implicit => ListenerTls::Implicit,
+                },
             })
             .collect(),
         session: SessionConfig {
@@ -114,7 +254,7 @@ fn server_options(config: &Config) -> ServerOptions {
             allow_active: config.active.enabled,
             allow_resume_upload: true,
             active_nat_fallback: config.active.nat_fallback,
-            ..SessionConfig::default()
+            tls: tls_policy(config),
         },
         passive_ports: passive.ports.ports(),
         advertise: AdvertiseOptions {
@@ -148,6 +288,16 @@ fn server_options(config: &Config) -> ServerOptions {
         max_sessions: config.server.max_sessions,
         max_sessions_per_ip: config.server.max_sessions_per_ip,
         failed_login_delay: config.server.failed_login_delay,
+        tls: match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls_options(
+                config,
+                CertificateSource::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+            )),
+            _ => None,
+        },
         ..ServerOptions::default()
     }
 }

@@ -11,26 +11,29 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
 use ferroftp_proto::framing::LineBuffer;
 use ferroftp_proto::session::{
-    Action, DataEndpoint, LoginFailure, LoginRequest, Outcome, PassiveFailure, StorageRequest,
-    StorageResult, TransferFailure, TransferKind, TransferRequest, TransferSummary,
+    Action, ControlTransport, DataEndpoint, DataProtection, LoginFailure, LoginRequest, Outcome,
+    PassiveFailure, StorageRequest, StorageResult, TransferFailure, TransferKind, TransferRequest,
+    TransferSummary,
 };
 use ferroftp_proto::{DirEntry, Session, StorageErrorKind};
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::data::{self, DataSource, Moved, Prepared};
+use crate::data::{self, DataSource, DataTls, Moved, Prepared};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
-use crate::{ActiveSourcePort, ServerContext};
+use crate::tls;
+use crate::{ActiveSourcePort, ListenerTls, ServerContext};
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
 /// listed with LIST over a data connection.
@@ -115,6 +118,69 @@ pub(crate) async fn serve(
     serve_session(stream, peer, None, listener_index, context).await;
 }
 
+/// The control connection's stream: plain TCP, or TLS after AUTH TLS or on an implicit
+/// listener.
+enum ControlStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// After a failed upgrade: nothing to read or write.
+    Closed,
+}
+
+impl ControlStream {
+    fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "control connection closed")
+}
+
+impl AsyncRead for ControlStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
+            Self::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for ControlStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, buffer),
+            Self::Closed => Poll::Ready(Err(closed_error())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
+            Self::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
+            Self::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 async fn serve_session(
     stream: TcpStream,
     peer: SocketAddr,
@@ -138,15 +204,45 @@ async fn serve_session(
         Some(proxy) => tracing::info_span!("session", %peer, %proxy, user = tracing::field::Empty),
         None => tracing::info_span!("session", %peer, user = tracing::field::Empty),
     };
-    let (reader, writer) = stream.into_split();
-    let session = Session::new(Arc::clone(&context.session), peer, now());
+    let token = tls::new_session_token();
+    let listener_tls = context
+        .listener_tls
+        .get(listener_index)
+        .copied()
+        .unwrap_or_default();
+    let (stream, transport) = match (listener_tls, &context.tls) {
+        (ListenerTls::Implicit, Some(tls)) => {
+            match tls.accept(stream, &token).instrument(span.clone()).await {
+                Ok(stream) => {
+                    let info = tls::tls_info(stream.get_ref().1);
+                    (
+                        ControlStream::Tls(Box::new(stream)),
+                        ControlTransport::Implicit(info),
+                    )
+                }
+                Err(error) => {
+                    debug!(%peer, %error, "implicit TLS handshake failed");
+                    metrics::counter!("ferroftp_tls_handshake_failures_total").increment(1);
+                    return;
+                }
+            }
+        }
+        (ListenerTls::Explicit, Some(_)) => {
+            (ControlStream::Plain(stream), ControlTransport::Explicit)
+        }
+        _ => (ControlStream::Plain(stream), ControlTransport::Plain),
+    };
+    let session = Session::with_transport(Arc::clone(&context.session), peer, transport, now());
     let mut connection = ControlConnection {
         lines: LineBuffer::new(context.max_line),
-        // A PROXY header is expected only from trusted proxies, and was consumed already.
-        check_for_proxy_header: via_proxy.is_none() && context.proxy_protocol.is_enabled(),
+        // A PROXY header is expected only from trusted proxies, and was consumed already;
+        // on an implicit TLS listener it would have failed the handshake.
+        check_for_proxy_header: via_proxy.is_none()
+            && context.proxy_protocol.is_enabled()
+            && !stream.is_tls(),
         context,
-        reader,
-        writer,
+        stream,
+        token,
         session,
         out: Vec::new(),
         passive: None,
@@ -171,8 +267,10 @@ async fn serve_session(
 
 struct ControlConnection {
     context: Arc<ServerContext>,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    stream: ControlStream,
+    /// Bound into every TLS session this connection issues; a protected data connection must
+    /// present it (see `tls.rs`).
+    token: Arc<[u8]>,
     session: Session,
     lines: LineBuffer,
     out: Vec<u8>,
@@ -207,7 +305,7 @@ impl ControlConnection {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
-                read = self.reader.read(&mut read_buffer) => {
+                read = self.stream.read(&mut read_buffer) => {
                     let read = read?;
                     if read == 0 {
                         self.client_gone().await;
@@ -220,7 +318,7 @@ impl ControlConnection {
                         // may send one.
                         warn!("PROXY protocol header from an untrusted address refused");
                         metrics::counter!("ferroftp_proxy_header_untrusted_total").increment(1);
-                        self.writer
+                        self.stream
                             .write_all(b"421 PROXY protocol header from an untrusted address\r\n")
                             .await?;
                         return Ok(());
@@ -248,7 +346,7 @@ impl ControlConnection {
                 Action::Reply(reply) => reply.encode_into(&mut self.out),
                 Action::Close => {
                     self.flush().await?;
-                    let _ = self.writer.shutdown().await;
+                    let _ = self.stream.shutdown().await;
                     return Ok(false);
                 }
                 Action::Authenticate(request) => {
@@ -268,18 +366,106 @@ impl ControlConnection {
                 Action::Transfer(request) => self.start_transfer(request),
                 Action::AbortTransfer => self.abort_transfer(),
                 Action::UpgradeToTls => {
-                    let outcome = Outcome::TlsEstablished(Err("TLS is not available".to_owned()));
+                    self.flush().await?;
+                    let outcome = Outcome::TlsEstablished(self.upgrade_to_tls().await);
                     self.session.handle_outcome(outcome, now());
                 }
-                Action::ClearControlTls => {}
+                Action::ClearControlTls => {
+                    self.flush().await?;
+                    self.clear_control_tls().await?;
+                }
             }
         }
         Ok(true)
     }
 
+    /// AUTH TLS: the 234 reply went out; whatever the client sent after AUTH TLS and before
+    /// its handshake is discarded (the session drops the complete lines, the buffer the
+    /// rest), then the handshake runs on the TCP stream.
+    async fn upgrade_to_tls(&mut self) -> Result<ferroftp_proto::session::TlsInfo, String> {
+        let discarded = self.lines.pending();
+        self.lines.clear();
+        if discarded > 0 || self.session.discarded_lines() > 0 {
+            warn!(
+                bytes = discarded,
+                lines = self.session.discarded_lines(),
+                "discarded input pipelined after AUTH TLS"
+            );
+        }
+        let Some(tls) = &self.context.tls else {
+            return Err("TLS is not configured".to_owned());
+        };
+        let ControlStream::Plain(tcp) = std::mem::replace(&mut self.stream, ControlStream::Closed)
+        else {
+            return Err("the control connection is not plain".to_owned());
+        };
+        match tls.accept(tcp, &self.token).await {
+            Ok(stream) => {
+                let info = tls::tls_info(stream.get_ref().1);
+                debug!(
+                    version = ?stream.get_ref().1.protocol_version(),
+                    client_certificate = ?info.client_name,
+                    "control connection upgraded to TLS"
+                );
+                self.stream = ControlStream::Tls(Box::new(stream));
+                Ok(info)
+            }
+            Err(error) => {
+                debug!(%error, "TLS handshake after AUTH TLS failed");
+                metrics::counter!("ferroftp_tls_handshake_failures_total").increment(1);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// CCC: close_notify, wait for the client's, then plain text on the same TCP connection.
+    async fn clear_control_tls(&mut self) -> io::Result<()> {
+        let ControlStream::Tls(mut stream) =
+            std::mem::replace(&mut self.stream, ControlStream::Closed)
+        else {
+            return Ok(());
+        };
+        stream.get_mut().1.send_close_notify();
+        stream.flush().await?;
+        let timeout = self
+            .context
+            .tls
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(10), |tls| {
+                tls.handshake_timeout
+            });
+        let mut buffer = [0u8; CONTROL_READ];
+        let wait = async {
+            loop {
+                // Protected bytes before the client's close_notify are still commands.
+                match stream.read(&mut buffer).await? {
+                    0 => return Ok::<_, io::Error>(()),
+                    read => self.lines.push(&buffer[..read]),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no close_notify from the client after CCC",
+                ));
+            }
+        }
+        let (tcp, _) = stream.into_inner();
+        self.stream = ControlStream::Plain(tcp);
+        while let Some(line) = self.lines.next_line() {
+            self.session.handle_line(line, now());
+        }
+        debug!("control connection back to plain text (CCC)");
+        Ok(())
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
+            self.stream.write_all(&self.out).await?;
             self.out.clear();
             if self.out.capacity() > 4096 {
                 self.out = Vec::new();
@@ -324,7 +510,7 @@ impl ControlConnection {
                 let (announced_ip, rule) = self.context.passive_addresses.choose(
                     client_ip,
                     self.listener_index,
-                    false,
+                    self.stream.is_tls(),
                     local_ip,
                 );
                 let port = announced_port(listener.port(), self.context.announced_port_offset);
@@ -383,10 +569,28 @@ impl ControlConnection {
             path,
             started: now(),
         });
+        let tls = match request.protection {
+            DataProtection::Clear => None,
+            DataProtection::Private { require_resumption } => match &self.context.tls {
+                Some(tls) => Some(DataTls {
+                    config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
+                    token: Arc::clone(&self.token),
+                    require_resumption,
+                    handshake_timeout: tls.handshake_timeout,
+                }),
+                None => {
+                    let failure =
+                        TransferFailure::DataConnection("TLS is not configured".to_owned());
+                    self.session
+                        .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
+                    return;
+                }
+            },
+        };
         let storage = Arc::clone(&self.context.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
-            data::prepare(request, storage, source, &options).await
+            data::prepare(request, storage, source, tls, &options).await
         }));
     }
 
@@ -483,17 +687,27 @@ impl ControlConnection {
     fn control_still_open(&mut self) -> io::Result<bool> {
         let mut buffer = [0u8; CONTROL_READ];
         loop {
-            match self.reader.try_read(&mut buffer) {
-                Ok(0) => return Ok(false),
-                Ok(read) => {
+            // One poll, no waiting: `None` means nothing has arrived.
+            match self.stream.read(&mut buffer).now_or_never() {
+                None => return Ok(true),
+                Some(Ok(0)) => return Ok(false),
+                Some(Ok(read)) => {
                     self.lines.push(&buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
                         self.session.handle_line(line, now());
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
-                Err(error) => return Err(error),
+                Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                // A TLS client that vanished without close_notify.
+                Some(Err(error))
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ok(false);
+                }
+                Some(Err(error)) => return Err(error),
             }
         }
     }

@@ -15,15 +15,25 @@ use std::time::{Duration, SystemTime};
 use ferroftp_backend::{Storage, StorageError, Upload};
 use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
-use ferroftp_proto::session::{TransferFailure, TransferKind, TransferRequest};
+use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
 use ferroftp_proto::{DirEntry, StorageErrorKind, VirtualPath};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use crate::passive::{PassiveListener, PortLease};
 use crate::proxy_protocol::{self, ProxyProtocolOptions};
+use crate::tls;
+
+/// PROT P: how the data connection's TLS handshake is run and checked.
+pub(crate) struct DataTls {
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    /// The control connection's token (see `tls.rs`).
+    pub(crate) token: Arc<[u8]>,
+    pub(crate) require_resumption: bool,
+    pub(crate) handshake_timeout: Duration,
+}
 
 /// Timeouts and sizes of the data channel.
 #[derive(Clone, Debug)]
@@ -72,6 +82,8 @@ pub(crate) enum DataSource {
 /// A transfer whose storage side and data connection are ready.
 pub(crate) struct Prepared {
     data: TcpStream,
+    /// PROT P: TLS is negotiated on `data` once the 150 reply is out.
+    tls: Option<Box<DataTls>>,
     /// Keeps a passive port taken until the data connection is done.
     lease: Option<PortLease>,
     work: Work,
@@ -116,6 +128,7 @@ pub(crate) async fn prepare(
     request: TransferRequest,
     storage: Arc<dyn Storage>,
     source: DataSource,
+    tls: Option<DataTls>,
     options: &DataChannelOptions,
 ) -> Result<Prepared, TransferFailure> {
     let mut size = None;
@@ -170,6 +183,7 @@ pub(crate) async fn prepare(
     let (data, lease) = open_data_connection(source, options).await?;
     Ok(Prepared {
         data,
+        tls: tls.map(Box::new),
         lease,
         work,
         ascii: request.ascii,
@@ -317,17 +331,56 @@ fn tune_data_socket(stream: &TcpStream) {
     let _ = socket.set_nodelay(true);
 }
 
-/// Moves the bytes.
+/// Moves the bytes (after the TLS handshake, for PROT P).
 pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
     // `_lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
-        mut data,
+        data,
+        tls,
         work,
         ascii,
         idle_timeout,
         lease: _lease,
         ..
     } = prepared;
+    match tls {
+        None => move_bytes(data, work, ascii, idle_timeout).await,
+        Some(tls) => {
+            let data = protect(data, &tls).await?;
+            move_bytes(data, work, ascii, idle_timeout).await
+        }
+    }
+}
+
+/// The server side of the data connection's handshake, then the reuse check (see `tls.rs`).
+async fn protect(
+    data: TcpStream,
+    tls: &DataTls,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TransferFailure> {
+    let stream = tls::handshake(&tls.config, data, &tls.token, tls.handshake_timeout)
+        .await
+        .map_err(|error| TransferFailure::DataTls(DataTlsFailure::Handshake(error.to_string())))?;
+    let connection = stream.get_ref().1;
+    if tls.require_resumption && !tls::resumed_session_of(connection, &tls.token) {
+        metrics::counter!("ferroftp_tls_reuse_refused_total").increment(1);
+        tracing::warn!(
+            handshake = ?connection.handshake_kind(),
+            "refused a protected data connection that did not resume the control connection's TLS session"
+        );
+        return Err(TransferFailure::DataTls(DataTlsFailure::NotResumed));
+    }
+    Ok(stream)
+}
+
+async fn move_bytes<S>(
+    mut data: S,
+    work: Work,
+    ascii: bool,
+    idle_timeout: Duration,
+) -> Result<Moved, TransferFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     match work {
         Work::Retrieve(mut body) => {
             let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
@@ -336,6 +389,10 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
         }
         Work::Store(mut upload) => {
             let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout).await?;
+            // Answer the client's end of file with ours: over TLS a close_notify, which
+            // clients that close TLS cleanly (Python's unwrap) wait for. All data is in, so
+            // a failure here changes nothing.
+            let _ = timeout(idle_timeout, data.shutdown()).await;
             Ok(Moved::Received { upload, bytes })
         }
         Work::List {
@@ -369,7 +426,7 @@ async fn with_idle_timeout<T>(
 
 async fn send_file(
     body: &mut (dyn AsyncRead + Send + Unpin),
-    data: &mut TcpStream,
+    data: &mut (impl AsyncWrite + Unpin),
     ascii: bool,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
@@ -400,7 +457,7 @@ async fn send_file(
 }
 
 async fn receive_file(
-    data: &mut TcpStream,
+    data: &mut (impl AsyncRead + Unpin),
     upload: &mut Box<dyn Upload>,
     ascii: bool,
     idle_timeout: Duration,
@@ -448,7 +505,7 @@ async fn send_listing(
     format: ListFormat,
     facts: MlstFacts,
     writable: bool,
-    data: &mut TcpStream,
+    data: &mut (impl AsyncWrite + Unpin),
 ) -> Result<u64, TransferFailure> {
     let now = SystemTime::now();
     let mut out = Vec::with_capacity(LISTING_FLUSH + 512);
@@ -474,7 +531,9 @@ async fn send_listing(
 }
 
 /// Ends a download: the FIN is the end-of-file mark in stream mode (RFC 959 §3.4.1).
-async fn finish_sending(data: &mut TcpStream) -> Result<(), TransferFailure> {
+/// Over TLS, shutdown sends close_notify first, so the client can tell a complete file from a
+/// cut connection.
+async fn finish_sending(data: &mut (impl AsyncWrite + Unpin)) -> Result<(), TransferFailure> {
     data.shutdown().await.map_err(lost)
 }
 

@@ -14,6 +14,7 @@ mod data;
 mod limits;
 mod passive;
 mod proxy_protocol;
+mod tls;
 
 use std::future::Future;
 use std::io;
@@ -36,6 +37,7 @@ pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
+pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
 
 /// One control listener.
 #[derive(Clone, Debug)]
@@ -44,16 +46,31 @@ pub struct ListenerOptions {
     pub address: SocketAddr,
     /// What PASV announces to clients of this listener (rule 2 of the advertise rules).
     pub advertise: Option<IpAddr>,
+    /// TLS on this listener; anything but `Off` needs [`ServerOptions::tls`].
+    pub tls: ListenerTls,
 }
 
 impl ListenerOptions {
-    /// A listener on `address` with no address of its own to announce.
+    /// A plain listener on `address` with no address of its own to announce.
     pub fn new(address: SocketAddr) -> Self {
         Self {
             address,
             advertise: None,
+            tls: ListenerTls::Off,
         }
     }
+}
+
+/// TLS on a control listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// Plain FTP; AUTH TLS is refused.
+    #[default]
+    Off,
+    /// Plain until AUTH TLS (RFC 4217).
+    Explicit,
+    /// TLS from the first byte (port 990 style); data protected unless PROT C.
+    Implicit,
 }
 
 /// Which local port active-mode data connections leave from.
@@ -99,6 +116,8 @@ pub struct ServerOptions {
     pub failed_login_delay: Duration,
     /// Longest command line accepted.
     pub max_line: usize,
+    /// FTPS certificate and settings; needed by listeners with TLS.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ServerOptions {
@@ -117,6 +136,7 @@ impl Default for ServerOptions {
             max_sessions_per_ip: 50,
             failed_login_delay: Duration::from_secs(1),
             max_line: DEFAULT_MAX_LINE,
+            tls: None,
         }
     }
 }
@@ -133,6 +153,12 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// TLS could not be set up (certificate, key, client CA).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener has TLS but no certificate was given.
+    #[error("listener {0} uses TLS but no TLS certificate is configured")]
+    TlsNotConfigured(SocketAddr),
 }
 
 /// What every connection of one server shares. Immutable.
@@ -150,6 +176,9 @@ pub(crate) struct ServerContext {
     pub(crate) data: DataChannelOptions,
     pub(crate) failed_login_delay: Duration,
     pub(crate) max_line: usize,
+    pub(crate) tls: Option<tls::TlsContext>,
+    /// TLS mode of each listener, by index.
+    pub(crate) listener_tls: Vec<ListenerTls>,
 }
 
 /// A bound, not yet running server.
@@ -167,6 +196,15 @@ impl Server {
         storage: Arc<dyn Storage>,
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<Self, ServerError> {
+        let tls = options.tls.as_ref().map(tls::TlsContext::new).transpose()?;
+        if tls.is_none()
+            && let Some(listener) = options
+                .listeners
+                .iter()
+                .find(|listener| listener.tls != ListenerTls::Off)
+        {
+            return Err(ServerError::TlsNotConfigured(listener.address));
+        }
         let mut listeners = Vec::with_capacity(options.listeners.len());
         for listener in &options.listeners {
             let bound = TcpListener::bind(listener.address)
@@ -206,6 +244,12 @@ impl Server {
             data: options.data,
             failed_login_delay: options.failed_login_delay,
             max_line: options.max_line,
+            tls,
+            listener_tls: options
+                .listeners
+                .iter()
+                .map(|listener| listener.tls)
+                .collect(),
         });
         let limiter = Arc::new(SessionLimiter::new(
             options.max_sessions,
@@ -226,6 +270,12 @@ impl Server {
             .collect()
     }
 
+    /// Replaces the TLS certificate of the running server (from its files), when TLS is
+    /// configured.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.context.tls.as_ref().map(tls::TlsContext::reloader)
+    }
+
     /// Accepts connections until `shutdown` completes. Sessions already running continue
     /// until they end on their own or the runtime stops.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -240,6 +290,12 @@ impl Server {
         }
         let context = Arc::clone(&self.context);
         tasks.spawn(async move { context.passive_addresses.keep_resolving().await });
+        let context = Arc::clone(&self.context);
+        tasks.spawn(async move {
+            if let Some(tls) = &context.tls {
+                tls.watch_files().await;
+            }
+        });
         shutdown.await;
         info!("shutting down: no new connections");
         tasks.shutdown().await;

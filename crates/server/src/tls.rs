@@ -1,0 +1,452 @@
+//! FTPS with rustls (ring provider): the one `ServerConfig` every TLS connection of a server
+//! uses, the certificate that can be replaced while sessions run, and the check that a data
+//! connection resumed its own control connection's TLS session.
+//!
+//! # Data-connection session reuse, exactly
+//!
+//! Every control connection gets a random 32-byte token. It is stored as the rustls
+//! *resumption data* of the control connection (and of its data connections), so it travels
+//! inside every TLS 1.2 session-cache entry, TLS 1.2 ticket and TLS 1.3 ticket that connection
+//! issues. When a protected data connection's handshake completes, the transfer proceeds only
+//! if
+//!
+//! 1. `ServerConnection::handshake_kind()` is `Resumed` (an abbreviated handshake: the client
+//!    proved it holds a session secret issued by this server), and
+//! 2. `ServerConnection::received_resumption_data()` is this control connection's token: the
+//!    session was issued to *this* control connection (or one of its data connections), not
+//!    to another client of the same server.
+//!
+//! Before the handshake, the data connection already passed the address check of the plain
+//! data channel (a passive connection must come from the control connection's client IP; an
+//! active one goes to the address PORT/EPRT named, which must be that IP). A transfer exempt
+//! from reuse (`tls.reuse_exempt_users`, `tls.reuse_exempt_clients`) skips 1 and 2 only.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ferroftp_proto::session::TlsInfo;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{info, warn};
+
+/// TLS 1.2 sessions remembered for resumption by session ID (TLS 1.3 and TLS 1.2 tickets are
+/// stateless).
+const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// Bytes of the per-control-connection token bound into its TLS sessions.
+pub(crate) const SESSION_TOKEN_BYTES: usize = 32;
+
+/// Where the server certificate and key come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// PEM files: the certificate chain (leaf first) and the private key (PKCS#8, PKCS#1 or
+    /// SEC1). Re-read by [`TlsReloader::reload`] and when their modification time changes.
+    Files {
+        /// Certificate chain file.
+        cert: PathBuf,
+        /// Private key file.
+        key: PathBuf,
+    },
+    /// PEM text held in memory (a generated self-signed certificate); never reloaded.
+    Pem {
+        /// Certificate chain.
+        cert: String,
+        /// Private key.
+        key: String,
+    },
+}
+
+impl fmt::Debug for CertificateSource {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Files { cert, key } => formatter
+                .debug_struct("Files")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+            Self::Pem { .. } => formatter.write_str("Pem { .. }"),
+        }
+    }
+}
+
+/// Client certificates (mutual TLS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Asked for; a client without one is accepted, one with an invalid one is not.
+    Optional,
+    /// A certificate signed by the client CA is needed for the handshake to complete.
+    Required,
+}
+
+/// The lowest TLS version accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// FTPS settings of a server.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// The server certificate.
+    pub certificate: CertificateSource,
+    /// PEM file of the CA(s) that sign client certificates; needed unless `client_cert` is
+    /// off.
+    pub client_ca: Option<PathBuf>,
+    /// Whether client certificates are asked for.
+    pub client_cert: ClientCertMode,
+    /// Lowest protocol version.
+    pub min_version: TlsVersion,
+    /// Longest a handshake (control or data) may take.
+    pub handshake_timeout: Duration,
+    /// How often the certificate files are checked for changes; `None`: only on
+    /// [`TlsReloader::reload`].
+    pub reload_check: Option<Duration>,
+}
+
+impl TlsOptions {
+    /// Options for this certificate with the defaults: no client certificates, TLS 1.2 and
+    /// 1.3, 10 s handshakes, files checked every 10 s.
+    pub fn new(certificate: CertificateSource) -> Self {
+        Self {
+            certificate,
+            client_ca: None,
+            client_cert: ClientCertMode::Off,
+            min_version: TlsVersion::Tls12,
+            handshake_timeout: Duration::from_secs(10),
+            reload_check: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Why TLS could not be set up or a certificate not (re)loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+impl TlsError {
+    fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a certificate's files looked like when they were loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Vec<Option<SystemTime>>,
+    lengths: Vec<u64>,
+}
+
+fn stamp(paths: &[&Path]) -> FileStamp {
+    let metadata: Vec<Option<std::fs::Metadata>> =
+        paths.iter().map(|p| std::fs::metadata(p).ok()).collect();
+    FileStamp {
+        modified: metadata
+            .iter()
+            .map(|m| m.as_ref().and_then(|m| m.modified().ok()))
+            .collect(),
+        lengths: metadata
+            .iter()
+            .map(|m| m.as_ref().map_or(0, |m| m.len()))
+            .collect(),
+    }
+}
+
+/// Serves the current certificate; a reload swaps it for the next handshakes, sessions that
+/// run keep theirs.
+#[derive(Debug)]
+struct ReloadingResolver {
+    source: CertificateSource,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' stamp at the last load attempt (successful or not).
+    stamp: Mutex<Option<FileStamp>>,
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+impl ReloadingResolver {
+    fn load(
+        source: &CertificateSource,
+        provider: &CryptoProvider,
+    ) -> Result<CertifiedKey, TlsError> {
+        let (chain, key) = match source {
+            CertificateSource::Files { cert, key } => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|error| {
+                        TlsError::new(format!("certificate file {}: {error}", cert.display()))
+                    })?;
+                let private = PrivateKeyDer::from_pem_file(key).map_err(|error| {
+                    TlsError::new(format!("key file {}: {error}", key.display()))
+                })?;
+                (chain, private)
+            }
+            CertificateSource::Pem { cert, key } => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| TlsError::new(format!("certificate: {error}")))?;
+                let private = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .map_err(|error| TlsError::new(format!("key: {error}")))?;
+                (chain, private)
+            }
+        };
+        if chain.is_empty() {
+            return Err(TlsError::new("no certificate in the certificate file"));
+        }
+        CertifiedKey::from_der(chain, key, provider)
+            .map_err(|error| TlsError::new(format!("certificate and key: {error}")))
+    }
+
+    fn paths(&self) -> Option<[&Path; 2]> {
+        match &self.source {
+            CertificateSource::Files { cert, key } => Some([cert.as_path(), key.as_path()]),
+            CertificateSource::Pem { .. } => None,
+        }
+    }
+
+    /// Loads the certificate again; on failure the current one stays.
+    fn reload(&self) -> Result<(), TlsError> {
+        let before = self.paths().map(|paths| stamp(&paths));
+        let loaded = Self::load(&self.source, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = before;
+        Ok(())
+    }
+
+    /// Reloads when the files changed since the last attempt.
+    fn reload_if_changed(&self) {
+        let Some(paths) = self.paths() else {
+            return;
+        };
+        let now = stamp(&paths);
+        {
+            let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if last.as_ref() == Some(&now) {
+                return;
+            }
+            *last = Some(now);
+        }
+        match self.reload() {
+            Ok(()) => info!("TLS certificate files changed: certificate reloaded"),
+            // A half-written pair (new certificate, old key) is retried at the next change.
+            Err(error) => {
+                warn!(%error, "TLS certificate files changed but cannot be loaded; keeping the previous certificate")
+            }
+        }
+    }
+}
+
+/// Replaces the certificate of a running server (SIGHUP in `ferroftp serve`).
+#[derive(Clone, Debug)]
+pub struct TlsReloader(Arc<ReloadingResolver>);
+
+impl TlsReloader {
+    /// Loads the certificate files again. New handshakes use the new certificate; running
+    /// sessions are not touched. On failure the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.0.reload()
+    }
+}
+
+/// The TLS side of a server, shared by all its connections.
+#[derive(Debug)]
+pub(crate) struct TlsContext {
+    config: Arc<ServerConfig>,
+    /// The same configuration (certificate, verifier, session cache, ticketer) without TLS
+    /// 1.3 tickets, for uploads: a client that only sends never reads its data connection,
+    /// and tickets left unread there make its kernel answer the close with a reset that can
+    /// destroy the end of the upload. Downloads and listings get tickets (clients such as
+    /// curl resume the next data connection from the newest one).
+    data_config: Arc<ServerConfig>,
+    resolver: Arc<ReloadingResolver>,
+    pub(crate) handshake_timeout: Duration,
+    reload_check: Option<Duration>,
+}
+
+impl TlsContext {
+    pub(crate) fn new(options: &TlsOptions) -> Result<Self, TlsError> {
+        let provider = provider();
+        let certificate = ReloadingResolver::load(&options.certificate, &provider)?;
+        let resolver = Arc::new(ReloadingResolver {
+            source: options.certificate.clone(),
+            provider: Arc::clone(&provider),
+            current: RwLock::new(Arc::new(certificate)),
+            stamp: Mutex::new(None),
+        });
+        if let Some(paths) = resolver.paths() {
+            *resolver.stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp(&paths));
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = match options.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .map_err(|error| TlsError::new(error.to_string()))?;
+        let builder = match options.client_cert {
+            ClientCertMode::Off => builder.with_no_client_auth(),
+            mode => {
+                let Some(ca) = &options.client_ca else {
+                    return Err(TlsError::new(
+                        "client certificates need a client CA file (tls.client_ca)",
+                    ));
+                };
+                let mut roots = RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(ca)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|error| {
+                        TlsError::new(format!("client CA file {}: {error}", ca.display()))
+                    })?;
+                for cert in certs {
+                    roots.add(cert).map_err(|error| {
+                        TlsError::new(format!("client CA file {}: {error}", ca.display()))
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
+                let verifier = if mode == ClientCertMode::Optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|error| TlsError::new(format!("client CA: {error}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+        // Data connections resume the control connection's session: TLS 1.2 session IDs
+        // from this cache, TLS 1.2 and 1.3 tickets from the ticketer (keys rotate every 6 h).
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|error| TlsError::new(format!("ticketer: {error}")))?;
+        let mut data_config = config.clone();
+        data_config.send_tls13_tickets = 0;
+        Ok(Self {
+            config: Arc::new(config),
+            data_config: Arc::new(data_config),
+            resolver,
+            handshake_timeout: options.handshake_timeout,
+            reload_check: options.reload_check,
+        })
+    }
+
+    pub(crate) fn reloader(&self) -> TlsReloader {
+        TlsReloader(Arc::clone(&self.resolver))
+    }
+
+    /// Checks the certificate files for changes every `reload_check`, forever.
+    pub(crate) async fn watch_files(&self) {
+        let (Some(every), Some(_)) = (self.reload_check, self.resolver.paths()) else {
+            return std::future::pending().await;
+        };
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let resolver = Arc::clone(&self.resolver);
+            // Reading files blocks: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || resolver.reload_if_changed()).await;
+        }
+    }
+
+    /// The configuration for a data connection; `upload`: the client only sends.
+    pub(crate) fn data_config(&self, upload: bool) -> Arc<ServerConfig> {
+        Arc::clone(if upload {
+            &self.data_config
+        } else {
+            &self.config
+        })
+    }
+
+    /// Runs the server side of a control connection's handshake (see [`handshake`]).
+    pub(crate) async fn accept(
+        &self,
+        stream: TcpStream,
+        token: &[u8],
+    ) -> io::Result<TlsStream<TcpStream>> {
+        handshake(&self.config, stream, token, self.handshake_timeout).await
+    }
+}
+
+/// Runs the server side of a handshake on `stream`, binding `token` into the sessions it
+/// issues, within `timeout`.
+pub(crate) async fn handshake(
+    config: &Arc<ServerConfig>,
+    stream: TcpStream,
+    token: &[u8],
+    timeout: Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    let acceptor = TlsAcceptor::from(Arc::clone(config));
+    let handshake =
+        acceptor.accept_with(stream, |connection| connection.set_resumption_data(token));
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS handshake not done within {}s", timeout.as_secs()),
+        )),
+    }
+}
+
+/// Whether the handshake of a data connection resumed the session of the control connection
+/// whose token is `token` (see the module documentation).
+pub(crate) fn resumed_session_of(connection: &ServerConnection, token: &[u8]) -> bool {
+    connection.handshake_kind() == Some(HandshakeKind::Resumed)
+        && connection.received_resumption_data() == Some(token)
+}
+
+/// What the session learns from a control handshake: the verified client certificate's CN.
+pub(crate) fn tls_info(connection: &ServerConnection) -> TlsInfo {
+    let client_name = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| common_name(leaf.as_ref()));
+    TlsInfo { client_name }
+}
+
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = certificate.subject().iter_common_name().next()?;
+    name.as_str().ok().map(str::to_owned)
+}
+
+/// A new random token for a control connection.
+pub(crate) fn new_session_token() -> Arc<[u8]> {
+    use rand::RngCore;
+    let mut token = [0u8; SESSION_TOKEN_BYTES];
+    rand::thread_rng().fill_bytes(&mut token);
+    Arc::from(&token[..])
+}
