@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use crate::control::Control;
 use crate::data::{Channel, DataMode, DataStream, PreparedData};
 use crate::error::{ClientError, with_timeout};
+use crate::tls::{ClientTls, MaybeTls};
 
 /// Settings for a [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct Client {
     options: ClientOptions,
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
+    /// TLS settings, once AUTH TLS succeeded or for an implicit connection.
+    tls: Option<ClientTls>,
+    /// Data connections are protected (PROT P in effect).
+    protect_data: bool,
 }
 
 impl Client {
@@ -70,11 +75,79 @@ impl Client {
         let local_addr = stream.local_addr()?;
         let peer_addr = stream.peer_addr()?;
         Ok(Self {
-            control: Control::new(stream),
+            control: Control::new(MaybeTls::Plain(stream)),
             options,
             local_addr,
             peer_addr,
+            tls: None,
+            protect_data: false,
         })
+    }
+
+    /// Connects to an implicit FTPS listener: TLS from the first byte, then the greeting.
+    /// Data connections are protected (the server's default there); see
+    /// [`set_data_protection`](Self::set_data_protection).
+    pub async fn connect_implicit_tls(
+        addr: impl ToSocketAddrs,
+        options: ClientOptions,
+        tls: ClientTls,
+    ) -> Result<(Self, Reply), ClientError> {
+        let stream = with_timeout(options.timeout, TcpStream::connect(addr)).await?;
+        stream.set_nodelay(true)?;
+        let local_addr = stream.local_addr()?;
+        let peer_addr = stream.peer_addr()?;
+        let protected = with_timeout(options.timeout, tls.connect_control(stream)).await?;
+        let mut client = Self {
+            control: Control::new(MaybeTls::Tls(Box::new(protected))),
+            options,
+            local_addr,
+            peer_addr,
+            tls: Some(tls),
+            protect_data: true,
+        };
+        let greeting = client.read_reply().await?;
+        Ok((client, greeting))
+    }
+
+    /// Explicit FTPS (RFC 4217): sends `AUTH TLS`, and on 234 runs the handshake. Any other
+    /// reply is [`ClientError::UnexpectedReply`] and the connection stays plain.
+    pub async fn auth_tls(&mut self, tls: ClientTls) -> Result<Reply, ClientError> {
+        let reply = self.command_expecting("AUTH TLS", ReplyCode(234)).await?;
+        self.upgrade_to_tls(tls).await?;
+        Ok(reply)
+    }
+
+    /// Runs the TLS handshake on the control connection now, for a test that sent AUTH TLS
+    /// itself and read the 234 reply. Nothing may be left unread.
+    pub async fn upgrade_to_tls(&mut self, tls: ClientTls) -> Result<(), ClientError> {
+        self.control.upgrade(&tls, self.options.timeout).await?;
+        self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// Sends `PBSZ 0` and `PROT P` (both must answer 200); later data connections use TLS.
+    pub async fn protect_data(&mut self) -> Result<(), ClientError> {
+        self.command_expecting("PBSZ 0", ReplyCode::OK).await?;
+        self.command_expecting("PROT P", ReplyCode::OK).await?;
+        self.protect_data = true;
+        Ok(())
+    }
+
+    /// Says whether later data connections use TLS, for a test that sent PROT itself.
+    /// Protection needs a TLS control connection first ([`ClientError::Protocol`]).
+    pub fn set_data_protection(&mut self, protected: bool) -> Result<(), ClientError> {
+        if protected && self.tls.is_none() {
+            return Err(ClientError::Protocol(
+                "data protection needs AUTH TLS or an implicit connection first".to_owned(),
+            ));
+        }
+        self.protect_data = protected;
+        Ok(())
+    }
+
+    /// Whether the control connection is protected by TLS.
+    pub fn is_tls(&self) -> bool {
+        self.control.is_tls()
     }
 
     /// The options in force.
@@ -260,6 +333,15 @@ impl Client {
                 tracing::debug!(%server, "data: accepted the server's connection");
                 stream
             }
+        };
+        // PROT P: the client is the TLS client in both modes (RFC 4217 §7), once the server
+        // said 150.
+        let stream = match (&self.tls, self.protect_data) {
+            (Some(tls), true) => {
+                let protected = with_timeout(timeout, tls.connect_data(stream)).await?;
+                MaybeTls::Tls(Box::new(protected))
+            }
+            _ => MaybeTls::Plain(stream),
         };
         Ok((reply, DataStream::new(stream, timeout)))
     }

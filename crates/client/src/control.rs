@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ferroftp_proto::{Reply, ReplyParser};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::error::{ClientError, with_timeout};
+use crate::tls::{ClientTls, MaybeTls};
 
 /// The longest reply line accepted from a server, in bytes, CRLF included.
 pub const MAX_REPLY_LINE: usize = 64 * 1024;
@@ -18,18 +18,45 @@ pub const MAX_REPLY_LINE: usize = 64 * 1024;
 /// await in between, so a read cancelled by a timeout loses nothing and can be retried.
 #[derive(Debug)]
 pub(crate) struct Control {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<MaybeTls>,
     line: Vec<u8>,
     parser: ReplyParser,
 }
 
 impl Control {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: MaybeTls) -> Self {
         Self {
             stream: BufReader::new(stream),
             line: Vec::new(),
             parser: ReplyParser::new(),
         }
+    }
+
+    /// Whether the control connection is protected.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.stream.get_ref().is_tls()
+    }
+
+    /// Runs the TLS handshake on the plain connection (after a 234 reply to AUTH TLS).
+    pub(crate) async fn upgrade(
+        &mut self,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        if !self.stream.buffer().is_empty() || !self.line.is_empty() {
+            return Err(ClientError::Protocol(
+                "the server sent more after its AUTH TLS reply".to_owned(),
+            ));
+        }
+        let MaybeTls::Plain(tcp) = std::mem::replace(self.stream.get_mut(), MaybeTls::Closed)
+        else {
+            return Err(ClientError::Protocol(
+                "the control connection is not plain".to_owned(),
+            ));
+        };
+        let stream = with_timeout(timeout, tls.connect_control(tcp)).await?;
+        *self.stream.get_mut() = MaybeTls::Tls(Box::new(stream));
+        Ok(())
     }
 
     /// Writes `bytes` as they are and flushes them.

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{ClientError, with_timeout};
+use crate::tls::MaybeTls;
 
 /// Size of the buffer used to copy between a data connection and a reader or writer.
 const COPY_BUFFER_BYTES: usize = 64 * 1024;
@@ -106,23 +107,28 @@ impl PreparedData {
 /// (read part of a file, then send ABOR).
 #[derive(Debug)]
 pub struct DataStream {
-    stream: TcpStream,
+    stream: MaybeTls,
     timeout: Duration,
 }
 
 impl DataStream {
-    pub(crate) fn new(stream: TcpStream, timeout: Duration) -> Self {
+    pub(crate) fn new(stream: MaybeTls, timeout: Duration) -> Self {
         Self { stream, timeout }
     }
 
     /// The client's end of the connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.stream.tcp()?.local_addr()
     }
 
     /// The server's end of the connection.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp()?.peer_addr()
+    }
+
+    /// Whether the data connection is protected by TLS (PROT P).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Reads until the server closes the connection and returns everything received.
@@ -179,14 +185,24 @@ impl DataStream {
     }
 
     /// Ends the client's side of the transfer: flushes, sends FIN (end of file for an upload)
-    /// and drops the connection.
+    /// and drops the connection. Over TLS, close_notify goes first and the server's is
+    /// awaited, so the server knows the file is complete.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        with_timeout(self.timeout, self.stream.shutdown()).await
+        with_timeout(self.timeout, self.stream.shutdown()).await?;
+        if self.stream.is_tls() {
+            let mut rest = [0u8; 1024];
+            while with_timeout(self.timeout, self.stream.read(&mut rest)).await? > 0 {}
+        }
+        Ok(())
     }
 
-    /// The underlying TCP stream.
+    /// The underlying TCP stream (TLS, if any, is abandoned without close_notify).
     pub fn into_inner(self) -> TcpStream {
-        self.stream
+        match self.stream {
+            MaybeTls::Plain(stream) => stream,
+            MaybeTls::Tls(stream) => stream.into_inner().0,
+            MaybeTls::Closed => unreachable!("a data stream is never built closed"),
+        }
     }
 }
 

@@ -27,10 +27,12 @@ mod control;
 mod data;
 mod error;
 mod probe;
+mod tls;
 
 pub use client::{Client, ClientOptions};
 pub use control::MAX_REPLY_LINE;
 pub use data::{DataMode, DataStream, PreparedData};
 pub use error::ClientError;
-pub use probe::{ActiveOffer, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
 pub use ferroftp_proto::{Reply, ReplyCode};
+pub use probe::{ActiveOffer, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
+pub use tls::{ClientTls, MaybeTls, ServerVerification};

@@ -45,6 +45,9 @@ use tracing::{info, warn};
 /// stateless).
 const SESSION_CACHE_ENTRIES: usize = 4096;
 
+/// TLS 1.3 tickets sent on a control connection.
+const CONTROL_TLS13_TICKETS: usize = 8;
+
 /// Bytes of the per-control-connection token bound into its TLS sessions.
 pub(crate) const SESSION_TOKEN_BYTES: usize = 32;
 
@@ -281,12 +284,14 @@ impl TlsReloader {
 #[derive(Debug)]
 pub(crate) struct TlsContext {
     config: Arc<ServerConfig>,
-    /// The same configuration (certificate, verifier, session cache, ticketer) without TLS
-    /// 1.3 tickets, for uploads: a client that only sends never reads its data connection,
-    /// and tickets left unread there make its kernel answer the close with a reset that can
-    /// destroy the end of the upload. Downloads and listings get tickets (clients such as
-    /// curl resume the next data connection from the newest one).
-    data_config: Arc<ServerConfig>,
+    /// The same configuration (certificate, verifier, session cache, ticketer) for the data
+    /// connections of downloads and listings: TLS 1.3 clients use a ticket once, and those
+    /// that keep only the newest (curl) resume the next data connection from it.
+    download_config: Arc<ServerConfig>,
+    /// The same without TLS 1.3 tickets, for uploads: a client that only sends never reads
+    /// its data connection, and tickets left unread there make its kernel answer the close
+    /// with a reset that can destroy the end of the upload.
+    upload_config: Arc<ServerConfig>,
     resolver: Arc<ReloadingResolver>,
     pub(crate) handshake_timeout: Duration,
     reload_check: Option<Duration>,
@@ -352,11 +357,17 @@ impl TlsContext {
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
         config.ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|error| TlsError::new(format!("ticketer: {error}")))?;
-        let mut data_config = config.clone();
-        data_config.send_tls13_tickets = 0;
+        // Several tickets on the control connection: clients that keep them all (rustls,
+        // GnuTLS) can resume several uploads in a row.
+        config.send_tls13_tickets = CONTROL_TLS13_TICKETS;
+        let mut download_config = config.clone();
+        download_config.send_tls13_tickets = 2;
+        let mut upload_config = config.clone();
+        upload_config.send_tls13_tickets = 0;
         Ok(Self {
             config: Arc::new(config),
-            data_config: Arc::new(data_config),
+            download_config: Arc::new(download_config),
+            upload_config: Arc::new(upload_config),
             resolver,
             handshake_timeout: options.handshake_timeout,
             reload_check: options.reload_check,
@@ -385,9 +396,9 @@ impl TlsContext {
     /// The configuration for a data connection; `upload`: the client only sends.
     pub(crate) fn data_config(&self, upload: bool) -> Arc<ServerConfig> {
         Arc::clone(if upload {
-            &self.data_config
+            &self.upload_config
         } else {
-            &self.config
+            &self.download_config
         })
     }
 

@@ -930,3 +930,466 @@ mod nat_and_proxies {
         panic!("no server port with a free port below it in 5 tries");
     }
 }
+
+mod ftps {
+    //! FTPS: explicit and implicit TLS, PROT P in every data mode, the require policies,
+    //! data-connection session reuse, the AUTH TLS injection defence, certificate reload and
+    //! client certificates. Certificates are made here with rcgen.
+
+    use super::*;
+    use ferroftp_client::{ClientTls, ServerVerification};
+    use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
+    use ferroftp_server::{
+        CertificateSource, ClientCertMode, ListenerOptions, ListenerTls, TlsOptions,
+    };
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls::RootCertStore;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    struct Pem {
+        cert: String,
+        key: String,
+    }
+
+    fn server_certificate() -> Pem {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        Pem {
+            cert: generated.cert.pem(),
+            key: generated.signing_key.serialize_pem(),
+        }
+    }
+
+    struct TlsServer {
+        /// Explicit listener, then implicit listener.
+        explicit: SocketAddr,
+        implicit: SocketAddr,
+        reloader: ferroftp_server::TlsReloader,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn tls_server(policy: TlsPolicy, tls: TlsOptions) -> TlsServer {
+        let mut options = test_options();
+        options.listeners = vec![
+            ListenerOptions {
+                tls: ListenerTls::Explicit,
+                ..ListenerOptions::new("127.0.0.1:0".parse().unwrap())
+            },
+            ListenerOptions {
+                tls: ListenerTls::Implicit,
+                ..ListenerOptions::new("127.0.0.1:0".parse().unwrap())
+            },
+        ];
+        options.session.tls = policy;
+        options.tls = Some(tls);
+        let server = Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers))
+            .await
+            .unwrap();
+        let addresses = server.local_addrs();
+        let reloader = server.tls_reloader().unwrap();
+        let task = tokio::spawn(server.run(std::future::pending()));
+        TlsServer {
+            explicit: addresses[0],
+            implicit: addresses[1],
+            reloader,
+            task,
+        }
+    }
+
+    fn tls_options(pem: &Pem) -> TlsOptions {
+        TlsOptions::new(CertificateSource::Pem {
+            cert: pem.cert.clone(),
+            key: pem.key.clone(),
+        })
+    }
+
+    fn strict_policy() -> TlsPolicy {
+        TlsPolicy {
+            require_control: TlsRequirement::Accounts,
+            require_data: TlsRequirement::Accounts,
+            ..TlsPolicy::default()
+        }
+    }
+
+    fn client_options() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    async fn connect_plain(address: SocketAddr) -> Client {
+        let (client, greeting) = Client::connect_with_options(address, client_options())
+            .await
+            .unwrap();
+        assert_eq!(greeting.code.0, 220);
+        client
+    }
+
+    /// AUTH TLS, login as alice, PBSZ 0 + PROT P.
+    async fn explicit_login(address: SocketAddr, tls: ClientTls) -> Client {
+        let mut client = connect_plain(address).await;
+        client.auth_tls(tls).await.unwrap();
+        assert!(client.is_tls());
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        client.protect_data().await.unwrap();
+        client
+    }
+
+    #[tokio::test]
+    async fn explicit_tls_round_trip_in_every_data_mode_is_byte_exact() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let mut client = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        let feat = client.command("FEAT").await.unwrap();
+        for feature in ["AUTH TLS", "PBSZ", "PROT"] {
+            assert!(feat.lines.iter().any(|l| l == feature), "{feat:?}");
+        }
+        for (index, mode) in DataMode::ALL.into_iter().enumerate() {
+            for size in [0usize, 1 << 20] {
+                let data = pattern(size + index);
+                let name = format!("/tls-{index}-{size}");
+                client.store(&name, mode, &data).await.unwrap();
+                let back = client.retrieve(&name, mode).await.unwrap();
+                assert_eq!(sha256(&back), sha256(&data), "{mode:?} {size}");
+            }
+        }
+        let listing = client
+            .list("NLST", None, DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&listing).contains("tls-0-0"));
+        assert_eq!(client.quit().await.unwrap().code.0, 221);
+    }
+
+    #[tokio::test]
+    async fn implicit_listener_speaks_tls_first_and_protects_data_by_default() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let (mut client, greeting) = Client::connect_implicit_tls(
+            server.implicit,
+            client_options(),
+            ClientTls::accept_any(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(greeting.code.0, 220);
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        let data = pattern(300_000);
+        client
+            .store("/implicit", DataMode::Passive, &data)
+            .await
+            .unwrap();
+        let back = client
+            .retrieve("/implicit", DataMode::Active)
+            .await
+            .unwrap();
+        assert_eq!(sha256(&back), sha256(&data));
+        // A plain client on the implicit port gets no greeting it could read.
+        let plain = Client::connect_with_options(
+            server.implicit,
+            ClientOptions {
+                timeout: Duration::from_secs(2),
+            },
+        )
+        .await;
+        assert!(plain.is_err());
+    }
+
+    #[tokio::test]
+    async fn pass_over_plain_text_is_refused_when_tls_is_required() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let mut client = connect_plain(server.explicit).await;
+        let refused = client.command("USER alice").await.unwrap();
+        assert_eq!(refused.code.0, 530);
+        assert_eq!(
+            refused.text(),
+            "TLS required for this account: send AUTH TLS first (tls.require = accounts)"
+        );
+        assert_eq!(code(&mut client, "PASS secret").await, 530);
+        assert_eq!(code(&mut client, "LIST").await, 530);
+        // Clear data is refused too, with its own reply.
+        let mut client = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        assert_eq!(code(&mut client, "PROT C").await, 534);
+    }
+
+    #[tokio::test]
+    async fn a_data_connection_that_does_not_resume_is_refused_unless_exempt() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let mut client = explicit_login(
+            server.explicit,
+            ClientTls::accept_any().without_data_resumption(),
+        )
+        .await;
+        for mode in [DataMode::ExtendedPassive, DataMode::Active] {
+            let error = client.retrieve("/missing-or-not", mode).await.unwrap_err();
+            // The file does not exist: 550 comes before any data connection.
+            assert_eq!(error.unexpected_reply().map(|r| r.code.0), Some(550));
+            let error = client.store("/x", mode, b"data").await.unwrap_err();
+            let reply = error.unexpected_reply().expect("a reply").clone();
+            assert_eq!(reply.code.0, 522, "{mode:?}: {reply:?}");
+            assert!(reply.text().contains("tls.require_reuse"), "{reply:?}");
+        }
+        // The same client, exempted by name, succeeds.
+        let exempt = TlsPolicy {
+            reuse_exempt_users: vec!["alice".to_owned()],
+            ..strict_policy()
+        };
+        let server = tls_server(exempt, tls_options(&server_certificate())).await;
+        let mut client = explicit_login(
+            server.explicit,
+            ClientTls::accept_any().without_data_resumption(),
+        )
+        .await;
+        client
+            .store("/x", DataMode::ExtendedPassive, b"data")
+            .await
+            .unwrap();
+        assert_eq!(
+            client.retrieve("/x", DataMode::Active).await.unwrap(),
+            b"data"
+        );
+        // And by client network.
+        let exempt = TlsPolicy {
+            reuse_exempt_clients: vec![
+                ferroftp_proto::Cidr::new("127.0.0.0".parse().unwrap(), 8).unwrap(),
+            ],
+            ..strict_policy()
+        };
+        let server = tls_server(exempt, tls_options(&server_certificate())).await;
+        let mut client = explicit_login(
+            server.explicit,
+            ClientTls::accept_any().without_data_resumption(),
+        )
+        .await;
+        client
+            .store("/y", DataMode::Passive, b"data")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn resumed_sessions_carry_many_transfers() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let mut client = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        for round in 0..6 {
+            let data = pattern(1000 + round);
+            client
+                .store("/many", DataMode::ExtendedPassive, &data)
+                .await
+                .unwrap();
+            assert_eq!(
+                client
+                    .retrieve("/many", DataMode::ExtendedPassive)
+                    .await
+                    .unwrap(),
+                data
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_pipelined_after_auth_tls_are_discarded() {
+        let server = tls_server(TlsPolicy::default(), tls_options(&server_certificate())).await;
+        let mut setup = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        setup
+            .store("/victim", DataMode::ExtendedPassive, b"keep me")
+            .await
+            .unwrap();
+
+        let mut client = connect_plain(server.explicit).await;
+        // One write: AUTH TLS with commands behind it, as an attacker in the path could
+        // inject them into the plain-text part of the connection (CVE-2011-0411).
+        client
+            .send_raw(b"AUTH TLS\r\nUSER alice\r\nPASS secret\r\nDELE /victim\r\n")
+            .await
+            .unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 234);
+        client
+            .upgrade_to_tls(ClientTls::accept_any())
+            .await
+            .unwrap();
+        // None of them ran: not logged in, and the file is still there.
+        assert_eq!(code(&mut client, "PWD").await, 530);
+        assert_eq!(
+            setup
+                .retrieve("/victim", DataMode::ExtendedPassive)
+                .await
+                .unwrap(),
+            b"keep me"
+        );
+    }
+
+    /// A certificate for `localhost` that clients trust by having it as their only root.
+    fn root_store(pem: &Pem) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.cert.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    async fn verified_tls_session(
+        address: SocketAddr,
+        trusted: &Pem,
+    ) -> Result<Client, ClientError> {
+        let tls = ClientTls::new(
+            ServerVerification::Roots(root_store(trusted)),
+            "localhost",
+            None,
+        )?;
+        let mut client = connect_plain(address).await;
+        client.auth_tls(tls).await?;
+        Ok(client)
+    }
+
+    #[tokio::test]
+    async fn a_certificate_replaced_on_disk_is_used_without_a_restart() {
+        let directory = tempfile::tempdir().unwrap();
+        let cert_path = directory.path().join("cert.pem");
+        let key_path = directory.path().join("key.pem");
+        let first = server_certificate();
+        std::fs::write(&cert_path, &first.cert).unwrap();
+        std::fs::write(&key_path, &first.key).unwrap();
+        let mut options = TlsOptions::new(CertificateSource::Files {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        });
+        options.reload_check = Some(Duration::from_millis(100));
+        let server = tls_server(TlsPolicy::default(), options).await;
+
+        let mut old_session = verified_tls_session(server.explicit, &first).await.unwrap();
+        assert_eq!(
+            old_session.login("alice", "secret").await.unwrap().code.0,
+            230
+        );
+
+        // Replaced on disk (key first, then certificate, as an ACME client might): picked up
+        // by the file check, no signal, no restart.
+        let second = server_certificate();
+        std::fs::write(&key_path, &second.key).unwrap();
+        std::fs::write(&cert_path, &second.cert).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if verified_tls_session(server.explicit, &second).await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "new certificate never served"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(verified_tls_session(server.explicit, &first).await.is_err());
+        // The session opened before the change goes on.
+        assert_eq!(code(&mut old_session, "NOOP").await, 200);
+
+        // Broken files are refused by an explicit reload and the current certificate stays.
+        std::fs::write(&cert_path, "not a certificate").unwrap();
+        assert!(server.reloader.reload().is_err());
+        assert!(verified_tls_session(server.explicit, &second).await.is_ok());
+    }
+
+    struct ClientCa {
+        pem: String,
+        issuer: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    fn client_ca() -> ClientCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ferroftp test client CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        ClientCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    fn client_certificate(
+        ca: &ClientCa,
+        common_name: &str,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        (vec![cert.der().clone()], key)
+    }
+
+    #[tokio::test]
+    async fn client_certificates_are_required_and_name_the_account() {
+        let directory = tempfile::tempdir().unwrap();
+        let ca = client_ca();
+        let ca_path = directory.path().join("client-ca.pem");
+        std::fs::write(&ca_path, &ca.pem).unwrap();
+        let mut options = tls_options(&server_certificate());
+        options.client_ca = Some(ca_path);
+        options.client_cert = ClientCertMode::Required;
+        let policy = TlsPolicy {
+            certificate_user: CertificateUser::CommonName,
+            ..strict_policy()
+        };
+        let server = tls_server(policy, options).await;
+
+        // Without a certificate the handshake fails.
+        let mut client = connect_plain(server.explicit).await;
+        let refused = async {
+            client.auth_tls(ClientTls::accept_any()).await?;
+            // TLS 1.3: the client learns of the refusal at its first read.
+            client.command("NOOP").await
+        }
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
+
+        // A certificate from another CA is refused too.
+        let stranger = client_ca();
+        let tls = ClientTls::new(
+            ServerVerification::AcceptAny,
+            "localhost",
+            Some(client_certificate(&stranger, "alice")),
+        )
+        .unwrap();
+        let mut client = connect_plain(server.explicit).await;
+        let refused = async {
+            client.auth_tls(tls).await?;
+            client.command("NOOP").await
+        }
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
+
+        // With alice's certificate: only alice may log in, and transfers work (the data
+        // connections present it again or resume the session that has it).
+        let tls = ClientTls::new(
+            ServerVerification::AcceptAny,
+            "localhost",
+            Some(client_certificate(&ca, "alice")),
+        )
+        .unwrap();
+        let mut client = connect_plain(server.explicit).await;
+        client.auth_tls(tls).await.unwrap();
+        let reply = client.command("USER bob").await.unwrap();
+        assert_eq!(
+            (reply.code.0, reply.text()),
+            (530, "Your client certificate is for user alice".to_owned())
+        );
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        client.protect_data().await.unwrap();
+        client
+            .store("/mtls", DataMode::ExtendedPassive, b"signed")
+            .await
+            .unwrap();
+        assert_eq!(
+            client.retrieve("/mtls", DataMode::Active).await.unwrap(),
+            b"signed"
+        );
+    }
+}

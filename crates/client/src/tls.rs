@@ -1,0 +1,238 @@
+//! FTPS for the client (rustls, ring provider): [`ClientTls`] says how to verify the server
+//! and whether data connections resume the control connection's TLS session, and
+//! [`MaybeTls`] is a stream that is plain TCP or TLS.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::ClientError;
+
+/// How the server's certificate is checked.
+#[derive(Clone, Debug)]
+pub enum ServerVerification {
+    /// Against these roots, for the server name given to [`ClientTls::new`].
+    Roots(RootCertStore),
+    /// Not at all: any certificate is accepted. For tests and `doctor` probes only; it gives
+    /// no protection against an active attacker.
+    AcceptAny,
+}
+
+/// TLS settings of a client: one rustls configuration for the control connection and the
+/// data connections, so that data connections resume the control connection's session.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    control: Arc<ClientConfig>,
+    data: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Verifies the server as `verification` says, names it `server_name` (SNI and
+    /// certificate name: a DNS name or an IP address), and presents `client_certificate`
+    /// (chain, key) when given. Data connections resume the control connection's session.
+    pub fn new(
+        verification: ServerVerification,
+        server_name: &str,
+        client_certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, ClientError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let builder = match verification {
+            ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
+            ServerVerification::AcceptAny => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))),
+        };
+        let config = match client_certificate {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(tls_error)?,
+            None => builder.with_no_client_auth(),
+        };
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|error| ClientError::Protocol(format!("TLS server name: {error}")))?;
+        Ok(Self::from_config(Arc::new(config), server_name))
+    }
+
+    /// Accepts any server certificate (tests); the server is named `localhost`.
+    pub fn accept_any() -> Self {
+        Self::new(ServerVerification::AcceptAny, "localhost", None)
+            .expect("the default configuration is valid")
+    }
+
+    /// A ready rustls configuration. Its resumption settings decide whether data
+    /// connections resume.
+    pub fn from_config(config: Arc<ClientConfig>, server_name: ServerName<'static>) -> Self {
+        Self {
+            data: Arc::clone(&config),
+            control: config,
+            server_name,
+        }
+    }
+
+    /// Data connections make full handshakes instead of resuming the control connection's
+    /// session (what clients such as Python's stock ftplib do): servers that require reuse
+    /// refuse them, which tests use.
+    pub fn without_data_resumption(mut self) -> Self {
+        let mut data = (*self.control).clone();
+        data.resumption = Resumption::disabled();
+        self.data = Arc::new(data);
+        self
+    }
+
+    pub(crate) async fn connect_control(
+        &self,
+        stream: TcpStream,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        TlsConnector::from(Arc::clone(&self.control))
+            .connect(self.server_name.clone(), stream)
+            .await
+    }
+
+    pub(crate) async fn connect_data(&self, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        TlsConnector::from(Arc::clone(&self.data))
+            .connect(self.server_name.clone(), stream)
+            .await
+    }
+}
+
+fn tls_error(error: rustls::Error) -> ClientError {
+    ClientError::Protocol(format!("TLS configuration: {error}"))
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection that is plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum MaybeTls {
+    /// Plain.
+    Plain(TcpStream),
+    /// TLS.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Transiently, while a plain connection is being upgraded (or after that failed).
+    Closed,
+}
+
+impl MaybeTls {
+    /// The TCP stream underneath.
+    pub fn tcp(&self) -> io::Result<&TcpStream> {
+        match self {
+            Self::Plain(stream) => Ok(stream),
+            Self::Tls(stream) => Ok(stream.get_ref().0),
+            Self::Closed => Err(closed()),
+        }
+    }
+
+    /// Whether this is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
+            Self::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, buffer),
+            Self::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
+            Self::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
+            Self::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
