@@ -121,6 +121,8 @@ class Server:
     log_path: Path
     users: dict[str, User] = field(default_factory=dict)
     stdout_lines: list[str] = field(default_factory=list)
+    # Every listener's port, in the order of the "listening on" lines (config order).
+    ports: list[int] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -160,7 +162,8 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
            anonymous: bool = False, idle_timeout: str | None = None,
            max_sessions: int | None = None, max_sessions_per_ip: int | None = None,
            advertise: str | None = None, passive_ports: tuple[int, int] | None = None,
-           root: Path | None = None) -> Server:
+           root: Path | None = None, config: str | None = None,
+           extra_args: list[str] | None = None) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     root = root or workdir / "root"
     root.mkdir(parents=True, exist_ok=True)
@@ -170,8 +173,16 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
     for u in users:
         _add_user(bin_path, users_file, u)
     lo, hi = passive_ports or next_passive_range()
-    argv = [bin_path, "serve", "--listen", "127.0.0.1:0", "--root", str(root),
+    argv = [bin_path, "serve", "--root", str(root),
             "--passive-ports", f"{lo}-{hi}", "--users", str(users_file)]
+    if config is None:
+        # A config file brings its own listeners (e.g. explicit and implicit FTPS).
+        argv += ["--listen", "127.0.0.1:0"]
+    else:
+        config_path = workdir / "ferroftp.toml"
+        config_path.write_text(config)
+        argv += ["--config", str(config_path)]
+    argv += extra_args or []
     if anonymous:
         argv.append("--anonymous")
     if idle_timeout:
@@ -200,9 +211,9 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
         q.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    port = None
+    ports: list[int] = []
     try:
-        while port is None:
+        while True:
             try:
                 line = q.get(timeout=STARTUP_TIMEOUT)
             except queue.Empty:
@@ -215,12 +226,14 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
                     f"stdout: {''.join(lines)}\nstderr: {log_path.read_text(errors='replace')}")
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             if m:
-                port = int(m.group(1))
+                ports.append(int(m.group(1)))
+            elif ports and line.startswith("firewall:"):
+                break
     except BaseException:
         _stop(proc)
         raise
-    return Server("127.0.0.1", port, users[0].name, users[0].password, root, users_file,
-                  (lo, hi), proc, argv, log_path, {u.name: u for u in users}, lines)
+    return Server("127.0.0.1", ports[0], users[0].name, users[0].password, root, users_file,
+                  (lo, hi), proc, argv, log_path, {u.name: u for u in users}, lines, ports)
 
 
 def _stop(proc: subprocess.Popen):

@@ -751,7 +751,7 @@ impl Config {
             let port = listener.listen.port();
             if let Some(earlier) = server.listeners[..index]
                 .iter()
-                .position(|other| other.listen == listener.listen)
+                .position(|other| other.listen == listener.listen && port != 0)
             {
                 problems.push(ConfigProblem::new(
                     format!("{field}.listen"),
