@@ -34,5 +34,8 @@ pub use control::MAX_REPLY_LINE;
 pub use data::{DataMode, DataStream, PreparedData};
 pub use error::ClientError;
 pub use ferroftp_proto::{Reply, ReplyCode};
-pub use probe::{ActiveOffer, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
+pub use probe::{
+    ActiveOffer, ConnectAttempt, ConnectFailure, TlsInspection, TransferProbe, connect_timed,
+    inspect_tls,
+};
 pub use tls::{ClientTls, MaybeTls, ServerVerification};

@@ -17,12 +17,16 @@ use std::time::{Duration, Instant};
 use ferroftp_proto::host_port::{
     format_eprt_argument, format_port_argument, parse_epsv_reply, parse_pasv_reply,
 };
-use ferroftp_proto::{Reply, ReplyCode};
-use tokio::io::AsyncReadExt;
+use ferroftp_proto::{Reply, ReplyCode, ReplyParser};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::tls::{ClientTls, MaybeTls, ServerVerification};
 
 /// Why a TCP connect failed, in the terms that locate the fault.
 #[derive(Debug)]
@@ -150,6 +154,8 @@ pub struct TransferProbe {
     /// Set when the probe stopped before a final reply: what it was waiting for, e.g.
     /// `no connection from the server within 5.000 s`.
     pub stalled: Option<String>,
+    /// With PROT P: the data connection's TLS session, e.g. `TLSv1_3, resumed`.
+    pub data_tls: Option<String>,
     /// How long the whole probe took.
     pub elapsed: Duration,
 }
@@ -223,13 +229,15 @@ impl Client {
     }
 
     /// Sends `line` (e.g. `LIST`) to use the already connected passive data connection
-    /// `stream`, reads the data to its end and the replies up to the final one. Nothing is
-    /// an error: the record says how far it got. The whole probe takes at most `limit` plus
-    /// one control timeout.
+    /// `stream`, reads the data to its end and the replies up to the final one. With `tls`
+    /// (PROT P in effect), the data connection's TLS handshake follows the preliminary reply,
+    /// as in [`transfer_command`](Self::transfer_command). Nothing is an error: the record
+    /// says how far it got. The whole probe takes at most `limit` plus one control timeout.
     pub async fn probe_transfer(
         &mut self,
         line: &str,
         stream: TcpStream,
+        tls: Option<&ClientTls>,
         limit: Duration,
     ) -> TransferProbe {
         let started = Instant::now();
@@ -238,7 +246,7 @@ impl Client {
             ..TransferProbe::default()
         };
         if let Some(stream) = self.probe_preliminary(line, &mut probe, stream).await {
-            self.probe_data_and_final(&mut probe, stream, started, limit)
+            self.probe_data_and_final(&mut probe, stream, tls, started, limit)
                 .await;
         }
         probe.elapsed = started.elapsed();
@@ -253,6 +261,7 @@ impl Client {
         &mut self,
         line: &str,
         listener: TcpListener,
+        tls: Option<&ClientTls>,
         limit: Duration,
     ) -> TransferProbe {
         let started = Instant::now();
@@ -319,7 +328,7 @@ impl Client {
                     }
                 }
             }
-            self.probe_data_and_final(&mut probe, stream, started, limit)
+            self.probe_data_and_final(&mut probe, stream, tls, started, limit)
                 .await;
         }
         probe.elapsed = started.elapsed();
@@ -350,10 +359,33 @@ impl Client {
     async fn probe_data_and_final(
         &mut self,
         probe: &mut TransferProbe,
-        mut stream: TcpStream,
+        stream: TcpStream,
+        tls: Option<&ClientTls>,
         started: Instant,
         limit: Duration,
     ) {
+        let remaining = limit.saturating_sub(started.elapsed());
+        let mut stream = match tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => match tokio::time::timeout(remaining, tls.connect_data(stream)).await {
+                Ok(Ok(protected)) => {
+                    probe.data_tls = Some(describe_session(protected.get_ref().1));
+                    MaybeTls::Tls(Box::new(protected))
+                }
+                Ok(Err(error)) => {
+                    probe.stalled = Some(format!("TLS handshake on the data connection: {error}"));
+                    self.probe_final_after_failure(probe).await;
+                    return;
+                }
+                Err(_elapsed) => {
+                    probe.stalled = Some(format!(
+                        "TLS handshake on the data connection: no answer within {:.3} s",
+                        limit.as_secs_f64()
+                    ));
+                    return;
+                }
+            },
+        };
         let remaining = limit.saturating_sub(started.elapsed());
         let mut buffer = vec![0u8; 16 * 1024];
         let read_all = async {
@@ -361,6 +393,9 @@ impl Client {
                 match stream.read(&mut buffer).await {
                     Ok(0) => return Ok(()),
                     Ok(count) => probe.bytes += count as u64,
+                    // A TLS peer that closes without close_notify: the data is all there
+                    // for a listing; the final reply says whether it was complete.
+                    Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                     Err(error) => return Err(error),
                 }
             }
@@ -387,6 +422,14 @@ impl Client {
         }
     }
 
+    /// After a failed data handshake the server usually explains itself (vsftpd: `522 SSL
+    /// connection failed: session reuse required`); read that reply if it comes.
+    async fn probe_final_after_failure(&mut self, probe: &mut TransferProbe) {
+        if let Ok(reply) = self.read_reply().await {
+            probe.replies.push(reply);
+        }
+    }
+
     async fn send_command_line(&mut self, line: &str) -> Result<(), ClientError> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::Protocol(format!(
@@ -405,6 +448,153 @@ impl Client {
         match tokio::time::timeout_at(deadline, self.read_reply()).await {
             Ok(result) => result,
             Err(_elapsed) => Err(ClientError::Timeout),
+        }
+    }
+}
+
+/// What a TLS handshake with the server showed.
+#[derive(Debug, Clone)]
+pub struct TlsInspection {
+    /// The protocol version and cipher suite, e.g. `TLSv1_3 TLS13_AES_256_GCM_SHA384`.
+    pub session: String,
+    /// The server's certificate chain as sent, leaf first (DER).
+    pub certificates: Vec<Vec<u8>>,
+    /// Whether the chain verifies for the server name against the system's CA store
+    /// (`/etc/ssl/certs/ca-certificates.crt`), and if not, rustls's reason.
+    pub verification: Result<(), String>,
+}
+
+/// Opens two TLS sessions with the server at `target` (AUTH TLS first unless `implicit`):
+/// one that accepts any certificate, to see the chain and the session parameters, and one
+/// that verifies the chain for `server_name` against the system's CA store.
+pub async fn inspect_tls(
+    target: SocketAddr,
+    implicit: bool,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<TlsInspection, String> {
+    let any = ClientTls::new(ServerVerification::AcceptAny, server_name, None)
+        .map_err(|error| error.to_string())?;
+    let stream = tls_ready_stream(target, implicit, timeout).await?;
+    let session = tokio::time::timeout(timeout, any.connect_control(stream))
+        .await
+        .map_err(|_elapsed| "TLS handshake: no answer".to_owned())?
+        .map_err(|error| format!("TLS handshake: {error}"))?;
+    let connection = session.get_ref().1;
+    let certificates = connection
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|certificate| certificate.as_ref().to_vec())
+        .collect();
+    let description = describe_session(connection);
+    drop(session);
+
+    let verification = match system_roots() {
+        None => {
+            Err("no system CA store (/etc/ssl/certs/ca-certificates.crt) to verify with".to_owned())
+        }
+        Some(roots) => {
+            let verifying = ClientTls::new(ServerVerification::Roots(roots), server_name, None)
+                .map_err(|error| error.to_string())?;
+            let stream = tls_ready_stream(target, implicit, timeout).await?;
+            match tokio::time::timeout(timeout, verifying.connect_control(stream)).await {
+                Ok(Ok(_session)) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_elapsed) => Err("TLS handshake: no answer".to_owned()),
+            }
+        }
+    };
+    Ok(TlsInspection {
+        session: description,
+        certificates,
+        verification,
+    })
+}
+
+/// `TLSv1_3 TLS13_AES_256_GCM_SHA384` and, for a data connection, whether it resumed.
+fn describe_session(connection: &rustls::ClientConnection) -> String {
+    let version = connection
+        .protocol_version()
+        .map(|version| format!("{version:?}"))
+        .unwrap_or_else(|| "unknown version".to_owned());
+    let suite = connection
+        .negotiated_cipher_suite()
+        .map(|suite| format!("{:?}", suite.suite()))
+        .unwrap_or_default();
+    let resumed = match connection.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => ", resumed session",
+        Some(_) => ", full handshake",
+        None => "",
+    };
+    format!("{version} {suite}{resumed}")
+}
+
+fn system_roots() -> Option<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter("/etc/ssl/certs/ca-certificates.crt").ok()? {
+        let _ = roots.add(certificate.ok()?);
+    }
+    (!roots.is_empty()).then_some(roots)
+}
+
+/// A connection to `target` ready for the TLS handshake: at once for implicit FTPS, after
+/// the greeting and a 234 reply to AUTH TLS otherwise.
+async fn tls_ready_stream(
+    target: SocketAddr,
+    implicit: bool,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let attempt = connect_timed(target, timeout).await;
+    let Ok(stream) = attempt.result else {
+        return Err(attempt.to_string());
+    };
+    if implicit {
+        return Ok(stream);
+    }
+    let mut reader = BufReader::new(stream);
+    let exchange = async {
+        let greeting = read_raw_reply(&mut reader).await?;
+        if greeting.code.0 != 220 {
+            return Err(format!("greeting {} {}", greeting.code, greeting.text()));
+        }
+        reader
+            .get_mut()
+            .write_all(b"AUTH TLS\r\n")
+            .await
+            .map_err(|error| error.to_string())?;
+        let reply = read_raw_reply(&mut reader).await?;
+        if reply.code.0 != 234 {
+            return Err(format!("AUTH TLS → {} {}", reply.code, reply.text()));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_elapsed| "no reply to AUTH TLS".to_owned())??;
+    if !reader.buffer().is_empty() {
+        return Err("the server sent bytes after its 234 reply".to_owned());
+    }
+    Ok(reader.into_inner())
+}
+
+async fn read_raw_reply(reader: &mut BufReader<TcpStream>) -> Result<Reply, String> {
+    let mut parser = ReplyParser::new();
+    loop {
+        let mut line = Vec::new();
+        let count = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|error| error.to_string())?;
+        if count == 0 {
+            return Err("the server closed the connection".to_owned());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        match parser.feed_line(text) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(error) => return Err(error.to_string()),
         }
     }
 }

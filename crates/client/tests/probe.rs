@@ -95,7 +95,7 @@ async fn passive_probe_records_every_step() {
     assert_eq!(announced, data_address);
     let attempt = connect_timed(SocketAddr::V4(announced), LIMIT).await;
     let probe = client
-        .probe_transfer("LIST", attempt.result.unwrap(), LIMIT)
+        .probe_transfer("LIST", attempt.result.unwrap(), None, LIMIT)
         .await;
     assert!(probe.succeeded(), "{probe:?}");
     assert_eq!(probe.bytes, 6);
@@ -126,7 +126,7 @@ async fn active_probe_reports_the_servers_refusal_and_its_425() {
     let offer = client.offer_active(false).await.unwrap();
     assert_eq!(offer.reply.code.0, 200);
     let probe = client
-        .probe_active_transfer("LIST", offer.listener, LIMIT)
+        .probe_active_transfer("LIST", offer.listener, None, LIMIT)
         .await;
     assert!(!probe.succeeded());
     assert!(probe.accepted.is_none());
@@ -147,7 +147,7 @@ async fn active_probe_gives_up_when_nothing_happens() {
     .await;
     let offer = client.offer_active(false).await.unwrap();
     let probe = client
-        .probe_active_transfer("LIST", offer.listener, Duration::from_millis(300))
+        .probe_active_transfer("LIST", offer.listener, None, Duration::from_millis(300))
         .await;
     assert!(probe.replies.is_empty());
     let stalled = probe.stalled.clone().unwrap();

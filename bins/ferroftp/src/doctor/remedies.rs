@@ -121,6 +121,29 @@ pub fn passive_range_settings(kind: ServerKind, range: &RangeInclusive<u16>) -> 
         .collect()
 }
 
+/// Settings lines that stop requiring TLS session reuse on data connections.
+pub fn session_reuse_settings(kind: ServerKind) -> Vec<String> {
+    kind.targets()
+        .into_iter()
+        .filter_map(|server| match server {
+            ServerKind::Ferroftp => Some(
+                "ferroftp: [tls] require_reuse = false, or exempt the clients that cannot \
+                 resume: reuse_exempt_users = [\"name\"] / reuse_exempt_clients = [\"CIDR\"]"
+                    .to_owned(),
+            ),
+            ServerKind::Vsftpd => {
+                Some("vsftpd: require_ssl_reuse=NO in /etc/vsftpd.conf".to_owned())
+            }
+            ServerKind::Proftpd => {
+                Some("ProFTPD: TLSOptions NoSessionReuseRequired in the mod_tls section".to_owned())
+            }
+            // Pure-FTPd does not require session reuse.
+            ServerKind::PureFtpd => None,
+            ServerKind::Unknown => unreachable!("targets() never yields Unknown"),
+        })
+        .collect()
+}
+
 /// Firewall command lines, for each firewall front end, opening `control_port` and `range`
 /// on the server's host.
 pub fn firewall_commands(control_port: u16, range: Option<RangeInclusive<u16>>) -> Vec<String> {
@@ -261,6 +284,11 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
+        let reuse = session_reuse_settings(ServerKind::Unknown).join("\n");
+        assert!(reuse.contains("require_ssl_reuse=NO"), "{reuse}");
+        assert!(reuse.contains("require_reuse = false"), "{reuse}");
+        assert!(reuse.contains("NoSessionReuseRequired"), "{reuse}");
+        assert!(session_reuse_settings(ServerKind::PureFtpd).is_empty());
     }
 
     #[test]

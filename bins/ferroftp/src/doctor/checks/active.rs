@@ -88,7 +88,12 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     let echoed = echoed_address(&reply_text);
     let command = context.list_command();
     let probe = client
-        .probe_active_transfer(&command, offer.listener, context.timeout())
+        .probe_active_transfer(
+            &command,
+            offer.listener,
+            context.data_tls(),
+            context.timeout(),
+        )
         .await;
     evidence.extend(transfer_evidence(&probe));
     drop(client);

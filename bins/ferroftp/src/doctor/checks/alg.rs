@@ -21,7 +21,11 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     let mut evidence = Vec::new();
     let mut compared = Vec::new();
 
-    if let (Some(plain), Some(tls)) = (&context.passive, &context.tls_passive) {
+    let plain_passive = context
+        .passive
+        .as_ref()
+        .filter(|observation| observation.plain);
+    if let (Some(plain), Some(tls)) = (plain_passive, &context.tls_passive) {
         compared.push("PASV in plain text and under TLS");
         evidence.push(format!("plain text: PASV → {}", plain.reply_line));
         evidence.push(format!("under TLS:  PASV → {}", tls.reply_line));

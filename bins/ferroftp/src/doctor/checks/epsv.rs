@@ -56,7 +56,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         Ok(stream) => {
             let command = context.list_command();
             let probe = client
-                .probe_transfer(&command, stream, context.timeout() * 2)
+                .probe_transfer(&command, stream, context.data_tls(), context.timeout() * 2)
                 .await;
             evidence.extend(transfer_evidence(&probe));
             probe.succeeded()

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 
-use ferroftp_client::{Client, ClientError, ClientOptions, ConnectFailure, connect_timed};
+use ferroftp_client::{
+    Client, ClientError, ClientOptions, ClientTls, ConnectFailure, connect_timed,
+};
 
-use super::{Context, Options, reply_line};
+use super::{Context, Options, doctor_tls, reply_line};
 use crate::doctor::remedies::{ServerKind, firewall_commands, join};
 use crate::doctor::{Finding, Security, Target};
 
@@ -13,16 +15,6 @@ const CHECK: &str = "login";
 /// Runs the check; the context for the others when the login worked.
 pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<Context>) {
     let mut evidence = Vec::new();
-    if target.security == Security::Implicit || options.explicit_tls {
-        let finding = Finding::error(
-            CHECK,
-            "this build of the doctor has no TLS client yet: implicit (ftps://) and explicit \
-             (--explicit-tls) FTPS cannot be checked",
-        )
-        .remedy("check the server in plain FTP (ftp://) if it allows it");
-        return (finding, None);
-    }
-
     let addresses = match resolve(target, options).await {
         Ok(addresses) => addresses,
         Err(error) => {
@@ -79,49 +71,55 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         return (finding, None);
     };
 
-    let client_options = ClientOptions {
-        timeout: options.timeout,
-    };
-    let mut client = match Client::from_stream(stream, client_options) {
+    let implicit = target.security == Security::Implicit;
+    let mut session_tls = None;
+    if implicit || options.explicit_tls {
+        match doctor_tls(&target.host) {
+            Ok(tls) => session_tls = Some(tls),
+            Err(error) => {
+                let finding =
+                    Finding::error(CHECK, format!("cannot set up TLS: {error}")).evidence(evidence);
+                return (finding, None);
+            }
+        }
+    }
+    let mut client = match login_session(
+        stream,
+        target,
+        session_tls.clone(),
+        implicit,
+        options,
+        &mut evidence,
+    )
+    .await
+    {
         Ok(client) => client,
-        Err(error) => {
-            let finding = Finding::error(CHECK, format!("control connection failed: {error}"))
-                .evidence(evidence);
-            return (finding, None);
+        Err((summary, remedy)) => {
+            // A server that refuses plain logins may accept them over TLS: go on with TLS.
+            let upgraded = if session_tls.is_none() && summary.starts_with("login refused") {
+                upgrade_to_tls(target, control, options, &mut evidence).await
+            } else {
+                None
+            };
+            match upgraded {
+                Some((client, tls)) => {
+                    session_tls = Some(tls);
+                    client
+                }
+                None => {
+                    let finding = Finding::error(CHECK, summary)
+                        .evidence(evidence)
+                        .remedy(remedy);
+                    return (finding, None);
+                }
+            }
         }
     };
-    let greeting = match client.read_reply().await {
-        Ok(greeting) => greeting,
-        Err(error) => {
-            evidence.push(format!("greeting: {error}"));
-            let finding = Finding::error(CHECK, "the server sends no greeting")
-                .evidence(evidence)
-                .remedy(
-                    "the port answers but does not speak FTP: check the port, or whether it \
-                     expects implicit TLS (ftps://)",
-                );
-            return (finding, None);
-        }
-    };
-    evidence.push(format!("greeting: {}", reply_line(&greeting)));
-    if greeting.code.0 != 220 {
-        let finding = Finding::error(CHECK, format!("the server is not ready: {}", reply_line(&greeting)))
-            .evidence(evidence)
-            .remedy("a 421 greeting means the server is full or refuses this client address: check its session limits");
-        return (finding, None);
-    }
-
-    let password = target.password.as_deref().unwrap_or_default();
-    match login(&mut client, &target.user, password, &mut evidence).await {
-        Ok(()) => {}
-        Err(summary) => {
-            let finding = Finding::error(CHECK, summary).evidence(evidence).remedy(
-                "check the user name and password (URL, FERROFTP_PASSWORD or the prompt); a \
-                 server that requires TLS refuses plain logins: use --explicit-tls or ftps://",
-            );
-            return (finding, None);
-        }
-    }
+    let greeting_text = evidence
+        .iter()
+        .find_map(|line| line.strip_prefix("greeting: "))
+        .unwrap_or_default()
+        .to_owned();
 
     let syst = match client.command("SYST").await {
         Ok(reply) => {
@@ -151,8 +149,12 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
     }
     let _ = client.quit().await;
 
-    let server = ServerKind::identify(&greeting.text(), &syst, &features);
-    let tls = if features
+    let server = ServerKind::identify(&greeting_text, &syst, &features);
+    let tls = if implicit {
+        "implicit TLS"
+    } else if session_tls.is_some() {
+        "over AUTH TLS"
+    } else if features
         .iter()
         .any(|feature| feature.to_ascii_uppercase().starts_with("AUTH TLS"))
     {
@@ -172,6 +174,8 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         target: target.clone(),
         options,
         control,
+        session_tls,
+        implicit,
         server,
         features,
         passive: None,
@@ -182,6 +186,130 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         Finding::ok(CHECK, summary).evidence(evidence),
         Some(context),
     )
+}
+
+/// Greeting, TLS as asked (implicit handshake first, or AUTH TLS after the greeting),
+/// login and, with TLS, PBSZ 0 and PROT P. The error is a summary and a remedy.
+async fn login_session(
+    stream: tokio::net::TcpStream,
+    target: &Target,
+    tls: Option<ClientTls>,
+    implicit: bool,
+    options: Options,
+    evidence: &mut Vec<String>,
+) -> Result<Client, (String, String)> {
+    let client_options = ClientOptions {
+        timeout: options.timeout,
+    };
+    let mut client = Client::from_stream(stream, client_options)
+        .map_err(|error| (format!("control connection failed: {error}"), String::new()))?;
+    if let (Some(tls), true) = (&tls, implicit) {
+        client.upgrade_to_tls(tls.clone()).await.map_err(|error| {
+            evidence.push(format!("implicit TLS handshake: {error}"));
+            (
+                "the implicit TLS handshake fails".to_owned(),
+                "check that the port speaks implicit FTPS (traditionally 990); for explicit \
+                 FTPS use ftp:// with --explicit-tls"
+                    .to_owned(),
+            )
+        })?;
+        evidence.push("implicit TLS handshake: done".to_owned());
+    }
+    let greeting = match client.read_reply().await {
+        Ok(greeting) => greeting,
+        Err(error) => {
+            evidence.push(format!("greeting: {error}"));
+            return Err((
+                "the server sends no greeting".to_owned(),
+                "the port answers but does not speak FTP: check the port, or whether it \
+                 expects implicit TLS (ftps://)"
+                    .to_owned(),
+            ));
+        }
+    };
+    evidence.push(format!("greeting: {}", reply_line(&greeting)));
+    if greeting.code.0 != 220 {
+        return Err((
+            format!("the server is not ready: {}", reply_line(&greeting)),
+            "a 421 greeting means the server is full or refuses this client address: check \
+             its session limits"
+                .to_owned(),
+        ));
+    }
+    if let (Some(tls), false) = (&tls, implicit) {
+        match client.auth_tls(tls.clone()).await {
+            Ok(reply) => evidence.push(format!("AUTH TLS → {}", reply_line(&reply))),
+            Err(error) => {
+                evidence.push(format!("AUTH TLS → {error}"));
+                return Err((
+                    "AUTH TLS fails".to_owned(),
+                    "the server does not offer explicit FTPS here: enable TLS on the server, or \
+                     check without --explicit-tls"
+                        .to_owned(),
+                ));
+            }
+        }
+    }
+    let password = target.password.as_deref().unwrap_or_default();
+    login(&mut client, &target.user, password, evidence)
+        .await
+        .map_err(|summary| {
+            (
+                summary,
+                "check the user name and password (URL, FERROFTP_PASSWORD or the prompt); a \
+                 server that requires TLS refuses plain logins: use --explicit-tls or ftps://"
+                    .to_owned(),
+            )
+        })?;
+    if tls.is_some() {
+        for command in ["PBSZ 0", "PROT P"] {
+            match client.command(command).await {
+                Ok(reply) => evidence.push(format!("{command} → {}", reply_line(&reply))),
+                Err(error) => evidence.push(format!("{command} → {error}")),
+            }
+        }
+        // Without a 200 to PROT P the transfers show it; the tls check says why.
+        let _ = client.set_data_protection(true);
+    }
+    Ok(client)
+}
+
+/// After a refused plain login: the same login over AUTH TLS, when the server takes it.
+async fn upgrade_to_tls(
+    target: &Target,
+    control: SocketAddr,
+    options: Options,
+    evidence: &mut Vec<String>,
+) -> Option<(Client, ClientTls)> {
+    let tls = doctor_tls(&target.host).ok()?;
+    let attempt = connect_timed(control, options.timeout).await;
+    let stream = attempt.result.ok()?;
+    let mut retry = Vec::new();
+    match login_session(
+        stream,
+        target,
+        Some(tls.clone()),
+        false,
+        options,
+        &mut retry,
+    )
+    .await
+    {
+        Ok(client) => {
+            evidence.push(
+                "the plain login was refused; over AUTH TLS it works: the server requires TLS, \
+                 the checks go on over TLS"
+                    .to_owned(),
+            );
+            evidence.extend(
+                retry
+                    .into_iter()
+                    .filter(|line| !line.starts_with("greeting")),
+            );
+            Some((client, tls))
+        }
+        Err(_) => None,
+    }
 }
 
 async fn resolve(target: &Target, options: Options) -> Result<Vec<SocketAddr>, String> {

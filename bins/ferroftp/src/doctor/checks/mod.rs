@@ -14,7 +14,7 @@ mod tls;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use ferroftp_client::{Client, ClientOptions, Reply, connect_timed};
+use ferroftp_client::{Client, ClientOptions, ClientTls, Reply, ServerVerification, connect_timed};
 
 use super::remedies::ServerKind;
 use super::{Finding, Severity, Target};
@@ -49,6 +49,11 @@ pub(super) struct Context {
     options: Options,
     /// The address the control connection went to.
     control: SocketAddr,
+    /// TLS for every session (ftps://, --explicit-tls, or a server that refuses plain
+    /// logins); `None`: plain sessions.
+    session_tls: Option<ClientTls>,
+    /// `ftps://`: TLS from the first byte.
+    implicit: bool,
     server: ServerKind,
     /// FEAT lines, trimmed.
     features: Vec<String>,
@@ -68,8 +73,10 @@ pub(super) struct TlsPassive {
 
 #[derive(Debug, Clone)]
 pub(super) struct PassiveObservation {
-    /// The address announced in plain text.
+    /// The address announced.
     announced: SocketAddrV4,
+    /// Whether it was seen on a plain-text control connection (a middlebox could rewrite it).
+    plain: bool,
     /// The whole 227 reply line.
     reply_line: String,
     /// A LIST over PASV worked (at the announced address, or at the control address).
@@ -97,8 +104,26 @@ impl Context {
         }
     }
 
-    /// A new control connection, logged in. The error is one line of evidence.
+    /// TLS settings for the data connections of sessions opened by
+    /// [`open_session`](Self::open_session).
+    fn data_tls(&self) -> Option<&ClientTls> {
+        self.session_tls.as_ref()
+    }
+
+    /// A new control connection, logged in, protected like every session of this run. The
+    /// error is one line of evidence.
     async fn open_session(&self) -> Result<Client, String> {
+        self.open_session_with(self.session_tls.clone(), &mut Vec::new())
+            .await
+    }
+
+    /// A new control connection, logged in; with `tls`, protected (AUTH TLS, or implicit)
+    /// and with PROT P. The replies to AUTH TLS, PBSZ and PROT go to `evidence`.
+    async fn open_session_with(
+        &self,
+        tls: Option<ClientTls>,
+        evidence: &mut Vec<String>,
+    ) -> Result<Client, String> {
         let attempt = connect_timed(self.control, self.timeout()).await;
         let stream = match attempt.result {
             Ok(stream) => stream,
@@ -109,6 +134,12 @@ impl Context {
         };
         let mut client = Client::from_stream(stream, options)
             .map_err(|error| format!("control connection: {error}"))?;
+        if let (Some(tls), true) = (&tls, self.implicit) {
+            client
+                .upgrade_to_tls(tls.clone())
+                .await
+                .map_err(|error| format!("implicit TLS handshake: {error}"))?;
+        }
         let greeting = client
             .read_reply()
             .await
@@ -116,11 +147,33 @@ impl Context {
         if greeting.code.0 != 220 {
             return Err(format!("greeting: {}", reply_line(&greeting)));
         }
+        if let (Some(tls), false) = (&tls, self.implicit) {
+            let reply = client
+                .auth_tls(tls.clone())
+                .await
+                .map_err(|error| format!("AUTH TLS: {error}"))?;
+            evidence.push(format!("AUTH TLS → {}", reply_line(&reply)));
+        }
         let password = self.target.password.as_deref().unwrap_or_default();
         client
             .login(&self.target.user, password)
             .await
             .map_err(|error| format!("login: {error}"))?;
+        if tls.is_some() {
+            for command in ["PBSZ 0", "PROT P"] {
+                let reply = client
+                    .command(command)
+                    .await
+                    .map_err(|error| format!("{command}: {error}"))?;
+                evidence.push(format!("{command} → {}", reply_line(&reply)));
+                if reply.code.0 != 200 {
+                    return Err(format!("{command} refused: {}", reply_line(&reply)));
+                }
+            }
+            client
+                .set_data_protection(true)
+                .map_err(|error| error.to_string())?;
+        }
         Ok(client)
     }
 }
@@ -293,4 +346,10 @@ pub(super) fn transfer_evidence(probe: &ferroftp_client::TransferProbe) -> Vec<S
         ));
     }
     lines
+}
+
+/// TLS settings that accept any certificate (the `tls` check reports on the certificate
+/// separately) and name the server as in the URL.
+pub(super) fn doctor_tls(host: &str) -> Result<ClientTls, String> {
+    ClientTls::new(ServerVerification::AcceptAny, host, None).map_err(|error| error.to_string())
 }

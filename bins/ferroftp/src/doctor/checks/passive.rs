@@ -102,7 +102,12 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         Some((via, connected)) => {
             let command = context.list_command();
             let probe = client
-                .probe_transfer(&command, connected, context.timeout() * 2)
+                .probe_transfer(
+                    &command,
+                    connected,
+                    context.data_tls(),
+                    context.timeout() * 2,
+                )
                 .await;
             reach_evidence.extend(transfer_evidence(&probe));
             Some((via, probe))
@@ -117,6 +122,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         .is_some_and(|(_, probe)| probe.succeeded());
     context.passive = Some(PassiveObservation {
         announced,
+        plain: context.session_tls.is_none(),
         reply_line: reply_line(&reply),
         works,
     });
