@@ -630,7 +630,9 @@ impl Session {
     fn user(&mut self, username: String) {
         self.cwd = VirtualPath::root();
         let require = self.config.tls.require_control;
-        if !self.control_tls && require.applies_to(&username) {
+        // The requirements bind listeners that offer TLS; on a plain listener nobody could
+        // satisfy them.
+        if self.tls_available && !self.control_tls && require.applies_to(&username) {
             let who = match require {
                 TlsRequirement::All => "every login",
                 _ => "this account",
@@ -1683,6 +1685,9 @@ impl Session {
 
     /// `tls.require_data` applies to this session (before USER only `all` is known to).
     fn data_tls_required(&self) -> bool {
+        if !self.tls_available {
+            return false;
+        }
         let require = self.config.tls.require_data;
         match self.login_name() {
             Some(name) => require.applies_to(name),

@@ -1023,3 +1023,19 @@ fn certificate_common_name_binds_the_account() {
     );
     h.login_alice();
 }
+
+#[test]
+fn requirements_do_not_bind_a_listener_without_tls() {
+    // The default policy requires TLS for accounts; a plain listener cannot offer it, so
+    // its clients log in and transfer in clear rather than being locked out.
+    let policy = TlsPolicy {
+        require_control: TlsRequirement::Accounts,
+        require_data: TlsRequirement::Accounts,
+        ..TlsPolicy::default()
+    };
+    let mut h = Harness::with_transport(tls_config(policy), ControlTransport::Plain);
+    h.login_alice();
+    open_passive(&mut h);
+    let request = transfer_request(&h.line("RETR f"));
+    assert_eq!(request.protection, DataProtection::Clear);
+}
