@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from doctor_peers import (PASSIVE, PeerServer, PeerUnavailable, create_account, start_pure_ftpd,
-                          start_vsftpd)
+from doctor_peers import (PASSIVE, PeerServer, PeerUnavailable, create_account, make_certificate,
+                          start_pure_ftpd, start_vsftpd)
 from netns import stop_process
 from sysftp import curl_in, sha256_file, start_ferroftp
 
@@ -64,22 +64,38 @@ def launch(ferroftp_bin, account, tmp_path):
     50000-50100, a file to list, and the account's credentials."""
     counter = iter(range(100))
 
-    def go(kind: str, ns, advertise: str | None = None) -> PeerServer:
+    def go(kind: str, ns, advertise: str | None = None, tls: bool = False,
+           require_reuse: bool = False) -> PeerServer:
+        """With `tls`: explicit FTPS offered, plain logins still allowed (ferroftp: unless
+        `require_reuse`, which keeps its defaults: TLS required for accounts, reuse
+        required), session reuse required only with `require_reuse`."""
         workdir = tmp_path / f"{kind}{next(counter)}"
+        cert = make_certificate(tmp_path / "cert") if tls else None
         if kind == "ferroftp":
             # Not the start_server fixture: a test may stop a server and start it again
             # fixed; the topology stops every process by PID at teardown.
-            s = start_ferroftp(ferroftp_bin, ns, workdir, advertise=advertise)
+            config = None
+            if tls:
+                config = ferroftp_tls_config(cert, require_reuse)
+            s = start_ferroftp(ferroftp_bin, ns, workdir, advertise=advertise, config=config)
             (s.root / "hello.txt").write_text("hello from the doctor's tests\n")
             return PeerServer(kind, ns, s.user, s.password, s.port, s.proc, s.log_path)
         try:
             if kind == "vsftpd":
-                return start_vsftpd(ns, workdir, account, advertise=advertise)
-            return start_pure_ftpd(ns, workdir, account, advertise=advertise)
+                return start_vsftpd(ns, workdir, account, advertise=advertise, tls=cert,
+                                    require_ssl_reuse=require_reuse)
+            return start_pure_ftpd(ns, workdir, account, advertise=advertise, tls=cert)
         except PeerUnavailable as e:
             pytest.skip(f"{kind} unavailable: {e}")
 
     return go
+
+
+def ferroftp_tls_config(cert, require_reuse: bool) -> str:
+    certificate, key = cert
+    policy = "" if require_reuse else 'require = "none"\nrequire_data = "none"\nrequire_reuse = false\n'
+    return (f'[[server.listeners]]\nlisten = "0.0.0.0:2121"\ntls = "explicit"\n'
+            f'[tls]\ncert = "{certificate}"\nkey = "{key}"\n{policy}')
 
 
 @dataclass
@@ -90,9 +106,11 @@ class Report:
     stderr: str
 
     def finding(self, check: str) -> dict:
+        """The worst finding of `check` (the tls check may report two)."""
         found = [f for f in self.data["findings"] if f["check"] == check]
         assert found, f"no {check} finding\n{self.describe()}"
-        return found[0]
+        rank = {"ok": 0, "warning": 1, "error": 2}
+        return max(found, key=lambda f: rank[f["severity"]])
 
     def severity(self, check: str) -> str:
         return self.finding(check)["severity"]
@@ -270,6 +288,83 @@ def test_client_behind_nat_cannot_use_active_mode(kind, client_nat, launch, ferr
     if kind == "ferroftp":
         # ferroftp's refusal names the address it sees: the router's.
         assert CLIENT_ROUTER_WAN in active["summary"], report.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# a NAT helper rewriting PASV in front of a server that does not know its public address
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_nat_helper_rewriting_pasv_is_seen_under_tls(kind, server_nat, launch, ferroftp_bin):
+    out, rtr, srv = server_nat
+    # The kernel's FTP helper on the router, for the control port (as test_client_nat.py).
+    rtr.run(["modprobe", "nf_conntrack_ftp"], check=False)
+    if not __import__("os").path.exists("/sys/module/nf_conntrack_ftp"):
+        pytest.skip("kernel FTP conntrack helper unavailable")
+    rtr.iptables("-t", "raw", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport", "2121",
+                 "-j", "CT", "--helper", "ftp")
+    server = launch(kind, srv, tls=True)
+    report = doctor(ferroftp_bin, out, server.url(PUBLIC))
+    # In plain text the helper makes PASV right...
+    assert report.severity("passive-address") == "ok", report.describe()
+    assert report.severity("passive-reachability") == "ok", report.describe()
+    # ...under TLS it cannot, and the server's own address shows.
+    alg = report.finding("alg-rewrite")
+    assert alg["severity"] == "error", report.describe()
+    assert NAT_SERVER in alg["summary"] and PUBLIC in alg["summary"], report.describe()
+    assert any(f"({NAT_SERVER.replace('.', ',')}," in line for line in alg["evidence"]), \
+        report.describe()
+    assert advertise_setting(kind, PUBLIC) in alg["remedy"], report.describe()
+    assert report.errors() == ["alg-rewrite"], report.describe()
+
+    # The remedy, applied: the server announces its public address itself.
+    stop(server)
+    fixed = launch(kind, srv, advertise=PUBLIC, tls=True)
+    report = doctor(ferroftp_bin, out, fixed.url(PUBLIC))
+    assert report.errors() == [], report.describe()
+    assert report.severity("alg-rewrite") == "ok", report.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# a server that requires TLS session reuse on data connections
+
+
+@pytest.mark.parametrize("kind", ["ferroftp", "vsftpd"])    # Pure-FTPd never requires it
+def test_server_requiring_tls_session_reuse(kind, direct, launch, ferroftp_bin):
+    cli, srv = direct
+    server = launch(kind, srv, tls=True, require_reuse=True)
+    report = doctor(ferroftp_bin, cli, server.url(DIRECT_SERVER))
+    tls = report.finding("tls")
+    assert tls["severity"] == "error", report.describe()
+    assert "requires TLS session reuse" in tls["summary"], report.describe()
+    # We resume, so our own transfer works; the full handshake is what is refused.
+    assert any("resumed session" in line for line in tls["evidence"]), report.describe()
+    remedy = {"ferroftp": "require_reuse = false", "vsftpd": "require_ssl_reuse=NO"}[kind]
+    assert remedy in tls["remedy"], report.describe()
+    assert report.errors() == ["tls"], report.describe()
+    if kind == "ferroftp":
+        # ferroftp's defaults refuse plain logins for accounts: the doctor went on over TLS.
+        assert any("requires TLS" in line for line in report.finding("login")["evidence"])
+
+    stop(server)
+    fixed = launch(kind, srv, tls=True, require_reuse=False)
+    report = doctor(ferroftp_bin, cli, fixed.url(DIRECT_SERVER))
+    assert report.errors() == [], report.describe()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_healthy_ftps_setup_has_no_error(kind, direct, launch, ferroftp_bin):
+    cli, srv = direct
+    server = launch(kind, srv, tls=True)
+    report = doctor(ferroftp_bin, cli, server.url(DIRECT_SERVER))
+    assert report.errors() == [], report.describe()
+    tls = [f for f in report.data["findings"] if f["check"] == "tls"]
+    # The self-signed test certificate is a warning; PROT P itself is fine.
+    assert [f["severity"] for f in tls] == ["warning", "ok"], report.describe()
+    assert any("self-signed" in line for line in tls[0]["evidence"]), report.describe()
+    explicit = doctor(ferroftp_bin, cli, server.url(DIRECT_SERVER), "--explicit-tls")
+    assert explicit.errors() == [], explicit.describe()
+    assert "over AUTH TLS" in explicit.finding("login")["summary"], explicit.describe()
 
 
 # --------------------------------------------------------------------------------------------

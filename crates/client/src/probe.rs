@@ -28,6 +28,10 @@ use crate::client::Client;
 use crate::error::ClientError;
 use crate::tls::{ClientTls, MaybeTls, ServerVerification};
 
+/// How long an active probe still waits for the server's connection once the final reply
+/// arrived (the connection may have been accepted by the kernel just before).
+const ACCEPT_GRACE: Duration = Duration::from_millis(500);
+
 /// Why a TCP connect failed, in the terms that locate the fault.
 #[derive(Debug)]
 pub enum ConnectFailure {
@@ -246,7 +250,7 @@ impl Client {
             ..TransferProbe::default()
         };
         if let Some(stream) = self.probe_preliminary(line, &mut probe, stream).await {
-            self.probe_data_and_final(&mut probe, stream, tls, started, limit)
+            self.probe_data(&mut probe, stream, tls, started, limit, true)
                 .await;
         }
         probe.elapsed = started.elapsed();
@@ -277,9 +281,11 @@ impl Client {
         let deadline = tokio::time::Instant::now() + limit;
         let mut stream = None;
         // Until the connection arrives, read replies (vsftpd and ferroftp connect before 150,
-        // others after it); a final reply ends the wait.
+        // others after it); a final reply ends the wait. The connection is looked at first:
+        // a fast server may have connected, sent everything and said 226 already.
         while stream.is_none() {
             tokio::select! {
+                biased;
                 accepted = listener.accept() => match accepted {
                     Ok((data, source)) => {
                         probe.accepted = Some((source, started.elapsed()));
@@ -312,14 +318,22 @@ impl Client {
                 },
             }
         }
+        let mut final_received = probe.final_reply().is_some();
+        if stream.is_none()
+            && final_received
+            && let Ok(Ok((data, source))) =
+                tokio::time::timeout(ACCEPT_GRACE, listener.accept()).await
+        {
+            // The final reply overtook the connection (both were on their way).
+            probe.accepted = Some((source, started.elapsed()));
+            stream = Some(data);
+        }
         if let Some(stream) = stream {
             if probe.replies.is_empty() {
                 match self.read_reply_until(deadline).await {
-                    Ok(reply) if reply.code.is_preliminary() => probe.replies.push(reply),
                     Ok(reply) => {
+                        final_received = !reply.code.is_preliminary();
                         probe.replies.push(reply);
-                        probe.elapsed = started.elapsed();
-                        return probe;
                     }
                     Err(error) => {
                         probe.stalled = Some(format!("waiting for the reply to {line}: {error}"));
@@ -328,7 +342,7 @@ impl Client {
                     }
                 }
             }
-            self.probe_data_and_final(&mut probe, stream, tls, started, limit)
+            self.probe_data(&mut probe, stream, tls, started, limit, !final_received)
                 .await;
         }
         probe.elapsed = started.elapsed();
@@ -356,13 +370,16 @@ impl Client {
         }
     }
 
-    async fn probe_data_and_final(
+    /// Reads the data connection to its end (after its TLS handshake, with `tls`), then,
+    /// when `read_final`, the final reply.
+    async fn probe_data(
         &mut self,
         probe: &mut TransferProbe,
         stream: TcpStream,
         tls: Option<&ClientTls>,
         started: Instant,
         limit: Duration,
+        read_final: bool,
     ) {
         let remaining = limit.saturating_sub(started.elapsed());
         let mut stream = match tls {
@@ -374,7 +391,9 @@ impl Client {
                 }
                 Ok(Err(error)) => {
                     probe.stalled = Some(format!("TLS handshake on the data connection: {error}"));
-                    self.probe_final_after_failure(probe).await;
+                    if read_final {
+                        self.probe_final_after_failure(probe).await;
+                    }
                     return;
                 }
                 Err(_elapsed) => {
@@ -414,6 +433,9 @@ impl Client {
             }
         }
         drop(stream);
+        if !read_final {
+            return;
+        }
         match self.read_reply().await {
             Ok(reply) => probe.replies.push(reply),
             Err(error) => {

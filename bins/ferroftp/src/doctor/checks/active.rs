@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use ferroftp_client::TransferProbe;
 use ferroftp_proto::is_private_address;
 
-use super::{ActiveEcho, Context, reply_line, transfer_evidence};
+use super::{ActiveEcho, Context, command_refused, reply_line, transfer_evidence};
 use crate::doctor::Finding;
 use crate::doctor::remedies::join;
 
@@ -118,6 +118,9 @@ fn finding_for(
     we_are_private: bool,
     context: &Context,
 ) -> Finding {
+    if let Some(finding) = command_refused(CHECK, probe) {
+        return finding;
+    }
     if probe.succeeded() {
         let from = probe
             .accepted

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use ferroftp_client::{ClientError, connect_timed};
 
 use super::passive::describe_failure;
-use super::{Context, reply_line, transfer_evidence};
+use super::{Context, command_refused, reply_line, transfer_evidence};
 use crate::doctor::Finding;
 use crate::doctor::remedies::{firewall_commands, join, passive_range_settings, range_for};
 
@@ -52,6 +52,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     let attempt = connect_timed(target, context.timeout()).await;
     evidence.push(attempt.to_string());
     let failure = describe_failure(&attempt);
+    let mut refused = None;
     let works = match attempt.result {
         Ok(stream) => {
             let command = context.list_command();
@@ -59,11 +60,15 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
                 .probe_transfer(&command, stream, context.data_tls(), context.timeout() * 2)
                 .await;
             evidence.extend(transfer_evidence(&probe));
+            refused = command_refused(CHECK, &probe);
             probe.succeeded()
         }
         Err(_) => false,
     };
     drop(client);
+    if let Some(finding) = refused {
+        return vec![finding.evidence(evidence)];
+    }
 
     let finding = match (works, pasv_works) {
         (true, Some(false)) => Finding::warning(

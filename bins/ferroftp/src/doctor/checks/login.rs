@@ -96,7 +96,9 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         Ok(client) => client,
         Err((summary, remedy)) => {
             // A server that refuses plain logins may accept them over TLS: go on with TLS.
-            let upgraded = if session_tls.is_none() && summary.starts_with("login refused") {
+            let refused =
+                summary.starts_with("login refused") || summary.starts_with("USER refused");
+            let upgraded = if session_tls.is_none() && refused {
                 upgrade_to_tls(target, control, options, &mut evidence).await
             } else {
                 None

@@ -353,3 +353,36 @@ pub(super) fn transfer_evidence(probe: &ferroftp_client::TransferProbe) -> Vec<S
 pub(super) fn doctor_tls(host: &str) -> Result<ClientTls, String> {
     ClientTls::new(ServerVerification::AcceptAny, host, None).map_err(|error| error.to_string())
 }
+
+/// When the server refused the transfer command itself (a final 4yz/5yz reply other than
+/// 425/426, which are about the data connection), a finding for `check` that says so: the
+/// network is not the problem then.
+pub(super) fn command_refused(
+    check: &'static str,
+    probe: &ferroftp_client::TransferProbe,
+) -> Option<Finding> {
+    let reply = probe.final_reply()?;
+    let code = reply.code.0;
+    if !(400..600).contains(&code) || code == 425 || code == 426 || probe.bytes > 0 {
+        return None;
+    }
+    let text = reply_line(reply);
+    let about_tls = matches!(code, 521 | 522 | 533 | 534)
+        || text.to_ascii_lowercase().contains("tls")
+        || text.to_ascii_lowercase().contains("ssl")
+        || text.to_ascii_lowercase().contains("protect");
+    let remedy = if about_tls {
+        "the server requires TLS for transfers: use FTPS (ferroftp doctor --explicit-tls, or \
+         ftps:// for implicit TLS), or relax the server's TLS requirement"
+    } else {
+        "the server refuses the command itself, not the data connection: check the account's \
+         permissions and the path (the URL's path is what LIST lists)"
+    };
+    Some(
+        Finding::error(
+            check,
+            format!("the server refuses {}: {text}", probe.command),
+        )
+        .remedy(remedy),
+    )
+}

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ferroftp_client::{ClientError, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
 
-use super::{Context, PassiveObservation, reply_line, transfer_evidence};
+use super::{Context, PassiveObservation, command_refused, reply_line, transfer_evidence};
 use crate::doctor::Finding;
 use crate::doctor::address::{PassiveAddressClass, classify_passive_address};
 use crate::doctor::remedies::{
@@ -230,8 +230,12 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     .evidence(address_evidence.split_off(0));
 
     // passive-reachability
-    let reach_finding = match &transfer {
-        Some((via, probe)) if probe.succeeded() => {
+    let refused = transfer
+        .as_ref()
+        .and_then(|(_, probe)| command_refused(REACHABILITY, probe));
+    let reach_finding = match (&transfer, refused) {
+        (_, Some(refused)) => refused,
+        (Some((via, probe)), None) if probe.succeeded() => {
             let where_ = if *via == first_target {
                 "at the announced address".to_owned()
             } else {
@@ -253,7 +257,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
                     .remedy("fix the announced address (see passive-address)")
             }
         }
-        Some((via, probe)) => Finding::error(
+        (Some((via, probe)), None) => Finding::error(
             REACHABILITY,
             format!(
                 "connected to the data port {via}, but {} did not complete",
@@ -265,7 +269,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
              through but not the data (MTU, a TLS-inspecting proxy), or a server that refuses \
              data connections from this address; check the server's log for this transfer",
         ),
-        None => {
+        (None, None) => {
             let failure = fallback_failure.or(first_failure).unwrap_or_default();
             let summary = format!(
                 "the data port {} {failure}: transfers (LIST, RETR) hang here",

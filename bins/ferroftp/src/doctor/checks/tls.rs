@@ -49,6 +49,16 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             );
             findings.push(finding);
         }
+        Err(error) if error.starts_with("AUTH TLS → 5") => {
+            return vec![
+                Finding::warning(
+                    CHECK,
+                    "FEAT lists AUTH TLS but the server refuses it: TLS is not enabled, \
+                     passwords and files travel in clear text",
+                )
+                .evidence(vec![error]),
+            ];
+        }
         Err(error) => {
             return vec![
                 Finding::error(CHECK, "the TLS handshake fails")
