@@ -367,6 +367,49 @@ def test_healthy_ftps_setup_has_no_error(kind, direct, launch, ferroftp_bin):
     assert "over AUTH TLS" in explicit.finding("login")["summary"], explicit.describe()
 
 
+def test_implicit_ftps(direct, ferroftp_bin, tmp_path):
+    """ftps:// (TLS from the first byte) against an implicit ferroftp listener."""
+    cli, srv = direct
+    certificate, key = make_certificate(tmp_path / "cert")
+    config = (f'[[server.listeners]]\nlisten = "0.0.0.0:990"\ntls = "implicit"\n'
+              f'[tls]\ncert = "{certificate}"\nkey = "{key}"\nrequire_reuse = false\n')
+    server = start_ferroftp(ferroftp_bin, srv, tmp_path / "implicit", config=config, listen=None)
+    url = f"ftps://{server.user}:{server.password}@{DIRECT_SERVER}:990/"
+    report = doctor(ferroftp_bin, cli, url)
+    assert report.errors() == [], report.describe()
+    assert "implicit TLS" in report.finding("login")["summary"], report.describe()
+    for check in ("passive-address", "passive-reachability", "epsv", "active"):
+        assert report.severity(check) == "ok", report.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# a NAT helper on the client's side rewriting PORT
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_client_side_nat_helper_rewriting_port(kind, client_nat, launch, ferroftp_bin):
+    """The router's FTP helper rewrites our PORT to its public address and forwards the
+    server's connection: active mode works. ferroftp echoes the address it got, so the
+    rewrite shows (a warning: it breaks under TLS); the others do not echo it."""
+    cli, rtr, srv = client_nat
+    rtr.run(["modprobe", "nf_conntrack_ftp"], check=False)
+    if not __import__("os").path.exists("/sys/module/nf_conntrack_ftp"):
+        pytest.skip("kernel FTP conntrack helper unavailable")
+    rtr.iptables("-t", "raw", "-A", "PREROUTING", "-i", "lan0", "-p", "tcp", "--dport", "2121",
+                 "-j", "CT", "--helper", "ftp")
+    server = launch(kind, srv)
+    report = doctor(ferroftp_bin, cli, server.url(DIRECT_SERVER))
+    assert report.errors() == [], report.describe()
+    assert report.severity("active") == "ok", report.describe()
+    alg = report.finding("alg-rewrite")
+    if kind == "ferroftp":
+        assert alg["severity"] == "warning", report.describe()
+        assert NAT_CLIENT in alg["summary"] and CLIENT_ROUTER_WAN in alg["summary"], \
+            report.describe()
+    else:
+        assert alg["severity"] == "ok", report.describe()
+
+
 # --------------------------------------------------------------------------------------------
 # a black hole: the whole run stays bounded
 
