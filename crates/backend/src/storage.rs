@@ -68,6 +68,18 @@ pub struct Download {
     pub size: u64,
     /// The bytes from the offset to the end.
     pub body: Box<dyn AsyncRead + Send + Unpin>,
+    /// The same bytes as a local file, when the backend has one: the server may then send
+    /// them with `sendfile` instead of reading `body` (zero copy through user space).
+    pub local_file: Option<LocalFile>,
+}
+
+/// A download's bytes in a local file: from `offset` to the end of `file`.
+#[derive(Debug)]
+pub struct LocalFile {
+    /// The open file (its own descriptor; its position is not used).
+    pub file: std::fs::File,
+    /// Where the download starts.
+    pub offset: u64,
 }
 
 impl fmt::Debug for Download {

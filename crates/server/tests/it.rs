@@ -1393,3 +1393,38 @@ mod ftps {
         );
     }
 }
+
+#[tokio::test]
+async fn local_files_are_sent_byte_exact_with_and_without_zero_copy() {
+    let (server, _root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let data = pattern(3 << 20);
+    client
+        .store("/big", DataMode::ExtendedPassive, &data)
+        .await
+        .unwrap();
+    // Binary, plain: sendfile; from an offset too (REST).
+    for mode in DataMode::ALL {
+        let back = client.retrieve("/big", mode).await.unwrap();
+        assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
+    }
+    assert_eq!(code(&mut client, "REST 1234567").await, 350);
+    let tail = client
+        .retrieve("/big", DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    assert_eq!(sha256(&tail), sha256(&data[1_234_567..]));
+    // ASCII: the converting stream.
+    client
+        .store("/text", DataMode::ExtendedPassive, b"a\nb\n")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "TYPE A").await, 200);
+    assert_eq!(
+        client
+            .retrieve("/text", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"a\r\nb\r\n"
+    );
+}

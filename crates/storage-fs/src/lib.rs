@@ -30,8 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    Capabilities, Download, EntryStream, FileMeta, Storage, StorageError, StorageErrorKind, Upload,
-    UploadTarget, VirtualPath, WriteMode,
+    Capabilities, Download, EntryStream, FileMeta, LocalFile, Storage, StorageError,
+    StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
@@ -330,9 +330,13 @@ impl Storage for FsStorage {
         let (file, size) = self
             .blocking(move |inner| inner.read(&path, offset))
             .await?;
+        // A second descriptor for zero-copy sends; they read at an explicit offset, so the
+        // shared file position does not matter. Without one the stream is used.
+        let local_file = file.try_clone().ok().map(|file| LocalFile { file, offset });
         Ok(Download {
             size,
             body: Box::new(tokio::fs::File::from_std(file)),
+            local_file,
         })
     }
 

@@ -296,6 +296,7 @@ impl Storage for MemoryStorage {
         Ok(Download {
             size,
             body: Box::new(cursor),
+            local_file: None,
         })
     }
 
