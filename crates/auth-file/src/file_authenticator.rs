@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User};
 
 use crate::password_verifier::{ArgonMemory, PasswordVerifier};
 use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password};
+use crate::verified_credentials_cache::{DEFAULT_CACHE_TTL, VerifiedCredentialsCache};
 
 /// Checks logins against a users file.
 ///
@@ -25,8 +26,14 @@ use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password};
 ///   the last load (one `stat`), and re-reads the file when they differ: `ferroftp user add`
 ///   takes effect on a running server. A changed file that fails to load is reported once in
 ///   the log and the previous users stay in force until it is fixed.
+/// - Successful verifications are remembered for a short time (see
+///   [`VerifiedCredentialsCache`] and [`with_cache_ttl`]): a user logging in again with the
+///   same password, against the same hash, skips argon2 and the verification queue. The
+///   file's `stat` still happens at each login, a reload forgets everything, and failed
+///   attempts always take the slow path.
 ///
 /// [`max_concurrent_verifications`]: Self::with_max_concurrent_verifications
+/// [`with_cache_ttl`]: Self::with_cache_ttl
 pub struct FileAuthenticator {
     shared: Arc<Shared>,
     verifier: PasswordVerifier,
@@ -39,6 +46,8 @@ struct Shared {
     /// Locked only on blocking-pool threads, for a `stat` and, after a change, a parse;
     /// never held across an await nor during a verification.
     snapshot: Mutex<Snapshot>,
+    /// Recent successful verifications; cleared whenever the file is reloaded.
+    cache: VerifiedCredentialsCache,
 }
 
 /// The users as last loaded, and what is known about the file on disk.
@@ -99,6 +108,7 @@ impl FileAuthenticator {
                 rejected: None,
                 missing_reported: false,
             }),
+            cache: VerifiedCredentialsCache::new(DEFAULT_CACHE_TTL),
             path,
         };
         let default_limit = std::thread::available_parallelism().map_or(2, |count| count.get());
@@ -113,6 +123,18 @@ impl FileAuthenticator {
     pub fn with_max_concurrent_verifications(mut self, limit: usize) -> Self {
         self.verifier = PasswordVerifier::start(limit);
         self
+    }
+
+    /// Sets how long a successful verification is remembered (5 minutes by default); zero
+    /// disables the cache, so every login runs argon2.
+    pub fn with_cache_ttl(self, ttl: Duration) -> Self {
+        self.shared.cache.set_ttl(ttl);
+        self
+    }
+
+    /// How many logins were confirmed by the cache of recent verifications, without argon2.
+    pub fn cache_hits(&self) -> u64 {
+        self.shared.cache.hits()
     }
 
     /// The users file.
@@ -158,6 +180,9 @@ impl Shared {
                             snapshot.users = Arc::new(index_by_name(file));
                             snapshot.loaded = Some(stamp);
                             snapshot.rejected = None;
+                            // Simplest and obviously correct; entries are also tied to the
+                            // hash they were verified against.
+                            self.cache.clear();
                         }
                         Err(error) => {
                             tracing::error!(
@@ -183,6 +208,16 @@ impl Shared {
         Arc::clone(&snapshot.users)
     }
 
+    /// The fast path, on a blocking-pool thread: the usual `stat` (and reload if the file
+    /// changed), then a cache lookup. `None` means "verify the slow way", never "rejected".
+    fn authenticate_cached(&self, username: &str, password: &str) -> Option<User> {
+        let users = self.current_users();
+        let entry = users.get(username)?;
+        self.cache
+            .confirms(username, entry.password_hash(), password)
+            .then(|| entry.to_user())
+    }
+
     /// The whole check, on a verification thread.
     fn authenticate_blocking(
         &self,
@@ -192,7 +227,12 @@ impl Shared {
     ) -> Result<User, AuthError> {
         let users = self.current_users();
         match users.get(username) {
-            Some(entry) if memory.verify(entry.password_hash(), password) => Ok(entry.to_user()),
+            Some(entry) if memory.verify(entry.password_hash(), password) => {
+                // Only a successful argon2 verification is remembered.
+                self.cache
+                    .remember(username, entry.password_hash(), password);
+                Ok(entry.to_user())
+            }
             Some(_) => Err(AuthError::Rejected),
             None => {
                 // Spend the time a real verification takes; the result does not matter.
@@ -213,6 +253,20 @@ fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
 #[async_trait]
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+        if self.shared.cache.is_enabled() {
+            // Cheap (a `stat` and a lookup) but blocking, so on the blocking pool rather
+            // than the async thread, and not queued behind argon2 verifications.
+            let shared = Arc::clone(&self.shared);
+            let username = attempt.username.clone();
+            let password = attempt.password.clone();
+            let cached = tokio::task::spawn_blocking(move || {
+                shared.authenticate_cached(&username, password.expose())
+            })
+            .await;
+            if let Ok(Some(user)) = cached {
+                return Ok(user);
+            }
+        }
         let shared = Arc::clone(&self.shared);
         let username = attempt.username.clone();
         let password = attempt.password.clone();

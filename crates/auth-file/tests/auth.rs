@@ -337,3 +337,89 @@ fn hashes_are_salted_argon2id() {
     assert_ne!(first, second);
     assert!(first.starts_with("$argon2id$v=19$"));
 }
+
+#[tokio::test]
+async fn a_second_login_is_confirmed_by_the_cache() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert_eq!(authenticator.cache_hits(), 0);
+    let alice = login(&authenticator, "alice", "wonderland").await.unwrap();
+    assert_eq!(authenticator.cache_hits(), 1);
+    assert_eq!(alice.home, home("/alice"));
+    assert!(!alice.read_only);
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_rejected_after_a_cached_success_and_not_cached() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert_eq!(login(&authenticator, "alice", "builder").await, None);
+    assert_eq!(login(&authenticator, "alice", "builder").await, None);
+    assert_eq!(login(&authenticator, "alice", "").await, None);
+    assert_eq!(authenticator.cache_hits(), 0);
+    // Failures did not displace the cached success either.
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert_eq!(authenticator.cache_hits(), 1);
+    // A failure is never remembered: another user's failed attempt stays slow and rejected.
+    assert_eq!(login(&authenticator, "bob", "wrong").await, None);
+    assert_eq!(login(&authenticator, "bob", "wrong").await, None);
+    assert_eq!(authenticator.cache_hits(), 1);
+}
+
+#[tokio::test]
+async fn a_password_change_invalidates_the_cached_login() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert_eq!(authenticator.cache_hits(), 1);
+
+    let mut file = UsersFile::load(&fixture.path).unwrap();
+    file.set_password("alice", "looking-glass").unwrap();
+    file.save(&fixture.path).unwrap();
+
+    assert_eq!(login(&authenticator, "alice", "wonderland").await, None);
+    assert!(
+        login(&authenticator, "alice", "looking-glass")
+            .await
+            .is_some()
+    );
+    assert_eq!(authenticator.cache_hits(), 1);
+    assert!(
+        login(&authenticator, "alice", "looking-glass")
+            .await
+            .is_some()
+    );
+    assert_eq!(authenticator.cache_hits(), 2);
+}
+
+#[tokio::test]
+async fn a_zero_ttl_disables_the_cache() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path)
+        .unwrap()
+        .with_cache_ttl(std::time::Duration::ZERO);
+    for _ in 0..3 {
+        assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    }
+    assert_eq!(authenticator.cache_hits(), 0);
+}
+
+#[tokio::test]
+async fn a_removed_user_is_rejected_despite_a_cached_login() {
+    let fixture = fixture();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "bob", "builder").await.is_some());
+    assert!(login(&authenticator, "bob", "builder").await.is_some());
+    assert_eq!(authenticator.cache_hits(), 1);
+
+    let mut file = UsersFile::load(&fixture.path).unwrap();
+    file.remove("bob").unwrap();
+    file.save(&fixture.path).unwrap();
+
+    assert_eq!(login(&authenticator, "bob", "builder").await, None);
+    assert_eq!(authenticator.cache_hits(), 1);
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+}
