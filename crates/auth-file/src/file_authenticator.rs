@@ -210,22 +210,32 @@ impl Shared {
 
     /// The fast path, on a blocking-pool thread: the usual `stat` (and reload if the file
     /// changed), then a cache lookup. `None` means "verify the slow way", never "rejected".
-    fn authenticate_cached(&self, username: &str, password: &str) -> Option<User> {
+    /// The user when the cache confirms the password; otherwise the users as just checked,
+    /// for the verification that follows (so the file is not stat'ed twice per login).
+    fn authenticate_cached(&self, username: &str, password: &str) -> Result<User, Users> {
         let users = self.current_users();
-        let entry = users.get(username)?;
-        self.cache
-            .confirms(username, entry.password_hash(), password)
-            .then(|| entry.to_user())
+        match users.get(username) {
+            Some(entry)
+                if self
+                    .cache
+                    .confirms(username, entry.password_hash(), password) =>
+            {
+                Ok(entry.to_user())
+            }
+            _ => Err(users),
+        }
     }
 
     /// The whole check, on a verification thread.
+    /// `users` is the snapshot the cache lookup already took, if any.
     fn authenticate_blocking(
         &self,
+        users: Option<Users>,
         username: &str,
         password: &str,
         memory: &mut ArgonMemory,
     ) -> Result<User, AuthError> {
-        let users = self.current_users();
+        let users = users.unwrap_or_else(|| self.current_users());
         match users.get(username) {
             Some(entry) if memory.verify(entry.password_hash(), password) => {
                 // Only a successful argon2 verification is remembered.
@@ -243,6 +253,9 @@ impl Shared {
     }
 }
 
+/// The users of one load of the file, by name.
+type Users = Arc<HashMap<String, UserEntry>>;
+
 fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
     file.list()
         .iter()
@@ -253,6 +266,7 @@ fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
 #[async_trait]
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+        let mut users = None;
         if self.shared.cache.is_enabled() {
             // Cheap (a `stat` and a lookup) but blocking, so on the blocking pool rather
             // than the async thread, and not queued behind argon2 verifications.
@@ -263,15 +277,19 @@ impl Authenticator for FileAuthenticator {
                 shared.authenticate_cached(&username, password.expose())
             })
             .await;
-            if let Ok(Some(user)) = cached {
-                return Ok(user);
+            match cached {
+                Ok(Ok(user)) => return Ok(user),
+                Ok(Err(snapshot)) => users = Some(snapshot),
+                Err(_) => {}
             }
         }
         let shared = Arc::clone(&self.shared);
         let username = attempt.username.clone();
         let password = attempt.password.clone();
         self.verifier
-            .run(move |memory| shared.authenticate_blocking(&username, password.expose(), memory))
+            .run(move |memory| {
+                shared.authenticate_blocking(users, &username, password.expose(), memory)
+            })
             .await
             .unwrap_or_else(|| {
                 Err(AuthError::Unavailable(

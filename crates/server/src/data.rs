@@ -15,12 +15,10 @@ use std::time::{Duration, SystemTime};
 use ferroftp_backend::{LocalFile, Storage, StorageError, Upload};
 use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
-use ferroftp_proto::session::{
-    DataProtection, DataTlsFailure, TransferFailure, TransferKind, TransferRequest,
-};
+use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
 use ferroftp_proto::{DirEntry, StorageErrorKind, VirtualPath};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
@@ -98,11 +96,12 @@ pub(crate) struct Prepared {
 }
 
 enum Work {
-    Retrieve(Box<dyn AsyncRead + Send + Unpin>),
-    /// A binary download of a local file over a plain data connection: `sendfile`.
-    RetrieveZeroCopy {
-        file: LocalFile,
-        end: u64,
+    Retrieve {
+        body: Box<dyn AsyncRead + Send + Unpin>,
+        /// The same bytes as a local file, when binary: sent with `sendfile` over a plain
+        /// data connection (the bytes go out unchanged only there).
+        local_file: Option<LocalFile>,
+        size: u64,
     },
     Store(Box<dyn Upload>),
     List {
@@ -147,15 +146,10 @@ pub(crate) async fn prepare(
                 .await
                 .map_err(|e| storage_failure(&e))?;
             size = Some(download.size);
-            // Zero copy only where the bytes go out unchanged: binary type, no TLS.
-            match download.local_file {
-                Some(file) if !request.ascii && request.protection == DataProtection::Clear => {
-                    Work::RetrieveZeroCopy {
-                        file,
-                        end: download.size,
-                    }
-                }
-                _ => Work::Retrieve(download.body),
+            Work::Retrieve {
+                body: download.body,
+                local_file: download.local_file.filter(|_| !request.ascii),
+                size: download.size,
             }
         }
         TransferKind::Store { target, mode } => {
@@ -360,9 +354,16 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
         ..
     } = prepared;
     match (tls, work) {
-        (None, Work::RetrieveZeroCopy { file, end }) => {
+        (
+            None,
+            Work::Retrieve {
+                local_file: Some(file),
+                size,
+                ..
+            },
+        ) => {
             let mut data = data;
-            let bytes = send_file_zero_copy(&data, &file, end, idle_timeout).await?;
+            let bytes = send_file_zero_copy(&data, &file, size, idle_timeout).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent { bytes })
         }
@@ -445,18 +446,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match work {
-        Work::Retrieve(mut body) => {
-            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
-            finish_sending(&mut data).await?;
-            Ok(Moved::Sent { bytes })
-        }
-        // Chosen only for plain connections; should a protected one get it, the file is
-        // simply read and encrypted like any other body.
-        Work::RetrieveZeroCopy { file, .. } => {
-            let mut body = tokio::fs::File::from_std(file.file);
-            body.seek(std::io::SeekFrom::Start(file.offset))
-                .await
-                .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+        Work::Retrieve { mut body, .. } => {
             let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent { bytes })
