@@ -13,61 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null 2>&1; }
+SUITE=system
+# shellcheck source=scripts/lib/pytest-suite.sh
+. scripts/lib/pytest-suite.sh
 
 if [ "$(id -u)" != 0 ]; then
     echo "system: needs root (network namespaces, netfilter inside them)" >&2
     exit 1
 fi
 
-apt_updated=0
-apt_install() {
-    if ! have apt-get; then
-        echo "system: missing $*, and no apt-get to install it" >&2
-        return 1
-    fi
-    if [ "$apt_updated" = 0 ]; then
-        apt-get update -qq
-        apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
-missing=()
-have ip || missing+=(iproute2)
-have ss || missing+=(iproute2)
-have iptables || missing+=(iptables)
-have iptables-restore || missing+=(iptables)
-have nft || missing+=(nftables)
-have curl || missing+=(curl)
-have haproxy || missing+=(haproxy)
-have sysctl || missing+=(procps)
-have modprobe || missing+=(kmod)
-have python3 || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-    # shellcheck disable=SC2207
-    missing=($(printf '%s\n' "${missing[@]}" | sort -u))
-    echo "== system: installing ${missing[*]}"
-    apt_install "${missing[@]}"
-fi
-
-if ! python3 -c 'import pytest' >/dev/null 2>&1; then
-    echo "== system: installing pytest"
-    python3 -m pip install -q pytest >/dev/null 2>&1 \
-        || python3 -m pip install -q --break-system-packages pytest >/dev/null 2>&1 \
-        || apt_install python3-pytest
-    python3 -c 'import pytest' || { echo "system: cannot import pytest" >&2; exit 1; }
-fi
-
-if [ -z "${FERROFTP_BIN:-}" ]; then
-    echo "== system: cargo build -p ferroftp"
-    cargo build -p ferroftp
-    target_dir="${CARGO_TARGET_DIR:-target}"
-    export FERROFTP_BIN="$target_dir/debug/ferroftp"
-fi
-export FERROFTP_SKIP_BUILD=1
-
-echo "== system: python3 -m pytest tests/system (binary: $FERROFTP_BIN)"
-status=0
-python3 -m pytest -q -p no:cacheprovider -rfEs tests/system "$@" || status=$?
-exit "$status"
+require ip iproute2 ss iproute2 iptables iptables iptables-restore iptables nft nftables \
+    curl curl haproxy haproxy sysctl procps modprobe kmod python3 python3
+run_suite tests/system "$@"
