@@ -3,11 +3,11 @@
 //! Each formatter appends to a caller-owned buffer so a listing of many entries reuses one
 //! allocation.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use crate::metadata::{DirEntry, FileKind, FileMeta};
-use crate::time::{CivilTime, format_time_val};
+use crate::time::{CivilTime, write_time_val};
 
 /// Which listing a transfer produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,20 +128,20 @@ pub fn format_long(entry: &DirEntry, now: SystemTime, out: &mut Vec<u8>) {
         Ok(age) => age < RECENT,
         Err(ahead) => ahead.duration() < Duration::from_secs(3600),
     };
-    let mut line = String::with_capacity(64 + entry.name.len());
+    // Writing into a Vec<u8> cannot fail; formatting straight into `out` keeps a listing
+    // of any length at one growing allocation.
     let _ = write!(
-        line,
+        out,
         " 1 ftp ftp {:>12} {} {:>2} ",
         meta.size,
         MONTHS[(civil.month - 1) as usize],
         civil.day
     );
     if is_recent {
-        let _ = write!(line, "{:02}:{:02} ", civil.hour, civil.minute);
+        let _ = write!(out, "{:02}:{:02} ", civil.hour, civil.minute);
     } else {
-        let _ = write!(line, "{:>5} ", civil.year);
+        let _ = write!(out, "{:>5} ", civil.year);
     }
-    out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(entry.name.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -155,11 +155,18 @@ pub fn format_name(entry: &DirEntry, out: &mut Vec<u8>) {
 /// The MLSx facts of one entry followed by a space (RFC 3659 §7.2: `facts SP pathname`).
 /// `writable` decides the `perm` fact (a read-only user sees only read permissions).
 pub fn format_facts(meta: &FileMeta, facts: MlstFacts, writable: bool, out: &mut String) {
+    let mut text = Vec::with_capacity(96);
+    write_facts(meta, facts, writable, &mut text);
+    out.push_str(std::str::from_utf8(&text).expect("facts are ASCII"));
+}
+
+/// [`format_facts`] appending bytes, for MLSD lines.
+fn write_facts(meta: &FileMeta, facts: MlstFacts, writable: bool, out: &mut Vec<u8>) {
     if facts.kind {
-        out.push_str(match meta.kind {
-            FileKind::File => "type=file;",
-            FileKind::Directory => "type=dir;",
-            FileKind::Symlink => "type=OS.unix=symlink;",
+        out.extend_from_slice(match meta.kind {
+            FileKind::File => b"type=file;",
+            FileKind::Directory => b"type=dir;",
+            FileKind::Symlink => b"type=OS.unix=symlink;",
         });
     }
     if facts.size {
@@ -168,29 +175,31 @@ pub fn format_facts(meta: &FileMeta, facts: MlstFacts, writable: bool, out: &mut
     if facts.modify
         && let Some(modified) = meta.modified
     {
-        let _ = write!(out, "modify={};", format_time_val(modified));
+        out.extend_from_slice(b"modify=");
+        write_time_val(modified, out);
+        out.push(b';');
     }
     if facts.perm {
         // RFC 3659 §7.5.5: r/w/a/d/f for files, e/l/c/m/p/d/f for directories.
-        let perm = match (meta.kind, writable) {
-            (FileKind::Directory, true) => "elcmpdf",
-            (FileKind::Directory, false) => "el",
-            (_, true) => "radfw",
-            (_, false) => "r",
+        let perm: &[u8] = match (meta.kind, writable) {
+            (FileKind::Directory, true) => b"elcmpdf",
+            (FileKind::Directory, false) => b"el",
+            (_, true) => b"radfw",
+            (_, false) => b"r",
         };
-        let _ = write!(out, "perm={perm};");
+        out.extend_from_slice(b"perm=");
+        out.extend_from_slice(perm);
+        out.push(b';');
     }
     if facts.unix_mode {
         let _ = write!(out, "UNIX.mode=0{:o};", meta.mode & 0o7777);
     }
-    out.push(' ');
+    out.push(b' ');
 }
 
 /// Appends one MLSD line (with CRLF).
 pub fn format_machine(entry: &DirEntry, facts: MlstFacts, writable: bool, out: &mut Vec<u8>) {
-    let mut line = String::with_capacity(96 + entry.name.len());
-    format_facts(&entry.meta, facts, writable, &mut line);
-    out.extend_from_slice(line.as_bytes());
+    write_facts(&entry.meta, facts, writable, out);
     out.extend_from_slice(entry.name.as_bytes());
     out.extend_from_slice(b"\r\n");
 }

@@ -95,11 +95,30 @@ impl CivilTime {
 
 /// RFC 3659 §2.3 time-val, `YYYYMMDDHHMMSS`, UTC.
 pub fn format_time_val(time: SystemTime) -> String {
+    let mut text = Vec::with_capacity(14);
+    write_time_val(time, &mut text);
+    String::from_utf8(text).expect("digits only")
+}
+
+/// Appends the time-val of `time` (`YYYYMMDDHHMMSS`) to `out`, for listings that format
+/// thousands of entries into one buffer.
+pub fn write_time_val(time: SystemTime, out: &mut Vec<u8>) {
     let t = CivilTime::from_system_time(time);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
+    // Years outside 0..=9999 cannot be written in four digits; they print as 0000/9999
+    // rather than breaking the fixed-width format clients parse.
+    let year = t.year.clamp(0, 9999) as u32;
+    push_digits(out, year, 4);
+    for part in [t.month, t.day, t.hour, t.minute, t.second] {
+        push_digits(out, part, 2);
+    }
+}
+
+/// Appends the last `width` decimal digits of `value`, zero-padded (no formatter machinery:
+/// MLSD formats one time-val per entry).
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for position in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(position) % 10) as u8);
+    }
 }
 
 /// Parses an RFC 3659 time-val; fractional seconds (`.sss`) are accepted and ignored.

@@ -114,6 +114,27 @@ pub(crate) fn meta_of(fd: OwnedFd) -> io::Result<FileMeta> {
     Ok(file_meta(&File::from(fd).metadata()?))
 }
 
+/// What the protocol needs from a raw `stat` (as `statat` returns it for listings).
+// The stat field types differ between architectures (unsigned on x86_64, signed elsewhere).
+#[allow(clippy::useless_conversion)]
+pub(crate) fn stat_meta(stat: &rustix::fs::Stat) -> FileMeta {
+    let kind = match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+        rustix::fs::FileType::Directory => FileKind::Directory,
+        rustix::fs::FileType::Symlink => FileKind::Symlink,
+        _ => FileKind::File,
+    };
+    let modified = u64::try_from(stat.st_mtime).ok().map(|seconds| {
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).unwrap_or(0))
+    });
+    FileMeta {
+        kind,
+        size: u64::try_from(stat.st_size).unwrap_or(0),
+        modified,
+        mode: stat.st_mode & 0o7777,
+    }
+}
+
 /// What the protocol needs from a `stat`.
 pub(crate) fn file_meta(metadata: &std::fs::Metadata) -> FileMeta {
     let file_type = metadata.file_type();
