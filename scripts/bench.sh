@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh                      # ferroftp + vsftpd, 3 runs per test
 #   PEERS="vsftpd pure-ftpd proftpd" RUNS=5 ONLY=retr_pasv,stor_pasv scripts/bench.sh
+#   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
 #
 # Needs root (peers.sh creates a system user for the peers).
 set -euo pipefail
@@ -14,6 +15,8 @@ peers=${PEERS:-vsftpd}
 runs=${RUNS:-3}
 heavy=${RUNS_HEAVY:-1}
 port=${PORT:-2135}
+name=${NAME:-ferroftp}
+read -r -a serve_flags <<<"${SERVE_FLAGS:-}"
 select=()
 [ -n "${ONLY:-}" ] && select=(--only "$ONLY")
 
@@ -28,7 +31,7 @@ echo bench | "$binary" user add bench --users "$users"
 
 # Passive ports stay below 30900: the harness's active-mode client uses 30900-30999.
 "$binary" serve --listen "127.0.0.1:$port" --root "$root" --passive-ports 30000-30899 \
-    --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 \
+    --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 "${serve_flags[@]}" \
     >"$out/ferroftp.out" 2>"$out/ferroftp.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
@@ -39,7 +42,7 @@ for _ in $(seq 100); do
 done
 version=$(git -C "$repo" rev-parse --short HEAD)
 "$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
-    --root "$root" --name ferroftp --version "$version" --server-pid "$server" \
+    --root "$root" --name "$name" --version "$version" --server-pid "$server" \
     --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
 kill "$server"
 wait "$server" 2>/dev/null || true

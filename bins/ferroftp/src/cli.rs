@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Allow anonymous read-only logins (USER anonymous or ftp).
     #[arg(long)]
     pub anonymous: bool,
+    /// Publish uploads without fsyncing them first (storage.fsync_uploads = false): faster,
+    /// but a power loss can lose recent uploads.
+    #[arg(long)]
+    pub no_fsync_uploads: bool,
     /// Close sessions idle this long, e.g. 30s, 5m.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -107,8 +111,15 @@ impl ServeArgs {
                 })
                 .collect();
         }
-        if let Some(root) = &self.root {
-            config.storage = crate::config::StorageConfig::Fs { root: root.clone() };
+        let crate::config::StorageConfig::Fs {
+            root,
+            fsync_uploads,
+        } = &mut config.storage;
+        if let Some(new_root) = &self.root {
+            *root = new_root.clone();
+        }
+        if self.no_fsync_uploads {
+            *fsync_uploads = false;
         }
         if let Some(ports) = self.passive_ports {
             config.passive.ports = ports;

@@ -59,11 +59,15 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let StorageConfig::Fs { root } = &config.storage;
+    let StorageConfig::Fs {
+        root,
+        fsync_uploads,
+    } = &config.storage;
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating the storage root {}", root.display()))?;
     let storage = FsStorage::new(root.clone())
-        .with_context(|| format!("opening the storage root {}", root.display()))?;
+        .with_context(|| format!("opening the storage root {}", root.display()))?
+        .with_fsync_uploads(*fsync_uploads);
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     ensure_users_file(users_path)?;

@@ -43,6 +43,7 @@ pub(crate) struct Prepared {
     path: VirtualPath,
     initial_len: u64,
     unique: bool,
+    fsync: bool,
 }
 
 impl Prepared {
@@ -56,6 +57,7 @@ impl Prepared {
             path: self.path,
             initial_len: self.initial_len,
             unique: self.unique,
+            fsync: self.fsync,
         }
     }
 }
@@ -111,6 +113,7 @@ pub(crate) fn prepare(
         path,
         initial_len,
         unique,
+        fsync: inner.fsync_uploads,
     })
 }
 
@@ -349,6 +352,8 @@ pub(crate) struct FsUpload {
     initial_len: u64,
     /// STOU: the commit must not replace a file created under the chosen name meanwhile.
     unique: bool,
+    /// [`crate::FsStorage::with_fsync_uploads`].
+    fsync: bool,
 }
 
 impl AsyncWrite for FsUpload {
@@ -384,6 +389,9 @@ impl Upload for FsUpload {
             .flush()
             .await
             .map_err(|error| fs_error(error, "write", &self.path))?;
+        if !self.fsync {
+            return Ok(());
+        }
         self.file
             .sync_all()
             .await
@@ -398,6 +406,7 @@ impl Upload for FsUpload {
             final_name,
             path,
             unique,
+            fsync,
             ..
         } = *self;
         // Waits for the writes tokio still has in flight and reports their errors.
@@ -408,8 +417,10 @@ impl Upload for FsUpload {
         let publish = move || -> Result<u64, StorageError> {
             // Durable before visible: after a crash the name holds the old file or the
             // complete new one, never a new one with missing blocks.
-            file.sync_all()
-                .map_err(|error| fs_error(error, "fsync", &path))?;
+            if fsync {
+                file.sync_all()
+                    .map_err(|error| fs_error(error, "fsync", &path))?;
+            }
             let size = file
                 .metadata()
                 .map_err(|error| fs_error(error, "stat", &path))?
@@ -419,7 +430,9 @@ impl Upload for FsUpload {
                 .map_err(|error| fs_error(error, "publish upload of", &path))?;
             // Makes the rename itself durable. The data is published either way, so a
             // filesystem that cannot fsync directories is no reason to report a failure.
-            let _ = rustix::fs::fsync(&directory);
+            if fsync {
+                let _ = rustix::fs::fsync(&directory);
+            }
             // The lock goes with the file, only now that the partial name is free again.
             drop(file);
             Ok(size)

@@ -21,6 +21,16 @@ ferroftp_backend::storage_battery!(battery, {
     (storage, directory)
 });
 
+// The same contract holds when uploads are published without fsync: only durability across
+// a power loss differs, which no test on a running kernel can observe.
+ferroftp_backend::storage_battery!(battery_without_fsync, {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let storage = FsStorage::new(directory.path())
+        .expect("open storage")
+        .with_fsync_uploads(false);
+    (storage, directory)
+});
+
 /// A served root with a sibling directory `outside` holding a secret, both in a temporary
 /// directory that lives as long as the value.
 struct Sandbox {
