@@ -7,8 +7,11 @@
 //! exists: the old connection may sit in TIME_WAIT, and a client that also reused its source
 //! port would collide with it. When only such ports are free, the one whose cooldown is
 //! oldest is reused rather than refusing service (counted, logged at debug).
+//!
+//! The state is one slot per port of the range, so a PASV costs one pass over a small array
+//! (no hashing): with a long-lived client every port may be cooling for it, and each PASV
+//! then looks at every port.
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -27,11 +30,46 @@ pub struct PassivePortPool {
     state: Mutex<PoolState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PoolState {
-    in_use: HashSet<u16>,
-    /// When each (port, client) pair last carried a data connection.
-    last_used: HashMap<(u16, IpAddr), Instant>,
+    /// Slot `i` is port `range.start() + i`.
+    slots: Vec<PortSlot>,
+    in_use: usize,
+}
+
+/// Clients remembered per port for the reuse delay. A port used by more clients within the
+/// delay forgets the longest-ago one (which may then get the port early: rare, and only an
+/// early reuse, never a failure).
+const RECENT_CLIENTS_PER_PORT: usize = 4;
+
+#[derive(Debug, Default)]
+struct PortSlot {
+    in_use: bool,
+    /// When the port last carried a data connection of each of its recent clients.
+    recent: Vec<(IpAddr, Instant)>,
+}
+
+impl PortSlot {
+    /// When `client` last used this port, if it is still cooling down for them: if that
+    /// use came after `cooled` (now minus the reuse delay; `None` when the clock is younger
+    /// than the delay, so every use is recent).
+    fn cooling_since(&self, client: IpAddr, cooled: Option<Instant>) -> Option<Instant> {
+        self.recent
+            .iter()
+            .find(|(recent, _)| *recent == client)
+            .map(|&(_, used)| used)
+            .filter(|used| cooled.is_none_or(|cooled| *used > cooled))
+    }
+
+    fn record_use(&mut self, client: IpAddr, now: Instant) {
+        if let Some(entry) = self.recent.iter_mut().find(|(recent, _)| *recent == client) {
+            entry.1 = now;
+        } else if self.recent.len() < RECENT_CLIENTS_PER_PORT {
+            self.recent.push((client, now));
+        } else if let Some(oldest) = self.recent.iter_mut().min_by_key(|(_, used)| *used) {
+            *oldest = (client, now);
+        }
+    }
 }
 
 /// A bound passive listener for one client. Dropped unused, its port is free at once;
@@ -64,16 +102,17 @@ pub(crate) enum PassiveError {
 impl PassivePortPool {
     /// A pool over `range` (inclusive).
     pub fn new(range: RangeInclusive<u16>, reuse_delay: Duration) -> Self {
+        let slots = range.clone().map(|_| PortSlot::default()).collect();
         Self {
             range,
             reuse_delay,
-            state: Mutex::new(PoolState::default()),
+            state: Mutex::new(PoolState { slots, in_use: 0 }),
         }
     }
 
     /// Ports held by sessions now.
     pub fn ports_in_use(&self) -> usize {
-        self.lock().in_use.len()
+        self.lock().in_use
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -94,23 +133,19 @@ impl PassivePortPool {
         let first = u32::from(*self.range.start());
         let count = u32::from(*self.range.end()) - first + 1;
         let start = rand::thread_rng().gen_range(0..count);
-        let now = Instant::now();
+        // One subtraction here instead of a duration per port in the loop.
+        let cooled = Instant::now().checked_sub(self.reuse_delay);
         let mut state = self.lock();
-        if state.last_used.len() > 4 * count as usize {
-            state
-                .last_used
-                .retain(|_, used| now.duration_since(*used) < self.reuse_delay);
-        }
         let mut cooling: Option<(u16, Instant)> = None;
         let mut last_error = None;
         for step in 0..count {
-            let port = (first + (start + step) % count) as u16;
-            if state.in_use.contains(&port) {
+            let offset = ((start + step) % count) as usize;
+            let port = (first + offset as u32) as u16;
+            let slot = &state.slots[offset];
+            if slot.in_use {
                 continue;
             }
-            if let Some(&used) = state.last_used.get(&(port, client))
-                && now.duration_since(used) < self.reuse_delay
-            {
+            if let Some(used) = slot.cooling_since(client, cooled) {
                 if cooling.is_none_or(|(_, oldest)| used < oldest) {
                     cooling = Some((port, used));
                 }
@@ -145,7 +180,8 @@ impl PassivePortPool {
     ) -> Result<PassiveListener, Option<io::Error>> {
         match bind_listener(SocketAddr::new(ip, port)) {
             Ok(listener) => {
-                state.in_use.insert(port);
+                state.slots[self.offset_of(port)].in_use = true;
+                state.in_use += 1;
                 let lease = PortLease {
                     port,
                     client,
@@ -160,23 +196,30 @@ impl PassivePortPool {
     }
 
     fn release(&self, port: u16, used_by: Option<IpAddr>) {
+        let offset = self.offset_of(port);
         let mut state = self.lock();
-        state.in_use.remove(&port);
+        state.in_use -= 1;
+        let slot = &mut state.slots[offset];
+        slot.in_use = false;
         if let Some(client) = used_by {
-            state.last_used.insert((port, client), Instant::now());
+            slot.record_use(client, Instant::now());
         }
+    }
+
+    fn offset_of(&self, port: u16) -> usize {
+        usize::from(port - *self.range.start())
     }
 }
 
 fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
+    // Non-blocking from creation: no fcntl pair on every PASV.
     let socket = Socket::new(
         Domain::for_address(address),
-        Type::STREAM,
+        Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
     // A port whose last data connection is in TIME_WAIT can still be listened on.
     socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     // One data connection per listener; a small backlog leaves no room for a queue of
     // strangers.
@@ -267,7 +310,9 @@ mod tests {
             // … another client may have it.
             let _ = pool.bind(LOCALHOST, other).unwrap();
             // Reset: both ports' cooldowns for LOCALHOST are cleared by a fresh pool state.
-            pool.lock().last_used.clear();
+            for slot in &mut pool.lock().slots {
+                slot.recent.clear();
+            }
         }
     }
 
@@ -285,6 +330,33 @@ mod tests {
         drop(second.into_lease());
         // Both cool down for this client: the older one is handed out rather than a 425.
         assert_eq!(pool.bind(LOCALHOST, LOCALHOST).unwrap().port(), first_port);
+    }
+
+    #[test]
+    fn a_port_remembers_its_most_recent_clients() {
+        let mut slot = PortSlot::default();
+        let start = Instant::now();
+        let delay = Duration::from_secs(60);
+        let client = |n: u8| IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, n));
+        for n in 0..=RECENT_CLIENTS_PER_PORT as u8 {
+            slot.record_use(client(n), start + Duration::from_secs(u64::from(n)));
+        }
+        let now = start + Duration::from_secs(10);
+        let cooled = now.checked_sub(delay);
+        // The first client was the longest ago and made room for the last one.
+        assert_eq!(slot.cooling_since(client(0), cooled), None);
+        for n in 1..=RECENT_CLIENTS_PER_PORT as u8 {
+            assert_eq!(
+                slot.cooling_since(client(n), cooled),
+                Some(start + Duration::from_secs(u64::from(n)))
+            );
+        }
+        // A repeat use by a remembered client updates its time instead of adding it again.
+        slot.record_use(client(2), now);
+        assert_eq!(slot.recent.len(), RECENT_CLIENTS_PER_PORT);
+        assert_eq!(slot.cooling_since(client(2), cooled), Some(now));
+        // Once the delay has passed, nobody is cooling any more.
+        assert_eq!(slot.cooling_since(client(2), Some(now)), None);
     }
 
     #[tokio::test]

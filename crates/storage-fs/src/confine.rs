@@ -90,6 +90,30 @@ pub(crate) fn open_path(
     .map_err(|error| fs_error(error, "open", path))
 }
 
+/// [`open_path`] only if every name on the way is in the kernel's lookup cache
+/// (`RESOLVE_CACHED`, Linux 5.12): such an open cannot wait for the disk, so it may run on
+/// an async thread. `Ok(None)` when the walk would need the disk (or the kernel does not
+/// know the flag): the caller goes to the blocking pool.
+pub(crate) fn open_path_cached(
+    root: &OwnedFd,
+    path: &VirtualPath,
+    flags: OFlags,
+) -> Result<Option<OwnedFd>, StorageError> {
+    match openat2(
+        root,
+        relative(path)?,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        CONFINED | ResolveFlags::CACHED,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        // EAGAIN: not cached, or a concurrent rename (the blocking path retries that);
+        // EINVAL: a kernel before RESOLVE_CACHED.
+        Err(errno) if errno == Errno::AGAIN || errno == Errno::INVAL => Ok(None),
+        Err(errno) => Err(fs_error(io::Error::from(errno), "open", path)),
+    }
+}
+
 /// Opens the directory `path`, readable (so it can be listed and fsynced).
 pub(crate) fn open_directory(root: &OwnedFd, path: &VirtualPath) -> Result<OwnedFd, StorageError> {
     open_path(root, path, OFlags::RDONLY | OFlags::DIRECTORY)

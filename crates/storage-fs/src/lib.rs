@@ -35,7 +35,9 @@ use ferroftp_backend::{
 };
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
-use crate::confine::{meta_of, open_beneath, open_directory, open_parent, open_path};
+use crate::confine::{
+    meta_of, open_beneath, open_directory, open_parent, open_path, open_path_cached,
+};
 pub use crate::error::error_kind;
 use crate::error::fs_error;
 
@@ -140,6 +142,48 @@ impl fmt::Debug for FsStorage {
     }
 }
 
+/// Flags for opening a file to read. `O_NONBLOCK` keeps the open of a FIFO someone put in
+/// the tree from hanging; it has no effect on regular files.
+const READ_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::NOCTTY).union(OFlags::NONBLOCK);
+
+/// `file` with its size, if it is a regular file.
+fn regular_file(file: File, path: &VirtualPath) -> Result<(File, u64), StorageError> {
+    let metadata = file
+        .metadata()
+        .map_err(|error| fs_error(error, "stat", path))?;
+    if metadata.is_dir() {
+        return Err(StorageError::new(
+            StorageErrorKind::IsADirectory,
+            format!("{path} is a directory"),
+        ));
+    }
+    if !metadata.is_file() {
+        return Err(StorageError::new(
+            StorageErrorKind::PermissionDenied,
+            format!("{path} is not a regular file"),
+        ));
+    }
+    Ok((file, metadata.len()))
+}
+
+/// `file` positioned at `offset` (REST), which must lie within its `size` bytes.
+fn positioned(
+    mut file: File,
+    size: u64,
+    path: &VirtualPath,
+    offset: u64,
+) -> Result<(File, u64), StorageError> {
+    if offset > size {
+        return Err(StorageError::new(
+            StorageErrorKind::InvalidRange,
+            format!("offset {offset} beyond the {size} bytes of {path}"),
+        ));
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|error| fs_error(error, "seek", path))?;
+    Ok((file, size))
+}
+
 impl Inner {
     /// A STOU name candidate; uniqueness itself comes from an exclusive create.
     fn unique_name(&self) -> String {
@@ -154,40 +198,30 @@ impl Inner {
         meta_of(fd).map_err(|error| fs_error(error, "stat", path))
     }
 
-    /// Opens a regular file for reading. `O_NONBLOCK` keeps the open of a FIFO someone put
-    /// in the tree from hanging; it has no effect on regular files.
+    /// Opens a regular file for reading.
     fn open_for_reading(&self, path: &VirtualPath) -> Result<(File, u64), StorageError> {
-        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let file = File::from(open_path(&self.root, path, flags)?);
-        let metadata = file
-            .metadata()
-            .map_err(|error| fs_error(error, "stat", path))?;
-        if metadata.is_dir() {
-            return Err(StorageError::new(
-                StorageErrorKind::IsADirectory,
-                format!("{path} is a directory"),
-            ));
-        }
-        if !metadata.is_file() {
-            return Err(StorageError::new(
-                StorageErrorKind::PermissionDenied,
-                format!("{path} is not a regular file"),
-            ));
-        }
-        Ok((file, metadata.len()))
+        let file = File::from(open_path(&self.root, path, READ_FLAGS)?);
+        regular_file(file, path)
     }
 
     fn read(&self, path: &VirtualPath, offset: u64) -> Result<(File, u64), StorageError> {
-        let (mut file, size) = self.open_for_reading(path)?;
-        if offset > size {
-            return Err(StorageError::new(
-                StorageErrorKind::InvalidRange,
-                format!("offset {offset} beyond the {size} bytes of {path}"),
-            ));
-        }
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|error| fs_error(error, "seek", path))?;
-        Ok((file, size))
+        let (file, size) = self.open_for_reading(path)?;
+        positioned(file, size, path, offset)
+    }
+
+    /// [`read`](Self::read) without waiting for the disk, or `Ok(None)` when the path is not
+    /// in the kernel's lookup cache. Opening a cached path, stat-ing and seeking the open
+    /// file touch only memory; the bytes are read later, by the transfer.
+    fn read_cached(
+        &self,
+        path: &VirtualPath,
+        offset: u64,
+    ) -> Result<Option<(File, u64)>, StorageError> {
+        let Some(fd) = open_path_cached(&self.root, path, READ_FLAGS)? else {
+            return Ok(None);
+        };
+        let (file, size) = regular_file(File::from(fd), path)?;
+        positioned(file, size, path, offset).map(Some)
     }
 
     fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
@@ -346,10 +380,17 @@ impl Storage for FsStorage {
     }
 
     async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
-        let path = path.clone();
-        let (file, size) = self
-            .blocking(move |inner| inner.read(&path, offset))
-            .await?;
+        // A file whose path the kernel has cached opens right here: handing the open to the
+        // blocking pool and back costs two thread wake-ups, more than the open itself (and
+        // most of a small file's transfer).
+        let (file, size) = match self.inner.read_cached(path, offset)? {
+            Some(opened) => opened,
+            None => {
+                let path = path.clone();
+                self.blocking(move |inner| inner.read(&path, offset))
+                    .await?
+            }
+        };
         // A second descriptor for zero-copy sends; they read at an explicit offset, so the
         // shared file position does not matter. Without one the stream is used.
         let local_file = file.try_clone().ok().map(|file| LocalFile { file, offset });
