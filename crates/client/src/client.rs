@@ -310,6 +310,47 @@ impl Client {
         }
     }
 
+    /// Negotiates an active data connection (`mode` [`DataMode::Active`] or
+    /// [`DataMode::ExtendedActive`]) on a listener the caller bound, e.g. on a port of the
+    /// range its firewall opens; [`open_data`](Self::open_data) binds port 0 instead. PORT
+    /// needs an IPv4 (or IPv4-mapped) listening address; a passive mode is
+    /// [`ClientError::Protocol`].
+    pub async fn open_active_data(
+        &mut self,
+        mode: DataMode,
+        listener: TcpListener,
+    ) -> Result<PreparedData, ClientError> {
+        let address = listener.local_addr()?;
+        let line = match mode {
+            DataMode::Active => {
+                let ip = match address.ip() {
+                    IpAddr::V4(ip) => Some(ip),
+                    IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+                };
+                let ip = ip.ok_or_else(|| {
+                    ClientError::Protocol(
+                        "PORT needs an IPv4 listening address; use EPRT".to_owned(),
+                    )
+                })?;
+                let argument = format_port_argument(SocketAddrV4::new(ip, address.port()));
+                format!("PORT {argument}")
+            }
+            DataMode::ExtendedActive => format!("EPRT {}", format_eprt_argument(address)),
+            DataMode::Passive | DataMode::ExtendedPassive => {
+                return Err(ClientError::Protocol(format!(
+                    "{} is not an active mode",
+                    mode.verb()
+                )));
+            }
+        };
+        let reply = self.command_expecting(&line, ReplyCode::OK).await?;
+        Ok(PreparedData {
+            mode,
+            reply,
+            channel: Channel::Listening(listener),
+        })
+    }
+
     /// Sends a command that uses the data connection (`RETR a`, `STOR b`, `LIST`, `APPE c`)
     /// and reads its preliminary reply. On a 1yz reply, returns it with the open data stream
     /// (accepting the server's connection first in active modes). Any other reply is

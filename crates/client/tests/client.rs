@@ -351,6 +351,67 @@ async fn active_retrieve_with_port_and_eprt() {
 }
 
 #[tokio::test]
+async fn active_data_on_a_listener_the_caller_bound() {
+    for mode in [DataMode::Active, DataMode::ExtendedActive] {
+        let (listener, bound) = data_listener().await;
+        let (address, script) = fake_server(move |mut control| async move {
+            control.reply("220 fake ready").await;
+            let line = control.receive_line().await;
+            let target = match mode {
+                DataMode::Active => SocketAddr::V4(
+                    parse_port_argument(line.strip_prefix("PORT ").expect("a PORT command"))
+                        .unwrap(),
+                ),
+                _ => parse_eprt_argument(line.strip_prefix("EPRT ").expect("an EPRT command"))
+                    .unwrap(),
+            };
+            assert_eq!(
+                target,
+                SocketAddr::V4(bound),
+                "the caller's listener is announced"
+            );
+            control.reply("200 Command okay").await;
+            control.expect("RETR a.txt").await;
+            let mut data = TcpStream::connect(target).await.unwrap();
+            control.reply("150 Opening data connection").await;
+            data.write_all(b"hello").await.unwrap();
+            drop(data);
+            control.reply("226 Transfer complete").await;
+            control.expect_closed().await;
+        })
+        .await;
+        let mut client = connect(address).await;
+        let prepared = client.open_active_data(mode, listener).await.unwrap();
+        assert_eq!(prepared.mode(), mode);
+        assert_eq!(prepared.address().unwrap(), SocketAddr::V4(bound));
+        let (_preliminary, mut data) = client
+            .transfer_command("RETR a.txt", prepared)
+            .await
+            .unwrap();
+        let received = data.receive_all().await.unwrap();
+        assert_eq!(received, b"hello");
+        drop(data);
+        assert_eq!(client.finish().await.unwrap().code, ReplyCode::CLOSING_DATA);
+        drop(client);
+        script_done(script).await;
+    }
+    let (listener, _) = data_listener().await;
+    let (address, script) = fake_server(|mut control| async move {
+        control.reply("220 fake ready").await;
+        control.expect_closed().await;
+    })
+    .await;
+    let mut client = connect(address).await;
+    let error = client
+        .open_active_data(DataMode::ExtendedPassive, listener)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Protocol(_)), "{error:?}");
+    drop(client);
+    script_done(script).await;
+}
+
+#[tokio::test]
 async fn refused_transfer_is_an_unexpected_reply() {
     let (address, script) = fake_server(|mut control| async move {
         control.reply("220 fake ready").await;
