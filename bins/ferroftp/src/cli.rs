@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `user`.
+//! The command line: `serve`, `check-config`, `doctor`, `bench`, `user`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +38,10 @@ enum Command {
     /// Diagnose a server from the client's side: login, passive address and reachability,
     /// EPSV, active mode, NAT helpers rewriting addresses, TLS. Exits 1 on any error.
     Doctor(crate::doctor::DoctorArgs),
+    /// Measure any FTP server: large and small transfers, listings, connection rate, a
+    /// burst of sessions, idle sessions' memory (the shared harness's tests). Progress on
+    /// stderr, a markdown table on stdout, --json for a JSON report.
+    Bench(crate::bench::BenchArgs),
     /// Manage the users file.
     User {
         #[command(subcommand)]
@@ -163,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::CheckConfig { file, firewall } => check_config(&file, firewall),
         Command::Doctor(args) => crate::doctor::run(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::User { command } => user_command::run(command).map(|()| ExitCode::SUCCESS),
     }
 }

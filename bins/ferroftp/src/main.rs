@@ -1,5 +1,6 @@
 //! `ferroftp`: the FTP server and its tools in one binary.
 
+mod bench;
 mod cli;
 mod config;
 mod doctor;

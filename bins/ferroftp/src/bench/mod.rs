@@ -1,0 +1,890 @@
+//! `ferroftp bench URL`: the shared harness's measurements (`../shared/bench`) against any FTP
+//! server, with this project's client.
+//!
+//! [`measurements`] holds one function per test, [`fixtures`] creates the files they read
+//! through FTP itself, [`session`] is one logged-in session and its allocation-free transfer
+//! loops, [`process_stats`] reads the server's CPU and memory from `/proc`, and [`report`]
+//! turns the run records into the progress lines, the markdown table and the JSON document.
+//! This module parses the arguments and drives the runs: one test after the other, each run
+//! timed, its CPU sampled and bounded by `--run-timeout`, no new run after `--max-minutes`.
+
+mod fixtures;
+mod measurements;
+mod process_stats;
+mod report;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use ferroftp_client::{DataMode, ReplyCode};
+use serde_json::json;
+
+use crate::config::PortRange;
+use crate::doctor::{Security, Target};
+use fixtures::{FixtureNeeds, Layout, PseudoRandom};
+use measurements::{Bench, IDLE_NOOP_INTERVAL, LOGIN_RAMP, Measurement, Sizes};
+use process_stats::{MachineFacts, ServerProcess};
+use report::{Document, RunRecord, ServerFacts, TestReport, format_bytes};
+use session::{DataChannel, Endpoint, Failure, Session};
+
+/// The buffer every single-stream transfer reads into or sends from.
+const TRANSFER_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The password used for `anonymous` and `ftp` when none is given.
+const ANONYMOUS_PASSWORD: &str = "bench@ferroftp.invalid";
+
+/// The environment variable read for the password when neither the URL nor `--password`
+/// gives one.
+const PASSWORD_VARIABLE: &str = "FERROFTP_BENCH_PASSWORD";
+
+/// Longest wait for a forking server's session processes to exit between runs.
+const QUIET_LIMIT: Duration = Duration::from_secs(20);
+
+/// Pause between runs.
+const PAUSE_BETWEEN_RUNS: Duration = Duration::from_millis(500);
+
+/// `ferroftp bench` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The server: ftp://user:password@host:port/[directory]. Fixtures and uploads go under
+    /// the directory (default: the login directory); the account needs write access.
+    pub url: String,
+    /// User name (overrides the URL's).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Password (overrides the URL's); else the URL's, else FERROFTP_BENCH_PASSWORD.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Tests to run, comma-separated, in this order (default: all): retr_pasv, retr_actv,
+    /// stor_pasv, small_get, small_put, list_LIST, list_MLSD, connrate, burst500, idle1000.
+    #[arg(long, value_delimiter = ',', value_name = "TESTS")]
+    pub only: Vec<String>,
+    /// Runs per test.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub runs: u32,
+    /// Runs of burst500 and idle1000 (default: --runs, at most 3).
+    #[arg(long, value_name = "N")]
+    pub heavy_runs: Option<u32>,
+    /// Size of the large file (retr_pasv, retr_actv, stor_pasv), MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub big_mib: u64,
+    /// Small files per run (small_get, small_put; burst500 reads them).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub small_count: u32,
+    /// Bytes per small file.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    pub small_size: u64,
+    /// Entries of the listed directory (list_LIST, list_MLSD).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub list_entries: u32,
+    /// Listings per run, one session; the run's value is their median.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub list_repeat: u32,
+    /// Concurrent clients of connrate.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub conn_concurrency: u32,
+    /// Length of a connrate run: seconds (0.5) or a duration (5s).
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub conn_duration: f64,
+    /// Sessions of burst500.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub burst_sessions: u32,
+    /// Sessions of idle1000.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub idle_sessions: u32,
+    /// How long idle1000 holds its sessions (NOOP on each every 10 s and at the end):
+    /// seconds or a duration. `--idle-sessions 10000 --idle-hold 60` is the scale check.
+    #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub idle_hold: f64,
+    /// The server's PID: its CPU and memory, and its descendants', are read from /proc (the
+    /// server must run on this machine). Without it idle1000 has no value.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Ports the client listens on for active mode (retr_actv), e.g. 30900-30999; default:
+    /// any free port.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub active_ports: Option<PortRange>,
+    /// Passive data connections with PASV instead of EPSV.
+    #[arg(long)]
+    pub pasv: bool,
+    /// Write the JSON report to FILE (`-`: standard output, instead of the markdown).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the markdown report to FILE as well.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Start no new run after this many minutes.
+    #[arg(long, default_value_t = 45.0, value_name = "MINUTES")]
+    pub max_minutes: f64,
+    /// The longest wait for any one network event (connect, reply, data read or write).
+    #[arg(long, default_value = "30s", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// The longest one run may take (plus --conn-duration or --idle-hold); a run cut short
+    /// is reported with the error `run:deadline`.
+    #[arg(long, default_value = "10m", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub run_timeout: Duration,
+}
+
+/// `0.5`, `60` (seconds) or a humantime duration such as `500ms`, `1m`.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds = match text.trim().parse::<f64>() {
+        Ok(seconds) => seconds,
+        Err(_) => humantime::parse_duration(text.trim())
+            .map_err(|error| format!("{text:?}: {error}"))?
+            .as_secs_f64(),
+    };
+    if seconds.is_finite() && (0.0..=86_400.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400"
+        ))
+    }
+}
+
+/// The tests, in their default order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestId {
+    RetrPasv,
+    RetrActv,
+    StorPasv,
+    SmallGet,
+    SmallPut,
+    ListList,
+    ListMlsd,
+    Connrate,
+    Burst,
+    Idle,
+}
+
+impl TestId {
+    const ALL: [Self; 10] = [
+        Self::RetrPasv,
+        Self::RetrActv,
+        Self::StorPasv,
+        Self::SmallGet,
+        Self::SmallPut,
+        Self::ListList,
+        Self::ListMlsd,
+        Self::Connrate,
+        Self::Burst,
+        Self::Idle,
+    ];
+
+    /// The shared harness's name for it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::RetrPasv => "retr_pasv",
+            Self::RetrActv => "retr_actv",
+            Self::StorPasv => "stor_pasv",
+            Self::SmallGet => "small_get",
+            Self::SmallPut => "small_put",
+            Self::ListList => "list_LIST",
+            Self::ListMlsd => "list_MLSD",
+            Self::Connrate => "connrate",
+            Self::Burst => "burst500",
+            Self::Idle => "idle1000",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|test| test.name() == name)
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::RetrPasv | Self::RetrActv | Self::StorPasv => "MB/s",
+            Self::SmallGet | Self::SmallPut => "files/s",
+            Self::ListList | Self::ListMlsd => "ms",
+            Self::Connrate => "sessions/s",
+            Self::Burst => "s",
+            Self::Idle => "KiB/session",
+        }
+    }
+
+    fn higher_is_better(self) -> bool {
+        matches!(self.unit(), "MB/s" | "files/s" | "sessions/s")
+    }
+
+    /// burst500 and idle1000 run `--heavy-runs` times.
+    fn is_heavy(self) -> bool {
+        matches!(self, Self::Burst | Self::Idle)
+    }
+
+    /// One large transfer: a failed first run skips the others.
+    fn is_big_transfer(self) -> bool {
+        matches!(self, Self::RetrPasv | Self::RetrActv | Self::StorPasv)
+    }
+
+    /// What the test measures, with the sizes in use.
+    fn measures(self, sizes: &Sizes, passive: &str) -> String {
+        let big = format_bytes(sizes.big_bytes);
+        let small = format_bytes(sizes.small_size);
+        match self {
+            Self::RetrPasv => format!("RETR {big}, {passive}"),
+            Self::RetrActv => format!("RETR {big}, active (PORT)"),
+            Self::StorPasv => format!("STOR {big}, {passive}"),
+            Self::SmallGet => format!("{} × {small} RETR, one session", sizes.small_count),
+            Self::SmallPut => format!("{} × {small} STOR, one session", sizes.small_count),
+            Self::ListList | Self::ListMlsd => format!(
+                "{} of {} entries, median of {} in one session",
+                &self.name()[5..],
+                sizes.list_entries,
+                sizes.list_repeat
+            ),
+            Self::Connrate => format!(
+                "connect + login + QUIT, {} clients for {} s",
+                sizes.conn_concurrency, sizes.conn_duration_s
+            ),
+            Self::Burst => format!(
+                "{} sessions log in ({LOGIN_RAMP} at a time), then all RETR {small} at once",
+                sizes.burst_sessions
+            ),
+            Self::Idle => format!(
+                "server RSS per idle session, {} sessions held {} s with NOOP",
+                sizes.idle_sessions, sizes.idle_hold_s
+            ),
+        }
+    }
+}
+
+/// Everything the arguments decide, checked.
+#[derive(Debug)]
+struct Plan {
+    target: Target,
+    user: String,
+    password: String,
+    tests: Vec<TestId>,
+    runs: u32,
+    heavy_runs: u32,
+    sizes: Sizes,
+    server: Option<ServerProcess>,
+    active_ports: Option<PortRange>,
+    passive_mode: DataMode,
+    timeout: Duration,
+    run_timeout: Duration,
+    max_duration: Duration,
+}
+
+impl Plan {
+    fn from_args(args: &BenchArgs) -> anyhow::Result<Self> {
+        let target = Target::parse(&args.url).map_err(anyhow::Error::msg)?;
+        ensure!(
+            target.security == Security::Plain,
+            "ftps:// is not supported by the benchmark; use ftp://"
+        );
+        let user = args.user.clone().unwrap_or_else(|| target.user.clone());
+        let password = resolve_password(
+            args.password.as_deref(),
+            target.password.as_deref(),
+            std::env::var(PASSWORD_VARIABLE).ok().as_deref(),
+            &user,
+        )?;
+        let mut tests = Vec::new();
+        for name in args
+            .only
+            .iter()
+            .map(|name| name.trim())
+            .filter(|name| !name.is_empty())
+        {
+            let test = TestId::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = TestId::ALL.iter().map(|test| test.name()).collect();
+                anyhow!("unknown test {name:?} (known: {})", known.join(", "))
+            })?;
+            if !tests.contains(&test) {
+                tests.push(test);
+            }
+        }
+        if tests.is_empty() {
+            tests = TestId::ALL.to_vec();
+        }
+        let within = |value: u64, low: u64, high: u64, flag: &str| {
+            ensure!(
+                (low..=high).contains(&value),
+                "{flag} must be from {low} to {high}"
+            );
+            Ok(())
+        };
+        within(args.runs.into(), 1, 1000, "--runs")?;
+        let heavy_runs = args.heavy_runs.unwrap_or(args.runs.min(3));
+        within(heavy_runs.into(), 1, 1000, "--heavy-runs")?;
+        within(args.big_mib, 1, 1 << 20, "--big-mib")?;
+        within(args.small_count.into(), 1, 1_000_000, "--small-count")?;
+        within(args.small_size, 1, 1 << 30, "--small-size")?;
+        within(args.list_entries.into(), 1, 1_000_000, "--list-entries")?;
+        within(args.list_repeat.into(), 1, 10_000, "--list-repeat")?;
+        within(
+            args.conn_concurrency.into(),
+            1,
+            100_000,
+            "--conn-concurrency",
+        )?;
+        within(args.burst_sessions.into(), 1, 100_000, "--burst-sessions")?;
+        within(args.idle_sessions.into(), 1, 100_000, "--idle-sessions")?;
+        ensure!(
+            args.conn_duration > 0.0,
+            "--conn-duration must be longer than 0"
+        );
+        ensure!(
+            args.max_minutes.is_finite() && args.max_minutes > 0.0,
+            "--max-minutes must be more than 0"
+        );
+        ensure!(!args.timeout.is_zero(), "--timeout must be longer than 0s");
+        ensure!(
+            !args.run_timeout.is_zero(),
+            "--run-timeout must be longer than 0s"
+        );
+        let server = args.server_pid.map(|pid| ServerProcess { pid });
+        if let Some(server) = server {
+            ensure!(
+                server.is_alive(),
+                "no process {} (--server-pid)",
+                server.pid
+            );
+        }
+        Ok(Self {
+            target,
+            user,
+            password,
+            tests,
+            runs: args.runs,
+            heavy_runs,
+            sizes: Sizes {
+                big_bytes: args.big_mib << 20,
+                small_count: args.small_count,
+                small_size: args.small_size,
+                list_entries: args.list_entries,
+                list_repeat: args.list_repeat,
+                conn_concurrency: args.conn_concurrency,
+                conn_duration_s: args.conn_duration,
+                burst_sessions: args.burst_sessions,
+                idle_sessions: args.idle_sessions,
+                idle_hold_s: args.idle_hold,
+            },
+            server,
+            active_ports: args.active_ports,
+            passive_mode: if args.pasv {
+                DataMode::Passive
+            } else {
+                DataMode::ExtendedPassive
+            },
+            timeout: args.timeout,
+            run_timeout: args.run_timeout,
+            max_duration: Duration::from_secs_f64(args.max_minutes * 60.0),
+        })
+    }
+
+    fn selected(&self, test: TestId) -> bool {
+        self.tests.contains(&test)
+    }
+
+    fn runs_of(&self, test: TestId) -> u32 {
+        if test.is_heavy() {
+            self.heavy_runs
+        } else {
+            self.runs
+        }
+    }
+
+    /// The fixtures the selected tests read.
+    fn fixture_needs(&self) -> FixtureNeeds {
+        use TestId::*;
+        let any = |tests: &[TestId]| tests.iter().any(|&test| self.selected(test));
+        FixtureNeeds {
+            big_bytes: any(&[RetrPasv, RetrActv]).then_some(self.sizes.big_bytes),
+            small: any(&[SmallGet, Burst])
+                .then_some((self.sizes.small_count, self.sizes.small_size)),
+            list_entries: any(&[ListList, ListMlsd]).then_some(self.sizes.list_entries),
+            uploads: any(&[StorPasv, SmallPut]),
+        }
+    }
+
+    /// The most sockets a test holds at once.
+    fn sockets_needed(&self) -> u64 {
+        let mut most = 0;
+        for test in &self.tests {
+            let sockets = match test {
+                TestId::Connrate => self.sizes.conn_concurrency,
+                TestId::Burst => self.sizes.burst_sessions.saturating_mul(2),
+                TestId::Idle => self.sizes.idle_sessions,
+                _ => 2,
+            };
+            most = most.max(u64::from(sockets));
+        }
+        most
+    }
+
+    /// How long one run of `test` may take.
+    fn run_limit(&self, test: TestId) -> Duration {
+        let extra = match test {
+            TestId::Connrate => self.sizes.conn_duration_s,
+            TestId::Idle => self.sizes.idle_hold_s,
+            _ => 0.0,
+        };
+        self.run_timeout + Duration::from_secs_f64(extra)
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        json!({
+            "sizes": self.sizes,
+            "runs": self.runs,
+            "heavy_runs": self.heavy_runs,
+            "passive": self.passive_mode.verb(),
+            "active_ports": self.active_ports.map(|ports| ports.to_string()),
+            "timeout_s": self.timeout.as_secs_f64(),
+            "run_timeout_s": self.run_timeout.as_secs_f64(),
+            "max_minutes": self.max_duration.as_secs_f64() / 60.0,
+            "login_ramp": LOGIN_RAMP,
+            "idle_noop_interval_s": IDLE_NOOP_INTERVAL.as_secs_f64(),
+            "transfer_buffer_bytes": TRANSFER_BUFFER_BYTES,
+        })
+    }
+}
+
+/// The password: `--password`, else the URL's, else FERROFTP_BENCH_PASSWORD, else the
+/// customary one for anonymous users.
+fn resolve_password(
+    flag: Option<&str>,
+    url: Option<&str>,
+    environment: Option<&str>,
+    user: &str,
+) -> anyhow::Result<String> {
+    if let Some(password) = flag.or(url).or(environment) {
+        return Ok(password.to_owned());
+    }
+    if matches!(user, "anonymous" | "ftp") {
+        return Ok(ANONYMOUS_PASSWORD.to_owned());
+    }
+    bail!("no password for {user}: put it in the URL, pass --password or set {PASSWORD_VARIABLE}")
+}
+
+/// Runs the benchmark and prints its report; exit code 1 when any run had errors.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::from_args(&args)?;
+    let open_files = process_stats::raise_open_files_limit();
+    let needed = plan.sockets_needed() + 64;
+    if needed > open_files {
+        eprintln!(
+            "bench: warning: {needed} sockets needed but the open-files limit is {open_files}; \
+             raise it (ulimit -n) or expect EMFILE errors"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let document = runtime.block_on(drive(&plan, open_files))?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let markdown = report::markdown(&document);
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&document)? + "\n";
+        if json_to_stdout {
+            print!("{text}");
+        } else {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &markdown).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !json_to_stdout {
+        print!("{markdown}");
+    }
+    Ok(if document.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn progress(line: &str) {
+    eprintln!("bench: {line}");
+}
+
+async fn drive(plan: &Plan, open_files: u64) -> anyhow::Result<Document> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let address = tokio::net::lookup_host((plan.target.host.as_str(), plan.target.port))
+        .await
+        .with_context(|| format!("resolving {}", plan.target.host))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to no address", plan.target.host))?;
+    let endpoint = Arc::new(Endpoint {
+        address,
+        user: plan.user.clone(),
+        password: plan.password.clone(),
+        timeout: plan.timeout,
+    });
+    let target = Target {
+        user: plan.user.clone(),
+        password: None,
+        ..plan.target.clone()
+    }
+    .display();
+    progress(&format!("{target} ({address})"));
+
+    let (mut session, greeting) = Session::open(&endpoint)
+        .await
+        .map_err(|failure| anyhow!("cannot log in to {target}: {failure}"))?;
+    let system = match session.command("SYST").await {
+        Ok(reply) if reply.code == ReplyCode(215) => Some(reply.text()),
+        _ => None,
+    };
+    let _ = session.quit().await;
+
+    let bench = Bench {
+        endpoint: Arc::clone(&endpoint),
+        passive: DataChannel::Passive(plan.passive_mode),
+        active: DataChannel::Active {
+            ports: plan.active_ports,
+        },
+        layout: Layout::new(plan.target.path.as_deref()),
+        sizes: plan.sizes,
+        server: plan.server,
+    };
+    let mut buffer = vec![0u8; TRANSFER_BUFFER_BYTES];
+    let mut block = vec![0u8; TRANSFER_BUFFER_BYTES];
+    PseudoRandom::new(0x5EED).fill(&mut block);
+    let needs = plan.fixture_needs();
+    fixtures::prepare(
+        &endpoint,
+        &bench.layout,
+        needs,
+        bench.passive,
+        &mut buffer,
+        &mut |line| progress(&line),
+    )
+    .await
+    .map_err(|failure| anyhow!("preparing the fixtures: {failure}"))?;
+
+    let base_processes = plan.server.map_or(0, |server| server.tree().len());
+    let mut tests = Vec::new();
+    let mut skipped = Vec::new();
+    for &test in &plan.tests {
+        let runs = plan.runs_of(test);
+        if started.elapsed() >= plan.max_duration {
+            skipped.push(test.name().to_owned());
+            continue;
+        }
+        let mut records = Vec::new();
+        let mut notes = Vec::new();
+        for run in 1..=runs {
+            if started.elapsed() >= plan.max_duration {
+                notes.push(format!(
+                    "runs {run}–{runs} not started: --max-minutes reached"
+                ));
+                break;
+            }
+            wait_quiet(plan.server, base_processes).await;
+            let record = run_once(&bench, plan, test, run, &mut buffer, &mut block).await;
+            progress(&report::progress_line(
+                test.name(),
+                runs,
+                test.unit(),
+                &record,
+            ));
+            let failed = record.value.is_none() && record.errors > 0;
+            records.push(record);
+            if failed && run == 1 && test.is_big_transfer() && runs > 1 {
+                notes.push("the first run failed; the others were skipped".to_owned());
+                break;
+            }
+        }
+        let passive = plan.passive_mode.verb();
+        tests.push(TestReport::new(
+            test.name(),
+            test.measures(&plan.sizes, passive),
+            test.unit(),
+            test.higher_is_better(),
+            records,
+            notes,
+        ));
+    }
+
+    let mut errors: u64 = tests.iter().map(|test| test.errors).sum();
+    if needs.uploads
+        && let Err(failure) = remove_uploads(&endpoint, &bench, &mut buffer).await
+    {
+        progress(&format!(
+            "warning: could not remove {}: {failure}",
+            bench.layout.upload_dir()
+        ));
+        errors += 1;
+    }
+    Ok(Document {
+        tool: "ferroftp bench",
+        version: env!("CARGO_PKG_VERSION"),
+        started: humantime::format_rfc3339_seconds(started_at).to_string(),
+        target,
+        server: ServerFacts {
+            greeting: greeting.text(),
+            system,
+            pid: plan.server.map(|server| server.pid),
+        },
+        machine: MachineFacts::read(open_files),
+        parameters: plan.parameters(),
+        tests,
+        errors,
+        skipped,
+    })
+}
+
+/// Runs one run of `test`, bounded by the plan's run limit, and records it.
+async fn run_once(
+    bench: &Bench,
+    plan: &Plan,
+    test: TestId,
+    run: u32,
+    buffer: &mut [u8],
+    block: &mut [u8],
+) -> RunRecord {
+    let client_before = process_stats::own_cpu_seconds();
+    let server_before = bench.server.map(|server| server.cpu_seconds());
+    let started = Instant::now();
+    let measuring = async {
+        match test {
+            TestId::RetrPasv => measurements::retrieve_big(bench, bench.passive, buffer).await,
+            TestId::RetrActv => measurements::retrieve_big(bench, bench.active, buffer).await,
+            TestId::StorPasv => measurements::store_big(bench, run, block).await,
+            TestId::SmallGet => measurements::small_get(bench, buffer).await,
+            TestId::SmallPut => measurements::small_put(bench, run, block, buffer).await,
+            TestId::ListList => measurements::listing(bench, "LIST", buffer).await,
+            TestId::ListMlsd => measurements::listing(bench, "MLSD", buffer).await,
+            TestId::Connrate => measurements::connection_rate(bench).await,
+            TestId::Burst => measurements::burst(bench).await,
+            TestId::Idle => measurements::idle(bench).await,
+        }
+    };
+    let measurement = match tokio::time::timeout(plan.run_limit(test), measuring).await {
+        Ok(Ok(measurement)) => measurement,
+        Ok(Err(failure)) => Measurement::failed(&failure),
+        Err(_elapsed) => Measurement::failed(&Failure::new("run:deadline")),
+    };
+    let wall = started.elapsed();
+    let client_cpu = process_stats::own_cpu_seconds() - client_before;
+    let server_cpu = bench
+        .server
+        .zip(server_before)
+        .map(|(server, before)| (server.cpu_seconds() - before).max(0.0));
+    let errors = measurement.failures.total();
+    RunRecord {
+        run,
+        value: if errors == 0 {
+            measurement.value.map(round3)
+        } else {
+            None
+        },
+        wall_s: round3(wall.as_secs_f64()),
+        client_cpu_s: round3(client_cpu),
+        server_cpu_s: server_cpu.map(round3),
+        errors,
+        error_kinds: measurement.failures.kinds().clone(),
+        details: measurement.details,
+        note: measurement.note,
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Waits (bounded) until a forking server's session processes of the previous run exited,
+/// then pauses briefly.
+async fn wait_quiet(server: Option<ServerProcess>, base_processes: usize) {
+    if let Some(server) = server {
+        let deadline = Instant::now() + QUIET_LIMIT;
+        while Instant::now() < deadline && server.tree().len() > base_processes {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    tokio::time::sleep(PAUSE_BETWEEN_RUNS).await;
+}
+
+/// Deletes bench_upload and whatever is left in it (one level of directories).
+async fn remove_uploads(
+    endpoint: &Endpoint,
+    bench: &Bench,
+    buffer: &mut [u8],
+) -> Result<(), Failure> {
+    let (mut session, _greeting) = Session::open(endpoint).await?;
+    let dir = bench.layout.upload_dir();
+    let names = fixtures::names_in(&mut session, &dir, bench.passive, buffer).await?;
+    for name in names {
+        let path = format!("{dir}/{name}");
+        let deleted = session.command(&format!("DELE {path}")).await?;
+        if !deleted.code.is_positive_completion() {
+            fixtures::remove_dir(&mut session, &path, bench.passive, buffer).await?;
+        }
+    }
+    session
+        .expect(&format!("RMD {dir}"), ReplyCode::FILE_ACTION_OK)
+        .await?;
+    let _ = session.quit().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Harness {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan_of(arguments: &[&str]) -> anyhow::Result<Plan> {
+        let harness =
+            Harness::try_parse_from(std::iter::once("bench").chain(arguments.iter().copied()))?;
+        Plan::from_args(&harness.bench)
+    }
+
+    #[test]
+    fn url_gives_target_account_and_directory() {
+        let plan = plan_of(&["ftp://bench:s%40cret@127.0.0.1:2135/pub/"]).unwrap();
+        assert_eq!(
+            (plan.target.host.as_str(), plan.target.port),
+            ("127.0.0.1", 2135)
+        );
+        assert_eq!(
+            (plan.user.as_str(), plan.password.as_str()),
+            ("bench", "s@cret")
+        );
+        assert_eq!(
+            Layout::new(plan.target.path.as_deref()).big(),
+            "/pub/bench_fixtures/big.bin"
+        );
+        assert_eq!(plan.tests, TestId::ALL.to_vec());
+        assert_eq!((plan.runs, plan.heavy_runs), (5, 3));
+        assert_eq!(plan.sizes.big_bytes, 1 << 30);
+        assert_eq!(plan.passive_mode, DataMode::ExtendedPassive);
+        let flags = plan_of(&[
+            "ftp://bench:url@[::1]:21",
+            "--user",
+            "alice",
+            "--password",
+            "flag",
+            "--only",
+            "idle1000,small_get,idle1000",
+            "--runs",
+            "1",
+            "--conn-duration",
+            "500ms",
+            "--idle-hold",
+            "60",
+            "--active-ports",
+            "40900-40999",
+            "--pasv",
+        ])
+        .unwrap();
+        assert_eq!(flags.target.host, "::1");
+        assert_eq!(
+            (flags.user.as_str(), flags.password.as_str()),
+            ("alice", "flag")
+        );
+        assert_eq!(flags.tests, vec![TestId::Idle, TestId::SmallGet]);
+        assert_eq!((flags.runs, flags.heavy_runs), (1, 1));
+        assert_eq!(flags.sizes.conn_duration_s, 0.5);
+        assert_eq!(flags.sizes.idle_hold_s, 60.0);
+        assert_eq!(flags.active_ports.unwrap().first(), 40900);
+        assert_eq!(flags.passive_mode, DataMode::Passive);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for arguments in [
+            &["http://host/"][..],
+            &["ftps://user:pw@host/"],
+            &["ftp://user:pw@host/", "--only", "retr_pasv,nonsense"],
+            &["ftp://user:pw@host/", "--runs", "0"],
+            &["ftp://user:pw@host/", "--conn-duration", "0"],
+            &["ftp://user:pw@host/", "--idle-sessions", "1000000"],
+            &["ftp://user:pw@host/", "--idle-hold", "forever"],
+            &["ftp://user:pw@host/", "--active-ports", "0-10"],
+        ] {
+            assert!(plan_of(arguments).is_err(), "{arguments:?}");
+        }
+    }
+
+    #[test]
+    fn password_precedence() {
+        let resolve = |flag, url, environment, user| resolve_password(flag, url, environment, user);
+        assert_eq!(
+            resolve(Some("f"), Some("u"), Some("e"), "bob").unwrap(),
+            "f"
+        );
+        assert_eq!(resolve(None, Some("u"), Some("e"), "bob").unwrap(), "u");
+        assert_eq!(resolve(None, None, Some("e"), "bob").unwrap(), "e");
+        assert_eq!(
+            resolve(None, None, None, "anonymous").unwrap(),
+            ANONYMOUS_PASSWORD
+        );
+        assert!(resolve(None, None, None, "bob").is_err());
+    }
+
+    #[test]
+    fn seconds_accept_numbers_and_durations() {
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert_eq!(parse_seconds("60"), Ok(60.0));
+        assert_eq!(parse_seconds("1m"), Ok(60.0));
+        assert_eq!(parse_seconds("250ms"), Ok(0.25));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn fixtures_follow_the_selected_tests() {
+        let only = |tests: &str| {
+            plan_of(&["ftp://u:p@h/", "--only", tests])
+                .unwrap()
+                .fixture_needs()
+        };
+        let list = only("list_MLSD");
+        assert_eq!(list.list_entries, Some(10_000));
+        assert_eq!(
+            (list.big_bytes, list.small, list.uploads),
+            (None, None, false)
+        );
+        let burst = only("burst500,stor_pasv");
+        assert_eq!(burst.small, Some((2000, 4096)));
+        assert!(burst.uploads);
+        assert_eq!(
+            burst.big_bytes, None,
+            "STOR sends generated bytes, not big.bin"
+        );
+    }
+
+    #[test]
+    fn test_ids_round_trip_and_describe_their_sizes() {
+        for test in TestId::ALL {
+            assert_eq!(TestId::parse(test.name()), Some(test));
+        }
+        let sizes = plan_of(&["ftp://u:p@h/"]).unwrap().sizes;
+        assert_eq!(
+            TestId::RetrPasv.measures(&sizes, "EPSV"),
+            "RETR 1 GiB, EPSV"
+        );
+        assert_eq!(
+            TestId::SmallGet.measures(&sizes, "EPSV"),
+            "2000 × 4 KiB RETR, one session"
+        );
+        assert_eq!(
+            TestId::ListMlsd.measures(&sizes, "EPSV"),
+            "MLSD of 10000 entries, median of 5 in one session"
+        );
+        assert!(TestId::Connrate.higher_is_better());
+        assert!(!TestId::Burst.higher_is_better());
+        assert!(!TestId::Idle.higher_is_better());
+    }
+}
