@@ -20,6 +20,13 @@ read -r -a serve_flags <<<"${SERVE_FLAGS:-}"
 select=()
 [ -n "${ONLY:-}" ] && select=(--only "$ONLY")
 
+# peers.sh unpacks the peers' packages without installing them, so their shared libraries
+# must already be here.
+peer_libraries="libwrap0 libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 libsodium23"
+if ! dpkg-query -W $peer_libraries >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends $peer_libraries >/dev/null
+fi
+
 cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
 binary=$repo/target/release/ferroftp
 mkdir -p "$out"
