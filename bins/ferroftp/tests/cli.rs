@@ -1,0 +1,305 @@
+//! The `ferroftp` binary end to end: `user add`, `serve` on port 0, and `bench` against it.
+//!
+//! Ports: the server's passive range is 40100-40499 and the benchmark's active-mode listeners
+//! use 40900-40999 (crates/server's tests take 41000 and up; the interop suite 21000-30999).
+//! The passive range is larger than the ~150 data connections of a run: the range lies in
+//! the kernel's ephemeral range, where the client's own connections in TIME_WAIT block some
+//! ports, and the server's pool only falls back to ports it used within the last minute when
+//! no other one is left.
+//! Every child process is bounded in time and the server is killed by its PID at the end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const PASSIVE_PORTS: &str = "40100-40499";
+const ACTIVE_PORTS: &str = "40900-40999";
+
+/// The longest any one child process may run.
+const COMMAND_LIMIT: Duration = Duration::from_secs(240);
+
+fn ferroftp() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferroftp"))
+}
+
+/// Runs `command` to its end with `stdin` as its input, killing it after [`COMMAND_LIMIT`].
+fn run_bounded(mut command: Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ferroftp");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished.recv_timeout(COMMAND_LIMIT).is_err() {
+        // Still running: kill it by its PID, then collect what it wrote.
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        let output = waiter.join().unwrap().unwrap();
+        panic!(
+            "ferroftp ran longer than {COMMAND_LIMIT:?}; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    waiter.join().unwrap().unwrap()
+}
+
+/// A `ferroftp serve` child, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(root: &Path, users: &Path) -> Self {
+        let mut child = ferroftp()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--passive-ports",
+                PASSIVE_PORTS,
+            ])
+            .args(["--max-sessions-per-ip", "1000"])
+            .arg("--root")
+            .arg(root)
+            .arg("--users")
+            .arg(users)
+            .env("FERROFTP_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ferroftp serve");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, addresses) = mpsc::channel();
+        // Reads stdout to its end, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(address.to_owned());
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            address: String::new(),
+        };
+        server.address = addresses
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed no `listening on` line");
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Child::kill signals exactly this PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_user(users: &Path, name: &str, password: &str) {
+    let mut command = ferroftp();
+    command.args(["user", "add", name, "--users"]).arg(users);
+    let output = run_bounded(command, &format!("{password}\n"));
+    assert!(
+        output.status.success(),
+        "user add: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The sizes of the files in `dir`.
+fn sizes_in(dir: &Path) -> Vec<u64> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    server: Server,
+}
+
+fn serve_with_bench_user() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let users = dir.path().join("users.toml");
+    add_user(&users, "bench", "bench-secret");
+    let server = Server::start(&root, &users);
+    Fixture {
+        _dir: dir,
+        root,
+        server,
+    }
+}
+
+#[test]
+fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
+    let fixture = serve_with_bench_user();
+    let report = fixture.root.parent().unwrap().join("report.json");
+    let markdown = fixture.root.parent().unwrap().join("report.md");
+    let mut command = ferroftp();
+    command
+        .arg("bench")
+        .arg(format!("ftp://bench@{}/", fixture.server.address))
+        .env("FERROFTP_BENCH_PASSWORD", "bench-secret")
+        .args([
+            "--big-mib",
+            "2",
+            "--small-count",
+            "20",
+            "--list-entries",
+            "50",
+        ])
+        .args([
+            "--burst-sessions",
+            "10",
+            "--idle-sessions",
+            "20",
+            "--idle-hold",
+            "1",
+        ])
+        .args(["--runs", "1", "--conn-duration", "0.5", "--timeout", "20s"])
+        .args(["--active-ports", ACTIVE_PORTS])
+        .arg("--server-pid")
+        .arg(fixture.server.pid().to_string())
+        .arg("--json")
+        .arg(&report)
+        .arg("--markdown")
+        .arg(&markdown);
+    let output = run_bounded(command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed:\n{stderr}\n{stdout}");
+
+    let document: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(document["errors"], 0, "{document:#}");
+    assert_eq!(document["server"]["pid"], fixture.server.pid());
+    assert!(document["machine"]["cores"].as_u64().unwrap() >= 1);
+    let tests = document["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests
+        .iter()
+        .map(|test| test["test"].as_str().unwrap())
+        .collect();
+    let expected = [
+        "retr_pasv",
+        "retr_actv",
+        "stor_pasv",
+        "small_get",
+        "small_put",
+        "list_LIST",
+        "list_MLSD",
+        "connrate",
+        "burst500",
+        "idle1000",
+    ];
+    assert_eq!(names, expected);
+    for test in tests {
+        let name = &test["test"];
+        assert_eq!(test["errors"], 0, "{name}: {test:#}");
+        assert_eq!(test["runs_ok"], 1, "{name}: {test:#}");
+        assert!(test["median"].is_number(), "{name}: {test:#}");
+        assert!(test["unit"].is_string() && test["higher_is_better"].is_boolean());
+        let run = &test["runs"][0];
+        assert!(run["value"].is_number(), "{name}: {run:#}");
+        assert!(run["server_cpu_s"].is_number(), "{name}: {run:#}");
+        // One progress line per run.
+        assert!(
+            stderr.contains(&format!("{} run 1/1: ", name.as_str().unwrap())),
+            "{stderr}"
+        );
+    }
+    let test = |name: &str| tests.iter().find(|test| test["test"] == name).unwrap();
+    assert_eq!(test("retr_actv")["runs"][0]["details"]["bytes"], 2 << 20);
+    assert_eq!(
+        test("small_put")["runs"][0]["details"]["stored_with_right_size"],
+        20
+    );
+    assert_eq!(test("list_LIST")["runs"][0]["details"]["lines"][0], 50);
+    assert_eq!(test("burst500")["runs"][0]["details"]["retrieved"], 10);
+    assert_eq!(test("idle1000")["runs"][0]["details"]["logged_in"], 20);
+    assert_eq!(test("idle1000")["runs"][0]["details"]["noop_failures"], 0);
+
+    // The fixtures were made through FTP, with the requested counts and sizes.
+    let fixtures = fixture.root.join("bench_fixtures");
+    assert_eq!(
+        std::fs::metadata(fixtures.join("big.bin")).unwrap().len(),
+        2 << 20
+    );
+    assert_eq!(sizes_in(&fixtures.join("small")), vec![4096; 20]);
+    assert_eq!(sizes_in(&fixtures.join("list50")), vec![0; 50]);
+    assert!(
+        !fixture.root.join("bench_upload").exists(),
+        "bench_upload was not removed"
+    );
+
+    // The same table on stdout and in --markdown.
+    assert!(
+        stdout.contains("| test | measures | unit | median |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| idle1000 | "), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&markdown).unwrap(), stdout);
+
+    // A wrong password is an error before any measurement.
+    let mut command = ferroftp();
+    command
+        .arg("bench")
+        .arg(format!("ftp://bench:wrong@{}/", fixture.server.address))
+        .args(["--only", "small_get", "--timeout", "20s"]);
+    let output = run_bounded(command, "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot log in") && stderr.contains("login:530"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_refuses_bad_arguments_before_connecting() {
+    for (arguments, message) in [
+        (
+            &["ftp://u:p@127.0.0.1:9/", "--only", "retr_pasv,nonsense"][..],
+            "unknown test",
+        ),
+        (&["ftp://alice@127.0.0.1:9/"], "no password for alice"),
+        (&["ftps://u:p@127.0.0.1:9/"], "ftps:// is not supported"),
+        (&["ftp://u:p@127.0.0.1:9/", "--runs", "0"], "--runs must be"),
+    ] {
+        let mut command = ferroftp();
+        command
+            .arg("bench")
+            .args(arguments)
+            .env_remove("FERROFTP_BENCH_PASSWORD");
+        let output = run_bounded(command, "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?}");
+        assert!(stderr.contains(message), "{arguments:?}: {stderr}");
+    }
+}
