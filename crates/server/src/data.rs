@@ -58,6 +58,9 @@ impl Default for DataChannelOptions {
 
 /// Bytes moved per read; one buffer per running transfer.
 const TRANSFER_BUFFER: usize = 256 * 1024;
+/// A transfer's buffer until a read or write fills it: most files of a many-small-files
+/// transfer fit, and an idle moment never holds a 256 KiB allocation.
+const FIRST_TRANSFER_BUFFER: usize = 16 * 1024;
 /// Listing output is flushed in chunks of about this size.
 const LISTING_FLUSH: usize = 64 * 1024;
 
@@ -494,7 +497,7 @@ async fn send_file(
     ascii: bool,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
-    let mut buffer = vec![0u8; TRANSFER_BUFFER];
+    let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
     let mut converter = ToNetwork::default();
     let mut sent = 0u64;
@@ -506,6 +509,7 @@ async fn send_file(
         if read == 0 {
             return Ok(sent);
         }
+        grow_when_filled(&mut buffer, read);
         let chunk = if ascii {
             converted.clear();
             converter.convert(&buffer[..read], &mut converted);
@@ -526,7 +530,7 @@ async fn receive_file(
     ascii: bool,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
-    let mut buffer = vec![0u8; TRANSFER_BUFFER];
+    let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
     let mut converter = FromNetwork::default();
     let mut received = 0u64;
@@ -534,6 +538,7 @@ async fn receive_file(
         let read = with_idle_timeout(idle_timeout, data.read(&mut buffer))
             .await
             .map_err(lost)?;
+        let filled = read == buffer.len();
         let chunk = if read == 0 {
             if !ascii {
                 break;
@@ -556,12 +561,19 @@ async fn receive_file(
         if read == 0 {
             break;
         }
+        if filled {
+            grow_when_filled(&mut buffer, read);
+        }
     }
-    upload
-        .flush()
-        .await
-        .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+    // No flush here: `Upload::make_durable` flushes next, in one hand-off with its fsync.
     Ok(received)
+}
+
+/// A transfer that filled its buffer is a large one: continue with large reads.
+fn grow_when_filled(buffer: &mut Vec<u8>, used: usize) {
+    if used == buffer.len() && buffer.len() < TRANSFER_BUFFER {
+        buffer.resize(TRANSFER_BUFFER, 0);
+    }
 }
 
 async fn send_listing(

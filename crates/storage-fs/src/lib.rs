@@ -18,6 +18,7 @@ mod confine;
 mod error;
 mod listing;
 mod upload;
+mod write_behind;
 
 use std::fmt;
 use std::fs::File;

@@ -18,10 +18,11 @@ use ferroftp_backend::{
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use crate::confine::{open_beneath, open_directory, open_parent};
 use crate::error::fs_error;
+use crate::write_behind::WriteBehind;
 use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
 
 /// How often to look for a fresh STOU name before giving up.
@@ -47,10 +48,10 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Hands the file to tokio, which moves each write to the blocking pool.
+    /// Puts the file behind a write-behind buffer, which writes on the blocking pool.
     pub(crate) fn into_upload(self) -> FsUpload {
         FsUpload {
-            file: tokio::fs::File::from_std(self.file),
+            file: WriteBehind::new(self.file, self.initial_len),
             directory: self.directory,
             partial_name: self.partial_name,
             final_name: self.final_name,
@@ -342,7 +343,7 @@ pub(crate) fn discard_partials_in(
 /// An upload into [`FsStorage`](crate::FsStorage), writing its hidden partial file.
 /// Dropping it keeps the partial file (closing it releases the lock).
 pub(crate) struct FsUpload {
-    file: tokio::fs::File,
+    file: WriteBehind,
     /// The directory of both the partial and the final name: renames and fsyncs happen
     /// through it, wherever the directory has moved meanwhile.
     directory: OwnedFd,
@@ -385,17 +386,29 @@ impl Upload for FsUpload {
     }
 
     async fn make_durable(&mut self) -> Result<(), StorageError> {
-        self.file
-            .flush()
-            .await
-            .map_err(|error| fs_error(error, "write", &self.path))?;
         if !self.fsync {
+            // Nothing to make durable: the last bytes are written by `commit` (or
+            // `abandon`, or the drop), in the hand-off that publishes them.
             return Ok(());
         }
-        self.file
-            .sync_all()
+        let tail = self
+            .file
+            .take_tail()
             .await
-            .map_err(|error| fs_error(error, "fsync", &self.path))
+            .map_err(|error| fs_error(error, "write", &self.path))?;
+        let fsync = self.fsync;
+        let path = self.path.clone();
+        blocking(move || {
+            tail.write()
+                .map_err(|error| fs_error(error, "write", &path))?;
+            if fsync {
+                tail.file
+                    .sync_all()
+                    .map_err(|error| fs_error(error, "fsync", &path))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
@@ -409,23 +422,27 @@ impl Upload for FsUpload {
             fsync,
             ..
         } = *self;
-        // Waits for the writes tokio still has in flight and reports their errors.
-        file.flush()
+        let tail = file
+            .take_tail()
             .await
             .map_err(|error| fs_error(error, "write", &path))?;
-        let file = file.into_std().await;
-        let publish = move || -> Result<u64, StorageError> {
+        blocking(move || {
+            tail.write()
+                .map_err(|error| fs_error(error, "write", &path))?;
             // Durable before visible: after a crash the name holds the old file or the
-            // complete new one, never a new one with missing blocks.
+            // complete new one, never a new one with missing blocks. (After make_durable
+            // this finds nothing left to write back.)
             if fsync {
-                file.sync_all()
+                tail.file
+                    .sync_all()
                     .map_err(|error| fs_error(error, "fsync", &path))?;
             }
-            let size = file
+            let size = tail
+                .file
                 .metadata()
                 .map_err(|error| fs_error(error, "stat", &path))?
                 .len();
-            keep_permissions(&file, &directory, &final_name);
+            keep_permissions(&tail.file, &directory, &final_name);
             rename_into_place(&directory, &partial_name, &final_name, unique)
                 .map_err(|error| fs_error(error, "publish upload of", &path))?;
             // Makes the rename itself durable. The data is published either way, so a
@@ -433,25 +450,41 @@ impl Upload for FsUpload {
             if fsync {
                 let _ = rustix::fs::fsync(&directory);
             }
-            // The lock goes with the file, only now that the partial name is free again.
+            // The lock goes with the last handle on the file, only now that the partial
+            // name is free again.
+            drop(tail);
             drop(file);
             Ok(size)
-        };
-        tokio::task::spawn_blocking(publish)
-            .await
-            .map_err(|error| {
-                StorageError::new(
-                    StorageErrorKind::Local,
-                    format!("commit task failed: {error}"),
-                )
-            })?
+        })
+        .await
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<(), StorageError> {
         // The bytes already accepted belong to the resumable data: let them land.
-        let flushed = self.file.flush().await;
-        flushed.map_err(|error| fs_error(error, "write", &self.path))
+        let tail = self
+            .file
+            .take_tail()
+            .await
+            .map_err(|error| fs_error(error, "write", &self.path))?;
+        let path = self.path.clone();
+        blocking(move || {
+            tail.write()
+                .map_err(|error| fs_error(error, "write", &path))
+        })
+        .await
     }
+}
+
+/// Runs the end of an upload on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        StorageError::new(
+            StorageErrorKind::Local,
+            format!("upload task failed: {error}"),
+        )
+    })?
 }
 
 /// Gives the new version the permission bits of the file it replaces, as an in-place write
