@@ -17,6 +17,7 @@ use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
 use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
 use ferroftp_proto::{DirEntry, StorageErrorKind, VirtualPath};
+use futures_util::FutureExt as _;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
@@ -535,9 +536,22 @@ async fn receive_file(
     let mut converter = FromNetwork::default();
     let mut received = 0u64;
     loop {
-        let read = with_idle_timeout(idle_timeout, data.read(&mut buffer))
-            .await
-            .map_err(lost)?;
+        let read = match data.read(&mut buffer).now_or_never() {
+            Some(read) => read.map_err(lost)?,
+            None => {
+                // The client has nothing more for us yet: let the upload write what it
+                // holds while we wait, so the bytes of a client that pauses, or dies, are
+                // in the partial file (where a resume finds them).
+                let (flushed, read) = with_idle_timeout(idle_timeout, async {
+                    let (flushed, read) = tokio::join!(upload.flush(), data.read(&mut buffer));
+                    Ok((flushed, read))
+                })
+                .await
+                .map_err(lost)?;
+                flushed.map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+                read.map_err(lost)?
+            }
+        };
         let filled = read == buffer.len();
         let chunk = if read == 0 {
             if !ascii {

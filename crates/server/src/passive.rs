@@ -37,6 +37,27 @@ struct PoolState {
     in_use: usize,
 }
 
+impl PoolState {
+    /// The free port that cools down for `client` with the oldest use (ties by port number)
+    /// after `after` in that order: each call is one pass over the slots, and a port that
+    /// failed to bind is passed as `after` to get the next.
+    fn oldest_cooling_after(
+        &self,
+        range: &RangeInclusive<u16>,
+        client: IpAddr,
+        cooled: Option<Instant>,
+        after: Option<(Instant, u16)>,
+    ) -> Option<(Instant, u16)> {
+        range
+            .clone()
+            .zip(&self.slots)
+            .filter(|(_, slot)| !slot.in_use)
+            .filter_map(|(port, slot)| Some((slot.cooling_since(client, cooled)?, port)))
+            .filter(|candidate| after.is_none_or(|after| *candidate > after))
+            .min()
+    }
+}
+
 /// Clients remembered per port for the reuse delay. A port used by more clients within the
 /// delay forgets the longest-ago one (which may then get the port early: rare, and only an
 /// early reuse, never a failure).
@@ -136,7 +157,7 @@ impl PassivePortPool {
         // One subtraction here instead of a duration per port in the loop.
         let cooled = Instant::now().checked_sub(self.reuse_delay);
         let mut state = self.lock();
-        let mut cooling: Option<(u16, Instant)> = None;
+        let mut any_cooling = false;
         let mut last_error = None;
         for step in 0..count {
             let offset = ((start + step) % count) as usize;
@@ -145,10 +166,8 @@ impl PassivePortPool {
             if slot.in_use {
                 continue;
             }
-            if let Some(used) = slot.cooling_since(client, cooled) {
-                if cooling.is_none_or(|(_, oldest)| used < oldest) {
-                    cooling = Some((port, used));
-                }
+            if slot.cooling_since(client, cooled).is_some() {
+                any_cooling = true;
                 continue;
             }
             match self.try_bind(&mut state, ip, port, client) {
@@ -156,7 +175,13 @@ impl PassivePortPool {
                 Err(error) => last_error = error,
             }
         }
-        if let Some((port, _)) = cooling {
+        // Every free port is cooling down for this client: reuse the one it used longest
+        // ago, or, if that one cannot be bound (another socket holds it), the next oldest.
+        let mut tried = None;
+        while any_cooling
+            && let Some((used, port)) =
+                state.oldest_cooling_after(&self.range, client, cooled, tried)
+        {
             match self.try_bind(&mut state, ip, port, client) {
                 Ok(listener) => {
                     metrics::counter!("ferroftp_passive_early_reuse_total").increment(1);
@@ -165,6 +190,7 @@ impl PassivePortPool {
                 }
                 Err(error) => last_error = last_error.or(error),
             }
+            tried = Some((used, port));
         }
         metrics::counter!("ferroftp_passive_exhausted_total").increment(1);
         Err(last_error.map_or(PassiveError::Exhausted, PassiveError::Bind))
@@ -254,7 +280,7 @@ mod tests {
     use super::*;
 
     /// A base port with `count` free ports after it. Each test searches its own region
-    /// (`region` 0..4) so tests running in parallel never pick the same ports.
+    /// (`region` 0..5) so tests running in parallel never pick the same ports.
     fn free_base(count: u16, region: u16) -> u16 {
         let start = 42000 + region * 4000;
         for base in (start..start + 4000 - count).step_by(97) {
@@ -357,6 +383,25 @@ mod tests {
         assert_eq!(slot.cooling_since(client(2), cooled), Some(now));
         // Once the delay has passed, nobody is cooling any more.
         assert_eq!(slot.cooling_since(client(2), Some(now)), None);
+    }
+
+    #[tokio::test]
+    async fn a_cooling_port_held_elsewhere_is_skipped_for_the_next_oldest() {
+        let base = free_base(3, 4);
+        let pool = Arc::new(PassivePortPool::new(
+            base..=base + 2,
+            Duration::from_secs(60),
+        ));
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let listener = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+            order.push(listener.port());
+            drop(listener.into_lease());
+        }
+        // All three cool down for this client; the oldest is taken by another socket.
+        let squatter = std::net::TcpListener::bind((LOCALHOST, order[0])).unwrap();
+        assert_eq!(pool.bind(LOCALHOST, LOCALHOST).unwrap().port(), order[1]);
+        drop(squatter);
     }
 
     #[tokio::test]

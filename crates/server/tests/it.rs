@@ -41,8 +41,10 @@ impl Authenticator for TestUsers {
 }
 
 /// Each test server gets its own 20-port passive range, so parallel tests never share one.
+/// Ranges from 11000 on: below the kernel's ephemeral ports (32768-60999), where the test
+/// clients' own connections could hold a port, and below the interop suite's 21000-30999.
 fn passive_range(size: u16) -> std::ops::RangeInclusive<u16> {
-    static NEXT: AtomicU16 = AtomicU16::new(41000);
+    static NEXT: AtomicU16 = AtomicU16::new(11000);
     let first = NEXT.fetch_add(size.max(20), Ordering::Relaxed);
     first..=first + size - 1
 }
