@@ -103,6 +103,10 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// Bytes already in place before the first write (the resume offset).
     fn initial_len(&self) -> u64;
 
+    /// A hint that the client paused: start writing anything buffered, without waiting for
+    /// it. The server calls it when the data connection has nothing more to read yet.
+    fn write_soon(&mut self) {}
+
     /// Flushes and makes the data written so far durable, without publishing it. The server
     /// calls it before [`commit`](Upload::commit) and checks, between the two, that the
     /// client is still there: a client killed mid-upload also ends its data connection

@@ -539,17 +539,12 @@ async fn receive_file(
         let read = match data.read(&mut buffer).now_or_never() {
             Some(read) => read.map_err(lost)?,
             None => {
-                // The client has nothing more for us yet: let the upload write what it
-                // holds while we wait, so the bytes of a client that pauses, or dies, are
-                // in the partial file (where a resume finds them).
-                let (flushed, read) = with_idle_timeout(idle_timeout, async {
-                    let (flushed, read) = tokio::join!(upload.flush(), data.read(&mut buffer));
-                    Ok((flushed, read))
-                })
-                .await
-                .map_err(lost)?;
-                flushed.map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
-                read.map_err(lost)?
+                // The client has nothing more for us yet: the upload may write what it holds
+                // meanwhile, so a pausing or dying client's bytes reach the partial file.
+                upload.write_soon();
+                with_idle_timeout(idle_timeout, data.read(&mut buffer))
+                    .await
+                    .map_err(lost)?
             }
         };
         let filled = read == buffer.len();

@@ -385,6 +385,10 @@ impl Upload for FsUpload {
         self.initial_len
     }
 
+    fn write_soon(&mut self) {
+        self.file.write_soon();
+    }
+
     async fn make_durable(&mut self) -> Result<(), StorageError> {
         if !self.fsync {
             // Nothing to make durable: the last bytes are written by `commit` (or

@@ -1,12 +1,14 @@
 //! Write-behind for uploads: received bytes collect in a large buffer in memory, and a full
-//! buffer is written on the blocking pool while the next one fills (one write in flight).
+//! buffer is written on the blocking pool while the next one fills. When the client pauses,
+//! [`WriteBehind::write_soon`] starts writing what is buffered without waiting for it.
 //! The last, partly filled buffer is handed to whoever finishes the upload, which writes it
 //! in the same blocking job as its fsync and rename: a small file costs one hand-off to the
 //! blocking pool for all of its data, not one per write plus one per flush.
 //!
-//! Writes carry their offset (`pwrite`), so a buffer written when the upload is dropped can
-//! never land out of order with the one still in flight.
+//! Writes carry their offset (`pwrite`), so writes in flight at the same time, or a buffer
+//! written when the upload is dropped, can never land out of order.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -28,8 +30,8 @@ pub(crate) struct WriteBehind {
     buffer: Vec<u8>,
     /// The file offset of `buffer[0]`.
     offset: u64,
-    /// The write on the blocking pool; it returns its buffer for reuse.
-    in_flight: Option<JoinHandle<(Vec<u8>, io::Result<()>)>>,
+    /// Writes on the blocking pool, oldest first; each returns its buffer for reuse.
+    in_flight: VecDeque<JoinHandle<(Vec<u8>, io::Result<()>)>>,
     /// A buffer back from a finished write, for the next one.
     spare: Vec<u8>,
 }
@@ -56,41 +58,53 @@ impl WriteBehind {
             file: Arc::new(file),
             buffer: Vec::new(),
             offset,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             spare: Vec::new(),
         }
     }
 
-    /// Waits for the write in flight and reports its error.
+    /// Waits for every write in flight and reports the first error.
     fn poll_in_flight(&mut self, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(in_flight) = self.in_flight.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let joined = ready!(Pin::new(in_flight).poll(context));
-        self.in_flight = None;
-        match joined {
-            Ok((mut buffer, result)) => {
-                buffer.clear();
-                self.spare = buffer;
-                Poll::Ready(result)
+        while let Some(oldest) = self.in_flight.front_mut() {
+            let joined = ready!(Pin::new(oldest).poll(context));
+            self.in_flight.pop_front();
+            match joined {
+                Ok((mut buffer, result)) => {
+                    buffer.clear();
+                    self.spare = buffer;
+                    result?;
+                }
+                Err(error) => {
+                    return Poll::Ready(Err(io::Error::other(format!(
+                        "upload write task failed: {error}"
+                    ))));
+                }
             }
-            Err(error) => Poll::Ready(Err(io::Error::other(format!(
-                "upload write task failed: {error}"
-            )))),
         }
+        Poll::Ready(Ok(()))
     }
 
-    /// Hands the buffer to a write on the blocking pool (after the previous one finished).
+    /// Hands the buffer to a write on the blocking pool.
     fn ship(&mut self) {
         let next = std::mem::take(&mut self.spare);
         let bytes = std::mem::replace(&mut self.buffer, next);
         let offset = self.offset;
         self.offset += bytes.len() as u64;
         let file = Arc::clone(&self.file);
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let result = file.write_all_at(&bytes, offset);
-            (bytes, result)
-        }));
+        self.in_flight
+            .push_back(tokio::task::spawn_blocking(move || {
+                let result = file.write_all_at(&bytes, offset);
+                (bytes, result)
+            }));
+    }
+
+    /// Starts writing what is buffered, without waiting: the client paused, so a write now
+    /// costs no throughput and puts its bytes in the partial file, where a resume finds them
+    /// should the client (or the server) die.
+    pub(crate) fn write_soon(&mut self) {
+        if !self.buffer.is_empty() {
+            self.ship();
+        }
     }
 
     /// Waits for the write in flight and takes the bytes not yet written, for the caller to
@@ -217,6 +231,34 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"first second");
     }
 
+    /// Polls (bounded: 10 s) until the file at `path` holds `length` bytes.
+    async fn wait_for_length(path: &std::path::Path, length: usize) {
+        for _ in 0..2000 {
+            if std::fs::metadata(path).unwrap().len() == length as u64 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn write_soon_writes_without_being_awaited_and_in_order() {
+        let directory = tempfile::tempdir().unwrap();
+        let (path, file) = file_in(&directory, b"");
+        let data = pattern(300_000);
+        let mut writer = WriteBehind::new(file, 0);
+        // Several pauses while earlier writes may still be in flight.
+        for piece in data.chunks(70_000) {
+            writer.write_all(piece).await.unwrap();
+            writer.write_soon();
+        }
+        wait_for_length(&path, data.len()).await;
+        assert!(std::fs::read(&path).unwrap() == data, "content differs");
+        // Nothing is left for the tail.
+        let tail = writer.take_tail().await.unwrap();
+        assert!(tail.bytes.is_empty());
+    }
+
     #[tokio::test]
     async fn a_dropped_writer_still_writes_what_it_accepted() {
         let directory = tempfile::tempdir().unwrap();
@@ -225,13 +267,8 @@ mod tests {
         let mut writer = WriteBehind::new(file, 0);
         writer.write_all(&data).await.unwrap();
         drop(writer);
-        // The last bytes go out on the blocking pool; wait for them, boundedly.
-        for _ in 0..2000 {
-            if std::fs::metadata(&path).unwrap().len() == data.len() as u64 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // The last bytes go out on the blocking pool.
+        wait_for_length(&path, data.len()).await;
         assert!(std::fs::read(&path).unwrap() == data, "content differs");
     }
 }
