@@ -42,6 +42,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .collect();
         bail!("invalid configuration:\n{}", listed.join("\n"));
     }
+    let open_files = crate::open_files::raise_open_files_limit();
+    let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
+    if open_files < needed {
+        tracing::warn!(
+            open_files,
+            max_sessions = config.server.max_sessions,
+            "the open-files limit (RLIMIT_NOFILE, raised to its hard limit) is below {needed}, \
+             what max_sessions busy sessions can need; raise it (ulimit -n, LimitNOFILE=) or \
+             lower server.max_sessions"
+        );
+    } else {
+        tracing::debug!(open_files, "open-files limit");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -467,7 +467,7 @@ fn resolve_password(
 /// Runs the benchmark and prints its report; exit code 1 when any run had errors.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::from_args(&args)?;
-    let open_files = process_stats::raise_open_files_limit();
+    let open_files = crate::open_files::raise_open_files_limit();
     let needed = plan.sockets_needed() + 64;
     if needed > open_files {
         eprintln!(

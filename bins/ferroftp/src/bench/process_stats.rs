@@ -178,26 +178,6 @@ impl MachineFacts {
     }
 }
 
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit (thousands of idle sessions
-/// need thousands of sockets) and returns the soft limit in force afterwards.
-pub fn raise_open_files_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
-        && current < maximum
-    {
-        let raised = rustix::process::Rlimit {
-            current: Some(maximum),
-            maximum: Some(maximum),
-        };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            return maximum;
-        }
-    }
-    // `None` is RLIM_INFINITY.
-    limit.current.unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
