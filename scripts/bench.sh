@@ -5,6 +5,7 @@
 #   scripts/bench.sh                      # ferroftp + vsftpd, 3 runs per test
 #   PEERS="vsftpd pure-ftpd proftpd" RUNS=5 ONLY=retr_pasv,stor_pasv scripts/bench.sh
 #   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
+#   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
 #
 # Needs root (peers.sh creates a system user for the peers).
 set -euo pipefail
@@ -27,8 +28,9 @@ if ! dpkg-query -W $peer_libraries >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends $peer_libraries >/dev/null
 fi
 
-cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
-binary=$repo/target/release/ferroftp
+# FERROFTP_BINARY measures another build (say, an older commit's) under the same harness.
+binary=${FERROFTP_BINARY:-$repo/target/release/ferroftp}
+[ -n "${FERROFTP_BINARY:-}" ] || cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
 mkdir -p "$out"
 root=$out/ferroftp-root
 mkdir -p "$root"
@@ -47,7 +49,7 @@ for _ in $(seq 100); do
     kill -0 "$server" 2>/dev/null || { cat "$out/ferroftp.log"; exit 1; }
     sleep 0.1
 done
-version=$(git -C "$repo" rev-parse --short HEAD)
+version=${VERSION:-$(git -C "$repo" rev-parse --short HEAD)}
 "$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
     --root "$root" --name "$name" --version "$version" --server-pid "$server" \
     --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
