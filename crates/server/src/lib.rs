@@ -207,9 +207,8 @@ impl Server {
         }
         let mut listeners = Vec::with_capacity(options.listeners.len());
         for listener in &options.listeners {
-            let bound = TcpListener::bind(listener.address)
-                .await
-                .map_err(|source| ServerError::Bind {
+            let bound =
+                bind_control_listener(listener.address).map_err(|source| ServerError::Bind {
                     address: listener.address,
                     source,
                 })?;
@@ -356,4 +355,22 @@ pub(crate) async fn refuse(
     warn!(%peer, ?exceeded, "session refused");
     let _ = stream.write_all(text).await;
     let _ = stream.shutdown().await;
+}
+
+/// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`, 4096 by
+/// default). The standard library's 128 overflows when a few hundred clients connect at
+/// once, and every overflowed client waits a second or more for its SYN to be retransmitted.
+const CONTROL_BACKLOG: i32 = 4096;
+
+fn bind_control_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    // A restarted server can listen while its old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(CONTROL_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
