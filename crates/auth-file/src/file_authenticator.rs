@@ -283,6 +283,16 @@ impl Shared {
     ) -> Result<User, AuthError> {
         let users = users.unwrap_or_else(|| self.current_users());
         match users.get(username) {
+            // Many logins of one user arriving at once all miss the cache and queue here;
+            // once the first is verified, the rest find its entry instead of each spending
+            // an argon2 verification.
+            Some(entry)
+                if self
+                    .cache
+                    .confirms(username, entry.password_hash(), password) =>
+            {
+                Ok(entry.to_user())
+            }
             Some(entry) if memory.verify(entry.password_hash(), password) => {
                 // Only a successful argon2 verification is remembered.
                 self.cache

@@ -423,3 +423,27 @@ async fn a_removed_user_is_rejected_despite_a_cached_login() {
     assert_eq!(authenticator.cache_hits(), 1);
     assert!(login(&authenticator, "alice", "wonderland").await.is_some());
 }
+
+#[tokio::test]
+async fn logins_arriving_together_share_one_verification() {
+    let fixture = fixture();
+    // One verification thread: the first login verifies, the others wait behind it in the
+    // queue and find its result in the cache.
+    let authenticator = std::sync::Arc::new(
+        FileAuthenticator::open(&fixture.path)
+            .unwrap()
+            .with_max_concurrent_verifications(1),
+    );
+    let logins: Vec<_> = (0..8)
+        .map(|_| {
+            let authenticator = std::sync::Arc::clone(&authenticator);
+            tokio::spawn(async move { login(&*authenticator, "alice", "wonderland").await })
+        })
+        .collect();
+    for login in logins {
+        assert!(login.await.unwrap().is_some());
+    }
+    assert_eq!(authenticator.cache_hits(), 7);
+    // A wrong password queued among them would still have been verified and refused.
+    assert!(login(&*authenticator, "alice", "wrong").await.is_none());
+}
