@@ -103,6 +103,15 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// Bytes already in place before the first write (the resume offset).
     fn initial_len(&self) -> u64;
 
+    /// The partial file itself, when the upload writes a local file and nothing has been
+    /// written through this `Upload` yet: the server may then receive a plain binary
+    /// transfer straight into it, from `offset` on, on a thread of its own. Once bytes went
+    /// in that way, write only that way; `make_durable`, `commit` and `abandon` work as
+    /// before.
+    fn local_file(&mut self) -> Option<LocalFile> {
+        None
+    }
+
     /// A hint that the client paused: start writing anything buffered, without waiting for
     /// it. The server calls it when the data connection has nothing more to read yet.
     fn write_soon(&mut self) {}

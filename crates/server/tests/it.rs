@@ -527,6 +527,38 @@ async fn abor_stops_a_running_download() {
 }
 
 #[tokio::test]
+async fn abor_stops_an_upload_into_a_local_file_and_releases_it() {
+    // A plain binary upload to the filesystem is received on a blocking thread; ABOR must
+    // end that thread too: the partial file's lock is free for the next upload at once.
+    let (server, root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
+    let (preliminary, mut stream) = client
+        .transfer_command("STOR /file", prepared)
+        .await
+        .unwrap();
+    assert_eq!(preliminary.code.0, 150);
+    stream.send(&pattern(100_000)).await.unwrap();
+    wait_for_file_size(&root.join(".ferroftp-partial.file"), 100_000).await;
+    // The client keeps its data connection open: only ABOR can end the transfer.
+    client.send_raw(b"ABOR\r\n").await.unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 426);
+    assert_eq!(client.read_reply().await.unwrap().code.0, 226);
+    // The server shut the data connection down.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.receive_into(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // Nothing was published, and the same name can be uploaded again right away.
+    assert!(!root.join("file").exists());
+    let content = pattern(300_000);
+    client
+        .store("/file", DataMode::ExtendedPassive, &content)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(root.join("file")).unwrap(), content);
+}
+
+#[tokio::test]
 async fn a_transfer_does_not_block_other_sessions() {
     let server = memory_server().await;
     let mut slow = server.login("alice").await;

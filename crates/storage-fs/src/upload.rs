@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
+    LocalFile, StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -387,6 +387,12 @@ impl Upload for FsUpload {
 
     fn write_soon(&mut self) {
         self.file.write_soon();
+    }
+
+    fn local_file(&mut self) -> Option<LocalFile> {
+        // A duplicate descriptor: it shares the open file, and so the partial file's lock.
+        let (file, offset) = self.file.bypass()?;
+        Some(LocalFile { file, offset })
     }
 
     async fn make_durable(&mut self) -> Result<(), StorageError> {

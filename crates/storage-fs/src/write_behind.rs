@@ -98,6 +98,16 @@ impl WriteBehind {
             }));
     }
 
+    /// The file and the offset the next byte goes to, if nothing is buffered or being
+    /// written: for a writer that bypasses this one.
+    pub(crate) fn bypass(&self) -> Option<(File, u64)> {
+        if !self.buffer.is_empty() || !self.in_flight.is_empty() {
+            return None;
+        }
+        let file = self.file.try_clone().ok()?;
+        Some((file, self.offset))
+    }
+
     /// Starts writing what is buffered, without waiting: the client paused, so a write now
     /// costs no throughput and puts its bytes in the partial file, where a resume finds them
     /// should the client (or the server) die.
