@@ -226,7 +226,7 @@ fn fill(
     let io_error = |error: io::Error| fs_error(error, "prepare partial upload of", path);
     let keep = match mode {
         WriteMode::Create => {
-            partial.set_len(0).map_err(io_error)?;
+            cut_to(partial, 0).map_err(io_error)?;
             0
         }
         WriteMode::Append | WriteMode::ResumeAt(_) => match open_committed(inner, path)? {
@@ -236,7 +236,7 @@ fn fill(
             Some(committed) => {
                 let length = committed.metadata().map_err(io_error)?.len();
                 let keep = kept_length(mode, length, path)?;
-                partial.set_len(0).map_err(io_error)?;
+                cut_to(partial, 0).map_err(io_error)?;
                 let mut source = (&committed).take(keep);
                 let mut destination = partial;
                 destination.seek(SeekFrom::Start(0)).map_err(io_error)?;
@@ -253,7 +253,7 @@ fn fill(
             None => {
                 let length = partial.metadata().map_err(io_error)?.len();
                 let keep = kept_length(mode, length, path)?;
-                partial.set_len(keep).map_err(io_error)?;
+                cut_to(partial, keep).map_err(io_error)?;
                 keep
             }
         },
@@ -270,6 +270,18 @@ fn open_committed(inner: &Inner, path: &VirtualPath) -> Result<Option<File>, Sto
         Err(error) if error.kind == StorageErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// Gives the partial file `length` bytes, leaving a file that already has them alone: ext4
+/// marks a file truncated to zero for a flush of all its data when it is closed
+/// (`auto_da_alloc`, meant for programs that rewrite a file in place), and for a fresh
+/// upload, whose partial file is new and empty anyway, that meant queueing the whole upload
+/// for writeback before the 226: measured, half the upload speed with idle CPUs.
+fn cut_to(file: &File, length: u64) -> io::Result<()> {
+    if file.metadata()?.len() != length {
+        file.set_len(length)?;
+    }
+    Ok(())
 }
 
 /// How much of `length` bytes of resumable content `mode` keeps.
