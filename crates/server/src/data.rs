@@ -384,11 +384,11 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
         (
             None,
             Work::Store {
-                upload,
+                mut upload,
                 local_file: Some(file),
             },
         ) => {
-            let bytes = receive_into_local_file(data, file, idle_timeout).await?;
+            let bytes = receive_local_upload(data, &mut upload, file, idle_timeout).await?;
             Ok(Moved::Received { upload, bytes })
         }
         (None, work) => move_bytes(data, work, ascii, idle_timeout).await,
@@ -404,9 +404,42 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
 /// cores beside the client, an async reader and a separate writer thread only contend (the
 /// write-behind path measured 800 MB/s here where this loop reaches the page cache's speed);
 /// and the async threads never wait for the disk.
+/// A plain binary upload into a local file. The first [`FIRST_TRANSFER_BUFFER`] bytes are read
+/// here: a file that ends within them (most files of a many-small-files transfer) goes into
+/// the upload's own buffer and costs no thread hand-off (its bytes are written with the
+/// commit); a longer one continues in [`receive_into_local_file`]. A client that dies within
+/// the first 16 KiB leaves no partial data.
+async fn receive_local_upload(
+    mut data: TcpStream,
+    upload: &mut Box<dyn Upload>,
+    file: LocalFile,
+    idle_timeout: Duration,
+) -> Result<u64, TransferFailure> {
+    let mut first = vec![0u8; FIRST_TRANSFER_BUFFER];
+    let mut filled = 0;
+    while filled < first.len() {
+        let read = with_idle_timeout(idle_timeout, data.read(&mut first[filled..]))
+            .await
+            .map_err(lost)?;
+        if read == 0 {
+            upload
+                .write_all(&first[..filled])
+                .await
+                .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+            // Our end of file after the client's, as for every upload.
+            let _ = timeout(idle_timeout, data.shutdown()).await;
+            return Ok(filled as u64);
+        }
+        filled += read;
+    }
+    receive_into_local_file(data, file, first, idle_timeout).await
+}
+
+/// The rest of a plain binary upload, after the `first` bytes already read.
 async fn receive_into_local_file(
     data: TcpStream,
     file: LocalFile,
+    first: Vec<u8>,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
     let socket = data.into_std().map_err(lost)?;
@@ -418,7 +451,7 @@ async fn receive_into_local_file(
     // Dropping this future (ABOR, the client gone) shuts the socket down, which ends the
     // blocking read at once; the thread then finishes the write it holds and stops.
     let mut stop_on_drop = ShutdownOnDrop(Some(socket.try_clone().map_err(lost)?));
-    let received = tokio::task::spawn_blocking(move || receive_blocking(&socket, &file))
+    let received = tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first))
         .await
         .map_err(|error| {
             TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
@@ -440,11 +473,18 @@ impl Drop for ShutdownOnDrop {
 fn receive_blocking(
     socket: &std::net::TcpStream,
     file: &LocalFile,
+    first: Vec<u8>,
 ) -> Result<u64, TransferFailure> {
     use std::io::Read as _;
     use std::os::unix::fs::FileExt as _;
-    let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
-    let mut offset = file.offset;
+    let storage = |error: io::Error| TransferFailure::Storage(kind_of_io_error(&error));
+    file.file
+        .write_all_at(&first, file.offset)
+        .map_err(storage)?;
+    let mut offset = file.offset + first.len() as u64;
+    // The first bytes filled their buffer: this is a large upload.
+    let mut buffer = first;
+    buffer.resize(TRANSFER_BUFFER, 0);
     loop {
         let read = match (&*socket).read(&mut buffer) {
             Ok(0) => break,
@@ -465,9 +505,8 @@ fn receive_blocking(
         };
         file.file
             .write_all_at(&buffer[..read], offset)
-            .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
+            .map_err(storage)?;
         offset += read as u64;
-        grow_when_filled(&mut buffer, read);
     }
     // Our end of file after the client's, as the async path answers with its shutdown.
     let _ = socket.shutdown(std::net::Shutdown::Write);
