@@ -418,17 +418,13 @@ impl Upload for FsUpload {
             .take_tail()
             .await
             .map_err(|error| fs_error(error, "write", &self.path))?;
-        let fsync = self.fsync;
         let path = self.path.clone();
         blocking(move || {
             tail.write()
                 .map_err(|error| fs_error(error, "write", &path))?;
-            if fsync {
-                tail.file
-                    .sync_all()
-                    .map_err(|error| fs_error(error, "fsync", &path))?;
-            }
-            Ok(())
+            tail.file
+                .sync_all()
+                .map_err(|error| fs_error(error, "fsync", &path))
         })
         .await
     }
