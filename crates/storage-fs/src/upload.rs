@@ -22,7 +22,7 @@ use tokio::io::AsyncWrite;
 
 use crate::confine::{open_beneath, open_directory, open_parent};
 use crate::error::fs_error;
-use crate::write_behind::WriteBehind;
+use crate::write_behind::{Tail, WriteBehind};
 use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
 
 /// How often to look for a fresh STOU name before giving up.
@@ -387,6 +387,16 @@ impl AsyncWrite for FsUpload {
     }
 }
 
+impl FsUpload {
+    /// The bytes not yet written, once the writes in flight are done (their errors reported).
+    async fn take_tail(&mut self) -> Result<Tail, StorageError> {
+        self.file
+            .take_tail()
+            .await
+            .map_err(|error| fs_error(error, "write", &self.path))
+    }
+}
+
 #[async_trait]
 impl Upload for FsUpload {
     fn path(&self) -> &VirtualPath {
@@ -413,11 +423,7 @@ impl Upload for FsUpload {
             // `abandon`, or the drop), in the hand-off that publishes them.
             return Ok(());
         }
-        let tail = self
-            .file
-            .take_tail()
-            .await
-            .map_err(|error| fs_error(error, "write", &self.path))?;
+        let tail = self.take_tail().await?;
         let path = self.path.clone();
         blocking(move || {
             tail.write()
@@ -429,9 +435,10 @@ impl Upload for FsUpload {
         .await
     }
 
-    async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
+    async fn commit(mut self: Box<Self>) -> Result<u64, StorageError> {
+        let tail = self.take_tail().await?;
         let Self {
-            mut file,
+            file,
             directory,
             partial_name,
             final_name,
@@ -440,10 +447,6 @@ impl Upload for FsUpload {
             fsync,
             ..
         } = *self;
-        let tail = file
-            .take_tail()
-            .await
-            .map_err(|error| fs_error(error, "write", &path))?;
         blocking(move || {
             tail.write()
                 .map_err(|error| fs_error(error, "write", &path))?;
@@ -479,11 +482,7 @@ impl Upload for FsUpload {
 
     async fn abandon(mut self: Box<Self>) -> Result<(), StorageError> {
         // The bytes already accepted belong to the resumable data: let them land.
-        let tail = self
-            .file
-            .take_tail()
-            .await
-            .map_err(|error| fs_error(error, "write", &self.path))?;
+        let tail = self.take_tail().await?;
         let path = self.path.clone();
         blocking(move || {
             tail.write()
