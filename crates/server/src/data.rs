@@ -109,8 +109,9 @@ enum Work {
     },
     Store {
         upload: Box<dyn Upload>,
-        /// The upload's local file, when binary: received straight into over a plain data
-        /// connection (`receive_into_local_file`); otherwise the bytes go through `upload`.
+        /// The upload's local file, for a binary upload over a plain data connection:
+        /// received straight into (`receive_local_upload`); otherwise the bytes go through
+        /// `upload`.
         local_file: Option<LocalFile>,
     },
     List {
@@ -167,7 +168,8 @@ pub(crate) async fn prepare(
                 .await
                 .map_err(|e| storage_failure(&e))?;
             stored_as = Some(upload.path().clone());
-            let local_file = if request.ascii {
+            // Only a plain binary transfer receives straight into the file.
+            let local_file = if request.ascii || tls.is_some() {
                 None
             } else {
                 upload.local_file()
