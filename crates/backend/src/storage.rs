@@ -82,6 +82,20 @@ pub struct LocalFile {
     pub offset: u64,
 }
 
+/// An upload's partial file on the local filesystem, for a server that receives straight
+/// into it (see [`Upload::local_file`]).
+#[derive(Debug)]
+pub struct LocalUploadFile {
+    /// The open file (its own descriptor; written at explicit offsets).
+    pub file: std::fs::File,
+    /// Where the next byte goes.
+    pub offset: u64,
+    /// The storage fsyncs the file before publishing it: the receiver should start writing
+    /// received bytes back to the disk as they arrive, so that fsync waits only for the
+    /// last ones instead of the whole file.
+    pub write_back_early: bool,
+}
+
 impl fmt::Debug for Download {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -108,7 +122,7 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// transfer straight into it, from `offset` on, on a thread of its own. Once bytes went
     /// in that way, write only that way; `make_durable`, `commit` and `abandon` work as
     /// before.
-    fn local_file(&mut self) -> Option<LocalFile> {
+    fn local_file(&mut self) -> Option<LocalUploadFile> {
         None
     }
 

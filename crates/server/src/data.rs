@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use ferroftp_backend::{LocalFile, Storage, StorageError, Upload};
+use ferroftp_backend::{LocalFile, LocalUploadFile, Storage, StorageError, Upload};
 use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
 use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
@@ -112,7 +112,7 @@ enum Work {
         /// The upload's local file, for a binary upload over a plain data connection:
         /// received straight into (`receive_local_upload`); otherwise the bytes go through
         /// `upload`.
-        local_file: Option<LocalFile>,
+        local_file: Option<LocalUploadFile>,
     },
     List {
         entries: ListSource,
@@ -409,7 +409,7 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
 async fn receive_local_upload(
     mut data: TcpStream,
     upload: &mut Box<dyn Upload>,
-    file: LocalFile,
+    file: LocalUploadFile,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
     let mut first = vec![0u8; FIRST_TRANSFER_BUFFER];
@@ -439,7 +439,7 @@ async fn receive_local_upload(
 /// loop reaches 2.2); and the async threads never wait for the disk.
 async fn receive_into_local_file(
     data: TcpStream,
-    file: LocalFile,
+    file: LocalUploadFile,
     first: Vec<u8>,
     idle_timeout: Duration,
 ) -> Result<u64, TransferFailure> {
@@ -471,9 +471,12 @@ impl Drop for ShutdownOnDrop {
     }
 }
 
+/// Bytes received between two starts of writeback (`LocalUploadFile::write_back_early`).
+const WRITE_BACK_STEP: u64 = 8 << 20;
+
 fn receive_blocking(
     socket: &std::net::TcpStream,
-    file: &LocalFile,
+    file: &LocalUploadFile,
     first: Vec<u8>,
 ) -> Result<u64, TransferFailure> {
     use std::io::Read as _;
@@ -486,6 +489,7 @@ fn receive_blocking(
     // The first bytes filled their buffer: this is a large upload.
     let mut buffer = first;
     buffer.resize(TRANSFER_BUFFER, 0);
+    let mut written_back_to = file.offset;
     loop {
         let read = match (&*socket).read(&mut buffer) {
             Ok(0) => break,
@@ -508,10 +512,24 @@ fn receive_blocking(
             .write_all_at(&buffer[..read], offset)
             .map_err(storage)?;
         offset += read as u64;
+        if file.write_back_early && offset - written_back_to >= WRITE_BACK_STEP {
+            start_write_back(&file.file, written_back_to, offset);
+            written_back_to = offset;
+        }
     }
     // Our end of file after the client's, as the async path answers with its shutdown.
     let _ = socket.shutdown(std::net::Shutdown::Write);
     Ok(offset - file.offset)
+}
+
+/// Starts writing `from..to` of `file` back to the disk without waiting, so the fsync before
+/// publishing waits only for what arrived last (measured: STOR with fsync ≈1.5 → ≈2.0 GB/s,
+/// close to the speed without fsync). `POSIX_FADV_DONTNEED` does this on Linux: it starts
+/// writeback of the range's dirty pages (as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would;
+/// rustix offers no such call and this crate allows no `unsafe`) and drops only pages that
+/// are already clean, which these, just written, are not. Advice: a failure changes nothing.
+fn start_write_back(file: &std::fs::File, from: u64, to: u64) {
+    let _ = rustix::fs::fadvise(file, from, to - from, rustix::fs::Advice::DontNeed);
 }
 
 /// Most bytes one `sendfile` call moves: bounds the time a call can hold the async thread

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    LocalFile, StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
+    LocalUploadFile, StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -411,10 +411,14 @@ impl Upload for FsUpload {
         self.file.write_soon();
     }
 
-    fn local_file(&mut self) -> Option<LocalFile> {
+    fn local_file(&mut self) -> Option<LocalUploadFile> {
         // A duplicate descriptor: it shares the open file, and so the partial file's lock.
         let (file, offset) = self.file.bypass()?;
-        Some(LocalFile { file, offset })
+        Some(LocalUploadFile {
+            file,
+            offset,
+            write_back_early: self.fsync,
+        })
     }
 
     async fn make_durable(&mut self) -> Result<(), StorageError> {
