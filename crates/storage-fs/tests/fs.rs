@@ -534,3 +534,28 @@ async fn special_files_are_not_read() {
         "RETR of a FIFO",
     );
 }
+
+#[tokio::test]
+async fn a_local_upload_file_says_whether_to_write_back_early_and_receives_bytes() {
+    for fsync in [true, false] {
+        let directory = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(directory.path())
+            .unwrap()
+            .with_fsync_uploads(fsync);
+        let mut upload = storage
+            .start_upload(&UploadTarget::Path(virtual_path("/f")), WriteMode::Create)
+            .await
+            .unwrap();
+        let local = upload.local_file().expect("a local file before any write");
+        // Early writeback only helps an upload that will be fsynced.
+        assert_eq!(local.write_back_early, fsync);
+        assert_eq!(local.offset, 0);
+        std::os::unix::fs::FileExt::write_all_at(&local.file, b"direct", 0).unwrap();
+        drop(local);
+        assert_eq!(upload.commit().await.unwrap(), 6);
+        assert_eq!(
+            std::fs::read(directory.path().join("f")).unwrap(),
+            b"direct"
+        );
+    }
+}
