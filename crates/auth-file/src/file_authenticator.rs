@@ -43,8 +43,9 @@ pub struct FileAuthenticator {
 struct Shared {
     path: PathBuf,
     dummy_hash: String,
-    /// Locked only on blocking-pool threads, for a `stat` and, after a change, a parse;
-    /// never held across an await nor during a verification.
+    /// Locked briefly: on an async thread to compare a stamp and clone the users, on a
+    /// verification thread for a `stat` and, after a change, a parse; never held across an
+    /// await nor during an argon2 verification.
     snapshot: Mutex<Snapshot>,
     /// Recent successful verifications; cleared whenever the file is reloaded.
     cache: VerifiedCredentialsCache,
@@ -254,34 +255,15 @@ impl Shared {
             .then(|| entry.to_user())
     }
 
-    /// The fast path, on a blocking-pool thread: the usual `stat` (and reload if the file
-    /// changed), then a cache lookup. `None` means "verify the slow way", never "rejected".
-    /// The user when the cache confirms the password; otherwise the users as just checked,
-    /// for the verification that follows (so the file is not stat'ed twice per login).
-    fn authenticate_cached(&self, username: &str, password: &str) -> Result<User, Users> {
-        let users = self.current_users();
-        match users.get(username) {
-            Some(entry)
-                if self
-                    .cache
-                    .confirms(username, entry.password_hash(), password) =>
-            {
-                Ok(entry.to_user())
-            }
-            _ => Err(users),
-        }
-    }
-
-    /// The whole check, on a verification thread.
-    /// `users` is the snapshot the cache lookup already took, if any.
+    /// The whole check, on a verification thread: the users file's `stat` (and a reload if
+    /// it changed), the cache, then argon2.
     fn authenticate_blocking(
         &self,
-        users: Option<Users>,
         username: &str,
         password: &str,
         memory: &mut ArgonMemory,
     ) -> Result<User, AuthError> {
-        let users = users.unwrap_or_else(|| self.current_users());
+        let users = self.current_users();
         match users.get(username) {
             // Many logins of one user arriving at once all miss the cache and queue here;
             // once the first is verified, the rest find its entry instead of each spending
@@ -309,9 +291,6 @@ impl Shared {
     }
 }
 
-/// The users of one load of the file, by name.
-type Users = Arc<HashMap<String, UserEntry>>;
-
 fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
     file.list()
         .iter()
@@ -328,30 +307,14 @@ impl Authenticator for FileAuthenticator {
         {
             return Ok(user);
         }
-        let mut users = None;
-        if self.shared.cache.is_enabled() {
-            // Cheap (a `stat` and a lookup) but blocking, so on the blocking pool rather
-            // than the async thread, and not queued behind argon2 verifications.
-            let shared = Arc::clone(&self.shared);
-            let username = attempt.username.clone();
-            let password = attempt.password.clone();
-            let cached = tokio::task::spawn_blocking(move || {
-                shared.authenticate_cached(&username, password.expose())
-            })
-            .await;
-            match cached {
-                Ok(Ok(user)) => return Ok(user),
-                Ok(Err(snapshot)) => users = Some(snapshot),
-                Err(_) => {}
-            }
-        }
+        // Everything else (a first login, a wrong password, a users file that changed or
+        // whose path is not in the lookup cache) goes to a verification thread, which
+        // re-reads the file if needed and asks the cache again before argon2.
         let shared = Arc::clone(&self.shared);
         let username = attempt.username.clone();
         let password = attempt.password.clone();
         self.verifier
-            .run(move |memory| {
-                shared.authenticate_blocking(users, &username, password.expose(), memory)
-            })
+            .run(move |memory| shared.authenticate_blocking(&username, password.expose(), memory))
             .await
             .unwrap_or_else(|| {
                 Err(AuthError::Unavailable(
