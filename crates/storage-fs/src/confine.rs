@@ -7,10 +7,8 @@
 //! that name an entry (mkdir, unlink, rename) run `*at` calls on a single name inside a
 //! directory opened that way: a single name has no component left to escape through.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 
 use ferroftp_backend::{FileKind, FileMeta, StorageError, StorageErrorKind, VirtualPath};
 use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
@@ -135,10 +133,10 @@ pub(crate) fn open_parent<'path>(
 
 /// Facts about an open file or directory (an `O_PATH` descriptor is enough).
 pub(crate) fn meta_of(fd: OwnedFd) -> io::Result<FileMeta> {
-    Ok(file_meta(&File::from(fd).metadata()?))
+    Ok(stat_meta(&rustix::fs::fstat(&fd)?))
 }
 
-/// What the protocol needs from a raw `stat` (as `statat` returns it for listings).
+/// What the protocol needs from a `stat`.
 // The stat field types differ between architectures (unsigned on x86_64, signed elsewhere).
 #[allow(clippy::useless_conversion)]
 pub(crate) fn stat_meta(stat: &rustix::fs::Stat) -> FileMeta {
@@ -156,23 +154,5 @@ pub(crate) fn stat_meta(stat: &rustix::fs::Stat) -> FileMeta {
         size: u64::try_from(stat.st_size).unwrap_or(0),
         modified,
         mode: stat.st_mode & 0o7777,
-    }
-}
-
-/// What the protocol needs from a `stat`.
-pub(crate) fn file_meta(metadata: &std::fs::Metadata) -> FileMeta {
-    let file_type = metadata.file_type();
-    let kind = if file_type.is_dir() {
-        FileKind::Directory
-    } else if file_type.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::File
-    };
-    FileMeta {
-        kind,
-        size: metadata.len(),
-        modified: metadata.modified().ok(),
-        mode: metadata.mode() & 0o7777,
     }
 }
