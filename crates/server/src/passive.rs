@@ -34,7 +34,6 @@ pub struct PassivePortPool {
 struct PoolState {
     /// Slot `i` is port `range.start() + i`.
     slots: Vec<PortSlot>,
-    in_use: usize,
 }
 
 impl PoolState {
@@ -127,13 +126,13 @@ impl PassivePortPool {
         Self {
             range,
             reuse_delay,
-            state: Mutex::new(PoolState { slots, in_use: 0 }),
+            state: Mutex::new(PoolState { slots }),
         }
     }
 
-    /// Ports held by sessions now.
+    /// Ports held by sessions now (counted: asked only when reporting an exhausted range).
     pub fn ports_in_use(&self) -> usize {
-        self.lock().in_use
+        self.lock().slots.iter().filter(|slot| slot.in_use).count()
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -207,7 +206,6 @@ impl PassivePortPool {
         match bind_listener(SocketAddr::new(ip, port)) {
             Ok(listener) => {
                 state.slots[self.offset_of(port)].in_use = true;
-                state.in_use += 1;
                 let lease = PortLease {
                     port,
                     client,
@@ -224,7 +222,6 @@ impl PassivePortPool {
     fn release(&self, port: u16, used_by: Option<IpAddr>) {
         let offset = self.offset_of(port);
         let mut state = self.lock();
-        state.in_use -= 1;
         let slot = &mut state.slots[offset];
         slot.in_use = false;
         if let Some(client) = used_by {
