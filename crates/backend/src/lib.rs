@@ -13,6 +13,6 @@ pub mod testing;
 pub use auth::{AuthError, Authenticator, LoginAttempt, Password, User};
 pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
-    Capabilities, Download, EntryStream, LocalFile, LocalUploadFile, Storage, StorageError, Upload,
-    UploadTarget, WriteMode,
+    Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,
+    StorageError, Upload, UploadTarget, WriteMode,
 };

@@ -1,6 +1,7 @@
 //! Storage: the interface every backend (local directory, object store, memory) implements.
 
 use std::fmt;
+use std::io::{self, Seek, SeekFrom};
 use std::pin::Pin;
 use std::time::SystemTime;
 
@@ -62,21 +63,41 @@ pub struct Capabilities {
 /// `UploadTarget::UniqueIn(dir)` (STOU) makes a new, unused name inside `dir`.
 pub use ferroftp_proto::{UploadTarget, WriteMode};
 
-/// A file being read: its total size and a stream positioned at the requested offset.
+/// A file being read: its total size and its bytes from the requested offset.
 pub struct Download {
     /// The file's full size (not reduced by the offset).
     pub size: u64,
     /// The bytes from the offset to the end.
-    pub body: Box<dyn AsyncRead + Send + Unpin>,
-    /// The same bytes as a local file, when the backend has one: the server may then send
-    /// them with `sendfile` instead of reading `body` (zero copy through user space).
-    pub local_file: Option<LocalFile>,
+    pub body: DownloadBody,
+}
+
+/// A download's bytes, from the requested offset to the end.
+pub enum DownloadBody {
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+    /// In a local file: the server may send them with `sendfile` (zero copy through user
+    /// space), or read them through [`into_stream`](Self::into_stream).
+    LocalFile(LocalFile),
+}
+
+impl DownloadBody {
+    /// The bytes as a stream, whichever way the backend has them.
+    pub fn into_stream(self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+        match self {
+            Self::Stream(stream) => Ok(stream),
+            Self::LocalFile(LocalFile { mut file, offset }) => {
+                // Moving the file position touches only memory: no disk wait here.
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(Box::new(tokio::fs::File::from_std(file)))
+            }
+        }
+    }
 }
 
 /// A download's bytes in a local file: from `offset` to the end of `file`.
 #[derive(Debug)]
 pub struct LocalFile {
-    /// The open file (its own descriptor; its position is not used).
+    /// The open file. Its position is not relied on: zero-copy sends read at explicit
+    /// offsets, and [`DownloadBody::into_stream`] seeks.
     pub file: std::fs::File,
     /// Where the download starts.
     pub offset: u64,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use ferroftp_backend::{LocalFile, LocalUploadFile, Storage, StorageError, Upload};
+use ferroftp_backend::{DownloadBody, LocalFile, LocalUploadFile, Storage, StorageError, Upload};
 use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
 use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
@@ -101,10 +101,10 @@ pub(crate) struct Prepared {
 
 enum Work {
     Retrieve {
-        body: Box<dyn AsyncRead + Send + Unpin>,
-        /// The same bytes as a local file, when binary: sent with `sendfile` over a plain
-        /// data connection (the bytes go out unchanged only there).
-        local_file: Option<LocalFile>,
+        /// A local file's bytes are sent with `sendfile` over a plain data connection in
+        /// binary mode (the bytes go out unchanged only there), and read as a stream
+        /// otherwise.
+        body: DownloadBody,
         size: u64,
     },
     Store {
@@ -158,7 +158,6 @@ pub(crate) async fn prepare(
             size = Some(download.size);
             Work::Retrieve {
                 body: download.body,
-                local_file: download.local_file.filter(|_| !request.ascii),
                 size: download.size,
             }
         }
@@ -237,12 +236,13 @@ async fn open_data_connection(
             local_ip,
             source_port,
             target,
-        } => (
-            connect_to(local_ip, source_port, target, options.connect_timeout).await?,
-            None,
-        ),
+        } => {
+            let stream = connect_to(local_ip, source_port, target, options.connect_timeout).await?;
+            // (A passive connection has it from its listener.)
+            let _ = stream.set_nodelay(true);
+            (stream, None)
+        }
     };
-    tune_data_socket(&stream);
     Ok((stream, lease))
 }
 
@@ -250,7 +250,7 @@ async fn open_data_connection(
 /// connection's client: a third party that guesses the port must not get the data. Behind a
 /// trusted proxy, the address compared is the one its PROXY header names.
 async fn accept_from(
-    passive: PassiveListener,
+    mut passive: PassiveListener,
     expected_peer: IpAddr,
     proxy: &ProxyProtocolOptions,
     accept_timeout: Duration,
@@ -258,7 +258,7 @@ async fn accept_from(
     let expected_peer = expected_peer.to_canonical();
     let deadline = tokio::time::Instant::now() + accept_timeout;
     loop {
-        let accepted = tokio::time::timeout_at(deadline, passive.listener.accept()).await;
+        let accepted = tokio::time::timeout_at(deadline, passive.accept()).await;
         let (mut stream, mut peer) = match accepted {
             Err(_) => {
                 return Err(TransferFailure::DataConnection(format!(
@@ -352,11 +352,6 @@ async fn connect_to(
     }
 }
 
-fn tune_data_socket(stream: &TcpStream) {
-    let socket = socket2::SockRef::from(stream);
-    let _ = socket.set_nodelay(true);
-}
-
 /// Moves the bytes (after the TLS handshake, for PROT P).
 pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
     // `_lease` lives until the bytes are moved: the passive port stays taken meanwhile.
@@ -373,11 +368,10 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
         (
             None,
             Work::Retrieve {
-                local_file: Some(file),
+                body: DownloadBody::LocalFile(file),
                 size,
-                ..
             },
-        ) => {
+        ) if !ascii => {
             let mut data = data;
             let bytes = send_file_zero_copy(&data, &file, size, idle_timeout).await?;
             finish_sending(&mut data).await?;
@@ -603,7 +597,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match work {
-        Work::Retrieve { mut body, .. } => {
+        Work::Retrieve { body, .. } => {
+            let mut body = body
+                .into_stream()
+                .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
             let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent { bytes })

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Hands out listeners on ports of one range, each port to one session at a time.
 #[derive(Debug)]
@@ -94,10 +94,24 @@ impl PortSlot {
 
 /// A bound passive listener for one client. Dropped unused, its port is free at once;
 /// turned into a [`PortLease`] once the client connected.
+///
+/// The listener joins the event loop only if its client has not connected by the time the
+/// transfer command needs the connection. Most clients connect right after the PASV reply,
+/// before sending the command, so the connection is taken with one non-blocking accept and
+/// the listener never costs an epoll registration nor a wake-up when the client connects.
 #[derive(Debug)]
 pub(crate) struct PassiveListener {
-    pub(crate) listener: TcpListener,
+    listener: Listening,
     lease: PortLease,
+}
+
+#[derive(Debug)]
+enum Listening {
+    /// Non-blocking, not registered with the event loop.
+    Bound(std::net::TcpListener),
+    Registered(TcpListener),
+    /// Only while switching from one to the other.
+    Switching,
 }
 
 /// Keeps a port taken; when dropped after a data connection, starts the port's cooldown
@@ -212,7 +226,10 @@ impl PassivePortPool {
                     pool: Arc::clone(self),
                     connected: false,
                 };
-                Ok(PassiveListener { listener, lease })
+                Ok(PassiveListener {
+                    listener: Listening::Bound(listener),
+                    lease,
+                })
             }
             Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(None),
             Err(error) => Err(Some(error)),
@@ -234,7 +251,7 @@ impl PassivePortPool {
     }
 }
 
-fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
+fn bind_listener(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     // Non-blocking from creation: no fcntl pair on every PASV.
     let socket = Socket::new(
         Domain::for_address(address),
@@ -244,10 +261,13 @@ fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
     // A port whose last data connection is in TIME_WAIT can still be listened on.
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
+    // Accepted connections inherit it: one setsockopt per PASV rather than per connection
+    // of every listener (a data connection's last segment must not wait for an ACK).
+    socket.set_nodelay(true)?;
     // One data connection per listener; a small backlog leaves no room for a queue of
     // strangers.
     socket.listen(4)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 impl PassiveListener {
@@ -256,12 +276,56 @@ impl PassiveListener {
         self.lease.port
     }
 
+    /// The next connection to the port, non-blocking and with `TCP_NODELAY` set. A
+    /// connection already waiting is taken at once; otherwise the listener is registered
+    /// with the event loop and awaited.
+    pub(crate) async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        if let Listening::Bound(listener) = &self.listener {
+            match rustix::net::acceptfrom_with(
+                listener,
+                rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+            ) {
+                Ok((socket, Some(peer))) => {
+                    if let Some(peer) = peer_address(&peer) {
+                        let stream = std::net::TcpStream::from(socket);
+                        return Ok((TcpStream::from_std(stream)?, peer));
+                    }
+                }
+                // A peer without an IP address cannot happen on a TCP listener; the
+                // registered listener's accept will report what it is.
+                Ok((_, None)) => {}
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(error) => return Err(error.into()),
+            }
+            let Listening::Bound(listener) =
+                std::mem::replace(&mut self.listener, Listening::Switching)
+            else {
+                unreachable!("matched above");
+            };
+            self.listener = Listening::Registered(TcpListener::from_std(listener)?);
+        }
+        match &self.listener {
+            Listening::Registered(listener) => listener.accept().await,
+            Listening::Bound(_) | Listening::Switching => {
+                Err(io::Error::other("passive listener in an unusable state"))
+            }
+        }
+    }
+
     /// The data connection was accepted: stop listening, keep the port until the
     /// connection ends.
     pub(crate) fn into_lease(self) -> PortLease {
         let mut lease = self.lease;
         lease.connected = true;
         lease
+    }
+}
+
+fn peer_address(address: &rustix::net::SocketAddrAny) -> Option<SocketAddr> {
+    match address {
+        rustix::net::SocketAddrAny::V4(v4) => Some(SocketAddr::V4(*v4)),
+        rustix::net::SocketAddrAny::V6(v6) => Some(SocketAddr::V6(*v6)),
+        _ => None,
     }
 }
 
@@ -277,10 +341,10 @@ mod tests {
     use super::*;
 
     /// A base port with `count` free ports after it. Each test searches its own region
-    /// (`region` 0..5) so tests running in parallel never pick the same ports.
+    /// (`region` 0..7) so tests running in parallel never pick the same ports.
     fn free_base(count: u16, region: u16) -> u16 {
-        let start = 42000 + region * 4000;
-        for base in (start..start + 4000 - count).step_by(97) {
+        let start = 42000 + region * 3000;
+        for base in (start..start + 3000 - count).step_by(97) {
             let all_free = (base..base + count)
                 .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
             if all_free {
@@ -337,6 +401,31 @@ mod tests {
                 slot.recent.clear();
             }
         }
+    }
+
+    #[tokio::test]
+    async fn connections_made_before_and_after_accept_is_asked_are_taken_with_nodelay() {
+        let base = free_base(1, 5);
+        let pool = Arc::new(PassivePortPool::new(base..=base, Duration::ZERO));
+        let address = SocketAddr::new(LOCALHOST, base);
+        // The client connected before the transfer command: one non-blocking accept.
+        let mut early = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (accepted, peer) = early.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(accepted.nodelay().unwrap());
+        assert!(matches!(early.listener, Listening::Bound(_)));
+        drop((early, accepted, client));
+        // The client connects only later: the listener joins the event loop and waits.
+        let mut late = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let (accepted, client) = tokio::join!(late.accept(), async {
+            tokio::task::yield_now().await;
+            tokio::net::TcpStream::connect(address).await.unwrap()
+        });
+        let (accepted, peer) = accepted.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(accepted.nodelay().unwrap());
+        assert!(matches!(late.listener, Listening::Registered(_)));
     }
 
     #[tokio::test]

@@ -1448,7 +1448,7 @@ async fn local_files_are_sent_byte_exact_with_and_without_zero_copy() {
         .await
         .unwrap();
     assert_eq!(sha256(&tail), sha256(&data[1_234_567..]));
-    // ASCII: the converting stream.
+    // ASCII: the converting stream, from the start and from an offset.
     client
         .store("/text", DataMode::ExtendedPassive, b"a\nb\n")
         .await
@@ -1461,4 +1461,36 @@ async fn local_files_are_sent_byte_exact_with_and_without_zero_copy() {
             .unwrap(),
         b"a\r\nb\r\n"
     );
+    assert_eq!(code(&mut client, "REST 2").await, 350);
+    assert_eq!(
+        client
+            .retrieve("/text", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"b\r\n"
+    );
+}
+
+/// Small downloads finish before their 150 reply is written and send 150 and 226 together;
+/// a download that cannot finish at once must still send its 150 before waiting, because
+/// this client reads the 150 before it reads any data. 32 MiB outgrow the socket buffers
+/// on both ends, in each data mode.
+#[tokio::test]
+async fn the_150_reply_never_waits_for_a_download_the_client_has_not_read() {
+    let (server, _root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let data = pattern(32 << 20);
+    client
+        .store("/large", DataMode::ExtendedPassive, &data)
+        .await
+        .unwrap();
+    client
+        .store("/small", DataMode::ExtendedPassive, b"small")
+        .await
+        .unwrap();
+    for mode in DataMode::ALL {
+        let back = client.retrieve("/large", mode).await.unwrap();
+        assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
+        assert_eq!(client.retrieve("/small", mode).await.unwrap(), b"small");
+    }
 }

@@ -22,7 +22,7 @@ mod write_behind;
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    Capabilities, Download, EntryStream, FileMeta, LocalFile, Storage, StorageError,
+    Capabilities, Download, DownloadBody, EntryStream, FileMeta, LocalFile, Storage, StorageError,
     StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
@@ -167,9 +167,10 @@ fn regular_file(file: File, path: &VirtualPath) -> Result<(File, u64), StorageEr
     Ok((file, metadata.len()))
 }
 
-/// `file` positioned at `offset` (REST), which must lie within its `size` bytes.
-fn positioned(
-    mut file: File,
+/// Checks that `offset` (REST) lies within the file's `size` bytes. The file is not
+/// positioned: a download reads at explicit offsets, or seeks when it becomes a stream.
+fn within(
+    file: File,
     size: u64,
     path: &VirtualPath,
     offset: u64,
@@ -180,8 +181,6 @@ fn positioned(
             format!("offset {offset} beyond the {size} bytes of {path}"),
         ));
     }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|error| fs_error(error, "seek", path))?;
     Ok((file, size))
 }
 
@@ -207,7 +206,7 @@ impl Inner {
 
     fn read(&self, path: &VirtualPath, offset: u64) -> Result<(File, u64), StorageError> {
         let (file, size) = self.open_for_reading(path)?;
-        positioned(file, size, path, offset)
+        within(file, size, path, offset)
     }
 
     /// [`read`](Self::read) without waiting for the disk, or `Ok(None)` when the path is not
@@ -222,7 +221,7 @@ impl Inner {
             return Ok(None);
         };
         let (file, size) = regular_file(File::from(fd), path)?;
-        positioned(file, size, path, offset).map(Some)
+        within(file, size, path, offset).map(Some)
     }
 
     fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
@@ -392,13 +391,9 @@ impl Storage for FsStorage {
                     .await?
             }
         };
-        // A second descriptor for zero-copy sends; they read at an explicit offset, so the
-        // shared file position does not matter. Without one the stream is used.
-        let local_file = file.try_clone().ok().map(|file| LocalFile { file, offset });
         Ok(Download {
             size,
-            body: Box::new(tokio::fs::File::from_std(file)),
-            local_file,
+            body: DownloadBody::LocalFile(LocalFile { file, offset }),
         })
     }
 

@@ -13,7 +13,8 @@ use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath
 use tokio::io::AsyncWrite;
 
 use crate::storage::{
-    Capabilities, Download, EntryStream, Storage, StorageError, Upload, UploadTarget, WriteMode,
+    Capabilities, Download, DownloadBody, EntryStream, Storage, StorageError, Upload, UploadTarget,
+    WriteMode,
 };
 
 /// Permission bits reported for files (there is no real owner to check them against).
@@ -295,8 +296,7 @@ impl Storage for MemoryStorage {
         cursor.set_position(offset);
         Ok(Download {
             size,
-            body: Box::new(cursor),
-            local_file: None,
+            body: DownloadBody::Stream(Box::new(cursor)),
         })
     }
 

@@ -161,15 +161,17 @@ pub async fn read_file(
     path: &str,
     offset: u64,
 ) -> Result<Vec<u8>, StorageError> {
-    let mut download = storage.read(&virtual_path(path), offset).await?;
+    let download = storage.read(&virtual_path(path), offset).await?;
     let mut data = Vec::new();
-    download
-        .body
-        .read_to_end(&mut data)
-        .await
-        .map_err(|error| {
-            StorageError::new(StorageErrorKind::Local, format!("reading {path}: {error}"))
-        })?;
+    let mut body = download.body.into_stream().map_err(|error| {
+        StorageError::new(
+            StorageErrorKind::Local,
+            format!("seeking in {path}: {error}"),
+        )
+    })?;
+    body.read_to_end(&mut data).await.map_err(|error| {
+        StorageError::new(StorageErrorKind::Local, format!("reading {path}: {error}"))
+    })?;
     assert_eq!(
         download.size,
         offset + data.len() as u64,
