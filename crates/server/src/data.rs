@@ -543,6 +543,22 @@ async fn send_file_zero_copy(
         let count = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
+        if offset == file.offset {
+            // A new connection is writable, but the event loop learns that only at its next
+            // turn: the first chunk is tried at once, so a small file goes out (and its
+            // transfer completes) without that trip. Later chunks follow the readiness
+            // events, which this attempt leaves untouched.
+            let mut position = offset;
+            match rustix::fs::sendfile(data, &file.file, Some(&mut position), count) {
+                Ok(0) => break,
+                Ok(sent) => {
+                    offset += sent as u64;
+                    continue;
+                }
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(error) => return Err(lost(error.into())),
+            }
+        }
         let sent = with_idle_timeout(idle_timeout, async {
             loop {
                 data.writable().await?;
