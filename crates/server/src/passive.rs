@@ -65,8 +65,9 @@ const RECENT_CLIENTS_PER_PORT: usize = 4;
 #[derive(Debug, Default)]
 struct PortSlot {
     in_use: bool,
-    /// When the port last carried a data connection of each of its recent clients.
-    recent: Vec<(IpAddr, Instant)>,
+    /// When the port last carried a data connection of each of its recent clients. Inline,
+    /// so a pass over the slots reads one contiguous array.
+    recent: [Option<(IpAddr, Instant)>; RECENT_CLIENTS_PER_PORT],
 }
 
 impl PortSlot {
@@ -76,18 +77,27 @@ impl PortSlot {
     fn cooling_since(&self, client: IpAddr, cooled: Option<Instant>) -> Option<Instant> {
         self.recent
             .iter()
+            .flatten()
             .find(|(recent, _)| *recent == client)
             .map(|&(_, used)| used)
             .filter(|used| cooled.is_none_or(|cooled| *used > cooled))
     }
 
     fn record_use(&mut self, client: IpAddr, now: Instant) {
-        if let Some(entry) = self.recent.iter_mut().find(|(recent, _)| *recent == client) {
+        let entries = &mut self.recent;
+        if let Some(entry) = entries
+            .iter_mut()
+            .flatten()
+            .find(|(recent, _)| *recent == client)
+        {
             entry.1 = now;
-        } else if self.recent.len() < RECENT_CLIENTS_PER_PORT {
-            self.recent.push((client, now));
-        } else if let Some(oldest) = self.recent.iter_mut().min_by_key(|(_, used)| *used) {
-            *oldest = (client, now);
+        } else if let Some(empty) = entries.iter_mut().find(|entry| entry.is_none()) {
+            *empty = Some((client, now));
+        } else if let Some(oldest) = entries
+            .iter_mut()
+            .min_by_key(|entry| entry.map(|(_, used)| used))
+        {
+            *oldest = Some((client, now));
         }
     }
 }
@@ -170,7 +180,9 @@ impl PassivePortPool {
         // One subtraction here instead of a duration per port in the loop.
         let cooled = Instant::now().checked_sub(self.reuse_delay);
         let mut state = self.lock();
-        let mut any_cooling = false;
+        // The same pass finds the port that cools down for this client since the longest,
+        // for when every free port does.
+        let mut oldest_cooling: Option<(Instant, u16)> = None;
         let mut last_error = None;
         for step in 0..count {
             let offset = ((start + step) % count) as usize;
@@ -179,8 +191,10 @@ impl PassivePortPool {
             if slot.in_use {
                 continue;
             }
-            if slot.cooling_since(client, cooled).is_some() {
-                any_cooling = true;
+            if let Some(used) = slot.cooling_since(client, cooled) {
+                if oldest_cooling.is_none_or(|oldest| (used, port) < oldest) {
+                    oldest_cooling = Some((used, port));
+                }
                 continue;
             }
             match self.try_bind(&mut state, ip, port, client) {
@@ -190,11 +204,8 @@ impl PassivePortPool {
         }
         // Every free port is cooling down for this client: reuse the one it used longest
         // ago, or, if that one cannot be bound (another socket holds it), the next oldest.
-        let mut tried = None;
-        while any_cooling
-            && let Some((used, port)) =
-                state.oldest_cooling_after(&self.range, client, cooled, tried)
-        {
+        let mut candidate = oldest_cooling;
+        while let Some((used, port)) = candidate {
             match self.try_bind(&mut state, ip, port, client) {
                 Ok(listener) => {
                     metrics::counter!("ferroftp_passive_early_reuse_total").increment(1);
@@ -203,7 +214,7 @@ impl PassivePortPool {
                 }
                 Err(error) => last_error = last_error.or(error),
             }
-            tried = Some((used, port));
+            candidate = state.oldest_cooling_after(&self.range, client, cooled, Some((used, port)));
         }
         metrics::counter!("ferroftp_passive_exhausted_total").increment(1);
         Err(last_error.map_or(PassiveError::Exhausted, PassiveError::Bind))
@@ -398,7 +409,7 @@ mod tests {
             let _ = pool.bind(LOCALHOST, other).unwrap();
             // Reset: both ports' cooldowns for LOCALHOST are cleared by a fresh pool state.
             for slot in &mut pool.lock().slots {
-                slot.recent.clear();
+                slot.recent = Default::default();
             }
         }
     }
@@ -465,7 +476,10 @@ mod tests {
         }
         // A repeat use by a remembered client updates its time instead of adding it again.
         slot.record_use(client(2), now);
-        assert_eq!(slot.recent.len(), RECENT_CLIENTS_PER_PORT);
+        assert_eq!(
+            slot.recent.iter().flatten().count(),
+            RECENT_CLIENTS_PER_PORT
+        );
         assert_eq!(slot.cooling_since(client(2), cooled), Some(now));
         // Once the delay has passed, nobody is cooling any more.
         assert_eq!(slot.cooling_since(client(2), Some(now)), None);
