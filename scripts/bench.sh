@@ -7,7 +7,8 @@
 #   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
 #   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
 #
-# Needs root (peers.sh creates a system user for the peers).
+# Needs root (peers.sh creates a system user for the peers). Ends with the machine's own
+# bounds in $OUT/reference.txt: iperf3 -Z on loopback and a 1 GiB write+fsync (REFERENCE=0 skips).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench=${BENCH_DIR:-$repo/../shared/bench}
@@ -64,3 +65,25 @@ for peer in $peers; do
         --out "$out/results.jsonl" || echo "peer $peer failed" >&2
 done
 "$bench/bench.py" report "$out/results.jsonl" --md "$out/results.md"
+
+# What the machine itself allows, measured right after the servers (REFERENCE=0 skips it):
+# loopback TCP with zero-copy sends (iperf3 -Z, the bound for RETR) and the disk's durable
+# write speed (1 GiB written and fsynced, the bound for an fsynced STOR).
+if [ "${REFERENCE:-1}" = 1 ]; then
+    command -v iperf3 >/dev/null || apt-get install -y --no-install-recommends iperf3 >/dev/null
+    reference=$out/reference.txt
+    : >"$reference"
+    for run in 1 2 3; do
+        iperf3 -s -1 -p 2199 >/dev/null 2>&1 &
+        iperf=$!
+        sleep 0.5
+        iperf3 -c 127.0.0.1 -p 2199 -Z -n 1G -J |
+            python3 -c 'import json,sys; print("iperf3 -Z MB/s %.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 8e6))' \
+            >>"$reference"
+        wait "$iperf" 2>/dev/null || true
+        dd if=/dev/zero of="$root/reference.tmp" bs=1M count=1024 conv=fsync 2>&1 |
+            awk '/copied/ { printf "disk write+fsync MB/s %.0f\n", $1 / $(NF-3) / 1e6 }' >>"$reference"
+        rm -f "$root/reference.tmp"
+    done
+    cat "$reference"
+fi
