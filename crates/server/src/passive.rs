@@ -296,15 +296,14 @@ impl PassiveListener {
                 listener,
                 rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
             ) {
-                Ok((socket, Some(peer))) => {
-                    if let Some(peer) = peer_address(&peer) {
-                        let stream = std::net::TcpStream::from(socket);
-                        return Ok((TcpStream::from_std(stream)?, peer));
-                    }
+                Ok((socket, peer)) => {
+                    // A TCP listener's peers always have an IP address.
+                    let peer = peer.as_ref().and_then(peer_address).ok_or_else(|| {
+                        io::Error::other("accepted a connection without an IP address")
+                    })?;
+                    let stream = std::net::TcpStream::from(socket);
+                    return Ok((TcpStream::from_std(stream)?, peer));
                 }
-                // A peer without an IP address cannot happen on a TCP listener; the
-                // registered listener's accept will report what it is.
-                Ok((_, None)) => {}
                 Err(rustix::io::Errno::AGAIN) => {}
                 Err(error) => return Err(error.into()),
             }
