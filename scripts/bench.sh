@@ -39,6 +39,21 @@ users=$out/users.toml
 rm -f "$users"
 echo bench | "$binary" user add bench --users "$users"
 
+# Every target starts from the same memory state. On this VM a page the guest has never
+# touched costs a host page fault the first time: a 1 GiB upload into such pages ran at
+# 350-415 MB/s with 2.5-3 s of server CPU in the page-cache copy, into pages a deleted file
+# had just freed at 1500-2500 MB/s with 0.4 s (docs/BENCHMARKS.md). So before each target
+# nothing is left dirty and 3 GiB of page cache are written and freed. WARM=0 skips it.
+settle_memory() {
+    sync
+    if [ "${WARM:-1}" = 1 ]; then
+        dd if=/dev/zero of="$out/warm.tmp" bs=1M count=3072 status=none
+        rm -f "$out/warm.tmp"
+        sync
+    fi
+}
+
+settle_memory
 # Passive ports stay below 30900: the harness's active-mode client uses 30900-30999.
 "$binary" serve --listen "127.0.0.1:$port" --root "$root" --passive-ports 30000-30899 \
     --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 "${serve_flags[@]}" \
@@ -59,6 +74,7 @@ wait "$server" 2>/dev/null || true
 trap - EXIT
 
 for peer in $peers; do
+    settle_memory
     # peers.sh hands the targets file to its command in $PEERS_TARGETS.
     "$bench/peers.sh" --only "$peer" -- sh -c 'exec "$0" run --targets "$PEERS_TARGETS" "$@"' \
         "$bench/bench.py" --peer "$peer" --runs "$runs" --runs-heavy "$heavy" "${select[@]}" \
