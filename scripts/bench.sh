@@ -32,9 +32,12 @@ fi
 # FERROFTP_BINARY measures another build (say, an older commit's) under the same harness.
 binary=${FERROFTP_BINARY:-$repo/target/release/ferroftp}
 [ -n "${FERROFTP_BINARY:-}" ] || cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
+# A fresh root for every run, as peers.sh gives each peer: ext4 without a journal passes over
+# every inode freed in the last minutes when it allocates one, so a root whose earlier runs
+# created and deleted thousands of files makes each new file slower (docs/BENCHMARKS.md).
 mkdir -p "$out"
-root=$out/ferroftp-root
-mkdir -p "$root"
+root=$(mktemp -d "$out/ferroftp-root.XXXXXX")
+chmod 755 "$root"
 users=$out/users.toml
 rm -f "$users"
 echo bench | "$binary" user add bench --users "$users"
@@ -59,7 +62,7 @@ settle_memory
     --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 "${serve_flags[@]}" \
     >"$out/ferroftp.out" 2>"$out/ferroftp.log" &
 server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$root"' EXIT
 for _ in $(seq 100); do
     grep -q "^listening on" "$out/ferroftp.out" 2>/dev/null && break
     kill -0 "$server" 2>/dev/null || { cat "$out/ferroftp.log"; exit 1; }
@@ -71,7 +74,7 @@ version=${VERSION:-$(git -C "$repo" rev-parse --short HEAD)}
     --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
 kill "$server"
 wait "$server" 2>/dev/null || true
-trap - EXIT
+trap 'rm -rf "$root"' EXIT
 
 for peer in $peers; do
     settle_memory
@@ -97,9 +100,9 @@ if [ "${REFERENCE:-1}" = 1 ]; then
             python3 -c 'import json,sys; print("iperf3 -Z MB/s %.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 8e6))' \
             >>"$reference"
         wait "$iperf" 2>/dev/null || true
-        dd if=/dev/zero of="$root/reference.tmp" bs=1M count=1024 conv=fsync 2>&1 |
+        dd if=/dev/zero of="$out/reference.tmp" bs=1M count=1024 conv=fsync 2>&1 |
             awk '/copied/ { printf "disk write+fsync MB/s %.0f\n", $1 / $(NF-3) / 1e6 }' >>"$reference"
-        rm -f "$root/reference.tmp"
+        rm -f "$out/reference.tmp"
     done
     cat "$reference"
 fi
