@@ -73,6 +73,7 @@ pub struct Download {
 
 /// A download's bytes, from the requested offset to the end.
 pub enum DownloadBody {
+    /// A stream that starts at the requested offset.
     Stream(Box<dyn AsyncRead + Send + Unpin>),
     /// In a local file: the server may send them with `sendfile` (zero copy through user
     /// space), or read them through [`into_stream`](Self::into_stream).

@@ -619,8 +619,8 @@ impl ControlConnection {
 
     /// Moves the transfer on through every stage that completes without waiting; `false`
     /// when the client is gone. A small download is prepared, sent and finished here, so
-    /// its preliminary and final replies (150 and 226) leave in one write after the data:
-    /// one wake-up of the client instead of two, and no trip through the event loop. Any
+    /// its preliminary and final replies (150 and 226) leave in one write after the data,
+    /// with no trip through the event loop. Any
     /// stage that would wait (for the client, the disk or a thread) stops this, and the
     /// replies queued so far are flushed before the loop waits, so no client ever waits for
     /// a 150 that the server holds back. RFC 959 §5.4 orders the replies, not replies

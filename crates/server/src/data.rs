@@ -555,7 +555,8 @@ async fn send_file_zero_copy(
                     offset += sent as u64;
                     continue;
                 }
-                Err(rustix::io::Errno::AGAIN) => {}
+                // Not ready or interrupted: the loop below waits and tries again.
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                 Err(error) => return Err(lost(error.into())),
             }
         }

@@ -210,8 +210,8 @@ impl Inner {
     }
 
     /// [`read`](Self::read) without waiting for the disk, or `Ok(None)` when the path is not
-    /// in the kernel's lookup cache. Opening a cached path, stat-ing and seeking the open
-    /// file touch only memory; the bytes are read later, by the transfer.
+    /// in the kernel's lookup cache. Opening a cached path and stat-ing the open file touch
+    /// only memory; the bytes are read later, by the transfer.
     fn read_cached(
         &self,
         path: &VirtualPath,
