@@ -1471,10 +1471,11 @@ async fn local_files_are_sent_byte_exact_with_and_without_zero_copy() {
     );
 }
 
-/// Small downloads finish before their 150 reply is written and send 150 and 226 together;
-/// a download that cannot finish at once must still send its 150 before waiting, because
-/// this client reads the 150 before it reads any data. 32 MiB outgrow the socket buffers
-/// on both ends, in each data mode.
+/// The server runs a download as far as it can before writing its 150, so a small file's
+/// 150 and 226 leave together. A download that cannot finish at once must still send its
+/// 150 before it waits: this client reads the 150 before any data, and 32 MiB outgrow the
+/// socket buffers on both ends, so holding the 150 back would hang here. Each data mode,
+/// and a small file after each large one.
 #[tokio::test]
 async fn the_150_reply_never_waits_for_a_download_the_client_has_not_read() {
     let (server, _root) = fs_server().await;
