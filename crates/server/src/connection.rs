@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::data::{self, DataSource, DataTls, Moved, Prepared};
+use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -66,6 +66,37 @@ struct TransferLog {
     verb: &'static str,
     path: String,
     started: StdInstant,
+}
+
+impl TransferLog {
+    fn write(&self, bytes: u64, duration: std::time::Duration, status: &str) {
+        info!(
+            verb = self.verb,
+            path = %self.path,
+            bytes,
+            duration_ms = duration.as_millis() as u64,
+            status,
+            "transfer"
+        );
+    }
+}
+
+/// Work that waits until the replies queued so far are written: a finished download's log
+/// line and the closing of its data connection and file. The client has its 226 first.
+#[derive(Default)]
+struct AfterReply {
+    /// The log, the bytes and the duration of a download that completed.
+    log: Option<(TransferLog, u64, std::time::Duration)>,
+    leftovers: Leftovers,
+}
+
+impl AfterReply {
+    fn run(self) {
+        drop(self.leftovers);
+        if let Some((log, bytes, duration)) = self.log {
+            log.write(bytes, duration, "ok");
+        }
+    }
 }
 
 async fn next_stage_event(stage: &mut TransferStage) -> StageEvent {
@@ -248,6 +279,7 @@ async fn serve_session(
         passive: None,
         stage: TransferStage::Idle,
         transfer_log: None,
+        after_reply: AfterReply::default(),
         transfer_bytes: 0,
         peer,
         local,
@@ -260,6 +292,7 @@ async fn serve_session(
             Ok(()) => debug!("closed"),
             Err(error) => debug!(%error, "control connection ended"),
         }
+        std::mem::take(&mut connection.after_reply).run();
     }
     .instrument(span)
     .await;
@@ -277,6 +310,7 @@ struct ControlConnection {
     passive: Option<PassiveListener>,
     stage: TransferStage,
     transfer_log: Option<TransferLog>,
+    after_reply: AfterReply,
     /// Bytes received by the running upload, for its log line.
     transfer_bytes: u64,
     peer: SocketAddr,
@@ -469,6 +503,12 @@ impl ControlConnection {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
+        let written = self.write_out().await;
+        std::mem::take(&mut self.after_reply).run();
+        written
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.out.clear();
@@ -667,7 +707,17 @@ impl ControlConnection {
                 warn!(%error, "securing upload failed");
                 self.finish(Err(TransferFailure::Storage(error.kind)));
             }
-            StageEvent::Moved(Ok(Moved::Sent { bytes })) => self.finish(Ok(bytes)),
+            StageEvent::Moved(Ok(Moved::Sent { bytes, leftovers })) => {
+                // The 226 first; the log line and the closes once it is written.
+                self.after_reply = AfterReply {
+                    log: self.transfer_log.take().map(|log| {
+                        let duration = log.started.elapsed();
+                        (log, bytes, duration)
+                    }),
+                    leftovers,
+                };
+                self.finish(Ok(bytes));
+            }
             StageEvent::Prepared(Err(failure)) | StageEvent::Moved(Err(failure)) => {
                 self.finish(Err(failure))
             }
@@ -693,14 +743,7 @@ impl ControlConnection {
 
     fn log_transfer(&mut self, bytes: u64, status: &str) {
         if let Some(log) = self.transfer_log.take() {
-            info!(
-                verb = log.verb,
-                path = %log.path,
-                bytes,
-                duration_ms = log.started.elapsed().as_millis() as u64,
-                status,
-                "transfer"
-            );
+            log.write(bytes, log.started.elapsed(), status);
         }
     }
 

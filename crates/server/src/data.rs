@@ -130,7 +130,7 @@ enum ListSource {
 /// How a transfer's byte moving ended.
 pub(crate) enum Moved {
     /// Download or listing complete.
-    Sent { bytes: u64 },
+    Sent { bytes: u64, leftovers: Leftovers },
     /// Upload data complete; not yet committed.
     Received { upload: Box<dyn Upload>, bytes: u64 },
 }
@@ -352,16 +352,28 @@ async fn connect_to(
     }
 }
 
+/// What a finished zero-copy download still holds: its data connection (already shut down
+/// for writing, so the client has its end of file), its file and its passive port. Dropping
+/// it closes them; the control loop drops it once the 226 is written, so the client does not
+/// wait for the closes.
+#[derive(Default)]
+pub(crate) struct Leftovers {
+    // In this order: the port is released after its connection is closed.
+    _data: Option<TcpStream>,
+    _file: Option<LocalFile>,
+    _lease: Option<PortLease>,
+}
+
 /// Moves the bytes (after the TLS handshake, for PROT P).
 pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
-    // `_lease` lives until the bytes are moved: the passive port stays taken meanwhile.
+    // `lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
         data,
         tls,
         work,
         ascii,
         idle_timeout,
-        lease: _lease,
+        lease,
         ..
     } = prepared;
     match (tls, work) {
@@ -375,7 +387,12 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
             let mut data = data;
             let bytes = send_file_zero_copy(&data, &file, size, idle_timeout).await?;
             finish_sending(&mut data).await?;
-            Ok(Moved::Sent { bytes })
+            let leftovers = Leftovers {
+                _data: Some(data),
+                _file: Some(file),
+                _lease: lease,
+            };
+            Ok(Moved::Sent { bytes, leftovers })
         }
         (
             None,
@@ -620,7 +637,10 @@ where
                 .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
             let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
             finish_sending(&mut data).await?;
-            Ok(Moved::Sent { bytes })
+            Ok(Moved::Sent {
+                bytes,
+                leftovers: Leftovers::default(),
+            })
         }
         Work::Store { mut upload, .. } => {
             let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout).await?;
@@ -638,7 +658,10 @@ where
         } => {
             let bytes = send_listing(entries, format, facts, writable, &mut data).await?;
             finish_sending(&mut data).await?;
-            Ok(Moved::Sent { bytes })
+            Ok(Moved::Sent {
+                bytes,
+                leftovers: Leftovers::default(),
+            })
         }
     }
 }
