@@ -708,7 +708,8 @@ impl ControlConnection {
                 self.finish(Err(TransferFailure::Storage(error.kind)));
             }
             StageEvent::Moved(Ok(Moved::Sent { bytes, leftovers })) => {
-                // The 226 first; the log line and the closes once it is written.
+                // The 226 first; the log line and the closes once it is written (`finish`
+                // finds the log taken).
                 self.after_reply = AfterReply {
                     log: self.transfer_log.take().map(|log| {
                         let duration = log.started.elapsed();
