@@ -169,19 +169,14 @@ fn regular_file(file: File, path: &VirtualPath) -> Result<(File, u64), StorageEr
 
 /// Checks that `offset` (REST) lies within the file's `size` bytes. The file is not
 /// positioned: a download reads at explicit offsets, or seeks when it becomes a stream.
-fn within(
-    file: File,
-    size: u64,
-    path: &VirtualPath,
-    offset: u64,
-) -> Result<(File, u64), StorageError> {
+fn check_offset(size: u64, path: &VirtualPath, offset: u64) -> Result<(), StorageError> {
     if offset > size {
         return Err(StorageError::new(
             StorageErrorKind::InvalidRange,
             format!("offset {offset} beyond the {size} bytes of {path}"),
         ));
     }
-    Ok((file, size))
+    Ok(())
 }
 
 impl Inner {
@@ -206,7 +201,8 @@ impl Inner {
 
     fn read(&self, path: &VirtualPath, offset: u64) -> Result<(File, u64), StorageError> {
         let (file, size) = self.open_for_reading(path)?;
-        within(file, size, path, offset)
+        check_offset(size, path, offset)?;
+        Ok((file, size))
     }
 
     /// [`read`](Self::read) without waiting for the disk, or `Ok(None)` when the path is not
@@ -221,7 +217,8 @@ impl Inner {
             return Ok(None);
         };
         let (file, size) = regular_file(File::from(fd), path)?;
-        within(file, size, path, offset).map(Some)
+        check_offset(size, path, offset)?;
+        Ok(Some((file, size)))
     }
 
     fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
