@@ -10,6 +10,7 @@
 //! idle_timeout = "5m"
 //! max_sessions = 1000
 //! max_sessions_per_ip = 50
+//! threads = 2
 //! failed_login_delay = "1s"
 //! max_failed_logins = 3
 //! greeting = "ferroftp ready"
@@ -200,6 +201,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Sessions served at once from one client address.
     pub max_sessions_per_ip: usize,
+    /// Threads that run sessions (each session stays on one); absent: one per CPU.
+    pub threads: Option<usize>,
     /// Pause before answering a failed login (slows password guessing).
     #[serde(with = "humantime_serde")]
     pub failed_login_delay: Duration,
@@ -217,6 +220,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(5 * 60),
             max_sessions: 1000,
             max_sessions_per_ip: 50,
+            threads: None,
             failed_login_delay: Duration::from_secs(1),
             max_failed_logins: 3,
             greeting: "ferroftp ready".to_owned(),
@@ -727,6 +731,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if server.threads == Some(0) {
+            problems.push(ConfigProblem::new("server.threads", "must be at least 1"));
+        }
         if server.max_failed_logins == 0 {
             problems.push(ConfigProblem::new(
                 "server.max_failed_logins",
@@ -944,6 +951,7 @@ mod tests {
 idle_timeout = "5m"            # humantime duration
 max_sessions = 1000
 max_sessions_per_ip = 50
+threads = 2                    # session threads; default one per CPU
 failed_login_delay = "1s"
 max_failed_logins = 3          # then 421 and close
 greeting = "ferroftp ready"
@@ -1060,6 +1068,7 @@ advertise_tls = "0.0.0.0"
         assert_eq!(config.server.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.server.max_sessions, 1000);
         assert_eq!(config.server.max_sessions_per_ip, 50);
+        assert_eq!(config.server.threads, None);
         assert_eq!(config.server.failed_login_delay, Duration::from_secs(1));
         assert_eq!(config.server.max_failed_logins, 3);
         assert_eq!(config.server.greeting, "ferroftp ready");
@@ -1102,6 +1111,10 @@ advertise_tls = "0.0.0.0"
     fn parses_the_sample() {
         let config = Config::parse(SAMPLE).unwrap();
         let expected = Config {
+            server: ServerConfig {
+                threads: Some(2),
+                ..ServerConfig::default()
+            },
             passive: PassiveConfig {
                 advertise: Some("203.0.113.7".parse().unwrap()),
                 ..PassiveConfig::default()
@@ -1222,6 +1235,7 @@ advertise_tls = "0.0.0.0"
 [server]
 idle_timeout = "0s"
 max_sessions = 0
+threads = 0
 greeting = "two\r\nlines"
 [[server.listeners]]
 listen = "0.0.0.0:50050"
@@ -1243,6 +1257,7 @@ root = ""
             [
                 "server.idle_timeout",
                 "server.max_sessions",
+                "server.threads",
                 "server.greeting",
                 "server.listeners[0].tls",
                 "passive.ports",
@@ -1255,13 +1270,13 @@ root = ""
             ]
         );
         assert_eq!(
-            problems[3].to_string(),
+            problems[4].to_string(),
             "server.listeners[0].tls: TLS needs a certificate: set tls.cert and tls.key (or try `serve --tls self-signed`)"
         );
         assert!(
-            problems[8].message.contains("privileged"),
+            problems[9].message.contains("privileged"),
             "{}",
-            problems[8]
+            problems[9]
         );
 
         let no_listener = Config {

@@ -11,7 +11,7 @@ use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
     DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerOptions,
-    TlsOptions, TlsVersion,
+    SessionThreads, TlsOptions, TlsVersion,
 };
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
@@ -55,11 +55,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tracing::debug!(open_files, "open-files limit");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let threads = config
+        .server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let session_threads =
+        Arc::new(SessionThreads::start(threads).context("starting the session threads")?);
+    // The accept loops and the background jobs (signals, address resolution, certificate
+    // reloads) need no more than one thread; the sessions have their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, session_threads))
 }
 
 fn init_logging() {
@@ -71,7 +79,7 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::Result<()> {
     let StorageConfig::Fs {
         root,
         fsync_uploads,
@@ -102,7 +110,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let server = Server::bind(options, Arc::new(storage), Arc::new(authenticator)).await?;
+    let server = Server::bind(options, Arc::new(storage), Arc::new(authenticator))
+        .await?
+        .with_session_threads(session_threads);
     let addresses = server.local_addrs();
     let mut stdout = std::io::stdout().lock();
     for (address, listener) in addresses.iter().zip(&config.server.listeners) {

@@ -14,6 +14,7 @@ mod data;
 mod limits;
 mod passive;
 mod proxy_protocol;
+mod session_threads;
 mod tls;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ use ferroftp_proto::SessionConfig;
 use ferroftp_proto::framing::DEFAULT_MAX_LINE;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use advertise::PassiveAddressPolicy;
 pub use advertise::{AdvertiseOptions, AdvertiseTarget};
@@ -37,6 +38,7 @@ pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
+pub use session_threads::SessionThreads;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
 
 /// One control listener.
@@ -187,6 +189,8 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     context: Arc<ServerContext>,
     limiter: Arc<SessionLimiter>,
+    /// Where sessions run: these threads, or (`None`) the runtime that runs the server.
+    session_threads: Option<Arc<SessionThreads>>,
 }
 
 impl Server {
@@ -258,7 +262,16 @@ impl Server {
             listeners,
             context,
             limiter,
+            session_threads: None,
         })
+    }
+
+    /// Accepts on `threads`, so that every session runs there, instead of on the runtime
+    /// that runs the server (which keeps the background jobs: address resolution,
+    /// certificate reloads).
+    pub fn with_session_threads(mut self, threads: Arc<SessionThreads>) -> Self {
+        self.session_threads = Some(threads);
+        self
     }
 
     /// The bound addresses, in the order of [`ServerOptions::listeners`].
@@ -276,16 +289,24 @@ impl Server {
     }
 
     /// Accepts connections until `shutdown` completes. Sessions already running continue
-    /// until they end on their own or the runtime stops.
+    /// until they end on their own or the runtime (or the [`SessionThreads`]) stops.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut accepting_on_threads = Vec::new();
         for (index, listener) in self.listeners.into_iter().enumerate() {
-            tasks.spawn(accept_loop(
-                listener,
-                index,
-                Arc::clone(&self.context),
-                Arc::clone(&self.limiter),
-            ));
+            let context = Arc::clone(&self.context);
+            let limiter = Arc::clone(&self.limiter);
+            match &self.session_threads {
+                None => {
+                    tasks.spawn(accept_loop(listener, index, context, limiter));
+                }
+                Some(threads) => match accept_on_each(threads, listener, index, context, limiter) {
+                    Ok(handles) => accepting_on_threads.extend(handles),
+                    Err(error) => {
+                        error!(%error, "listener {index}: cannot accept on the session threads")
+                    }
+                },
+            }
         }
         let context = Arc::clone(&self.context);
         tasks.spawn(async move { context.passive_addresses.keep_resolving().await });
@@ -297,8 +318,44 @@ impl Server {
         });
         shutdown.await;
         info!("shutting down: no new connections");
+        // Their listening sockets are closed once the loops are gone: waited for, so that
+        // nothing is accepted after `run` returns.
+        for accepting in &accepting_on_threads {
+            accepting.abort();
+        }
+        for accepting in accepting_on_threads {
+            let _ = accepting.await;
+        }
         tasks.shutdown().await;
     }
+}
+
+/// Starts an accept loop for `listener` on every session thread: each registers the listening
+/// socket with its own event loop, and a connection belongs to the thread that accepts it
+/// (see [`SessionThreads`]).
+fn accept_on_each(
+    threads: &SessionThreads,
+    listener: TcpListener,
+    listener_index: usize,
+    context: Arc<ServerContext>,
+    limiter: Arc<SessionLimiter>,
+) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let listener = listener.into_std()?;
+    let copies = (0..threads.len())
+        .map(|_| listener.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(threads.spawn_on_each(copies, move |listener| {
+        let context = Arc::clone(&context);
+        let limiter = Arc::clone(&limiter);
+        async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, listener_index, context, limiter).await,
+                Err(error) => {
+                    error!(%error, "listener {listener_index}: cannot accept on a session thread")
+                }
+            }
+        }
+    }))
 }
 
 async fn accept_loop(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use ferroftp_backend::testing::MemoryStorage;
 use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath};
 use ferroftp_client::{Client, ClientError, ClientOptions, DataMode, Reply};
-use ferroftp_server::{Server, ServerOptions};
+use ferroftp_server::{Server, ServerOptions, SessionThreads};
 use ferroftp_storage_fs::FsStorage;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,22 +102,30 @@ async fn fs_server() -> (TestServer, std::path::PathBuf) {
 
 impl TestServer {
     async fn connect(&self) -> Client {
-        let options = ClientOptions {
-            timeout: Duration::from_secs(20),
-        };
-        let (client, greeting) = Client::connect_with_options(self.address, options)
-            .await
-            .unwrap();
-        assert_eq!(greeting.code.0, 220);
-        client
+        connect_to(self.address).await
     }
 
     async fn login(&self, user: &str) -> Client {
-        let mut client = self.connect().await;
-        let reply = client.login(user, "secret").await.unwrap();
-        assert_eq!(reply.code.0, 230);
-        client
+        login_to(self.address, user).await
     }
+}
+
+async fn connect_to(address: SocketAddr) -> Client {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(20),
+    };
+    let (client, greeting) = Client::connect_with_options(address, options)
+        .await
+        .unwrap();
+    assert_eq!(greeting.code.0, 220);
+    client
+}
+
+async fn login_to(address: SocketAddr, user: &str) -> Client {
+    let mut client = connect_to(address).await;
+    let reply = client.login(user, "secret").await.unwrap();
+    assert_eq!(reply.code.0, 230);
+    client
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -1494,4 +1502,68 @@ async fn the_150_reply_never_waits_for_a_download_the_client_has_not_read() {
         assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
         assert_eq!(client.retrieve("/small", mode).await.unwrap(), b"small");
     }
+}
+
+#[tokio::test]
+async fn sessions_on_session_threads_transfer_byte_exact_and_outlive_the_accept_loops() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FsStorage::new(root.path()).unwrap());
+    let threads = Arc::new(SessionThreads::start(2).unwrap());
+    assert_eq!(threads.len(), 2);
+    let server = Server::bind(test_options(), storage, Arc::new(TestUsers))
+        .await
+        .unwrap()
+        .with_session_threads(Arc::clone(&threads));
+    let address = server.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // Several sessions at once, each upload through the blocking pool of the thread that
+    // accepted its session.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(login_to(address, "alice").await);
+    }
+    let transfers = clients.into_iter().enumerate().map(|(index, mut client)| {
+        tokio::spawn(async move {
+            let mode = DataMode::ALL[index % DataMode::ALL.len()];
+            let data = pattern(100_000 + index);
+            let name = format!("/thread-{index}");
+            client.store(&name, mode, &data).await.unwrap();
+            let back = client.retrieve(&name, mode).await.unwrap();
+            assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
+            client
+        })
+    });
+    let mut clients = Vec::new();
+    for transfer in transfers {
+        clients.push(transfer.await.unwrap());
+    }
+
+    // Shutdown stops the accept loops on every thread: once `run` returns, the listening
+    // socket is closed. The sessions already running go on.
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    let refused = tokio::net::TcpStream::connect(address).await;
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    let mut client = clients.pop().unwrap();
+    client
+        .store("/after-shutdown", DataMode::Passive, b"still served")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .retrieve("/after-shutdown", DataMode::Passive)
+            .await
+            .unwrap(),
+        b"still served"
+    );
+
+    // Stopping the threads ends their sessions: the connection is closed.
+    drop(threads);
+    assert!(client.command("NOOP").await.is_err());
 }
