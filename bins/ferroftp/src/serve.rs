@@ -61,8 +61,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let session_threads =
         Arc::new(SessionThreads::start(threads).context("starting the session threads")?);
-    // The accept loops and the background jobs (signals, address resolution, certificate
-    // reloads) need no more than one thread; the sessions have their own.
+    // The background jobs (signals, address resolution, certificate reloads) need no more
+    // than one thread; the sessions, and the accept loops that start them, have their own.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
