@@ -341,14 +341,12 @@ fn accept_on_each(
     limiter: Arc<SessionLimiter>,
 ) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let listener = listener.into_std()?;
-    let copies = (0..threads.len())
-        .map(|_| listener.try_clone())
-        .collect::<io::Result<Vec<_>>>()?;
-    Ok(threads.spawn_on_each(copies, move |listener| {
+    Ok(threads.spawn_on_each(|| {
+        let copy = listener.try_clone();
         let context = Arc::clone(&context);
         let limiter = Arc::clone(&limiter);
         async move {
-            match TcpListener::from_std(listener) {
+            match copy.and_then(TcpListener::from_std) {
                 Ok(listener) => accept_loop(listener, listener_index, context, limiter).await,
                 Err(error) => {
                     error!(%error, "listener {listener_index}: cannot accept on a session thread")

@@ -60,22 +60,20 @@ impl SessionThreads {
         self.threads.is_empty()
     }
 
-    /// Runs `task(input)` on each thread, one input per thread (extra inputs are dropped).
-    /// The future runs only on its thread, so what it registers when first polled (a
-    /// listening socket) belongs to that thread's event loop.
-    pub(crate) fn spawn_on_each<Input, Task, Running>(
+    /// Runs a future made by `task` on each thread. The future runs only on its thread, so
+    /// what it registers when first polled (a listening socket) belongs to that thread's
+    /// event loop.
+    pub(crate) fn spawn_on_each<Task, Running>(
         &self,
-        inputs: Vec<Input>,
         task: Task,
     ) -> Vec<tokio::task::JoinHandle<()>>
     where
-        Task: Fn(Input) -> Running,
+        Task: Fn() -> Running,
         Running: Future<Output = ()> + Send + 'static,
     {
         self.threads
             .iter()
-            .zip(inputs)
-            .map(|(thread, input)| thread.runtime.spawn(task(input)))
+            .map(|thread| thread.runtime.spawn(task()))
             .collect()
     }
 }
