@@ -16,12 +16,13 @@ use std::time::Instant as StdInstant;
 
 use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
 use ferroftp_proto::framing::LineBuffer;
+use ferroftp_proto::framing::LineError;
 use ferroftp_proto::session::{
     Action, ControlTransport, DataEndpoint, DataProtection, LoginFailure, LoginRequest, Outcome,
     PassiveFailure, StorageRequest, StorageResult, TransferFailure, TransferKind, TransferRequest,
     TransferSummary,
 };
-use ferroftp_proto::{DirEntry, Session, StorageErrorKind};
+use ferroftp_proto::{DirEntry, Session, StorageErrorKind, UploadTarget};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -32,6 +33,8 @@ use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
+use crate::status::{Progress, SessionHandle, TransferDirection};
+use crate::telemetry::{self, LoginResult, TransferResult};
 use crate::tls;
 use crate::{ActiveSourcePort, ListenerTls, ServerContext};
 
@@ -59,6 +62,16 @@ enum StageEvent {
     Moved(Result<Moved, TransferFailure>),
     Secured(Result<Box<dyn Upload>, StorageError>),
     Committed(Result<u64, StorageError>),
+}
+
+/// The running transfer as the status and the metrics see it.
+struct RunningTransfer {
+    direction: TransferDirection,
+    started: StdInstant,
+    /// Bytes so far, added by the data channel per chunk.
+    progress: Progress,
+    /// When an upload's last byte arrived (the commit latency is measured from there).
+    data_complete: Option<StdInstant>,
 }
 
 /// What is logged when a transfer ends.
@@ -125,6 +138,7 @@ pub(crate) async fn serve_proxied(
         Ok(None) => proxy,
         Err(error) => {
             warn!(%proxy, %error, "connection from a trusted proxy without a valid PROXY header");
+            telemetry::proxy_header_rejected(telemetry::ProxyHeaderRejection::Invalid);
             return;
         }
     };
@@ -235,6 +249,12 @@ async fn serve_session(
         Some(proxy) => tracing::info_span!("session", %peer, %proxy, user = tracing::field::Empty),
         None => tracing::info_span!("session", %peer, user = tracing::field::Empty),
     };
+    // In the registry from the start, so the status page also shows sessions that are still
+    // in their TLS handshake or have not logged in.
+    let registration = context.status.register(peer, listener_index, now());
+    if let Some(listener) = context.status.listeners().get(listener_index) {
+        telemetry::session_accepted(listener);
+    }
     let token = tls::new_session_token();
     let listener_tls = context
         .listener_tls
@@ -245,6 +265,7 @@ async fn serve_session(
         (ListenerTls::Implicit, Some(tls)) => {
             match tls.accept(stream, &token).instrument(span.clone()).await {
                 Ok(stream) => {
+                    telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
                     let info = tls::tls_info(stream.get_ref().1);
                     (
                         ControlStream::Tls(Box::new(stream)),
@@ -253,7 +274,7 @@ async fn serve_session(
                 }
                 Err(error) => {
                     debug!(%peer, %error, "implicit TLS handshake failed");
-                    metrics::counter!("ferroftp_tls_handshake_failures_total").increment(1);
+                    telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                     return;
                 }
             }
@@ -285,6 +306,9 @@ async fn serve_session(
         local,
         listener_index,
         span: span.clone(),
+        registration,
+        transfer: None,
+        refused_active_targets: 0,
     };
     async move {
         debug!("connected");
@@ -293,6 +317,8 @@ async fn serve_session(
             Err(error) => debug!(%error, "control connection ended"),
         }
         std::mem::take(&mut connection.after_reply).run();
+        // A transfer cut by the connection's own end (a failed write) is over too.
+        connection.end_transfer(TransferResult::Failed, None);
     }
     .instrument(span)
     .await;
@@ -320,6 +346,11 @@ struct ControlConnection {
     /// but not from this one.
     check_for_proxy_header: bool,
     span: tracing::Span,
+    /// This session in the server's status (removed when dropped).
+    registration: SessionHandle,
+    transfer: Option<RunningTransfer>,
+    /// The session's count of refused PORT/EPRT targets when last looked at.
+    refused_active_targets: u64,
 }
 
 fn now() -> StdInstant {
@@ -333,6 +364,7 @@ impl ControlConnection {
             if !self.perform_actions().await? {
                 return Ok(());
             }
+            self.count_bounce_attempts();
             self.flush().await?;
             let deadline = self
                 .session
@@ -351,7 +383,9 @@ impl ControlConnection {
                         // Anyone could claim any address with a header: only trusted proxies
                         // may send one.
                         warn!("PROXY protocol header from an untrusted address refused");
-                        metrics::counter!("ferroftp_proxy_header_untrusted_total").increment(1);
+                        telemetry::proxy_header_rejected(
+                            telemetry::ProxyHeaderRejection::Untrusted,
+                        );
                         self.stream
                             .write_all(b"421 PROXY protocol header from an untrusted address\r\n")
                             .await?;
@@ -359,7 +393,7 @@ impl ControlConnection {
                     }
                     self.lines.push(&read_buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
-                        self.session.handle_line(line, now());
+                        self.handle_line(line);
                     }
                     self.lines.shrink_when_empty();
                 }
@@ -377,7 +411,10 @@ impl ControlConnection {
     async fn perform_actions(&mut self) -> io::Result<bool> {
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Reply(reply) => reply.encode_into(&mut self.out),
+                Action::Reply(reply) => {
+                    telemetry::reply(reply.code.0);
+                    reply.encode_into(&mut self.out);
+                }
                 Action::Close => {
                     self.flush().await?;
                     let _ = self.stream.shutdown().await;
@@ -440,6 +477,7 @@ impl ControlConnection {
         };
         match tls.accept(tcp, &self.token).await {
             Ok(stream) => {
+                telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
                 let info = tls::tls_info(stream.get_ref().1);
                 debug!(
                     version = ?stream.get_ref().1.protocol_version(),
@@ -451,7 +489,7 @@ impl ControlConnection {
             }
             Err(error) => {
                 debug!(%error, "TLS handshake after AUTH TLS failed");
-                metrics::counter!("ferroftp_tls_handshake_failures_total").increment(1);
+                telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                 Err(error.to_string())
             }
         }
@@ -496,7 +534,7 @@ impl ControlConnection {
         let (tcp, _) = stream.into_inner();
         self.stream = ControlStream::Plain(tcp);
         while let Some(line) = self.lines.next_line() {
-            self.session.handle_line(line, now());
+            self.handle_line(line);
         }
         debug!("control connection back to plain text (CCC)");
         Ok(())
@@ -529,16 +567,21 @@ impl ControlConnection {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
                 info!(user = %user.name, "logged in");
+                self.registration.set_user(&user.name);
+                let per_user = self.registration.status().per_user_metrics();
+                telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
                 warn!(user = %attempt.username, "login failed");
+                telemetry::login(LoginResult::Rejected, None);
                 // Slows password guessing on this connection; other sessions are not held up.
                 tokio::time::sleep(self.context.failed_login_delay).await;
                 Outcome::Authenticated(Err(LoginFailure::Rejected))
             }
             Err(error) => {
                 warn!(%error, "authentication backend unavailable");
+                telemetry::login(LoginResult::Unavailable, None);
                 Outcome::Authenticated(Err(LoginFailure::Unavailable))
             }
         }
@@ -632,6 +675,23 @@ impl ControlConnection {
                 }
             },
         };
+        let (direction, shown_path) = match &request.kind {
+            TransferKind::Retrieve { path, .. } => (TransferDirection::Download, path.to_string()),
+            TransferKind::Store {
+                target: UploadTarget::Path(path) | UploadTarget::UniqueIn(path),
+                ..
+            } => (TransferDirection::Upload, path.to_string()),
+            TransferKind::List { path, .. } => (TransferDirection::Listing, path.to_string()),
+        };
+        let started = now();
+        self.transfer = Some(RunningTransfer {
+            direction,
+            started,
+            progress: self
+                .registration
+                .start_transfer(direction, shown_path, started),
+            data_complete: None,
+        });
         let storage = Arc::clone(&self.context.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
@@ -649,6 +709,7 @@ impl ControlConnection {
                 // (its previous version stays, its partial data is kept for a resume).
                 self.stage = TransferStage::Idle;
                 self.log_transfer(0, "aborted");
+                self.end_transfer(TransferResult::Aborted, None);
                 self.session.handle_outcome(
                     Outcome::TransferFinished(Err(TransferFailure::Aborted)),
                     now(),
@@ -683,11 +744,19 @@ impl ControlConnection {
                     size: prepared.size,
                     stored_as: prepared.stored_as.clone(),
                 };
-                self.stage = TransferStage::Moving(Box::pin(data::run(prepared)));
+                let progress = self
+                    .transfer
+                    .as_ref()
+                    .map(|transfer| transfer.progress.clone())
+                    .unwrap_or_default();
+                self.stage = TransferStage::Moving(Box::pin(data::run(prepared, progress)));
                 self.session.handle_outcome(outcome, now());
             }
             StageEvent::Moved(Ok(Moved::Received { upload, bytes })) => {
                 self.transfer_bytes = bytes;
+                if let Some(transfer) = &mut self.transfer {
+                    transfer.data_complete = Some(now());
+                }
                 self.stage = TransferStage::Securing(Box::pin(secure(upload)));
             }
             StageEvent::Secured(Ok(upload)) => {
@@ -698,6 +767,7 @@ impl ControlConnection {
                 // upload stays partial and the previous version stays whole.
                 if !self.control_still_open()? {
                     self.log_transfer(self.transfer_bytes, "client gone, upload kept as partial");
+                    self.end_transfer(TransferResult::Failed, Some(self.transfer_bytes));
                     drop(upload);
                     return Ok(false);
                 }
@@ -724,6 +794,12 @@ impl ControlConnection {
             }
             StageEvent::Committed(result) => {
                 let received = self.transfer_bytes;
+                if result.is_ok()
+                    && let Some(data_complete) =
+                        self.transfer.as_ref().and_then(|transfer| transfer.data_complete)
+                {
+                    telemetry::upload_committed(data_complete.elapsed());
+                }
                 self.finish(result.map(|_| received).map_err(|error| {
                     warn!(%error, "committing upload failed");
                     TransferFailure::Storage(error.kind)
@@ -738,8 +814,52 @@ impl ControlConnection {
             Ok(bytes) => self.log_transfer(*bytes, "ok"),
             Err(failure) => self.log_transfer(0, &format!("{failure:?}")),
         }
+        match &result {
+            Ok(bytes) => self.end_transfer(TransferResult::Ok, Some(*bytes)),
+            Err(TransferFailure::Aborted) => self.end_transfer(TransferResult::Aborted, None),
+            Err(_) => self.end_transfer(TransferResult::Failed, None),
+        }
         let outcome = Outcome::TransferFinished(result.map(|bytes| TransferSummary { bytes }));
         self.session.handle_outcome(outcome, now());
+    }
+
+    /// The running transfer is over: counted in the metrics (with `bytes`, or the bytes moved
+    /// so far) and gone from the status. Nothing when no transfer runs.
+    fn end_transfer(&mut self, result: TransferResult, bytes: Option<u64>) {
+        let Some(transfer) = self.transfer.take() else {
+            return;
+        };
+        self.registration.end_transfer();
+        let per_user = self.registration.status().per_user_metrics();
+        telemetry::transfer_finished(
+            transfer.direction,
+            result,
+            bytes.unwrap_or_else(|| transfer.progress.get()),
+            transfer.started.elapsed(),
+            self.session.user_name().filter(|_| per_user),
+        );
+    }
+
+    /// Hands a received line to the session, counting it and the session's activity.
+    fn handle_line(&mut self, line: Result<Vec<u8>, LineError>) {
+        let now = now();
+        if let Ok(text) = &line {
+            telemetry::command(telemetry::verb_label(text));
+        }
+        self.registration.touch(now);
+        self.session.handle_line(line, now);
+    }
+
+    /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts).
+    fn count_bounce_attempts(&mut self) {
+        let refused = self.session.refused_active_targets();
+        if refused > self.refused_active_targets {
+            telemetry::data_connection_refused(
+                telemetry::RefusedDataConnection::Bounce,
+                refused - self.refused_active_targets,
+            );
+            self.refused_active_targets = refused;
+        }
     }
 
     fn log_transfer(&mut self, bytes: u64, status: &str) {
@@ -760,7 +880,7 @@ impl ControlConnection {
                 Some(Ok(read)) => {
                     self.lines.push(&buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
-                        self.session.handle_line(line, now());
+                        self.handle_line(line);
                     }
                 }
                 Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -784,10 +904,19 @@ impl ControlConnection {
             // The client was still there when its upload was complete; the publication is
             // under way and finishes, only the 226 reply has no one to go to.
             TransferStage::Committing(commit) => match commit.await {
-                Ok(_) => self.log_transfer(self.transfer_bytes, "ok, client left before 226"),
-                Err(error) => self.log_transfer(self.transfer_bytes, &format!("{error}")),
+                Ok(_) => {
+                    self.log_transfer(self.transfer_bytes, "ok, client left before 226");
+                    self.end_transfer(TransferResult::Ok, Some(self.transfer_bytes));
+                }
+                Err(error) => {
+                    self.log_transfer(self.transfer_bytes, &format!("{error}"));
+                    self.end_transfer(TransferResult::Failed, Some(self.transfer_bytes));
+                }
             },
-            _ => self.log_transfer(0, "client closed the control connection"),
+            _ => {
+                self.log_transfer(0, "client closed the control connection");
+                self.end_transfer(TransferResult::Failed, None);
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ use tokio::time::timeout;
 
 use crate::passive::{PassiveListener, PortLease};
 use crate::proxy_protocol::{self, ProxyProtocolOptions};
+use crate::status::Progress;
+use crate::telemetry::{self, RefusedDataConnection};
 use crate::tls;
 
 /// PROT P: how the data connection's TLS handshake is run and checked.
@@ -261,6 +263,7 @@ async fn accept_from(
         let accepted = tokio::time::timeout_at(deadline, passive.accept()).await;
         let (mut stream, mut peer) = match accepted {
             Err(_) => {
+                telemetry::data_connection_refused(RefusedDataConnection::Timeout, 1);
                 return Err(TransferFailure::DataConnection(format!(
                     "no connection to passive port {} within {}s",
                     passive.port(),
@@ -279,6 +282,9 @@ async fn accept_from(
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%peer, %error, "passive data connection from the proxy without a valid PROXY header");
+                    telemetry::proxy_header_rejected(
+                        telemetry::ProxyHeaderRejection::Invalid,
+                    );
                     continue;
                 }
             }
@@ -286,7 +292,7 @@ async fn accept_from(
         if peer.ip().to_canonical() == expected_peer {
             return Ok((stream, passive.into_lease()));
         }
-        metrics::counter!("ferroftp_passive_foreign_peer_total").increment(1);
+        telemetry::data_connection_refused(RefusedDataConnection::ForeignPeer, 1);
         tracing::warn!(
             %peer,
             expected = %expected_peer,
@@ -345,10 +351,13 @@ async fn connect_to(
         Ok(Err(error)) => Err(TransferFailure::DataConnection(format!(
             "connecting to {target} failed: {error}"
         ))),
-        Err(_) => Err(TransferFailure::DataConnection(format!(
-            "connecting to {target} timed out after {}s",
-            connect_timeout.as_secs()
-        ))),
+        Err(_) => {
+            telemetry::data_connection_refused(RefusedDataConnection::Timeout, 1);
+            Err(TransferFailure::DataConnection(format!(
+                "connecting to {target} timed out after {}s",
+                connect_timeout.as_secs()
+            )))
+        }
     }
 }
 
@@ -364,8 +373,9 @@ pub(crate) struct Leftovers {
     _lease: Option<PortLease>,
 }
 
-/// Moves the bytes (after the TLS handshake, for PROT P).
-pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
+/// Moves the bytes (after the TLS handshake, for PROT P), counting them in `progress` as
+/// they go, one relaxed add per chunk.
+pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved, TransferFailure> {
     // `lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
         data,
@@ -385,7 +395,7 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
             },
         ) if !ascii => {
             let mut data = data;
-            let bytes = send_file_zero_copy(&data, &file, size, idle_timeout).await?;
+            let bytes = send_file_zero_copy(&data, &file, size, idle_timeout, &progress).await?;
             finish_sending(&mut data).await?;
             let leftovers = Leftovers {
                 _data: Some(data),
@@ -401,13 +411,14 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
                 local_file: Some(file),
             },
         ) => {
-            let bytes = receive_local_upload(data, &mut upload, file, idle_timeout).await?;
+            let bytes =
+                receive_local_upload(data, &mut upload, file, idle_timeout, progress).await?;
             Ok(Moved::Received { upload, bytes })
         }
-        (None, work) => move_bytes(data, work, ascii, idle_timeout).await,
+        (None, work) => move_bytes(data, work, ascii, idle_timeout, &progress).await,
         (Some(tls), work) => {
             let data = protect(data, &tls).await?;
-            move_bytes(data, work, ascii, idle_timeout).await
+            move_bytes(data, work, ascii, idle_timeout, &progress).await
         }
     }
 }
@@ -422,6 +433,7 @@ async fn receive_local_upload(
     upload: &mut Box<dyn Upload>,
     file: LocalUploadFile,
     idle_timeout: Duration,
+    progress: Progress,
 ) -> Result<u64, TransferFailure> {
     let mut first = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut filled = 0;
@@ -439,8 +451,9 @@ async fn receive_local_upload(
             return Ok(filled as u64);
         }
         filled += read;
+        progress.add(read as u64);
     }
-    receive_into_local_file(data, file, first, idle_timeout).await
+    receive_into_local_file(data, file, first, idle_timeout, progress).await
 }
 
 /// The rest of a plain binary upload, after the `first` bytes already read, straight into its
@@ -453,6 +466,7 @@ async fn receive_into_local_file(
     file: LocalUploadFile,
     first: Vec<u8>,
     idle_timeout: Duration,
+    progress: Progress,
 ) -> Result<u64, TransferFailure> {
     let socket = data.into_std().map_err(lost)?;
     socket.set_nonblocking(false).map_err(lost)?;
@@ -463,7 +477,8 @@ async fn receive_into_local_file(
     // Dropping this future (ABOR, the client gone) shuts the socket down, which ends the
     // blocking read at once; the thread then finishes the write it holds and stops.
     let mut stop_on_drop = ShutdownOnDrop(Some(socket.try_clone().map_err(lost)?));
-    let received = tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first))
+    let received =
+        tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first, &progress))
         .await
         .map_err(|error| {
             TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
@@ -489,6 +504,7 @@ fn receive_blocking(
     socket: &std::net::TcpStream,
     file: &LocalUploadFile,
     first: Vec<u8>,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     use std::io::Read as _;
     use std::os::unix::fs::FileExt as _;
@@ -523,6 +539,7 @@ fn receive_blocking(
             .write_all_at(&buffer[..read], offset)
             .map_err(storage)?;
         offset += read as u64;
+        progress.add(read as u64);
         if file.write_back_early && offset - written_back_to >= WRITE_BACK_STEP {
             start_write_back(&file.file, written_back_to, offset);
             written_back_to = offset;
@@ -554,6 +571,7 @@ async fn send_file_zero_copy(
     file: &LocalFile,
     end: u64,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut offset = file.offset;
     while offset < end {
@@ -570,6 +588,7 @@ async fn send_file_zero_copy(
                 Ok(0) => break,
                 Ok(sent) => {
                     offset += sent as u64;
+                    progress.add(sent as u64);
                     continue;
                 }
                 // Not ready or interrupted: the loop below waits and tries again.
@@ -597,6 +616,7 @@ async fn send_file_zero_copy(
             break;
         }
         offset += sent as u64;
+        progress.add(sent as u64);
     }
     Ok(offset - file.offset)
 }
@@ -606,8 +626,9 @@ async fn protect(
     data: TcpStream,
     tls: &DataTls,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TransferFailure> {
-    let stream = tls::handshake(&tls.config, data, &tls.token, tls.handshake_timeout)
-        .await
+    let handshake = tls::handshake(&tls.config, data, &tls.token, tls.handshake_timeout).await;
+    telemetry::tls_handshake(telemetry::TlsConnection::Data, handshake.is_ok());
+    let stream = handshake
         .map_err(|error| TransferFailure::DataTls(DataTlsFailure::Handshake(error.to_string())))?;
     let connection = stream.get_ref().1;
     if tls.require_resumption && !tls::resumed_session_of(connection, &tls.token) {
@@ -626,6 +647,7 @@ async fn move_bytes<S>(
     work: Work,
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<Moved, TransferFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -635,7 +657,7 @@ where
             let mut body = body
                 .into_stream()
                 .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
-            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
+            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout, progress).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,
@@ -643,7 +665,8 @@ where
             })
         }
         Work::Store { mut upload, .. } => {
-            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout).await?;
+            let bytes =
+                receive_file(&mut data, &mut upload, ascii, idle_timeout, progress).await?;
             // Answer the client's end of file with ours: over TLS a close_notify, which
             // clients that close TLS cleanly (Python's unwrap) wait for. All data is in, so
             // a failure here changes nothing.
@@ -656,7 +679,8 @@ where
             facts,
             writable,
         } => {
-            let bytes = send_listing(entries, format, facts, writable, &mut data).await?;
+            let bytes =
+                send_listing(entries, format, facts, writable, &mut data, progress).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,
@@ -687,6 +711,7 @@ async fn send_file(
     data: &mut (impl AsyncWrite + Unpin),
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
@@ -712,6 +737,7 @@ async fn send_file(
             .await
             .map_err(lost)?;
         sent += chunk.len() as u64;
+        progress.add(chunk.len() as u64);
     }
 }
 
@@ -720,6 +746,7 @@ async fn receive_file(
     upload: &mut Box<dyn Upload>,
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
@@ -757,6 +784,7 @@ async fn receive_file(
             .await
             .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
         received += read as u64;
+        progress.add(read as u64);
         if read == 0 {
             break;
         }
@@ -781,6 +809,7 @@ async fn send_listing(
     facts: MlstFacts,
     writable: bool,
     data: &mut (impl AsyncWrite + Unpin),
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let now = SystemTime::now();
     let mut out = Vec::with_capacity(LISTING_FLUSH + 512);
@@ -796,6 +825,7 @@ async fn send_listing(
                 if out.len() >= LISTING_FLUSH {
                     data.write_all(&out).await.map_err(lost)?;
                     sent += out.len() as u64;
+                    progress.add(out.len() as u64);
                     out.clear();
                 }
             }

@@ -15,6 +15,8 @@ mod limits;
 mod passive;
 mod proxy_protocol;
 mod session_threads;
+mod status;
+pub mod telemetry;
 mod tls;
 
 use std::future::Future;
@@ -39,6 +41,11 @@ use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
 pub use session_threads::SessionThreads;
+pub use status::{
+    RecentError, RecentErrors, ServerStatus, SessionSnapshot, StatusSnapshot, TransferDirection,
+    TransferSnapshot,
+};
+pub use telemetry::record_reload;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
 
 /// One control listener.
@@ -181,6 +188,8 @@ pub(crate) struct ServerContext {
     pub(crate) tls: Option<tls::TlsContext>,
     /// TLS mode of each listener, by index.
     pub(crate) listener_tls: Vec<ListenerTls>,
+    /// The live view: sessions, transfers, draining.
+    pub(crate) status: Arc<ServerStatus>,
 }
 
 /// A bound, not yet running server.
@@ -232,14 +241,29 @@ impl Server {
                 .collect(),
         );
         passive_addresses.resolve_now().await;
+        let passive_pool = Arc::new(PassivePortPool::new(
+            options.passive_ports,
+            options.passive_reuse_delay,
+        ));
+        let status = Arc::new(ServerStatus::new(
+            listeners
+                .iter()
+                .zip(&options.listeners)
+                .map(|(bound, configured)| {
+                    bound
+                        .local_addr()
+                        .unwrap_or(configured.address)
+                        .to_string()
+                })
+                .collect(),
+            Arc::clone(&passive_pool),
+            Arc::clone(&storage),
+        ));
         let context = Arc::new(ServerContext {
             storage,
             authenticator,
             session: Arc::new(session),
-            passive_pool: Arc::new(PassivePortPool::new(
-                options.passive_ports,
-                options.passive_reuse_delay,
-            )),
+            passive_pool,
             passive_addresses,
             announced_port_offset,
             active_source_port: options.active_source_port,
@@ -253,6 +277,7 @@ impl Server {
                 .iter()
                 .map(|listener| listener.tls)
                 .collect(),
+            status,
         });
         let limiter = Arc::new(SessionLimiter::new(
             options.max_sessions,
@@ -282,6 +307,12 @@ impl Server {
             .collect()
     }
 
+    /// The live view of this server (sessions, transfers, passive pool, draining), cheap to
+    /// clone and to read; the admin listener serves it.
+    pub fn status(&self) -> Arc<ServerStatus> {
+        Arc::clone(&self.context.status)
+    }
+
     /// Replaces the TLS certificate of the running server (from its files), when TLS is
     /// configured.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
@@ -293,6 +324,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = tokio::task::JoinSet::new();
         let mut accepting_on_threads = Vec::new();
+        let mut every_listener_accepts = true;
         for (index, listener) in self.listeners.into_iter().enumerate() {
             let context = Arc::clone(&self.context);
             let limiter = Arc::clone(&self.limiter);
@@ -303,11 +335,14 @@ impl Server {
                 Some(threads) => match accept_on_each(threads, listener, index, context, limiter) {
                     Ok(handles) => accepting_on_threads.extend(handles),
                     Err(error) => {
+                        every_listener_accepts = false;
                         error!(%error, "listener {index}: cannot accept on the session threads")
                     }
                 },
             }
         }
+        // Ready (for `/readyz`) only when every listener accepts.
+        self.context.status.set_accepting(every_listener_accepts);
         let context = Arc::clone(&self.context);
         tasks.spawn(async move { context.passive_addresses.keep_resolving().await });
         let context = Arc::clone(&self.context);
@@ -317,6 +352,7 @@ impl Server {
             }
         });
         shutdown.await;
+        self.context.status.set_accepting(false);
         info!("shutting down: no new connections");
         // Their listening sockets are closed once the loops are gone: waited for, so that
         // nothing is accepted after `run` returns.

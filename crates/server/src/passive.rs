@@ -159,6 +159,11 @@ impl PassivePortPool {
         self.lock().slots.iter().filter(|slot| slot.in_use).count()
     }
 
+    /// Ports of the range.
+    pub fn capacity(&self) -> usize {
+        self.range.clone().count()
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state
             .lock()
@@ -208,7 +213,7 @@ impl PassivePortPool {
         while let Some((used, port)) = candidate {
             match self.try_bind(&mut state, ip, port, client) {
                 Ok(listener) => {
-                    metrics::counter!("ferroftp_passive_early_reuse_total").increment(1);
+                    crate::telemetry::passive_early_reuse();
                     tracing::debug!(port, %client, "passive port reused within its reuse delay");
                     return Ok(listener);
                 }
@@ -216,7 +221,7 @@ impl PassivePortPool {
             }
             candidate = state.oldest_cooling_after(&self.range, client, cooled, Some((used, port)));
         }
-        metrics::counter!("ferroftp_passive_exhausted_total").increment(1);
+        crate::telemetry::passive_exhausted();
         Err(last_error.map_or(PassiveError::Exhausted, PassiveError::Bind))
     }
 

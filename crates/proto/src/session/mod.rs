@@ -261,6 +261,8 @@ pub struct Session {
     tls_client_name: Option<String>,
     /// Lines dropped because they arrived between AUTH TLS and the end of the handshake.
     discarded_lines: u64,
+    /// PORT/EPRT targets refused by the RFC 2577 checks (bounce attempts).
+    refused_active_targets: u64,
 }
 
 impl Session {
@@ -308,6 +310,7 @@ impl Session {
             protect_data: implicit.is_some(),
             tls_client_name: implicit.and_then(|info| info.client_name),
             discarded_lines: 0,
+            refused_active_targets: 0,
         };
         session.reply(greeting);
         session
@@ -338,6 +341,12 @@ impl Session {
     /// Lines received between AUTH TLS and the end of its handshake, discarded unexecuted.
     pub fn discarded_lines(&self) -> u64 {
         self.discarded_lines
+    }
+
+    /// PORT/EPRT targets refused so far because they named a third party or a privileged port
+    /// (RFC 2577 §3: bounce attempts), for the driver's metrics.
+    pub fn refused_active_targets(&self) -> u64 {
+        self.refused_active_targets
     }
 
     /// The logged-in user's name, for logs.
@@ -1286,6 +1295,7 @@ impl Session {
                 target_ip = peer_ip;
                 note = " (your private address replaced by the one you connect from)";
             } else {
+                self.refused_active_targets += 1;
                 self.reply(Reply::new(
                     ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
                     format!(
@@ -1296,6 +1306,7 @@ impl Session {
             }
         }
         if target.port() < LOWEST_ACTIVE_PORT {
+            self.refused_active_targets += 1;
             self.reply(Reply::new(
                 ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
                 format!("Refusing privileged port {}", target.port()),

@@ -280,6 +280,9 @@ fn port_to_another_host_is_refused_before_connecting() {
         h.expect("PORT 192,0,2,10,200,10", 200),
         "Active mode to 192.0.2.10 port 51210"
     );
+    // The three bounce attempts are counted for the driver's metrics; malformed arguments
+    // and the accepted PORT are not.
+    assert_eq!(h.session.refused_active_targets(), 3);
 }
 
 #[test]
