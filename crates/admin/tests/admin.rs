@@ -1,0 +1,259 @@
+//! Admin listener integration tests: an in-process server and its admin listener on port 0,
+//! real FTP transfers through our client, HTTP requests over loopback. One test binary for
+//! the crate. The metrics recorder is process-wide, so only one test moves data and asserts
+//! byte counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferroftp_admin::{AdminOptions, AdminServer};
+use ferroftp_backend::testing::MemoryStorage;
+use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User, VirtualPath};
+use ferroftp_client::{Client, ClientOptions, DataMode};
+use ferroftp_server::{Server, ServerOptions, ServerStatus, TransferDirection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+struct TestUsers;
+
+#[async_trait]
+impl Authenticator for TestUsers {
+    async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+        if attempt.username != "alice" || attempt.password.expose() != "secret" {
+            return Err(AuthError::Rejected);
+        }
+        Ok(User {
+            name: attempt.username.clone(),
+            home: VirtualPath::root(),
+            read_only: false,
+        })
+    }
+}
+
+struct Running {
+    ftp: SocketAddr,
+    admin: SocketAddr,
+    status: Arc<ServerStatus>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A server and its admin listener; `passive_first` picks a passive range of its own per test.
+async fn start(passive_first: u16) -> Running {
+    let mut options = ServerOptions {
+        passive_ports: passive_first..=passive_first + 9,
+        failed_login_delay: Duration::ZERO,
+        ..ServerOptions::default()
+    };
+    options.data.accept_timeout = Duration::from_secs(10);
+    let server = Server::bind(
+        options,
+        Arc::new(MemoryStorage::new()),
+        Arc::new(TestUsers),
+    )
+    .await
+    .unwrap();
+    let ftp = server.local_addrs()[0];
+    let status = server.status();
+    let admin = AdminServer::bind(
+        &AdminOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            per_user_metrics: true,
+        },
+        server.status(),
+    )
+    .await
+    .unwrap();
+    let admin_address = admin.local_addr().unwrap();
+    let tasks = vec![
+        tokio::spawn(server.run(std::future::pending())),
+        tokio::spawn(admin.run()),
+    ];
+    // `run` marks the listeners as accepting when it starts them.
+    for _ in 0..200 {
+        if status.is_accepting() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Running {
+        ftp,
+        admin: admin_address,
+        status,
+        tasks,
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`: the status code and the body.
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    request(address, "GET", path).await
+}
+
+async fn request(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+async fn login(address: SocketAddr) -> Client {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(20),
+    };
+    let (mut client, _) = Client::connect_with_options(address, options)
+        .await
+        .unwrap();
+    assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+    client
+}
+
+/// The value of the series `name{labels}` exactly as rendered, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
+    let server = start(12100).await;
+    let mut client = login(server.ftp).await;
+    let upload: Vec<u8> = (0..300_000u32).map(|index| (index % 251) as u8).collect();
+
+    // An upload held open half-way: the status shows it with the bytes received so far.
+    let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
+    let (_, mut stream) = client
+        .transfer_command("STOR up.bin", prepared)
+        .await
+        .unwrap();
+    stream.send(&upload[..100_000]).await.unwrap();
+    let mut seen = None;
+    for _ in 0..500 {
+        let snapshot = server.status.snapshot();
+        let transfer = snapshot.sessions[0].transfer.clone().unwrap();
+        if transfer.bytes == 100_000 {
+            seen = Some((snapshot.sessions[0].user.clone(), transfer));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (user, transfer) = seen.expect("the status never showed 100000 bytes received");
+    assert_eq!(user.as_deref(), Some("alice"));
+    assert_eq!(transfer.direction, TransferDirection::Upload);
+    assert_eq!(transfer.path, "/up.bin");
+    let (code, page) = get(server.admin, "/status").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<td class=\"user\">alice</td>"), "{page}");
+    assert!(page.contains("upload <span class=\"path\">/up.bin</span>"), "{page}");
+    assert!(page.contains("data-bytes=\"100000\""), "{page}");
+
+    stream.send(&upload[100_000..]).await.unwrap();
+    stream.close().await.unwrap();
+    assert_eq!(client.finish().await.unwrap().code.0, 226);
+    assert!(server.status.snapshot().sessions[0].transfer.is_none());
+
+    let downloaded = client
+        .retrieve("up.bin", DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    assert_eq!(downloaded, upload);
+    assert_eq!(client.command("NOPE").await.unwrap().code.0, 500);
+
+    let (code, metrics) = get(server.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let bytes = |direction: &str| {
+        sample(
+            &metrics,
+            &format!(
+                "ferroftp_transfer_bytes_total{{direction=\"{direction}\",result=\"ok\"}}"
+            ),
+        )
+    };
+    assert_eq!(bytes("upload"), 300_000.0, "{metrics}");
+    assert_eq!(bytes("download"), 300_000.0, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferroftp_transfers_total{direction=\"upload\",result=\"ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferroftp_user_transfer_bytes_total{user=\"alice\",direction=\"download\",result=\"ok\"}"
+        ),
+        300_000.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "ferroftp_logins_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "ferroftp_commands_total{verb=\"STOR\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "ferroftp_commands_total{verb=\"other\"}"),
+        1.0
+    );
+    assert_eq!(sample(&metrics, "ferroftp_replies_total{class=\"5xx\"}"), 1.0);
+    let listener = format!("ferroftp_sessions_open{{listener=\"{}\"}}", server.ftp);
+    assert_eq!(sample(&metrics, &listener), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "ferroftp_passive_ports_capacity"), 10.0);
+    assert!(metrics.contains("# TYPE ferroftp_transfer_duration_seconds histogram"));
+    assert!(metrics.contains("# HELP ferroftp_transfer_bytes_total "));
+    assert!(
+        metrics.contains("ferroftp_upload_commit_duration_seconds_count 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_draining() {
+    let server = start(12120).await;
+    assert_eq!(get(server.admin, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(server.admin, "/readyz").await, (200, "ready\n".to_owned()));
+    server.status.set_draining();
+    assert_eq!(
+        get(server.admin, "/readyz").await,
+        (503, "draining\n".to_owned())
+    );
+    // Alive all the same.
+    assert_eq!(get(server.admin, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_refused() {
+    let server = start(12140).await;
+    assert_eq!(get(server.admin, "/nope").await.0, 404);
+    assert_eq!(request(server.admin, "POST", "/metrics").await.0, 405);
+    let (code, page) = get(server.admin, "/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("No session is open."), "{page}");
+}
