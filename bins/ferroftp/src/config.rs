@@ -42,6 +42,8 @@
 //! kind = "file"
 //! path = "users.toml"
 //! anonymous = false
+//! [admin]
+//! listen = "127.0.0.1:9121"
 //! ```
 
 use std::fmt;
@@ -78,6 +80,39 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// FTPS: certificate, policies, client certificates.
     pub tls: TlsConfig,
+    /// The admin listener: metrics, health, readiness, status page.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the HTTP listener for metrics (`/metrics`), health (`/healthz`, `/readyz`) and
+/// the status page (`/status`). Off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where to listen, e.g. `127.0.0.1:9121`; a loopback address unless `allow_remote`.
+    pub listen: Option<SocketAddr>,
+    /// Let `listen` be a non-loopback address. The listener has no authentication and its
+    /// status page shows user names and client addresses.
+    pub allow_remote: bool,
+    /// Also keep the transfer and login series per user (one series per account).
+    pub per_user_metrics: bool,
+}
+
+impl AdminConfig {
+    fn validate(&self, problems: &mut Vec<ConfigProblem>) {
+        if let Some(listen) = self.listen
+            && !listen.ip().is_loopback()
+            && !self.allow_remote
+        {
+            problems.push(ConfigProblem::new(
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address: the admin listener has no \
+                     authentication; use 127.0.0.1 (or ::1), or set admin.allow_remote = true"
+                ),
+            ));
+        }
+    }
 }
 
 /// `[tls]`: FTPS (RFC 4217), used by listeners with `tls = "explicit"` or `"implicit"`.
@@ -849,6 +884,7 @@ impl Config {
             ));
         }
         self.validate_tls(&mut problems);
+        self.admin.validate(&mut problems);
         if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
             problems.push(ConfigProblem::new(
                 "proxy_protocol.header_timeout",
@@ -1354,5 +1390,27 @@ min_version = "1.3"
         );
         assert!(Config::parse("[tls]\nmin_version = \"1.1\"\n").is_err());
         assert!(Config::parse("[tls]\nrequire = \"some\"\n").is_err());
+    }
+
+    #[test]
+    fn admin_listener_is_off_by_default_and_loopback_unless_allowed() {
+        assert_eq!(Config::default().admin.listen, None);
+        let config = Config::parse("[admin]\nlisten = \"127.0.0.1:9121\"\n").unwrap();
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9121".parse().unwrap()));
+        assert!(config.validate().is_empty());
+        assert!(
+            Config::parse("[admin]\nlisten = \"[::1]:9121\"\nper_user_metrics = true\n")
+                .unwrap()
+                .validate()
+                .is_empty()
+        );
+        let remote = Config::parse("[admin]\nlisten = \"0.0.0.0:9121\"\n").unwrap();
+        let problems = remote.validate();
+        assert_eq!(fields(&problems), ["admin.listen"]);
+        assert!(problems[0].message.contains("admin.allow_remote"));
+        let allowed =
+            Config::parse("[admin]\nlisten = \"0.0.0.0:9121\"\nallow_remote = true\n").unwrap();
+        assert!(allowed.validate().is_empty());
+        assert!(Config::parse("[admin]\nport = 9121\n").is_err());
     }
 }

@@ -19,7 +19,7 @@ use rand::distributions::Alphanumeric;
 
 use crate::cli::ServeArgs;
 use crate::config::{
-    ActiveSourcePortConfig, AdvertiseAddress, AuthBackendConfig, ClientCertConfig,
+    ActiveSourcePortConfig, AdminConfig, AdvertiseAddress, AuthBackendConfig, ClientCertConfig,
     ClientCertUserConfig, Config, StorageConfig, TlsMinVersion, TlsMode, TlsRequire,
 };
 
@@ -73,9 +73,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROFTP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .finish()
+        // Keeps the recent warnings and errors for the admin status page.
+        .with(ferroftp_admin::RecentErrorsLayer)
         .init();
 }
 
@@ -148,12 +153,32 @@ async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::
     )?;
     stdout.flush()?;
     drop(stdout);
+    start_admin(&config.admin, server.status()).await?;
     if let Some(reloader) = server.tls_reloader()
         && self_signed.is_none()
     {
         tokio::spawn(reload_on_sighup(reloader));
     }
     server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// The admin listener, when `[admin] listen` is set: bound now, served on this runtime (the
+/// background one, not the session threads).
+async fn start_admin(
+    config: &AdminConfig,
+    status: Arc<ferroftp_server::ServerStatus>,
+) -> anyhow::Result<()> {
+    let Some(listen) = config.listen else {
+        return Ok(());
+    };
+    let options = ferroftp_admin::AdminOptions {
+        listen,
+        per_user_metrics: config.per_user_metrics,
+    };
+    let admin = ferroftp_admin::AdminServer::bind(&options, status).await?;
+    println!("admin: listening on {}", admin.local_addr()?);
+    tokio::spawn(admin.run());
     Ok(())
 }
 
