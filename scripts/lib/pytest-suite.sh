@@ -33,17 +33,26 @@ require() {
     fi
 }
 
+# require_python MODULE PIP_PACKAGE APT_PACKAGE: install a Python module when it cannot be
+# imported (pip, then pip past Debian's externally-managed marker, then the Debian package).
+require_python() {
+    local module=$1 pip_package=$2 apt_package=$3
+    if ! python3 -c "import $module" >/dev/null 2>&1; then
+        echo "== $SUITE: installing $pip_package"
+        python3 -m pip install -q "$pip_package" >/dev/null 2>&1 \
+            || python3 -m pip install -q --break-system-packages "$pip_package" >/dev/null 2>&1 \
+            || apt_install "$apt_package"
+        python3 -c "import $module" || { echo "$SUITE: cannot import $module" >&2; exit 1; }
+    fi
+}
+
 # run_suite DIR [pytest args...]: pytest, the binary built unless FERROFTP_BIN is set.
 run_suite() {
     local directory=$1
     shift
-    if ! python3 -c 'import pytest' >/dev/null 2>&1; then
-        echo "== $SUITE: installing pytest"
-        python3 -m pip install -q pytest >/dev/null 2>&1 \
-            || python3 -m pip install -q --break-system-packages pytest >/dev/null 2>&1 \
-            || apt_install python3-pytest
-        python3 -c 'import pytest' || { echo "$SUITE: cannot import pytest" >&2; exit 1; }
-    fi
+    require_python pytest pytest python3-pytest
+    # The Prometheus text parser that reads the admin listener's /metrics.
+    require_python prometheus_client prometheus-client python3-prometheus-client
     if [ -z "${FERROFTP_BIN:-}" ]; then
         echo "== $SUITE: cargo build -p ferroftp"
         cargo build -p ferroftp
