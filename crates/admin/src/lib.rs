@@ -205,14 +205,21 @@ impl AdminState {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness().await,
             "/" | "/status" => self.status_page(),
-            _ => plain(StatusCode::NOT_FOUND, "not found: try /status, /metrics, /readyz\n"),
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "not found: try /status, /metrics, /readyz\n",
+            ),
         }
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
         // The gauges that describe the present are set now, from the live view.
         let status = &self.status;
-        for (listener, open) in status.listeners().iter().zip(status.sessions_per_listener()) {
+        for (listener, open) in status
+            .listeners()
+            .iter()
+            .zip(status.sessions_per_listener())
+        {
             metrics::gauge!(telemetry::SESSIONS_OPEN, "listener" => listener.clone())
                 .set(open as f64);
         }

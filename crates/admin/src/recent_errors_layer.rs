@@ -74,7 +74,11 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(RecentErrorsLayer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("not kept");
-            tracing::warn!(user = "mallory", port = 21, "login failed: recent-errors-layer-test");
+            tracing::warn!(
+                user = "mallory",
+                port = 21,
+                "login failed: recent-errors-layer-test"
+            );
             tracing::error!("disk gone: recent-errors-layer-test");
         });
         let kept: Vec<_> = RecentErrors::global()
@@ -84,7 +88,11 @@ mod tests {
             .collect();
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[0].level, "ERROR");
-        assert!(kept[0].message.ends_with("disk gone: recent-errors-layer-test"));
+        assert!(
+            kept[0]
+                .message
+                .ends_with("disk gone: recent-errors-layer-test")
+        );
         assert_eq!(kept[1].level, "WARN");
         assert!(
             kept[1]

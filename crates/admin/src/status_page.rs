@@ -53,7 +53,11 @@ fn write_page(
         "<p id=\"summary\">Up {} · {state} · {} session{} · passive ports: {} of {} in use</p>",
         duration_text(snapshot.uptime),
         snapshot.sessions.len(),
-        if snapshot.sessions.len() == 1 { "" } else { "s" },
+        if snapshot.sessions.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         snapshot.passive_in_use,
         snapshot.passive_capacity,
     )?;

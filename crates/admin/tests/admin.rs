@@ -56,13 +56,9 @@ async fn start(passive_first: u16) -> Running {
         ..ServerOptions::default()
     };
     options.data.accept_timeout = Duration::from_secs(10);
-    let server = Server::bind(
-        options,
-        Arc::new(MemoryStorage::new()),
-        Arc::new(TestUsers),
-    )
-    .await
-    .unwrap();
+    let server = Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers))
+        .await
+        .unwrap();
     let ftp = server.local_addrs()[0];
     let status = server.status();
     let admin = AdminServer::bind(
@@ -168,7 +164,10 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
     let (code, page) = get(server.admin, "/status").await;
     assert_eq!(code, 200);
     assert!(page.contains("<td class=\"user\">alice</td>"), "{page}");
-    assert!(page.contains("upload <span class=\"path\">/up.bin</span>"), "{page}");
+    assert!(
+        page.contains("upload <span class=\"path\">/up.bin</span>"),
+        "{page}"
+    );
     assert!(page.contains("data-bytes=\"100000\""), "{page}");
 
     stream.send(&upload[100_000..]).await.unwrap();
@@ -188,9 +187,7 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
     let bytes = |direction: &str| {
         sample(
             &metrics,
-            &format!(
-                "ferroftp_transfer_bytes_total{{direction=\"{direction}\",result=\"ok\"}}"
-            ),
+            &format!("ferroftp_transfer_bytes_total{{direction=\"{direction}\",result=\"ok\"}}"),
         )
     };
     assert_eq!(bytes("upload"), 300_000.0, "{metrics}");
@@ -222,7 +219,10 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
         sample(&metrics, "ferroftp_commands_total{verb=\"other\"}"),
         1.0
     );
-    assert_eq!(sample(&metrics, "ferroftp_replies_total{class=\"5xx\"}"), 1.0);
+    assert_eq!(
+        sample(&metrics, "ferroftp_replies_total{class=\"5xx\"}"),
+        1.0
+    );
     let listener = format!("ferroftp_sessions_open{{listener=\"{}\"}}", server.ftp);
     assert_eq!(sample(&metrics, &listener), 1.0, "{metrics}");
     assert_eq!(sample(&metrics, "ferroftp_passive_ports_capacity"), 10.0);
@@ -237,8 +237,14 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
 #[tokio::test]
 async fn health_readiness_and_draining() {
     let server = start(12120).await;
-    assert_eq!(get(server.admin, "/healthz").await, (200, "ok\n".to_owned()));
-    assert_eq!(get(server.admin, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(
+        get(server.admin, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(
+        get(server.admin, "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
     server.status.set_draining();
     assert_eq!(
         get(server.admin, "/readyz").await,

@@ -795,8 +795,10 @@ impl ControlConnection {
             StageEvent::Committed(result) => {
                 let received = self.transfer_bytes;
                 if result.is_ok()
-                    && let Some(data_complete) =
-                        self.transfer.as_ref().and_then(|transfer| transfer.data_complete)
+                    && let Some(data_complete) = self
+                        .transfer
+                        .as_ref()
+                        .and_then(|transfer| transfer.data_complete)
                 {
                     telemetry::upload_committed(data_complete.elapsed());
                 }

@@ -282,9 +282,7 @@ async fn accept_from(
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%peer, %error, "passive data connection from the proxy without a valid PROXY header");
-                    telemetry::proxy_header_rejected(
-                        telemetry::ProxyHeaderRejection::Invalid,
-                    );
+                    telemetry::proxy_header_rejected(telemetry::ProxyHeaderRejection::Invalid);
                     continue;
                 }
             }
@@ -479,10 +477,10 @@ async fn receive_into_local_file(
     let mut stop_on_drop = ShutdownOnDrop(Some(socket.try_clone().map_err(lost)?));
     let received =
         tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first, &progress))
-        .await
-        .map_err(|error| {
-            TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
-        })?;
+            .await
+            .map_err(|error| {
+                TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
+            })?;
     stop_on_drop.0 = None;
     received
 }
@@ -665,8 +663,7 @@ where
             })
         }
         Work::Store { mut upload, .. } => {
-            let bytes =
-                receive_file(&mut data, &mut upload, ascii, idle_timeout, progress).await?;
+            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout, progress).await?;
             // Answer the client's end of file with ours: over TLS a close_notify, which
             // clients that close TLS cleanly (Python's unwrap) wait for. All data is in, so
             // a failure here changes nothing.
@@ -679,8 +676,7 @@ where
             facts,
             writable,
         } => {
-            let bytes =
-                send_listing(entries, format, facts, writable, &mut data, progress).await?;
+            let bytes = send_listing(entries, format, facts, writable, &mut data, progress).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,

@@ -250,10 +250,7 @@ impl Server {
                 .iter()
                 .zip(&options.listeners)
                 .map(|(bound, configured)| {
-                    bound
-                        .local_addr()
-                        .unwrap_or(configured.address)
-                        .to_string()
+                    bound.local_addr().unwrap_or(configured.address).to_string()
                 })
                 .collect(),
             Arc::clone(&passive_pool),

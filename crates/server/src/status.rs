@@ -488,8 +488,11 @@ mod tests {
     fn a_transfer_shows_its_bytes_until_it_ends() {
         let status = status();
         let session = status.register("192.0.2.1:40000".parse().unwrap(), 0, Instant::now());
-        let progress =
-            session.start_transfer(TransferDirection::Upload, "/a.bin".to_owned(), Instant::now());
+        let progress = session.start_transfer(
+            TransferDirection::Upload,
+            "/a.bin".to_owned(),
+            Instant::now(),
+        );
         progress.add(1000);
         progress.add(24);
         let transfer = status.snapshot().sessions[0].transfer.clone().unwrap();
