@@ -5,12 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use ferroftp_admin::{AdminOptions, AdminServer};
 use ferroftp_backend::testing::MemoryStorage;
-use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User, VirtualPath};
+use ferroftp_backend::{
+    AuthError, Authenticator, Capabilities, Download, EntryStream, FileMeta, LoginAttempt, Storage,
+    StorageError, StorageErrorKind, Upload, UploadTarget, User, VirtualPath, WriteMode,
+};
 use ferroftp_client::{Client, ClientOptions, DataMode};
 use ferroftp_server::{Server, ServerOptions, ServerStatus, TransferDirection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +38,58 @@ impl Authenticator for TestUsers {
     }
 }
 
+/// A memory storage whose metadata calls fail while `failing` is set: a disk that went away,
+/// as `/readyz` sees it.
+#[derive(Debug, Default)]
+struct FlakyStorage {
+    inner: MemoryStorage,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl Storage for FlakyStorage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StorageError::new(StorageErrorKind::Local, "I/O error"));
+        }
+        self.inner.metadata(path).await
+    }
+    async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError> {
+        self.inner.list(path).await
+    }
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
+        self.inner.read(path, offset).await
+    }
+    async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
+        self.inner.resumable_size(path).await
+    }
+    async fn start_upload(
+        &self,
+        target: &UploadTarget,
+        mode: WriteMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        self.inner.start_upload(target, mode).await
+    }
+    async fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.make_dir(path).await
+    }
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.remove_dir(path).await
+    }
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.remove_file(path).await
+    }
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.rename(from, to).await
+    }
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
+        self.inner.set_modified(path, time).await
+    }
+}
+
 struct Running {
     ftp: SocketAddr,
     admin: SocketAddr,
@@ -50,13 +107,17 @@ impl Drop for Running {
 
 /// A server and its admin listener; `passive_first` picks a passive range of its own per test.
 async fn start(passive_first: u16) -> Running {
+    start_with(passive_first, Arc::new(MemoryStorage::new())).await
+}
+
+async fn start_with(passive_first: u16, storage: Arc<dyn Storage>) -> Running {
     let mut options = ServerOptions {
         passive_ports: passive_first..=passive_first + 9,
         failed_login_delay: Duration::ZERO,
         ..ServerOptions::default()
     };
     options.data.accept_timeout = Duration::from_secs(10);
-    let server = Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers))
+    let server = Server::bind(options, storage, Arc::new(TestUsers))
         .await
         .unwrap();
     let ftp = server.local_addrs()[0];
@@ -252,6 +313,22 @@ async fn health_readiness_and_draining() {
     );
     // Alive all the same.
     assert_eq!(get(server.admin, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_storage_does_not_answer() {
+    let storage = Arc::new(FlakyStorage::default());
+    let server = start_with(12160, Arc::clone(&storage) as Arc<dyn Storage>).await;
+    assert_eq!(get(server.admin, "/readyz").await.0, 200);
+    storage.failing.store(true, Ordering::Relaxed);
+    // The kind only: details may name server paths.
+    assert_eq!(
+        get(server.admin, "/readyz").await,
+        (503, "storage: Local\n".to_owned())
+    );
+    assert_eq!(get(server.admin, "/healthz").await.0, 200);
+    storage.failing.store(false, Ordering::Relaxed);
+    assert_eq!(get(server.admin, "/readyz").await.0, 200);
 }
 
 #[tokio::test]
