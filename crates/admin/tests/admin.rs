@@ -107,16 +107,25 @@ impl Drop for Running {
 
 /// A server and its admin listener; `passive_first` picks a passive range of its own per test.
 async fn start(passive_first: u16) -> Running {
-    start_with(passive_first, Arc::new(MemoryStorage::new())).await
+    start_with(
+        passive_first,
+        Arc::new(MemoryStorage::new()),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
-async fn start_with(passive_first: u16, storage: Arc<dyn Storage>) -> Running {
+async fn start_with(
+    passive_first: u16,
+    storage: Arc<dyn Storage>,
+    accept_timeout: Duration,
+) -> Running {
     let mut options = ServerOptions {
         passive_ports: passive_first..=passive_first + 9,
         failed_login_delay: Duration::ZERO,
         ..ServerOptions::default()
     };
-    options.data.accept_timeout = Duration::from_secs(10);
+    options.data.accept_timeout = accept_timeout;
     let server = Server::bind(options, storage, Arc::new(TestUsers))
         .await
         .unwrap();
@@ -318,7 +327,12 @@ async fn health_readiness_and_draining() {
 #[tokio::test]
 async fn readiness_fails_while_the_storage_does_not_answer() {
     let storage = Arc::new(FlakyStorage::default());
-    let server = start_with(12160, Arc::clone(&storage) as Arc<dyn Storage>).await;
+    let server = start_with(
+        12160,
+        Arc::clone(&storage) as Arc<dyn Storage>,
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(get(server.admin, "/readyz").await.0, 200);
     storage.failing.store(true, Ordering::Relaxed);
     // The kind only: details may name server paths.
@@ -339,4 +353,71 @@ async fn unknown_paths_and_methods_are_refused() {
     let (code, page) = get(server.admin, "/").await;
     assert_eq!(code, 200);
     assert!(page.contains("No session is open."), "{page}");
+}
+
+#[tokio::test]
+async fn refused_data_connections_are_counted_by_cause() {
+    let server = start_with(
+        12180,
+        Arc::new(MemoryStorage::new()),
+        Duration::from_millis(500),
+    )
+    .await;
+    let mut client = login(server.ftp).await;
+    // RFC 2577 bounce attempts: a third party, a privileged port.
+    assert_eq!(
+        client
+            .command("PORT 192,0,2,1,200,10")
+            .await
+            .unwrap()
+            .code
+            .0,
+        504
+    );
+    assert_eq!(
+        client
+            .command("EPRT |1|127.0.0.1|25|")
+            .await
+            .unwrap()
+            .code
+            .0,
+        504
+    );
+    // A connection to the passive port from another loopback address is dropped; the
+    // client's own never comes, so the accept times out: 425.
+    let reply = client.command("EPSV").await.unwrap();
+    assert_eq!(reply.code.0, 229);
+    let text = reply.lines.join("\n");
+    let port: u16 = text
+        .split("|||")
+        .nth(1)
+        .and_then(|rest| rest.split('|').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let foreign = tokio::net::TcpSocket::new_v4().unwrap();
+    foreign.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let _foreign = foreign
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    assert_eq!(client.command("LIST").await.unwrap().code.0, 425);
+
+    let (_, metrics) = get(server.admin, "/metrics").await;
+    let refused = |cause: &str| {
+        sample(
+            &metrics,
+            &format!("ferroftp_data_connections_refused_total{{cause=\"{cause}\"}}"),
+        )
+    };
+    assert_eq!(refused("bounce"), 2.0, "{metrics}");
+    assert_eq!(refused("foreign_peer"), 1.0, "{metrics}");
+    assert_eq!(refused("timeout"), 1.0, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferroftp_transfers_total{direction=\"listing\",result=\"failed\"}"
+        ),
+        1.0
+    );
 }
