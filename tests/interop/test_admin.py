@@ -140,6 +140,23 @@ def test_health_and_readiness(start_server):
     assert http_get(port, "/healthz") == (200, "ok\n")
     assert http_get(port, "/readyz") == (200, "ready\n")
     assert http_get(port, "/nothing-here")[0] == 404
+    # Series with labels known in advance exist from the start, at 0: alerts on increase()
+    # work before the first event.
+    status, text = http_get(port, "/metrics")
+    assert status == 200
+    families = list(text_string_to_metric_families(text))
+    for name, labels in [
+        ("ferroftp_passive_exhausted_total", {}),
+        ("ferroftp_reloads_total", {"result": "failed"}),
+        ("ferroftp_logins_total", {"result": "rejected"}),
+        ("ferroftp_transfers_total", {"direction": "upload", "result": "aborted"}),
+        ("ferroftp_data_connections_refused_total", {"cause": "bounce"}),
+        ("ferroftp_tls_handshakes_total", {"connection": "data", "result": "failed"}),
+        ("ferroftp_proxy_headers_rejected_total", {"reason": "untrusted"}),
+    ]:
+        found = [s for family in families for s in family.samples
+                 if s.name == name and s.labels == labels]
+        assert [s.value for s in found] == [0.0], (name, labels, found)
 
 
 def slow_download(server, name: str):

@@ -97,6 +97,7 @@ pub fn prometheus_handle() -> Result<PrometheusHandle, AdminError> {
                 // The exporter keeps one help text per name, whatever the kind.
                 metrics::describe_counter!(*name, *help);
             }
+            telemetry::register_known_series();
             Ok(handle)
         })
         .clone()

@@ -142,6 +142,54 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     ),
 ];
 
+/// Creates, at 0, every series whose labels are known in advance (all but the verbs, the
+/// listeners and the users), so that a rate or an alert on them works from the start instead
+/// of from their first event. Called once a recorder is installed.
+pub fn register_known_series() {
+    for result in ["ok", "rejected", "unavailable"] {
+        metrics::counter!(LOGINS_TOTAL, "result" => result).increment(0);
+    }
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        metrics::counter!(REPLIES_TOTAL, "class" => class).increment(0);
+    }
+    for direction in [
+        TransferDirection::Download,
+        TransferDirection::Upload,
+        TransferDirection::Listing,
+    ] {
+        let direction = direction.as_str();
+        for result in [
+            TransferResult::Ok,
+            TransferResult::Failed,
+            TransferResult::Aborted,
+        ] {
+            let result = result.as_str();
+            metrics::counter!(TRANSFERS_TOTAL, "direction" => direction, "result" => result)
+                .increment(0);
+            metrics::counter!(TRANSFER_BYTES_TOTAL, "direction" => direction, "result" => result)
+                .increment(0);
+        }
+    }
+    for cause in ["timeout", "foreign_peer", "bounce"] {
+        metrics::counter!(DATA_CONNECTIONS_REFUSED_TOTAL, "cause" => cause).increment(0);
+    }
+    for connection in ["control", "data"] {
+        for result in ["ok", "failed"] {
+            metrics::counter!(TLS_HANDSHAKES_TOTAL, "connection" => connection, "result" => result)
+                .increment(0);
+        }
+    }
+    for reason in ["untrusted", "invalid"] {
+        metrics::counter!(PROXY_HEADERS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!(RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    metrics::counter!(PASSIVE_EXHAUSTED_TOTAL).increment(0);
+    metrics::counter!(PASSIVE_EARLY_REUSE_TOTAL).increment(0);
+    metrics::counter!(TLS_REUSE_REFUSED_TOTAL).increment(0);
+}
+
 /// Records a configuration reload (the SIGHUP handler calls it).
 pub fn record_reload(ok: bool) {
     metrics::counter!(RELOADS_TOTAL, "result" => ok_or_failed(ok)).increment(1);
