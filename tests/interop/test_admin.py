@@ -10,6 +10,7 @@ import io
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -157,6 +158,48 @@ def test_health_and_readiness(start_server):
         found = [s for family in families for s in family.samples
                  if s.name == name and s.labels == labels]
         assert [s.value for s in found] == [0.0], (name, labels, found)
+
+
+def test_tls_handshakes_and_reuse_refusals_are_counted(start_server):
+    server = start_server(config=ADMIN_CONFIG, extra_args=["--tls", "self-signed"])
+    port = admin_port(server)
+    user = server.users[server.user]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # Stock ftplib does not resume the control connection's TLS session on the data
+    # connection: the data handshake completes, then the reuse check refuses it (522).
+    ftp = ftplib.FTP_TLS(context=context, timeout=SOCKET_TIMEOUT)
+    ftp.connect(server.host, server.port)
+    ftp.auth()
+    ftp.login(user.name, user.password)
+    ftp.prot_p()
+    with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)) as refused:
+        ftp.storbinary("STOR refused.bin", io.BytesIO(b"x"))
+    if isinstance(refused.value, ftplib.error_perm):
+        reply = str(refused.value)
+    else:
+        with pytest.raises(ftplib.error_perm) as final:
+            ftp.getresp()
+        reply = str(final.value)
+    assert reply.startswith("522"), reply
+    ftp.close()
+    # A client that sends no TLS after AUTH TLS: a failed control handshake.
+    with raw_session(server, login=False) as control:
+        control.expect("AUTH TLS", 234)
+        control.send_raw(b"this is not a ClientHello\r\n" * 8)
+        control.wait_closed()
+
+    families = list(text_string_to_metric_families(http_get(port, "/metrics")[1]))
+
+    def value(name, **labels):
+        return sample_value(families, name, **labels)
+
+    assert value("ferroftp_tls_handshakes_total", connection="control", result="ok") == 1
+    assert value("ferroftp_tls_handshakes_total", connection="control", result="failed") == 1
+    assert value("ferroftp_tls_handshakes_total", connection="data", result="ok") == 1
+    assert value("ferroftp_tls_reuse_refused_total") == 1
+    assert value("ferroftp_transfers_total", direction="upload", result="failed") == 1
 
 
 def slow_download(server, name: str):
