@@ -1601,7 +1601,7 @@ async fn shutdown_lets_a_running_download_finish_then_closes_every_session_with_
     let mut downloading = login_to(server.address, "alice").await;
     let mut idle = login_to(server.address, "alice").await;
     let prepared = downloading.open_data(DataMode::Passive).await.unwrap();
-    let (reply, mut stream) = downloading
+    let (reply, stream) = downloading
         .transfer_command("RETR big", prepared)
         .await
         .unwrap();
