@@ -284,7 +284,11 @@ fn match_inherited_listeners(
                 ..template.clone()
             },
         };
-        tracing::info!(%address, name = ?socket.name, "serving an inherited socket (socket activation)");
+        tracing::info!(
+            %address,
+            name = socket.name.as_deref().unwrap_or("(none)"),
+            "serving an inherited socket (socket activation)"
+        );
         matched.push(ListenerConfig {
             listen: address,
             ..settings
