@@ -202,6 +202,12 @@ pub(crate) struct ServerContext {
     pub(crate) drain: Arc<Drain>,
 }
 
+/// Builds a TLS context from `options` and drops it: loads the certificate, the key and
+/// the client CA as the server would (for `check-config`).
+pub fn check_tls_options(options: &TlsOptions) -> Result<(), TlsError> {
+    tls::TlsContext::new(options).map(drop)
+}
+
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
