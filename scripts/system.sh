@@ -23,5 +23,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 require ip iproute2 ss iproute2 iptables iptables iptables-restore iptables nft nftables \
-    curl curl haproxy haproxy sysctl procps modprobe kmod python3 python3
+    curl curl haproxy haproxy sysctl procps modprobe kmod python3 python3 \
+    systemd-socket-activate systemd systemd-analyze systemd
 run_suite tests/system "$@"

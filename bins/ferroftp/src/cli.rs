@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AdvertiseAddress, Config, PortRange};
@@ -176,15 +175,18 @@ fn check_config(
     file: &std::path::Path,
     firewall: Option<crate::firewall::FirewallKind>,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(file).with_context(|| format!("reading {}", file.display()))?;
-    let problems = config.validate();
-    if let (Some(kind), true) = (firewall, problems.is_empty()) {
-        for line in crate::firewall::rules(kind, &crate::firewall::OpenPorts::of_config(&config)) {
-            println!("{line}");
+    // Everything the server would load: parse-level problems, rules, certificate and key,
+    // users file, account, advertised names; every problem at once.
+    let loaded = crate::config_report::load(file, |_| {});
+    let problems = loaded.problems;
+    if let (Some(config), true) = (&loaded.config, problems.is_empty()) {
+        if let Some(kind) = firewall {
+            for line in crate::firewall::rules(kind, &crate::firewall::OpenPorts::of_config(config))
+            {
+                println!("{line}");
+            }
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if problems.is_empty() {
         println!("{}: ok", file.display());
         println!("firewall: {}", config.firewall_summary());
         return Ok(ExitCode::SUCCESS);

@@ -1,9 +1,9 @@
 //! The configuration file (TOML, every field optional, unknown fields refused).
 //!
-//! [`Config::load`] only parses: types are checked there (durations such as `"5m"`, port
-//! ranges such as `"50000-50100"`, addresses), with the line of the first error.
-//! [`Config::validate`] then checks the rules that span fields and reports every problem at
-//! once, each with its field path, for `ferroftp check-config`.
+//! Parsing checks types (durations such as `"5m"`, port ranges such as `"50000-50100"`,
+//! addresses); [`Config::validate`] then checks the rules that span fields. Loading a file
+//! with every problem reported at once, parse-level ones included, is `config_report`'s job.
+//! Relative paths in a file are relative to the file's directory.
 //!
 //! ```toml
 //! [server]
@@ -53,7 +53,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
@@ -247,6 +246,14 @@ pub struct ServerConfig {
     pub greeting: String,
     /// The control sockets; one on `0.0.0.0:2121` when none is given.
     pub listeners: Vec<ListenerConfig>,
+    /// After SIGTERM, how long running transfers may take to finish before they are
+    /// aborted (426).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Started as root: the account to switch to once the listeners are bound.
+    pub user: Option<String>,
+    /// With `user`: the group to switch to (default: the user's own group).
+    pub group: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -260,6 +267,9 @@ impl Default for ServerConfig {
             max_failed_logins: 3,
             greeting: "ferroftp ready".to_owned(),
             listeners: vec![ListenerConfig::default()],
+            shutdown_grace: Duration::from_secs(30),
+            user: None,
+            group: None,
         }
     }
 }
@@ -274,6 +284,9 @@ pub struct ListenerConfig {
     pub tls: TlsMode,
     /// What PASV announces to clients of this listener (before `passive.advertise`).
     pub advertise: Option<IpAddr>,
+    /// Under socket activation: the `FileDescriptorName=` of the inherited socket this
+    /// listener's settings apply to (its `listen` is then not bound).
+    pub name: Option<String>,
 }
 
 impl Default for ListenerConfig {
@@ -282,6 +295,7 @@ impl Default for ListenerConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_CONTROL_PORT),
             tls: TlsMode::Off,
             advertise: None,
+            name: None,
         }
     }
 }
@@ -500,10 +514,37 @@ pub enum StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self::Fs {
-            root: PathBuf::from("./ftp-root"),
+            root: default_storage_root(),
             fsync_uploads: true,
         }
     }
+}
+
+/// The state directory systemd gives a service with `StateDirectory=` (`/var/lib/ferroftp`
+/// in contrib/systemd/ferroftp.service): where the defaults put the storage root and the
+/// users file when ferroftp runs as such a service.
+fn service_state_directory() -> Option<PathBuf> {
+    std::env::var_os("STATE_DIRECTORY")
+        // Several directories are separated by colons; the first is ours.
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|d| d.split(':').next())
+                .map(PathBuf::from)
+        })
+        .filter(|dir| dir.is_absolute())
+}
+
+/// `storage.root` when not set: `root` in the service's state directory, else `./ftp-root`
+/// beside the config file (or in the current directory without one).
+fn default_storage_root() -> PathBuf {
+    service_state_directory().map_or_else(|| PathBuf::from("./ftp-root"), |dir| dir.join("root"))
+}
+
+/// `auth.path` when not set: `users.toml` in the service's state directory, else beside
+/// the config file (or in the current directory without one).
+fn default_users_path() -> PathBuf {
+    service_state_directory()
+        .map_or_else(|| PathBuf::from("users.toml"), |dir| dir.join("users.toml"))
 }
 
 /// The `[storage]` table as written. A flat table with `kind` beside the backend's fields,
@@ -531,7 +572,7 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
     fn try_from(raw: RawStorageConfig) -> Result<Self, String> {
         match raw.kind {
             StorageKind::Fs => Ok(Self::Fs {
-                root: raw.root.unwrap_or_else(|| PathBuf::from("./ftp-root")),
+                root: raw.root.unwrap_or_else(default_storage_root),
                 fsync_uploads: raw.fsync_uploads.unwrap_or(true),
             }),
         }
@@ -562,7 +603,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             backend: AuthBackendConfig::File {
-                path: PathBuf::from("users.toml"),
+                path: default_users_path(),
             },
             anonymous: false,
         }
@@ -593,7 +634,7 @@ impl TryFrom<RawAuthConfig> for AuthConfig {
     fn try_from(raw: RawAuthConfig) -> Result<Self, String> {
         let backend = match raw.kind {
             AuthKind::File => AuthBackendConfig::File {
-                path: raw.path.unwrap_or_else(|| PathBuf::from("users.toml")),
+                path: raw.path.unwrap_or_else(default_users_path),
             },
         };
         Ok(Self {
@@ -712,7 +753,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -727,15 +768,35 @@ impl fmt::Display for ConfigProblem {
 }
 
 impl Config {
-    /// Reads and parses the file at `path`. Errors name the file and the line; the result
-    /// still needs [`validate`](Self::validate).
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    /// Makes every relative path absolute against `base` (the config file's directory), so
+    /// that a config means the same files whatever directory the server starts in.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(path.strip_prefix(".").unwrap_or(path));
+            }
+        };
+        match &mut self.storage {
+            StorageConfig::Fs { root, .. } => resolve(root),
+        }
+        match &mut self.auth.backend {
+            AuthBackendConfig::File { path } => resolve(path),
+        }
+        for path in [
+            self.tls.cert.as_mut(),
+            self.tls.key.as_mut(),
+            self.tls.client_ca.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
     }
 
-    /// Parses configuration text.
+    /// Parses configuration text, stopping at the first problem (`config_report` reports
+    /// them all).
+    #[cfg(test)]
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         toml::from_str(text).map_err(|error| anyhow::anyhow!("{}", error.to_string().trim_end()))
     }
@@ -974,6 +1035,18 @@ impl Config {
     }
 }
 
+/// The directory relative paths of the config file at `path` are relative to.
+/// Absolute (without resolving symbolic links), so that logs name the files unambiguously.
+pub fn config_directory(path: &Path) -> PathBuf {
+    let directory = path.parent().unwrap_or(Path::new(""));
+    let directory = if directory.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        directory
+    };
+    std::path::absolute(directory).unwrap_or_else(|_| directory.to_path_buf())
+}
+
 fn is_broadcast(address: IpAddr) -> bool {
     matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
 }
@@ -1114,6 +1187,7 @@ advertise_tls = "0.0.0.0"
                 listen: "0.0.0.0:2121".parse().unwrap(),
                 tls: TlsMode::Off,
                 advertise: None,
+                name: None,
             }]
         );
         assert_eq!(config.passive.ports, PortRange::new(50000, 50100).unwrap());

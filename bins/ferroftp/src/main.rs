@@ -3,10 +3,13 @@
 mod bench;
 mod cli;
 mod config;
+mod config_report;
 mod doctor;
 mod firewall;
 mod open_files;
+mod privileges;
 mod serve;
+mod systemd;
 mod user_command;
 
 use std::process::ExitCode;

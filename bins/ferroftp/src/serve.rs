@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
+use ferroftp_backend::Authenticator;
 use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
 use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
-    DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerOptions,
-    SessionThreads, TlsOptions, TlsVersion,
+    DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerHandle,
+    ServerOptions, SessionThreads, TlsOptions, TlsVersion,
 };
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
@@ -20,28 +21,18 @@ use rand::distributions::Alphanumeric;
 use crate::cli::ServeArgs;
 use crate::config::{
     ActiveSourcePortConfig, AdminConfig, AdvertiseAddress, AuthBackendConfig, ClientCertConfig,
-    ClientCertUserConfig, Config, StorageConfig, TlsMinVersion, TlsMode, TlsRequire,
+    ClientCertUserConfig, Config, ListenerConfig, StorageConfig, TlsMinVersion, TlsMode,
+    TlsRequire,
 };
+use crate::privileges::Account;
 
 /// The account created when the server starts with no users file.
 const GENERATED_USER: &str = "ferroftp";
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT or SIGTERM (then drains; a second one stops at once).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("reading {}", path.display()))?,
-        None => Config::default(),
-    };
-    args.apply_to(&mut config);
-    let problems = config.validate();
-    if !problems.is_empty() {
-        let listed: Vec<String> = problems
-            .iter()
-            .map(|p| format!("  {}: {}", p.field, p.message))
-            .collect();
-        bail!("invalid configuration:\n{}", listed.join("\n"));
-    }
+    let config = load_config(&args)?;
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
     if open_files < needed {
@@ -67,7 +58,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, session_threads))
+    runtime.block_on(serve(args, config, session_threads))
+}
+
+/// The configuration to serve: the file (every problem at once), the flags over it.
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let (config, problems) = match &args.config {
+        Some(path) => {
+            let loaded = crate::config_report::load(path, |config| args.apply_to(config));
+            (loaded.config, loaded.problems)
+        }
+        None => {
+            let mut config = Config::default();
+            args.apply_to(&mut config);
+            let problems = crate::config_report::check(&config);
+            (Some(config), problems)
+        }
+    };
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|p| format!("  {}: {}", p.field, p.message))
+                .collect();
+            let source = args.config.as_ref().map_or_else(
+                || "the command line".to_owned(),
+                |p| p.display().to_string(),
+            );
+            bail!("invalid configuration in {source}:\n{}", listed.join("\n"))
+        }
+    }
 }
 
 fn init_logging() {
@@ -84,43 +105,80 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::Result<()> {
+/// What the running server was built from, kept for reloads.
+struct Running {
+    args: ServeArgs,
+    config: Config,
+    authenticator: Arc<dyn Authenticator>,
+    /// The generated certificate of `--tls self-signed`: the same one after a reload.
+    self_signed: Option<SelfSigned>,
+    handle: ServerHandle,
+}
+
+async fn serve(
+    args: ServeArgs,
+    config: Config,
+    session_threads: Arc<SessionThreads>,
+) -> anyhow::Result<()> {
+    // Installed before anything else: from now on SIGHUP and SIGTERM are handled, never
+    // the default action (which ends the process).
+    let signals = Signals::install()?;
+    let account = match &config.server.user {
+        Some(user) => Some(Account::look_up(user, config.server.group.as_deref())?),
+        None => None,
+    };
     let StorageConfig::Fs {
         root,
         fsync_uploads,
     } = &config.storage;
+    let created_root = !root.exists();
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating the storage root {}", root.display()))?;
+    if let (Some(account), true) = (&account, created_root) {
+        account.take_ownership(root)?;
+    }
     let storage = FsStorage::new(root.clone())
         .with_context(|| format!("opening the storage root {}", root.display()))?
         .with_fsync_uploads(*fsync_uploads);
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
-    ensure_users_file(users_path)?;
-    let authenticator = FileAuthenticator::open(users_path.clone())
-        .with_context(|| format!("reading the users file {}", users_path.display()))?;
-    let authenticator = AnonymousAuthenticator::new(authenticator, config.auth.anonymous);
+    if ensure_users_file(users_path)?
+        && let Some(account) = &account
+    {
+        account.take_ownership(users_path)?;
+    }
+    let authenticator = authenticator(&config)?;
 
-    let mut options = server_options(&config);
     let self_signed = if config.tls.self_signed {
-        let generated = self_signed_certificate()?;
-        options.tls = Some(tls_options(
-            &config,
-            CertificateSource::Pem {
-                cert: generated.cert_pem.clone(),
-                key: generated.key_pem.clone(),
-            },
-        ));
-        Some(generated)
+        Some(self_signed_certificate()?)
     } else {
         None
     };
-    let server = Server::bind(options, Arc::new(storage), Arc::new(authenticator))
+    let mut options = server_options(&config, self_signed.as_ref());
+    let inherited = crate::systemd::inherited_listeners()?;
+    let mut listeners = config.server.listeners.clone();
+    let server = if inherited.is_empty() {
+        Server::bind(options, Arc::new(storage), Arc::clone(&authenticator)).await?
+    } else {
+        let (matched, sockets) = match_inherited_listeners(&config, inherited)?;
+        listeners = matched;
+        options.listeners = listeners.iter().map(listener_options).collect();
+        Server::from_listeners(
+            options,
+            sockets,
+            Arc::new(storage),
+            Arc::clone(&authenticator),
+        )
         .await?
-        .with_session_threads(session_threads);
+    }
+    .with_session_threads(session_threads);
     let addresses = server.local_addrs();
+    if let Some(account) = &account {
+        account.switch_to()?;
+        tracing::info!(user = account.name(), "switched to an unprivileged account");
+    }
     let mut stdout = std::io::stdout().lock();
-    for (address, listener) in addresses.iter().zip(&config.server.listeners) {
+    for (address, listener) in addresses.iter().zip(&listeners) {
         match listener.tls {
             TlsMode::Off => writeln!(stdout, "listening on {address}")?,
             TlsMode::Explicit => {
@@ -154,13 +212,182 @@ async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::
     stdout.flush()?;
     drop(stdout);
     start_admin(&config.admin, server.status()).await?;
-    if let Some(reloader) = server.tls_reloader()
-        && self_signed.is_none()
-    {
-        tokio::spawn(reload_on_sighup(reloader));
-    }
-    server.run(shutdown_signal()).await;
+
+    let handle = server.handle();
+    let running = Running {
+        args,
+        config,
+        authenticator,
+        self_signed,
+        handle: handle.clone(),
+    };
+    crate::systemd::ready(&status_line(&handle));
+    let (drain, stop) = signals.spawn(running);
+    let reporting = tokio::spawn(report_to_service_manager(handle));
+    server.run_until(drain, stop).await;
+    reporting.abort();
+    tracing::info!("stopped");
     Ok(())
+}
+
+fn status_line(handle: &ServerHandle) -> String {
+    let sessions = handle.open_sessions();
+    if handle.is_draining() {
+        format!("draining: {sessions} session(s) open")
+    } else {
+        format!("serving: {sessions} session(s) open")
+    }
+}
+
+/// `STATUS=` with the session count while it changes, and `WATCHDOG=1` when systemd
+/// watches the service.
+async fn report_to_service_manager(handle: ServerHandle) {
+    let watchdog = crate::systemd::watchdog_interval();
+    let every = watchdog.map_or(STATUS_INTERVAL, |interval| interval.min(STATUS_INTERVAL));
+    let mut ticks = tokio::time::interval(every);
+    let mut last_status = String::new();
+    loop {
+        ticks.tick().await;
+        if watchdog.is_some() {
+            crate::systemd::watchdog();
+        }
+        let status = status_line(&handle);
+        if status != last_status {
+            crate::systemd::status(&status);
+            last_status = status;
+        }
+    }
+}
+
+/// How often the session count is reported to systemd.
+const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pairs each inherited socket with its listener settings: a named socket with the
+/// `[[server.listeners]]` entry of that `name`, an unnamed one with the first entry's
+/// settings (the command line's, e.g. `--tls self-signed`).
+fn match_inherited_listeners(
+    config: &Config,
+    inherited: Vec<crate::systemd::InheritedListener>,
+) -> anyhow::Result<(Vec<ListenerConfig>, Vec<std::net::TcpListener>)> {
+    let template = config.server.listeners.first().cloned().unwrap_or_default();
+    let mut matched = Vec::with_capacity(inherited.len());
+    let mut sockets = Vec::with_capacity(inherited.len());
+    for socket in inherited {
+        let address = socket
+            .listener
+            .local_addr()
+            .context("reading an inherited socket's address")?;
+        let settings = match &socket.name {
+            Some(name) => config
+                .server
+                .listeners
+                .iter()
+                .find(|listener| listener.name.as_deref() == Some(name.as_str()))
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "the inherited socket {name:?} ({address}) matches no \
+                         [[server.listeners]] entry with name = {name:?}"
+                    )
+                })?,
+            None => ListenerConfig {
+                name: None,
+                ..template.clone()
+            },
+        };
+        tracing::info!(
+            %address,
+            name = socket.name.as_deref().unwrap_or("(none)"),
+            "serving an inherited socket (socket activation)"
+        );
+        matched.push(ListenerConfig {
+            listen: address,
+            ..settings
+        });
+        sockets.push(socket.listener);
+    }
+    Ok((matched, sockets))
+}
+
+fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authenticator>> {
+    let AuthBackendConfig::File { path } = &config.auth.backend;
+    let file = FileAuthenticator::open(path.clone())
+        .with_context(|| format!("reading the users file {}", path.display()))?;
+    Ok(Arc::new(AnonymousAuthenticator::new(
+        file,
+        config.auth.anonymous,
+    )))
+}
+
+/// The signal handlers, installed at start.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Handles signals from now on: SIGHUP reloads, the first SIGTERM or SIGINT completes
+    /// the first future (drain), the second the other (stop now).
+    fn spawn(
+        self,
+        running: Running,
+    ) -> (
+        impl std::future::Future<Output = ()>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let Self {
+            mut hangup,
+            mut terminate,
+            mut interrupt,
+        } = self;
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut running = running;
+            let mut drain = Some(drain);
+            let mut stop = Some(stop);
+            loop {
+                let name = tokio::select! {
+                    _ = hangup.recv() => {
+                        reload(&mut running).await;
+                        continue;
+                    }
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                };
+                if let Some(drain) = drain.take() {
+                    tracing::info!(
+                        signal = name,
+                        "shutting down: transfers in flight may finish (server.shutdown_grace); \
+                         send it again to stop at once"
+                    );
+                    crate::systemd::stopping(&status_line(&running.handle));
+                    let _ = drain.send(());
+                } else if let Some(stop) = stop.take() {
+                    tracing::info!(signal = name, "stopping at once");
+                    let _ = stop.send(());
+                }
+            }
+        });
+        (
+            async move {
+                let _ = drained.await;
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        )
+    }
 }
 
 /// The admin listener, when `[admin] listen` is set: bound now, served on this runtime (the
@@ -182,25 +409,81 @@ async fn start_admin(
     Ok(())
 }
 
-/// SIGHUP: the certificate files are read again; running sessions keep their connections.
-async fn reload_on_sighup(reloader: ferroftp_server::TlsReloader) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match reloader.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(error) => {
-                    tracing::warn!(%error, "SIGHUP: TLS certificate not reloaded; the previous one stays")
-                }
-            }
+/// SIGHUP: the config file is read again and everything that can change live is applied;
+/// a config with any problem is reported in full and the running one stays.
+async fn reload(running: &mut Running) {
+    crate::systemd::reloading();
+    let result = try_reload(running).await;
+    ferroftp_server::record_reload(result.is_ok());
+    match result {
+        Ok(()) => {}
+        Err(error) => {
+            tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {error:#}")
         }
     }
-    #[cfg(not(unix))]
-    drop(reloader);
+    crate::systemd::reloaded(&status_line(&running.handle));
+}
+
+async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
+    let mut config = load_config(&running.args)?;
+    let mut needs_restart = restart_only_changes(&running.config, &config);
+    // What needs a restart keeps its running value, so that the config kept for the next
+    // reload says what really runs.
+    config.server.threads = running.config.server.threads;
+    config.server.user.clone_from(&running.config.server.user);
+    config.server.group.clone_from(&running.config.server.group);
+    config.storage = running.config.storage.clone();
+    config.admin.listen = running.config.admin.listen;
+    let authenticator = if config.auth == running.config.auth {
+        Arc::clone(&running.authenticator)
+    } else {
+        authenticator(&config)?
+    };
+    let report = running
+        .handle
+        .reload(
+            server_options(&config, running.self_signed.as_ref()),
+            Arc::clone(&authenticator),
+        )
+        .await?;
+    if report.needs_restart.contains(&"server.listeners") {
+        config.server.listeners = running.config.server.listeners.clone();
+    }
+    needs_restart.extend(report.needs_restart.iter().map(|key| key.to_string()));
+    running
+        .handle
+        .status()
+        .set_per_user_metrics(config.admin.per_user_metrics);
+    running.config = config;
+    running.authenticator = authenticator;
+    if needs_restart.is_empty() {
+        tracing::info!("SIGHUP: configuration reloaded");
+    } else {
+        tracing::warn!(
+            keys = %needs_restart.join(", "),
+            "SIGHUP: configuration reloaded, except these settings, which keep their running \
+             values until a restart"
+        );
+    }
+    Ok(())
+}
+
+/// The settings that changed between `old` and `new` and only a restart applies.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    if old.server.threads != new.server.threads {
+        keys.push("server.threads".to_owned());
+    }
+    if old.server.user != new.server.user || old.server.group != new.server.group {
+        keys.push("server.user".to_owned());
+    }
+    if old.storage != new.storage {
+        keys.push("storage".to_owned());
+    }
+    if old.admin.listen != new.admin.listen {
+        keys.push("admin.listen".to_owned());
+    }
+    keys
 }
 
 /// A certificate made at start by `serve --tls self-signed`.
@@ -282,22 +565,45 @@ fn tls_policy(config: &Config) -> TlsPolicy {
     }
 }
 
-fn server_options(config: &Config) -> ServerOptions {
+fn listener_options(listener: &ListenerConfig) -> ListenerOptions {
+    ListenerOptions {
+        address: listener.listen,
+        advertise: listener.advertise,
+        tls: match listener.tls {
+            TlsMode::Off => ListenerTls::Off,
+            TlsMode::Explicit => ListenerTls::Explicit,
+            TlsMode::Implicit => ListenerTls::Implicit,
+        },
+    }
+}
+
+/// The certificate and key of the config, loaded as the server will (for check-config).
+pub fn check_tls(config: &Config) -> anyhow::Result<()> {
+    if let Some(tls) = server_options(config, None).tls {
+        ferroftp_server::check_tls_options(&tls)?;
+    }
+    Ok(())
+}
+
+fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOptions {
     let passive = &config.passive;
+    let certificate = match (self_signed, &config.tls.cert, &config.tls.key) {
+        (Some(generated), _, _) => Some(CertificateSource::Pem {
+            cert: generated.cert_pem.clone(),
+            key: generated.key_pem.clone(),
+        }),
+        (None, Some(cert), Some(key)) => Some(CertificateSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     ServerOptions {
         listeners: config
             .server
             .listeners
             .iter()
-            .map(|listener| ListenerOptions {
-                address: listener.listen,
-                advertise: listener.advertise,
-                tls: match listener.tls {
-                    TlsMode::Off => ListenerTls::Off,
-                    TlsMode::Explicit => ListenerTls::Explicit,
-                    TlsMode::Implicit => ListenerTls::Implicit,
-                },
-            })
+            .map(listener_options)
             .collect(),
         session: SessionConfig {
             greeting: config.server.greeting.clone(),
@@ -340,25 +646,17 @@ fn server_options(config: &Config) -> ServerOptions {
         max_sessions: config.server.max_sessions,
         max_sessions_per_ip: config.server.max_sessions_per_ip,
         failed_login_delay: config.server.failed_login_delay,
-        tls: match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(tls_options(
-                config,
-                CertificateSource::Files {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                },
-            )),
-            _ => None,
-        },
+        tls: certificate.map(|certificate| tls_options(config, certificate)),
+        shutdown_grace: config.server.shutdown_grace,
         ..ServerOptions::default()
     }
 }
 
 /// The first start without a users file creates one with a single generated account and
-/// prints its password, once: the file keeps only the argon2id hash.
-fn ensure_users_file(path: &Path) -> anyhow::Result<()> {
+/// prints its password, once: the file keeps only the argon2id hash. `true` when it did.
+fn ensure_users_file(path: &Path) -> anyhow::Result<bool> {
     if path.exists() {
-        return Ok(());
+        return Ok(false);
     }
     let password: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -378,26 +676,5 @@ fn ensure_users_file(path: &Path) -> anyhow::Result<()> {
         path.display(),
         path.display()
     );
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    Ok(true)
 }

@@ -303,3 +303,40 @@ fn bench_refuses_bad_arguments_before_connecting() {
         assert!(stderr.contains(message), "{arguments:?}: {stderr}");
     }
 }
+
+/// `check-config` loads everything the server would and reports every problem at once:
+/// parse-level ones (unknown key, wrong type, bad port range) and what the file refers to
+/// (a certificate that does not exist, a users file that does not parse).
+#[test]
+fn check_config_reports_every_problem_at_once() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("users.toml"), "[[users]]\nname = 1\n").unwrap();
+    let config = directory.path().join("ferroftp.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_sessions = \"many\"\ncolour = \"blue\"\n\
+         [passive]\nports = \"60000-50000\"\n\
+         [tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
+    )
+    .unwrap();
+    let mut command = ferroftp();
+    // From another directory: relative paths are the config file's.
+    command
+        .current_dir(std::env::temp_dir())
+        .arg("check-config")
+        .arg(&config);
+    let output = run_bounded(command, "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for field in [
+        "server.max_sessions:",
+        "server.colour:",
+        "passive.ports:",
+        "tls.cert:",
+        "auth.path:",
+    ] {
+        assert!(stdout.contains(field), "{field} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("fullchain.pem"), "{stdout}");
+    assert!(stdout.contains("5 problem(s)"), "{stdout}");
+}

@@ -30,6 +30,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared};
+use crate::drain::{Phase, SessionGuard};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -286,6 +287,7 @@ async fn serve_session(
     };
     let session = Session::with_transport(Arc::clone(&context.session), peer, transport, now());
     let mut connection = ControlConnection {
+        shutdown: context.drain.session(),
         lines: LineBuffer::new(context.max_line),
         // A PROXY header is expected only from trusted proxies, and was consumed already;
         // on an implicit TLS listener it would have failed the handshake.
@@ -326,6 +328,8 @@ async fn serve_session(
 
 struct ControlConnection {
     context: Arc<ServerContext>,
+    /// Counts this session as open and tells it when the server shuts down.
+    shutdown: SessionGuard,
     stream: ControlStream,
     /// Bound into every TLS session this connection issues; a protected data connection must
     /// present it (see `tls.rs`).
@@ -403,6 +407,11 @@ impl ControlConnection {
                     }
                 }
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
+                phase = self.shutdown.next_phase() => match phase {
+                    Phase::Serving => {}
+                    Phase::Draining => self.session.handle_shutdown(),
+                    Phase::Stopping => self.session.handle_shutdown_deadline(),
+                },
             }
         }
     }
@@ -595,7 +604,7 @@ impl ControlConnection {
         let client_ip = self.peer.ip().to_canonical();
         match self.context.passive_pool.bind(local_ip, client_ip) {
             Ok(listener) => {
-                let (announced_ip, rule) = self.context.passive_addresses.choose(
+                let (announced_ip, rule) = self.context.passive_addresses.current().choose(
                     client_ip,
                     self.listener_index,
                     self.stream.is_tls(),

@@ -11,9 +11,11 @@
 mod advertise;
 mod connection;
 mod data;
+mod drain;
 mod limits;
 mod passive;
 mod proxy_protocol;
+mod reload;
 mod session_threads;
 mod status;
 pub mod telemetry;
@@ -36,10 +38,13 @@ use tracing::{error, info, warn};
 use advertise::PassiveAddressPolicy;
 pub use advertise::{AdvertiseOptions, AdvertiseTarget};
 pub use data::DataChannelOptions;
+use drain::{Drain, Phase};
 pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
+use reload::Swappable;
+pub use reload::{ReloadReport, ServerHandle};
 pub use session_threads::SessionThreads;
 pub use status::{
     RecentError, RecentErrors, ServerStatus, SessionSnapshot, StatusSnapshot, TransferDirection,
@@ -127,6 +132,9 @@ pub struct ServerOptions {
     pub max_line: usize,
     /// FTPS certificate and settings; needed by listeners with TLS.
     pub tls: Option<TlsOptions>,
+    /// After a shutdown begins, how long running transfers may take to finish before they
+    /// are aborted (426).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -146,6 +154,7 @@ impl Default for ServerOptions {
             failed_login_delay: Duration::from_secs(1),
             max_line: DEFAULT_MAX_LINE,
             tls: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -168,16 +177,22 @@ pub enum ServerError {
     /// A listener has TLS but no certificate was given.
     #[error("listener {0} uses TLS but no TLS certificate is configured")]
     TlsNotConfigured(SocketAddr),
+    /// A reload asked for something only a restart can change.
+    #[error("{0} cannot change without a restart")]
+    NeedsRestart(&'static str),
 }
 
-/// What every connection of one server shares. Immutable.
+/// What every connection of one configuration generation shares. Immutable: a reload
+/// builds the next generation (see `reload.rs`); a session keeps the one it started with,
+/// except for the passive-address rules, which every session reads anew at each PASV.
 #[derive(Debug)]
 pub(crate) struct ServerContext {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) passive_pool: Arc<PassivePortPool>,
-    pub(crate) passive_addresses: PassiveAddressPolicy,
+    /// Shared by every generation: a reload replaces the rules for open sessions too.
+    pub(crate) passive_addresses: Arc<Swappable<PassiveAddressPolicy>>,
     /// Added to a listening passive port to get the announced one.
     pub(crate) announced_port_offset: i32,
     pub(crate) active_source_port: ActiveSourcePort,
@@ -185,21 +200,34 @@ pub(crate) struct ServerContext {
     pub(crate) data: DataChannelOptions,
     pub(crate) failed_login_delay: Duration,
     pub(crate) max_line: usize,
-    pub(crate) tls: Option<tls::TlsContext>,
+    pub(crate) tls: Option<Arc<tls::TlsContext>>,
     /// TLS mode of each listener, by index.
     pub(crate) listener_tls: Vec<ListenerTls>,
-    /// The live view: sessions, transfers, draining.
+    /// The options this generation was built from (a reload compares against them).
+    pub(crate) options: ServerOptions,
+    /// Shutdown phase and open sessions, shared by every generation.
+    pub(crate) drain: Arc<Drain>,
+    /// The live view (sessions, transfers, draining), shared by every generation.
     pub(crate) status: Arc<ServerStatus>,
+}
+
+/// Builds a TLS context from `options` and drops it: loads the certificate, the key and
+/// the client CA as the server would (for `check-config`).
+pub fn check_tls_options(options: &TlsOptions) -> Result<(), TlsError> {
+    tls::TlsContext::new(options).map(drop)
 }
 
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<TcpListener>,
-    context: Arc<ServerContext>,
+    /// The configuration generation new connections get; replaced by a reload.
+    contexts: Arc<Swappable<ServerContext>>,
     limiter: Arc<SessionLimiter>,
     /// Where sessions run: these threads, or (`None`) the runtime that runs the server.
     session_threads: Option<Arc<SessionThreads>>,
+    handle: ServerHandle,
+    status: Arc<ServerStatus>,
 }
 
 impl Server {
@@ -209,15 +237,6 @@ impl Server {
         storage: Arc<dyn Storage>,
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<Self, ServerError> {
-        let tls = options.tls.as_ref().map(tls::TlsContext::new).transpose()?;
-        if tls.is_none()
-            && let Some(listener) = options
-                .listeners
-                .iter()
-                .find(|listener| listener.tls != ListenerTls::Off)
-        {
-            return Err(ServerError::TlsNotConfigured(listener.address));
-        }
         let mut listeners = Vec::with_capacity(options.listeners.len());
         for listener in &options.listeners {
             let bound =
@@ -227,23 +246,41 @@ impl Server {
                 })?;
             listeners.push(bound);
         }
-        let mut session = options.session;
-        session.allow_resume_upload = storage.capabilities().resume_upload;
-        let announced_port_offset = options.advertise_ports.as_ref().map_or(0, |announced| {
-            i32::from(*announced.start()) - i32::from(*options.passive_ports.start())
-        });
-        let passive_addresses = PassiveAddressPolicy::new(
-            options.advertise,
-            options
-                .listeners
-                .iter()
-                .map(|listener| listener.advertise)
-                .collect(),
-        );
-        passive_addresses.resolve_now().await;
-        let passive_pool = Arc::new(PassivePortPool::new(
-            options.passive_ports,
-            options.passive_reuse_delay,
+        Self::serve_listeners(options, listeners, storage, authenticator).await
+    }
+
+    /// Like [`bind`](Self::bind), on listening sockets that already exist (handed over by
+    /// systemd's socket activation), one per [`ServerOptions::listeners`] entry, in order;
+    /// the entries' addresses are not bound.
+    pub async fn from_listeners(
+        options: ServerOptions,
+        listeners: Vec<std::net::TcpListener>,
+        storage: Arc<dyn Storage>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Result<Self, ServerError> {
+        let mut bound = Vec::with_capacity(listeners.len());
+        for (listener, options) in listeners.into_iter().zip(&options.listeners) {
+            let registered = listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+                .map_err(|source| ServerError::Bind {
+                    address: options.address,
+                    source,
+                })?;
+            bound.push(registered);
+        }
+        Self::serve_listeners(options, bound, storage, authenticator).await
+    }
+
+    async fn serve_listeners(
+        options: ServerOptions,
+        listeners: Vec<TcpListener>,
+        storage: Arc<dyn Storage>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Result<Self, ServerError> {
+        let limiter = Arc::new(SessionLimiter::new(
+            options.max_sessions,
+            options.max_sessions_per_ip,
         ));
         let status = Arc::new(ServerStatus::new(
             listeners
@@ -253,39 +290,33 @@ impl Server {
                     bound.local_addr().unwrap_or(configured.address).to_string()
                 })
                 .collect(),
-            Arc::clone(&passive_pool),
             Arc::clone(&storage),
         ));
-        let context = Arc::new(ServerContext {
+        let context = reload::build_context(
+            options,
+            None,
             storage,
             authenticator,
-            session: Arc::new(session),
-            passive_pool,
-            passive_addresses,
-            announced_port_offset,
-            active_source_port: options.active_source_port,
-            proxy_protocol: Arc::new(options.proxy_protocol),
-            data: options.data,
-            failed_login_delay: options.failed_login_delay,
-            max_line: options.max_line,
-            tls,
-            listener_tls: options
-                .listeners
-                .iter()
-                .map(|listener| listener.tls)
-                .collect(),
-            status,
-        });
-        let limiter = Arc::new(SessionLimiter::new(
-            options.max_sessions,
-            options.max_sessions_per_ip,
-        ));
+            Arc::new(Drain::new()),
+            Arc::clone(&status),
+        )
+        .await?;
+        status.set_passive_pool(Arc::clone(&context.passive_pool));
+        let contexts = Arc::new(Swappable::new(context));
+        let handle = ServerHandle::new(Arc::clone(&contexts), Arc::clone(&limiter));
         Ok(Self {
             listeners,
-            context,
+            contexts,
             limiter,
             session_threads: None,
+            handle,
+            status,
         })
+    }
+
+    /// Reloads, drains and reports on the server while it runs.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
     }
 
     /// Accepts on `threads`, so that every session runs there, instead of on the runtime
@@ -307,23 +338,36 @@ impl Server {
     /// The live view of this server (sessions, transfers, passive pool, draining), cheap to
     /// clone and to read; the admin listener serves it.
     pub fn status(&self) -> Arc<ServerStatus> {
-        Arc::clone(&self.context.status)
+        Arc::clone(&self.status)
     }
 
     /// Replaces the TLS certificate of the running server (from its files), when TLS is
     /// configured.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
-        self.context.tls.as_ref().map(tls::TlsContext::reloader)
+        self.contexts
+            .current()
+            .tls
+            .as_deref()
+            .map(tls::TlsContext::reloader)
     }
 
-    /// Accepts connections until `shutdown` completes. Sessions already running continue
-    /// until they end on their own or the runtime (or the [`SessionThreads`]) stops.
+    /// Accepts connections until `shutdown` completes, then drains (see
+    /// [`run_until`](Self::run_until)) without a second signal.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.run_until(shutdown, std::future::pending()).await;
+    }
+
+    /// Accepts connections until `drain` completes; then closes the listeners, closes idle
+    /// sessions with 421 and lets running transfers finish (then 421), for at most
+    /// [`ServerOptions::shutdown_grace`] or until `stop` completes, whichever is first;
+    /// then aborts what still runs (426, 421). Returns once every session has ended (or a
+    /// few seconds after the abort, for clients that do not read their replies).
+    pub async fn run_until(self, drain: impl Future<Output = ()>, stop: impl Future<Output = ()>) {
         let mut tasks = tokio::task::JoinSet::new();
         let mut accepting_on_threads = Vec::new();
         let mut every_listener_accepts = true;
         for (index, listener) in self.listeners.into_iter().enumerate() {
-            let context = Arc::clone(&self.context);
+            let context = Arc::clone(&self.contexts);
             let limiter = Arc::clone(&self.limiter);
             match &self.session_threads {
                 None => {
@@ -338,21 +382,19 @@ impl Server {
                 },
             }
         }
+        self.handle.start_background_jobs();
         // Ready (for `/readyz`) only when every listener accepts.
-        self.context.status.set_accepting(every_listener_accepts);
-        let context = Arc::clone(&self.context);
-        tasks.spawn(async move { context.passive_addresses.keep_resolving().await });
-        let context = Arc::clone(&self.context);
-        tasks.spawn(async move {
-            if let Some(tls) = &context.tls {
-                tls.watch_files().await;
-            }
-        });
-        shutdown.await;
-        self.context.status.set_accepting(false);
-        info!("shutting down: no new connections");
-        // Their listening sockets are closed once the loops are gone: waited for, so that
-        // nothing is accepted after `run` returns.
+        self.status.set_accepting(every_listener_accepts);
+        tokio::pin!(stop);
+        tokio::select! {
+            () = drain => {}
+            () = &mut stop => {}
+        }
+        // Not ready from the first moment of the drain: load balancers stop sending clients.
+        self.status.set_draining();
+        self.status.set_accepting(false);
+        // Listeners first: their sockets are closed once the loops are gone, waited for, so
+        // that no connection is accepted (or queued) once sessions hear of the drain.
         for accepting in &accepting_on_threads {
             accepting.abort();
         }
@@ -360,8 +402,39 @@ impl Server {
             let _ = accepting.await;
         }
         tasks.shutdown().await;
+        let draining = self.handle.drain();
+        draining.advance(Phase::Draining);
+        let grace = self.contexts.current().options.shutdown_grace;
+        info!(
+            sessions = draining.open_sessions(),
+            grace_s = grace.as_secs(),
+            "shutting down: listeners closed, sessions finish what they are doing"
+        );
+        tokio::select! {
+            () = draining.all_sessions_ended() => {}
+            () = tokio::time::sleep(grace) => {
+                info!(sessions = draining.open_sessions(), "shutdown grace period over: aborting transfers");
+            }
+            () = &mut stop => {
+                info!(sessions = draining.open_sessions(), "stopping now: aborting transfers");
+            }
+        }
+        draining.advance(Phase::Stopping);
+        if tokio::time::timeout(SESSION_CLOSE_WAIT, draining.all_sessions_ended())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = draining.open_sessions(),
+                "sessions still open after the shutdown; leaving them"
+            );
+        }
+        self.handle.stop_background_jobs();
     }
 }
+
+/// How long sessions have to write their 426/421 and close once transfers are aborted.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts an accept loop for `listener` on every session thread: each registers the listening
 /// socket with its own event loop, and a connection belongs to the thread that accepts it
@@ -370,7 +443,7 @@ fn accept_on_each(
     threads: &SessionThreads,
     listener: TcpListener,
     listener_index: usize,
-    context: Arc<ServerContext>,
+    context: Arc<Swappable<ServerContext>>,
     limiter: Arc<SessionLimiter>,
 ) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let listener = listener.into_std()?;
@@ -392,7 +465,7 @@ fn accept_on_each(
 async fn accept_loop(
     listener: TcpListener,
     listener_index: usize,
-    context: Arc<ServerContext>,
+    contexts: Arc<Swappable<ServerContext>>,
     limiter: Arc<SessionLimiter>,
 ) {
     loop {
@@ -405,10 +478,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        let context = contexts.current();
         // Behind a trusted proxy the limits apply to the real client, known only once its
         // header is read: that happens in the connection's own task, and the limit with it.
         if context.proxy_protocol.is_trusted(peer.ip()) {
-            let context = Arc::clone(&context);
             let limiter = Arc::clone(&limiter);
             tokio::spawn(async move {
                 connection::serve_proxied(stream, peer, listener_index, context, limiter).await;
@@ -422,7 +495,6 @@ async fn accept_loop(
                 continue;
             }
         };
-        let context = Arc::clone(&context);
         tokio::spawn(async move {
             connection::serve(stream, peer, listener_index, context).await;
             drop(permit);

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Counts open sessions, globally and per client IP.
 #[derive(Debug)]
 pub(crate) struct SessionLimiter {
-    max_sessions: usize,
-    max_sessions_per_ip: usize,
+    /// Changed by a reload; sessions over a lowered cap stay, new ones wait for room.
+    max_sessions: AtomicUsize,
+    max_sessions_per_ip: AtomicUsize,
     counts: Mutex<Counts>,
 }
 
@@ -36,8 +38,8 @@ pub(crate) struct SessionPermit {
 impl SessionLimiter {
     pub(crate) fn new(max_sessions: usize, max_sessions_per_ip: usize) -> Self {
         Self {
-            max_sessions,
-            max_sessions_per_ip,
+            max_sessions: AtomicUsize::new(max_sessions),
+            max_sessions_per_ip: AtomicUsize::new(max_sessions_per_ip),
             counts: Mutex::new(Counts::default()),
         }
     }
@@ -52,11 +54,11 @@ impl SessionLimiter {
             .counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if counts.total >= self.max_sessions {
+        if counts.total >= self.max_sessions.load(Ordering::Relaxed) {
             return Err(LimitExceeded::Global);
         }
         let for_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *for_ip >= self.max_sessions_per_ip {
+        if *for_ip >= self.max_sessions_per_ip.load(Ordering::Relaxed) {
             return Err(LimitExceeded::PerIp);
         }
         *for_ip += 1;
@@ -65,6 +67,13 @@ impl SessionLimiter {
             limiter: Arc::clone(self),
             ip,
         })
+    }
+
+    /// New caps, for the sessions that start from now on.
+    pub(crate) fn set_limits(&self, max_sessions: usize, max_sessions_per_ip: usize) {
+        self.max_sessions.store(max_sessions, Ordering::Relaxed);
+        self.max_sessions_per_ip
+            .store(max_sessions_per_ip, Ordering::Relaxed);
     }
 
     /// Sessions open now.

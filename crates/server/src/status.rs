@@ -65,7 +65,8 @@ pub struct ServerStatus {
     listeners: Vec<String>,
     next_session_id: AtomicU64,
     sessions: Mutex<BTreeMap<u64, Arc<SessionEntry>>>,
-    passive_pool: Arc<PassivePortPool>,
+    /// The pool of the current configuration generation (a reload can replace it).
+    passive_pool: Mutex<Option<Arc<PassivePortPool>>>,
     storage: Arc<dyn Storage>,
     accepting: AtomicBool,
     draining: AtomicBool,
@@ -154,17 +155,13 @@ pub struct StatusSnapshot {
 }
 
 impl ServerStatus {
-    pub(crate) fn new(
-        listeners: Vec<String>,
-        passive_pool: Arc<PassivePortPool>,
-        storage: Arc<dyn Storage>,
-    ) -> Self {
+    pub(crate) fn new(listeners: Vec<String>, storage: Arc<dyn Storage>) -> Self {
         Self {
             started: Instant::now(),
             listeners,
             next_session_id: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
-            passive_pool,
+            passive_pool: Mutex::new(None),
             storage,
             accepting: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -213,14 +210,24 @@ impl ServerStatus {
         self.started.elapsed()
     }
 
+    pub(crate) fn set_passive_pool(&self, pool: Arc<PassivePortPool>) {
+        *lock(&self.passive_pool) = Some(pool);
+    }
+
+    fn current_passive_pool(&self) -> Option<Arc<PassivePortPool>> {
+        lock(&self.passive_pool).clone()
+    }
+
     /// Passive ports held by sessions now (one pass over the pool's slots).
     pub fn passive_ports_in_use(&self) -> usize {
-        self.passive_pool.ports_in_use()
+        self.current_passive_pool()
+            .map_or(0, |pool| pool.ports_in_use())
     }
 
     /// Ports of the passive range.
     pub fn passive_ports_capacity(&self) -> usize {
-        self.passive_pool.capacity()
+        self.current_passive_pool()
+            .map_or(0, |pool| pool.capacity())
     }
 
     /// Open sessions per listener, by listener index.
@@ -455,11 +462,15 @@ mod tests {
     use ferroftp_backend::testing::MemoryStorage;
 
     fn status() -> Arc<ServerStatus> {
-        Arc::new(ServerStatus::new(
+        let status = Arc::new(ServerStatus::new(
             vec!["127.0.0.1:2121".to_owned(), "127.0.0.1:990".to_owned()],
-            Arc::new(PassivePortPool::new(50000..=50009, Duration::from_secs(1))),
             Arc::new(MemoryStorage::new()),
-        ))
+        ));
+        status.set_passive_pool(Arc::new(PassivePortPool::new(
+            50000..=50009,
+            Duration::from_secs(1),
+        )));
+        status
     }
 
     #[test]

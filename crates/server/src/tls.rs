@@ -107,7 +107,7 @@ pub enum TlsVersion {
 }
 
 /// FTPS settings of a server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsOptions {
     /// The server certificate.
     pub certificate: CertificateSource,

@@ -1505,7 +1505,7 @@ async fn the_150_reply_never_waits_for_a_download_the_client_has_not_read() {
 }
 
 #[tokio::test]
-async fn sessions_on_session_threads_transfer_byte_exact_and_outlive_the_accept_loops() {
+async fn sessions_on_session_threads_transfer_byte_exact_and_drain_at_shutdown() {
     let root = tempfile::tempdir().unwrap();
     let storage = Arc::new(FsStorage::new(root.path()).unwrap());
     let threads = Arc::new(SessionThreads::start(2).unwrap());
@@ -1541,8 +1541,8 @@ async fn sessions_on_session_threads_transfer_byte_exact_and_outlive_the_accept_
         clients.push(transfer.await.unwrap());
     }
 
-    // Shutdown stops the accept loops on every thread: once `run` returns, the listening
-    // socket is closed. The sessions already running go on.
+    // Shutdown stops the accept loops on every thread and drains: the idle sessions are
+    // closed with 421, and once `run` returns the listening socket is closed.
     stop.send(()).unwrap();
     running.await.unwrap();
     let refused = tokio::net::TcpStream::connect(address).await;
@@ -1551,19 +1551,179 @@ async fn sessions_on_session_threads_transfer_byte_exact_and_outlive_the_accept_
         std::io::ErrorKind::ConnectionRefused
     );
     let mut client = clients.pop().unwrap();
-    client
-        .store("/after-shutdown", DataMode::Passive, b"still served")
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .retrieve("/after-shutdown", DataMode::Passive)
-            .await
-            .unwrap(),
-        b"still served"
-    );
+    match client.command("NOOP").await {
+        Ok(reply) => assert_eq!(reply.code.0, 421, "{reply:?}"),
+        Err(error) => panic!("the 421 of the shutdown was not received: {error}"),
+    }
 
-    // Stopping the threads ends their sessions: the connection is closed.
     drop(threads);
     assert!(client.command("NOOP").await.is_err());
+}
+
+/// A server on an fs root whose drain and immediate stop the test triggers.
+struct DrainableServer {
+    address: SocketAddr,
+    root: tempfile::TempDir,
+    handle: ferroftp_server::ServerHandle,
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+async fn drainable_server(options: ServerOptions) -> DrainableServer {
+    let root = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FsStorage::new(root.path()).unwrap());
+    let server = Server::bind(options, storage, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    let address = server.local_addrs()[0];
+    let handle = server.handle();
+    let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(
+        async {
+            let _ = drained.await;
+        },
+        std::future::pending(),
+    ));
+    DrainableServer {
+        address,
+        root,
+        handle,
+        drain: Some(drain),
+        running,
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_download_finish_then_closes_every_session_with_421() {
+    let mut server = drainable_server(test_options()).await;
+    let data = pattern(8 << 20);
+    std::fs::write(server.root.path().join("big"), &data).unwrap();
+    let mut downloading = login_to(server.address, "alice").await;
+    let mut idle = login_to(server.address, "alice").await;
+    let prepared = downloading.open_data(DataMode::Passive).await.unwrap();
+    let (reply, stream) = downloading
+        .transfer_command("RETR big", prepared)
+        .await
+        .unwrap();
+    assert_eq!(reply.code.0, 150);
+    let mut stream = stream.into_inner();
+    let mut received = vec![0u8; 64 * 1024];
+    stream.read_exact(&mut received).await.unwrap();
+
+    server.drain.take().unwrap().send(()).unwrap();
+    // The idle session is told at once, after the listeners closed.
+    assert_eq!(idle.read_reply().await.unwrap().code.0, 421);
+    assert_eq!(
+        tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert!(server.handle.is_draining());
+    // The download goes on to its last byte, then 226 and 421.
+    stream.read_to_end(&mut received).await.unwrap();
+    assert_eq!(sha256(&received), sha256(&data));
+    assert_eq!(downloading.finish().await.unwrap().code.0, 226);
+    assert_eq!(downloading.read_reply().await.unwrap().code.0, 421);
+    server.running.await.unwrap();
+    assert_eq!(server.handle.open_sessions(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_grace_over_aborts_an_upload_with_426_and_keeps_the_previous_version() {
+    let mut options = test_options();
+    options.shutdown_grace = Duration::from_millis(300);
+    let mut server = drainable_server(options).await;
+    std::fs::write(server.root.path().join("doc"), b"previous version").unwrap();
+    let mut uploading = login_to(server.address, "alice").await;
+    let prepared = uploading.open_data(DataMode::Passive).await.unwrap();
+    let (reply, mut stream) = uploading
+        .transfer_command("STOR doc", prepared)
+        .await
+        .unwrap();
+    assert_eq!(reply.code.0, 150);
+    stream.send(&pattern(100_000)).await.unwrap();
+
+    server.drain.take().unwrap().send(()).unwrap();
+    // The client never finishes: the grace period ends it.
+    let aborted = uploading.read_reply().await.unwrap();
+    assert_eq!(aborted.code.0, 426, "{aborted:?}");
+    assert_eq!(uploading.read_reply().await.unwrap().code.0, 421);
+    server.running.await.unwrap();
+    assert_eq!(
+        std::fs::read(server.root.path().join("doc")).unwrap(),
+        b"previous version"
+    );
+    drop(stream);
+}
+
+fn pasv_address(reply: &Reply) -> String {
+    let text = reply.text();
+    let inside = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
+    inside.split(',').take(4).collect::<Vec<_>>().join(".")
+}
+
+#[tokio::test]
+async fn reload_changes_the_next_pasv_of_an_open_session_and_a_failed_one_changes_nothing() {
+    let mut options = test_options();
+    options.advertise.global = Some(ferroftp_server::AdvertiseTarget::Address(
+        "198.51.100.1".parse().unwrap(),
+    ));
+    let server = drainable_server(options.clone()).await;
+    let mut client = login_to(server.address, "alice").await;
+    let before = client.command("PASV").await.unwrap();
+    assert_eq!(pasv_address(&before), "198.51.100.1");
+
+    options.advertise.global = Some(ferroftp_server::AdvertiseTarget::Address(
+        "198.51.100.2".parse().unwrap(),
+    ));
+    let report = server
+        .handle
+        .reload(options.clone(), Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let after = client.command("PASV").await.unwrap();
+    assert_eq!(pasv_address(&after), "198.51.100.2");
+    assert_eq!(client.command("NOOP").await.unwrap().code.0, 200);
+
+    // A configuration that cannot be served (a certificate file that does not exist) is
+    // refused whole: the advertised address stays.
+    let mut broken = options.clone();
+    broken.advertise.global = Some(ferroftp_server::AdvertiseTarget::Address(
+        "198.51.100.3".parse().unwrap(),
+    ));
+    broken.tls = Some(ferroftp_server::TlsOptions::new(
+        ferroftp_server::CertificateSource::Files {
+            cert: server.root.path().join("missing.pem"),
+            key: server.root.path().join("missing.key"),
+        },
+    ));
+    assert!(
+        server
+            .handle
+            .reload(broken, Arc::new(TestUsers))
+            .await
+            .is_err()
+    );
+    let unchanged = client.command("PASV").await.unwrap();
+    assert_eq!(pasv_address(&unchanged), "198.51.100.2");
+
+    // A listener's address needs a restart: reported, kept.
+    let mut moved = options;
+    moved.listeners[0].address = "127.0.0.1:1".parse().unwrap();
+    let report = server
+        .handle
+        .reload(moved, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert_eq!(report.needs_restart, ["server.listeners"]);
+    assert!(
+        login_to(server.address, "alice")
+            .await
+            .command("NOOP")
+            .await
+            .is_ok()
+    );
 }

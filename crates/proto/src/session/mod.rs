@@ -263,6 +263,12 @@ pub struct Session {
     discarded_lines: u64,
     /// PORT/EPRT targets refused by the RFC 2577 checks (bounce attempts).
     refused_active_targets: u64,
+    /// The server is shutting down: no new command runs, and the session closes with 421
+    /// as soon as nothing is in flight.
+    shutting_down: bool,
+    /// The shutdown's grace period is over: the running transfer was aborted by the server,
+    /// not by the client (426 without ABOR's 226).
+    stopping: bool,
 }
 
 impl Session {
@@ -311,6 +317,8 @@ impl Session {
             tls_client_name: implicit.and_then(|info| info.client_name),
             discarded_lines: 0,
             refused_active_targets: 0,
+            shutting_down: false,
+            stopping: false,
         };
         session.reply(greeting);
         session
@@ -369,9 +377,68 @@ impl Session {
         self.close();
     }
 
+    /// The server is shutting down (SIGTERM): an idle session is closed at once with 421
+    /// (RFC 959 §5.4: 421 may answer any command when the service is shutting down); one
+    /// with an operation in flight (a transfer) finishes it, gets its reply, and then the
+    /// 421. Lines that arrive meanwhile are not run.
+    pub fn handle_shutdown(&mut self) {
+        if self.closed || self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.queued.clear();
+        if self.in_flight.is_none() {
+            self.close_for_shutdown();
+        }
+    }
+
+    /// The shutdown's grace period is over: a running transfer is aborted (the driver
+    /// answers with [`Outcome::TransferFinished`], the client gets 426 and then 421); a
+    /// session with nothing running closes with 421 now.
+    pub fn handle_shutdown_deadline(&mut self) {
+        self.handle_shutdown();
+        if self.closed || self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Some(InFlight::Transfer {
+            abort_requested, ..
+        }) = &mut self.in_flight
+            && !*abort_requested
+        {
+            *abort_requested = true;
+            self.actions.push_back(Action::AbortTransfer);
+        }
+    }
+
+    /// Whether a shutdown was asked for and the session has not closed yet.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down && !self.closed
+    }
+
+    fn close_for_shutdown(&mut self) {
+        self.reply(Reply::new(
+            ReplyCode::SERVICE_UNAVAILABLE,
+            "Service shutting down, closing control connection",
+        ));
+        self.close();
+    }
+
     /// One framed line (or a framing error) arrived.
     pub fn handle_line(&mut self, line: Result<Vec<u8>, LineError>, now: Instant) {
         if self.closed {
+            return;
+        }
+        if self.shutting_down {
+            // ABOR and STAT still answer during the transfer that is finishing; anything
+            // else waits for the 421 that follows it.
+            if matches!(self.in_flight, Some(InFlight::Transfer { .. }))
+                && let Ok(bytes) = &line
+                && let Ok(command) = Command::parse(bytes)
+                && command.verb.spec().during_transfer
+            {
+                self.handle_during_transfer(command);
+            }
             return;
         }
         self.idle_deadline = now + self.config.idle_timeout;
@@ -457,6 +524,10 @@ impl Session {
     }
 
     fn drain_queue(&mut self) {
+        if self.shutting_down && self.in_flight.is_none() && !self.closed {
+            self.close_for_shutdown();
+            return;
+        }
         while self.in_flight.is_none() && !self.closed {
             let Some(line) = self.queued.pop_front() else {
                 break;
@@ -1505,7 +1576,7 @@ impl Session {
         result: Result<TransferSummary, TransferFailure>,
     ) {
         match result {
-            Ok(_) if abort_requested => {
+            Ok(_) if abort_requested && !self.stopping => {
                 // RFC 959 §4.1.3 ABOR: the transfer had completed; just 226.
                 self.reply(Reply::new(
                     ReplyCode::CLOSING_DATA,
@@ -1513,6 +1584,14 @@ impl Session {
                 ));
             }
             Ok(_) => self.reply(Reply::new(ReplyCode::CLOSING_DATA, "Transfer complete")),
+            Err(TransferFailure::Aborted) if self.stopping => {
+                // The server aborted it at the end of the shutdown grace period; no ABOR to
+                // answer. The 421 follows (drain_queue).
+                self.reply(Reply::new(
+                    ReplyCode::TRANSFER_ABORTED,
+                    "Transfer aborted: the server is shutting down",
+                ));
+            }
             Err(TransferFailure::Aborted) => {
                 // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR.
                 self.reply(Reply::new(ReplyCode::TRANSFER_ABORTED, "Transfer aborted"));

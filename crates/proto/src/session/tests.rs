@@ -1042,3 +1042,75 @@ fn requirements_do_not_bind_a_listener_without_tls() {
     let request = transfer_request(&h.line("RETR f"));
     assert_eq!(request.protection, DataProtection::Clear);
 }
+
+fn codes(actions: Vec<Action>) -> Vec<u16> {
+    replies(actions).into_iter().map(|reply| reply.0).collect()
+}
+
+fn start_big_download(h: &mut Harness) {
+    h.line("PASV");
+    h.outcome(Outcome::PassiveOpened(Ok("127.0.0.1:50000"
+        .parse()
+        .unwrap())));
+    h.line("RETR big");
+    h.outcome(Outcome::TransferStarted {
+        size: Some(1 << 30),
+        stored_as: None,
+    });
+}
+
+#[test]
+fn shutdown_closes_an_idle_session_with_421() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.session.handle_shutdown();
+    let actions = h.actions();
+    assert_eq!(codes(actions.clone()), [421]);
+    assert_eq!(actions.last(), Some(&Action::Close));
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn shutdown_lets_a_running_transfer_finish_then_sends_421() {
+    let mut h = Harness::new();
+    h.login_alice();
+    start_big_download(&mut h);
+    h.session.handle_shutdown();
+    assert_eq!(h.actions(), []);
+    assert!(h.session.is_shutting_down());
+    // New commands are not run while it finishes; ABOR and STAT still are.
+    assert_eq!(h.line("DELE x"), []);
+    assert_eq!(codes(h.line("STAT")), [211]);
+    let actions = h.outcome(Outcome::TransferFinished(Ok(TransferSummary {
+        bytes: 1 << 30,
+    })));
+    assert_eq!(codes(actions.clone()), [226, 421]);
+    assert_eq!(actions.last(), Some(&Action::Close));
+}
+
+#[test]
+fn shutdown_deadline_aborts_the_transfer_with_426_then_421() {
+    let mut h = Harness::new();
+    h.login_alice();
+    start_big_download(&mut h);
+    h.session.handle_shutdown();
+    h.session.handle_shutdown_deadline();
+    assert_eq!(h.actions(), [Action::AbortTransfer]);
+    let actions = h.outcome(Outcome::TransferFinished(Err(TransferFailure::Aborted)));
+    let replies = replies(actions.clone());
+    assert_eq!(
+        replies.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [426, 421],
+        "{replies:?}"
+    );
+    assert!(replies[0].1.contains("shutting down"));
+    assert_eq!(actions.last(), Some(&Action::Close));
+}
+
+#[test]
+fn shutdown_deadline_closes_an_idle_session_at_once() {
+    let mut h = Harness::new();
+    h.session.handle_shutdown_deadline();
+    assert_eq!(codes(h.actions()), [421]);
+    assert!(h.session.is_closed());
+}
