@@ -9,6 +9,7 @@ import ftplib
 import io
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -266,6 +267,52 @@ def test_status_page_in_chromium_shows_the_running_download(start_server, tmp_pa
         assert control.read_reply().code in (426, 451)
         control.expect("NOOP", 200)
         control.close()
+
+
+def test_reloads_are_counted_and_readyz_fails_while_draining(start_server):
+    server = start_server(config=ADMIN_CONFIG)
+    port = admin_port(server)
+    config_path = server.root.parent / "ferroftp.toml"
+
+    def reloads(result: str) -> float:
+        families = list(text_string_to_metric_families(http_get(port, "/metrics")[1]))
+        return sample_value(families, "ferroftp_reloads_total", result=result)
+
+    def wait_for_reloads(result: str, count: int):
+        for _ in range(400):
+            if reloads(result) == count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"ferroftp_reloads_total{{result={result!r}}} never reached "
+                             f"{count}: {server.log()[-3000:]}")
+
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for_reloads("ok", 1)
+    assert reloads("failed") == 0
+    good = config_path.read_text()
+    config_path.write_text(good + "[server]\nno_such_key = 1\n")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for_reloads("failed", 1)
+    config_path.write_text(good)
+    assert http_get(port, "/readyz") == (200, "ready\n")
+
+    # A download held open by a slow reader keeps the server draining after SIGTERM.
+    write_random(server.path("big.bin"), 64 * MiB)
+    control, data = slow_download(server, "big.bin")
+    server.proc.send_signal(signal.SIGTERM)
+    for _ in range(400):
+        if http_get(port, "/readyz") == (503, "draining\n"):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"/readyz never answered 503 while draining: {server.log()[-3000:]}")
+    assert http_get(port, "/healthz") == (200, "ok\n")
+    status, page = http_get(port, "/status")
+    assert status == 200 and '<span class="draining">draining</span>' in page, page
+    assert "download <span class=\"path\">/big.bin</span>" in page, page
+    # The session stays open (held by the server object until the fixture's teardown, which
+    # stops the server), so the server is still draining, not gone, when the test ends.
+    server.held_open = (control, data)
 
 
 def test_check_config_refuses_a_remote_admin_listener(ferroftp_bin, tmp_path):
