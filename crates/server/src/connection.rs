@@ -42,6 +42,9 @@ const MAX_STAT_ENTRIES: usize = 10_000;
 /// Bytes read from the control connection at once.
 const CONTROL_READ: usize = 2048;
 
+/// Direct reads after a read that ended inside a line (see `read_past_urgent_mark`).
+const URGENT_MARK_READS: usize = 4;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The stage of the running transfer, if any.
@@ -360,6 +363,10 @@ impl ControlConnection {
                     self.lines.push(&read_buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
                         self.session.handle_line(line, now());
+                    }
+                    if !self.read_past_urgent_mark()? {
+                        self.client_gone().await;
+                        return Ok(());
                     }
                     self.lines.shrink_when_empty();
                 }
@@ -762,6 +769,9 @@ impl ControlConnection {
                     while let Some(line) = self.lines.next_line() {
                         self.session.handle_line(line, now());
                     }
+                    if !self.read_past_urgent_mark()? {
+                        return Ok(false);
+                    }
                 }
                 Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 // A TLS client that vanished without close_notify.
@@ -776,6 +786,49 @@ impl ControlConnection {
                 Some(Err(error)) => return Err(error),
             }
         }
+    }
+
+    /// Reads on past TCP urgent data; `false` when the client closed the connection.
+    ///
+    /// RFC 959 §4.1.3 has clients send ABOR after Telnet IP and Synch, the Synch being
+    /// IAC DM with TCP urgent data (lftp sends `IAC IP IAC` with `MSG_OOB`, then `DM ABOR`;
+    /// Python's ftplib sends the whole `ABOR` line with `MSG_OOB`). With `SO_OOBINLINE` the
+    /// urgent byte stays in the stream (the framer drops the Telnet commands), but the kernel
+    /// ends a read just before the urgent mark, and tokio takes a read shorter than its
+    /// buffer for a drained socket: it waits for the next edge, which comes only with the
+    /// client's next command, so ABOR was answered only after the command that followed it.
+    /// A read that ends inside a line is exactly what the mark produces (clients send whole
+    /// lines), so only then the socket is read again directly, without waiting, until the
+    /// line is complete or nothing more has arrived. TLS clients send no urgent data (it
+    /// would land inside a TLS record), so only plain connections need this.
+    fn read_past_urgent_mark(&mut self) -> io::Result<bool> {
+        let ControlStream::Plain(tcp) = &self.stream else {
+            return Ok(true);
+        };
+        let socket = socket2::SockRef::from(tcp);
+        let mut buffer = [0u8; CONTROL_READ];
+        // A few rounds at most: one urgent mark per ABOR, and a client that streams bytes
+        // must not keep the thread here.
+        for _ in 0..URGENT_MARK_READS {
+            if self.lines.pending() == 0 {
+                break;
+            }
+            // The socket is non-blocking (tokio's); bypassing tokio here is sound because
+            // a `WouldBlock` leaves its readiness cleared, as the short read did.
+            match io::Read::read(&mut &*socket, &mut buffer) {
+                Ok(0) => return Ok(false),
+                Ok(read) => {
+                    self.lines.push(&buffer[..read]);
+                    while let Some(line) = self.lines.next_line() {
+                        self.session.handle_line(line, now());
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(true)
     }
 
     async fn client_gone(&mut self) {

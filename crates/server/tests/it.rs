@@ -534,6 +534,68 @@ async fn abor_stops_a_running_download() {
     assert_eq!(code(&mut client, "NOOP").await, 200);
 }
 
+/// RFC 959 §4.1.3: before ABOR a client sends Telnet IP and Synch, the Synch as TCP urgent
+/// data; lftp sends `IAC IP IAC` with `MSG_OOB`, then `DM` and the line. The kernel ends a
+/// read at the urgent mark, and the rest of the line used to wait in the socket until the
+/// client's next command arrived: the reply to ABOR never came to a client that waited
+/// for it. Repeated, as whether the transfer finishes before the ABOR arrives varies.
+#[tokio::test]
+async fn abor_after_an_urgent_telnet_synch_is_answered_without_a_next_command() {
+    let (server, root) = fs_server().await;
+    std::fs::write(root.join("big"), pattern(64 << 20)).unwrap();
+    let control = std::net::TcpStream::connect(server.address).unwrap();
+    // The same socket, to send the urgent bytes the client crate has no call for.
+    let urgent = control.try_clone().unwrap();
+    control.set_nonblocking(true).unwrap();
+    let options = ClientOptions {
+        timeout: Duration::from_secs(30),
+    };
+    let stream = tokio::net::TcpStream::from_std(control).unwrap();
+    let mut client = Client::from_stream(stream, options).unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+    assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+    for round in 0..30 {
+        let prepared = client.open_data(DataMode::Passive).await.unwrap();
+        let (preliminary, mut stream) = client
+            .transfer_command("RETR /big", prepared)
+            .await
+            .unwrap();
+        assert_eq!(preliminary.code.0, 150);
+        let mut first = vec![0u8; 64 << 10];
+        stream.read_exact(&mut first).await.unwrap();
+        const IAC: u8 = 255;
+        const IP: u8 = 244;
+        const DM: u8 = 242;
+        let sent = rustix::net::send(&urgent, &[IAC, IP, IAC], rustix::net::SendFlags::OOB);
+        assert_eq!(sent.unwrap(), 3);
+        client.send_raw(&[DM]).await.unwrap();
+        client.send_raw(b"ABOR\r\n").await.unwrap();
+        // The client keeps reading the data connection, as lftp does, until the server
+        // closes it (all of the file, or less after the abort).
+        stream.receive_into(&mut tokio::io::sink()).await.ok();
+        // A hang here (the client's 30 s timeout) is the failure.
+        let reply = client.read_reply().await.unwrap();
+        let replies = match (reply.code.0, reply.lines[0].as_str()) {
+            (426, _) | (226, "Transfer complete") => {
+                let second = client.read_reply().await.unwrap();
+                vec![reply, second]
+            }
+            _ => vec![reply],
+        };
+        let replies: Vec<(u16, &str)> = replies
+            .iter()
+            .map(|reply| (reply.code.0, reply.lines[0].as_str()))
+            .collect();
+        assert!(
+            replies == [(426, "Transfer aborted"), (226, "ABOR successful")]
+                || replies == [(226, "Transfer complete"), (226, "No transfer to abort")]
+                || replies == [(226, "Transfer complete, ABOR ignored")],
+            "round {round}: {replies:?}"
+        );
+    }
+    assert_eq!(code(&mut client, "NOOP").await, 200);
+}
+
 #[tokio::test]
 async fn abor_stops_an_upload_into_a_local_file_and_releases_it() {
     // A plain binary upload to the filesystem is received on a blocking thread; ABOR must
