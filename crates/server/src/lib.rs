@@ -16,6 +16,7 @@ mod passive;
 mod proxy_protocol;
 mod session_threads;
 mod tls;
+mod transfer_record;
 
 use std::future::Future;
 use std::io;
@@ -40,6 +41,9 @@ pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
 pub use session_threads::SessionThreads;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
+pub use transfer_record::{
+    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
+};
 
 /// One control listener.
 #[derive(Clone, Debug)]
@@ -120,6 +124,8 @@ pub struct ServerOptions {
     pub max_line: usize,
     /// FTPS certificate and settings; needed by listeners with TLS.
     pub tls: Option<TlsOptions>,
+    /// Told about every transfer that ended (the transfer log, metrics).
+    pub transfer_observer: Option<Arc<dyn TransferObserver>>,
 }
 
 impl Default for ServerOptions {
@@ -139,6 +145,7 @@ impl Default for ServerOptions {
             failed_login_delay: Duration::from_secs(1),
             max_line: DEFAULT_MAX_LINE,
             tls: None,
+            transfer_observer: None,
         }
     }
 }
@@ -181,6 +188,7 @@ pub(crate) struct ServerContext {
     pub(crate) tls: Option<tls::TlsContext>,
     /// TLS mode of each listener, by index.
     pub(crate) listener_tls: Vec<ListenerTls>,
+    pub(crate) transfer_observer: Option<Arc<dyn TransferObserver>>,
 }
 
 /// A bound, not yet running server.
@@ -253,6 +261,7 @@ impl Server {
                 .iter()
                 .map(|listener| listener.tls)
                 .collect(),
+            transfer_observer: options.transfer_observer,
         });
         let limiter = Arc::new(SessionLimiter::new(
             options.max_sessions,
