@@ -78,6 +78,8 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// FTPS: certificate, policies, client certificates.
     pub tls: TlsConfig,
+    /// The event log's format and file, the transfer log.
+    pub log: LogConfig,
 }
 
 /// `[tls]`: FTPS (RFC 4217), used by listeners with `tls = "explicit"` or `"implicit"`.
@@ -940,6 +942,31 @@ impl Config {
 
 fn is_broadcast(address: IpAddr) -> bool {
     matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// `[log]`: the event log and the transfer log (docs/operations.md, "Logs"). Both files are
+/// opened for appending and reopened on SIGHUP (logrotate). The filter comes from the
+/// `FERROFTP_LOG` environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` (default): human-readable lines; `"json"`: one JSON object per line.
+    pub format: LogFormat,
+    /// The event log's file; standard error when unset.
+    pub file: Option<PathBuf>,
+    /// One `xferlog` line per finished or aborted transfer; none when unset.
+    pub transfer_log: Option<PathBuf>,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s format), coloured only on a terminal.
+    #[default]
+    Text,
+    /// JSON lines with stable field names.
+    Json,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod doctor;
 mod firewall;
+mod logging;
 mod open_files;
 mod serve;
 mod user_command;

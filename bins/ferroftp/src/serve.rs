@@ -28,7 +28,6 @@ const GENERATED_USER: &str = "ferroftp";
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let mut config = match &args.config {
         Some(path) => Config::load(path).with_context(|| format!("reading {}", path.display()))?,
         None => Config::default(),
@@ -42,6 +41,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .collect();
         bail!("invalid configuration:\n{}", listed.join("\n"));
     }
+    let logging = crate::logging::init(&config.log)?;
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
     if open_files < needed {
@@ -67,19 +67,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, session_threads))
+    runtime.block_on(serve(config, session_threads, logging))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERROFTP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    session_threads: Arc<SessionThreads>,
+    logging: crate::logging::Logging,
+) -> anyhow::Result<()> {
     let StorageConfig::Fs {
         root,
         fsync_uploads,
@@ -97,6 +92,7 @@ async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::
     let authenticator = AnonymousAuthenticator::new(authenticator, config.auth.anonymous);
 
     let mut options = server_options(&config);
+    options.transfer_observer = logging.transfer_log;
     let self_signed = if config.tls.self_signed {
         let generated = self_signed_certificate()?;
         options.tls = Some(tls_options(
@@ -152,6 +148,9 @@ async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::
         && self_signed.is_none()
     {
         tokio::spawn(reload_on_sighup(reloader));
+    }
+    if !logging.files.is_empty() {
+        tokio::spawn(crate::logging::reopen_on_sighup(logging.files));
     }
     server.run(shutdown_signal()).await;
     Ok(())

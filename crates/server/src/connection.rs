@@ -646,7 +646,7 @@ impl ControlConnection {
                 warn!(
                     client = %attempt.peer,
                     user = ?attempt.username,
-                    reason = "bad-credentials",
+                    reason = %"bad-credentials",
                     reply = 530,
                     "login failed"
                 );
