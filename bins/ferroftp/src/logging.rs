@@ -539,6 +539,78 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_carry_the_stable_field_names() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log.json");
+        let file = Arc::new(ReopenableFile::open(&path).unwrap());
+        let layer = JsonLayer {
+            writer: LogWriter(Some(Arc::clone(&file))),
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "session",
+                peer = "203.0.113.9:40000",
+                id = 7u64,
+                user = tracing::field::Empty
+            );
+            let _entered = span.enter();
+            span.record("user", "bob");
+            tracing::info!(
+                command = "RETR",
+                path = "/a.txt",
+                bytes = 5u64,
+                duration_ms = 12u64,
+                reply = 226u16,
+                "transfer"
+            );
+            tracing::warn!(user = ?"e\u{1b}vil\"", client = "203.0.113.9", "login failed");
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let transfer = &lines[0];
+        assert_eq!(transfer["event"], "transfer");
+        assert_eq!(transfer["level"], "INFO");
+        assert_eq!(transfer["session"], 7);
+        assert_eq!(transfer["client"], "203.0.113.9:40000");
+        assert_eq!(transfer["user"], "bob");
+        assert_eq!(transfer["path"], "/a.txt");
+        assert_eq!(transfer["bytes"], 5);
+        assert_eq!(transfer["duration_ms"], 12);
+        assert_eq!(transfer["reply"], 226);
+        assert!(transfer["ts"].as_str().unwrap().ends_with('Z'));
+        // The event's own fields win; client-supplied text stays escaped.
+        assert_eq!(lines[1]["client"], "203.0.113.9");
+        assert_eq!(lines[1]["user"], "e\\u{1b}vil\\\"");
+        assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn reopen_writes_to_a_new_file_at_the_same_path() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("xferlog");
+        let file = Arc::new(ReopenableFile::open(&path).unwrap());
+        let files = LogFiles {
+            files: vec![Arc::clone(&file)],
+        };
+        file.write_line(b"one\n").unwrap();
+        let rotated = directory.path().join("xferlog.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        files.reopen().unwrap();
+        file.write_line(b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        // A directory that went away: the error names the file.
+        drop(directory);
+        let error = files.reopen().unwrap_err();
+        assert!(error.to_string().contains("xferlog"), "{error}");
+    }
+
+    #[test]
     fn an_invalid_filter_is_refused() {
         assert!(EnvFilter::builder().parse("ferroftp=loud").is_err());
         assert!(
