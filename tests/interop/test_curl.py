@@ -453,4 +453,8 @@ def test_transfer_log_has_one_xferlog_line_per_transfer_and_reopens_on_sighup(
     wait_for(lambda: len(xferlog.read_text().splitlines()) == 1, "a line in the new xferlog")
     assert [(r["direction"], r["size"]) for r in xferlog_records(xferlog)] == [("o", MiB + 1)]
     assert len((tmp_path / "xferlog.1").read_text().splitlines()) == 4
+    # Storage changes name their paths in the client's form too, in the new event log.
+    assert curl("-Q", "MKD new dir", server.url("")).returncode == 0
+    wait_for(lambda: "storage changed" in events.read_text(), "the MKD in the new event log")
+    assert 'storage changed command="MKD" path=/new dir' in events.read_text()
     assert server.proc.poll() is None

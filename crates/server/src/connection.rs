@@ -1008,13 +1008,24 @@ async fn storage_operation(
     };
     match result {
         Ok(result) => {
-            if !matches!(
-                request,
+            // Changes are logged with the command and the paths in their client form.
+            let change = match &request {
                 StorageRequest::Metadata(_)
-                    | StorageRequest::ResumableSize(_)
-                    | StorageRequest::StatListing(_)
-            ) {
-                info!(?request, "storage changed");
+                | StorageRequest::ResumableSize(_)
+                | StorageRequest::StatListing(_) => None,
+                StorageRequest::MakeDir(path) => Some(("MKD", path, None)),
+                StorageRequest::RemoveDir(path) => Some(("RMD", path, None)),
+                StorageRequest::RemoveFile(path) => Some(("DELE", path, None)),
+                StorageRequest::Rename { from, to } => Some(("RNTO", from, Some(to))),
+                StorageRequest::SetModified { path, .. } => Some(("MFMT", path, None)),
+            };
+            if let Some((command, path, to)) = change {
+                info!(
+                    command,
+                    path = %path,
+                    to = to.map(tracing::field::display),
+                    "storage changed"
+                );
             }
             Ok(result)
         }
