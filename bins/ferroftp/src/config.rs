@@ -77,6 +77,8 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// FTPS: certificate, policies, client certificates.
     pub tls: TlsConfig,
+    /// The event log's format and file, the transfer log.
+    pub log: LogConfig,
 }
 
 /// `[tls]`: FTPS (RFC 4217), used by listeners with `tls = "explicit"` or `"implicit"`.
@@ -491,7 +493,11 @@ impl Default for StorageConfig {
 fn service_state_directory() -> Option<PathBuf> {
     std::env::var_os("STATE_DIRECTORY")
         // Several directories are separated by colons; the first is ours.
-        .and_then(|dirs| dirs.to_str().and_then(|d| d.split(':').next()).map(PathBuf::from))
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|d| d.split(':').next())
+                .map(PathBuf::from)
+        })
         .filter(|dir| dir.is_absolute())
 }
 
@@ -504,10 +510,8 @@ fn default_storage_root() -> PathBuf {
 /// `auth.path` when not set: `users.toml` in the service's state directory, else beside
 /// the config file (or in the current directory without one).
 fn default_users_path() -> PathBuf {
-    service_state_directory().map_or_else(
-        || PathBuf::from("users.toml"),
-        |dir| dir.join("users.toml"),
-    )
+    service_state_directory()
+        .map_or_else(|| PathBuf::from("users.toml"), |dir| dir.join("users.toml"))
 }
 
 /// The `[storage]` table as written. A flat table with `kind` beside the backend's fields,
@@ -749,6 +753,8 @@ impl Config {
             self.tls.cert.as_mut(),
             self.tls.key.as_mut(),
             self.tls.client_ca.as_mut(),
+            self.log.file.as_mut(),
+            self.log.transfer_log.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -1011,6 +1017,31 @@ pub fn config_directory(path: &Path) -> PathBuf {
 
 fn is_broadcast(address: IpAddr) -> bool {
     matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// `[log]`: the event log and the transfer log (docs/operations.md, "Logs"). Both files are
+/// opened for appending and reopened on SIGHUP (logrotate). The filter comes from the
+/// `FERROFTP_LOG` environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` (default): human-readable lines; `"json"`: one JSON object per line.
+    pub format: LogFormat,
+    /// The event log's file; standard error when unset.
+    pub file: Option<PathBuf>,
+    /// One `xferlog` line per finished or aborted transfer; none when unset.
+    pub transfer_log: Option<PathBuf>,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s format), coloured only on a terminal.
+    #[default]
+    Text,
+    /// JSON lines with stable field names.
+    Json,
 }
 
 #[cfg(test)]

@@ -40,7 +40,10 @@ pub fn load(path: &Path, adjust: impl FnOnce(&mut Config)) -> LoadedConfig {
         Err(error) => {
             return LoadedConfig {
                 config: None,
-                problems: vec![ConfigProblem::new("file", format!("cannot read it: {error}"))],
+                problems: vec![ConfigProblem::new(
+                    "file",
+                    format!("cannot read it: {error}"),
+                )],
             };
         }
     };
@@ -256,7 +259,8 @@ fn check_referenced(config: &Config) -> Vec<ConfigProblem> {
         ));
     }
     if let Some(user) = &config.server.user
-        && let Err(error) = crate::privileges::Account::look_up(user, config.server.group.as_deref())
+        && let Err(error) =
+            crate::privileges::Account::look_up(user, config.server.group.as_deref())
     {
         problems.push(ConfigProblem::new("server.user", format!("{error:#}")));
     }
@@ -314,7 +318,10 @@ tls = \"sometimes\"
         assert!(found[2].contains("after the last port"), "{found:#?}");
         assert!(found[2].ends_with("(line 6)"), "{found:#?}");
         // In the file's order, whatever order serde found them in.
-        assert!(found[3].starts_with("server.listeners[0].tls: "), "{found:#?}");
+        assert!(
+            found[3].starts_with("server.listeners[0].tls: "),
+            "{found:#?}"
+        );
         assert!(found[3].ends_with("(line 11)"), "{found:#?}");
     }
 

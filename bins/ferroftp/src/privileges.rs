@@ -71,7 +71,10 @@ impl Account {
         setuid(self.uid).context("setuid")?;
         // Proof that it is for good: root cannot be taken back.
         if setuid(Uid::from_raw(0)).is_ok() {
-            bail!("root privileges could be regained after switching to {:?}", self.name);
+            bail!(
+                "root privileges could be regained after switching to {:?}",
+                self.name
+            );
         }
         Ok(())
     }

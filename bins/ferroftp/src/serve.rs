@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
+use ferroftp_backend::Authenticator;
 use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
 use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
-use ferroftp_backend::Authenticator;
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
     DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerHandle,
@@ -31,8 +31,8 @@ const GENERATED_USER: &str = "ferroftp";
 
 /// Runs the server until SIGINT or SIGTERM (then drains; a second one stops at once).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let config = load_config(&args)?;
+    let logging = crate::logging::init(&config.log)?;
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
     if open_files < needed {
@@ -58,7 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config, session_threads))
+    runtime.block_on(serve(args, config, session_threads, logging))
 }
 
 /// The configuration to serve: the file (every problem at once), the flags over it.
@@ -82,22 +82,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
                 .iter()
                 .map(|p| format!("  {}: {}", p.field, p.message))
                 .collect();
-            let source = args
-                .config
-                .as_ref()
-                .map_or_else(|| "the command line".to_owned(), |p| p.display().to_string());
+            let source = args.config.as_ref().map_or_else(
+                || "the command line".to_owned(),
+                |p| p.display().to_string(),
+            );
             bail!("invalid configuration in {source}:\n{}", listed.join("\n"))
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERROFTP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// What the running server was built from, kept for reloads.
@@ -108,12 +99,15 @@ struct Running {
     /// The generated certificate of `--tls self-signed`: the same one after a reload.
     self_signed: Option<SelfSigned>,
     handle: ServerHandle,
+    /// The log files, reopened on SIGHUP, and the transfer log.
+    logging: crate::logging::Logging,
 }
 
 async fn serve(
     args: ServeArgs,
     config: Config,
     session_threads: Arc<SessionThreads>,
+    logging: crate::logging::Logging,
 ) -> anyhow::Result<()> {
     // Installed before anything else: from now on SIGHUP and SIGTERM are handled, never
     // the default action (which ends the process).
@@ -150,6 +144,7 @@ async fn serve(
         None
     };
     let mut options = server_options(&config, self_signed.as_ref());
+    options.transfer_observer = logging.transfer_log.clone();
     let inherited = crate::systemd::inherited_listeners()?;
     let mut listeners = config.server.listeners.clone();
     let server = if inherited.is_empty() {
@@ -158,12 +153,24 @@ async fn serve(
         let (matched, sockets) = match_inherited_listeners(&config, inherited)?;
         listeners = matched;
         options.listeners = listeners.iter().map(listener_options).collect();
-        Server::from_listeners(options, sockets, Arc::new(storage), Arc::clone(&authenticator))
-            .await?
+        Server::from_listeners(
+            options,
+            sockets,
+            Arc::new(storage),
+            Arc::clone(&authenticator),
+        )
+        .await?
     }
     .with_session_threads(session_threads);
     let addresses = server.local_addrs();
     if let Some(account) = &account {
+        // The log files stay open; they must also be reopenable after logrotate.
+        for path in [&config.log.file, &config.log.transfer_log]
+            .into_iter()
+            .flatten()
+        {
+            account.take_ownership(path)?;
+        }
         account.switch_to()?;
         tracing::info!(user = account.name(), "switched to an unprivileged account");
     }
@@ -209,6 +216,7 @@ async fn serve(
         authenticator,
         self_signed,
         handle: handle.clone(),
+        logging,
     };
     crate::systemd::ready(&status_line(&handle));
     let (drain, stop) = signals.spawn(running);
@@ -383,6 +391,13 @@ impl Signals {
 /// a config with any problem is reported in full and the running one stays.
 async fn reload(running: &mut Running) {
     crate::systemd::reloading();
+    // First, so that what follows goes to the new files (logrotate moved the old ones).
+    if !running.logging.files.is_empty() {
+        match running.logging.files.reopen() {
+            Ok(()) => tracing::info!("SIGHUP: log files reopened"),
+            Err(error) => tracing::warn!(%error, "SIGHUP: a log file could not be reopened"),
+        }
+    }
     match try_reload(running).await {
         Ok(()) => {}
         Err(error) => {
@@ -401,17 +416,17 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
     config.server.user.clone_from(&running.config.server.user);
     config.server.group.clone_from(&running.config.server.group);
     config.storage = running.config.storage.clone();
+    config.log = running.config.log.clone();
     let authenticator = if config.auth == running.config.auth {
         Arc::clone(&running.authenticator)
     } else {
         authenticator(&config)?
     };
+    let mut options = server_options(&config, running.self_signed.as_ref());
+    options.transfer_observer = running.logging.transfer_log.clone();
     let report = running
         .handle
-        .reload(
-            server_options(&config, running.self_signed.as_ref()),
-            Arc::clone(&authenticator),
-        )
+        .reload(options, Arc::clone(&authenticator))
         .await?;
     if report.needs_restart.contains(&"server.listeners") {
         config.server.listeners = running.config.server.listeners.clone();
@@ -442,6 +457,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.storage != new.storage {
         keys.push("storage".to_owned());
+    }
+    if old.log != new.log {
+        // The files are reopened on every SIGHUP; another format or path needs a restart.
+        keys.push("log".to_owned());
     }
     keys
 }

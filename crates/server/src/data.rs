@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ferroftp_backend::{DownloadBody, LocalFile, LocalUploadFile, Storage, StorageError, Upload};
@@ -64,6 +64,22 @@ const TRANSFER_BUFFER: usize = 256 * 1024;
 const FIRST_TRANSFER_BUFFER: usize = 16 * 1024;
 /// Listing output is flushed in chunks of about this size.
 const LISTING_FLUSH: usize = 64 * 1024;
+
+/// Bytes a running transfer has moved so far. Read when the transfer ends early (ABOR, a
+/// broken connection, the client gone), when its future is dropped or failed and cannot say:
+/// an interrupted upload's log shows what was received and kept for a resume.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Where the data connection comes from.
 #[derive(Debug)]
@@ -365,7 +381,7 @@ pub(crate) struct Leftovers {
 }
 
 /// Moves the bytes (after the TLS handshake, for PROT P).
-pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
+pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved, TransferFailure> {
     // `lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
         data,
@@ -385,7 +401,7 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
             },
         ) if !ascii => {
             let mut data = data;
-            let bytes = send_file_zero_copy(&data, &file, size, idle_timeout).await?;
+            let bytes = send_file_zero_copy(&data, &file, size, idle_timeout, &progress).await?;
             finish_sending(&mut data).await?;
             let leftovers = Leftovers {
                 _data: Some(data),
@@ -401,13 +417,14 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Moved, TransferFailure> {
                 local_file: Some(file),
             },
         ) => {
-            let bytes = receive_local_upload(data, &mut upload, file, idle_timeout).await?;
+            let bytes =
+                receive_local_upload(data, &mut upload, file, idle_timeout, progress).await?;
             Ok(Moved::Received { upload, bytes })
         }
-        (None, work) => move_bytes(data, work, ascii, idle_timeout).await,
+        (None, work) => move_bytes(data, work, ascii, idle_timeout, &progress).await,
         (Some(tls), work) => {
             let data = protect(data, &tls).await?;
-            move_bytes(data, work, ascii, idle_timeout).await
+            move_bytes(data, work, ascii, idle_timeout, &progress).await
         }
     }
 }
@@ -422,6 +439,7 @@ async fn receive_local_upload(
     upload: &mut Box<dyn Upload>,
     file: LocalUploadFile,
     idle_timeout: Duration,
+    progress: Progress,
 ) -> Result<u64, TransferFailure> {
     let mut first = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut filled = 0;
@@ -439,8 +457,9 @@ async fn receive_local_upload(
             return Ok(filled as u64);
         }
         filled += read;
+        progress.add(read);
     }
-    receive_into_local_file(data, file, first, idle_timeout).await
+    receive_into_local_file(data, file, first, idle_timeout, progress).await
 }
 
 /// The rest of a plain binary upload, after the `first` bytes already read, straight into its
@@ -453,6 +472,7 @@ async fn receive_into_local_file(
     file: LocalUploadFile,
     first: Vec<u8>,
     idle_timeout: Duration,
+    progress: Progress,
 ) -> Result<u64, TransferFailure> {
     let socket = data.into_std().map_err(lost)?;
     socket.set_nonblocking(false).map_err(lost)?;
@@ -463,11 +483,12 @@ async fn receive_into_local_file(
     // Dropping this future (ABOR, the client gone) shuts the socket down, which ends the
     // blocking read at once; the thread then finishes the write it holds and stops.
     let mut stop_on_drop = ShutdownOnDrop(Some(socket.try_clone().map_err(lost)?));
-    let received = tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first))
-        .await
-        .map_err(|error| {
-            TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
-        })?;
+    let received =
+        tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first, &progress))
+            .await
+            .map_err(|error| {
+                TransferFailure::ConnectionLost(format!("receiving task failed: {error}"))
+            })?;
     stop_on_drop.0 = None;
     received
 }
@@ -489,6 +510,7 @@ fn receive_blocking(
     socket: &std::net::TcpStream,
     file: &LocalUploadFile,
     first: Vec<u8>,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     use std::io::Read as _;
     use std::os::unix::fs::FileExt as _;
@@ -519,6 +541,7 @@ fn receive_blocking(
             }
             Err(error) => return Err(lost(error)),
         };
+        progress.add(read);
         file.file
             .write_all_at(&buffer[..read], offset)
             .map_err(storage)?;
@@ -554,6 +577,7 @@ async fn send_file_zero_copy(
     file: &LocalFile,
     end: u64,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut offset = file.offset;
     while offset < end {
@@ -570,6 +594,7 @@ async fn send_file_zero_copy(
                 Ok(0) => break,
                 Ok(sent) => {
                     offset += sent as u64;
+                    progress.add(sent);
                     continue;
                 }
                 // Not ready or interrupted: the loop below waits and tries again.
@@ -597,6 +622,7 @@ async fn send_file_zero_copy(
             break;
         }
         offset += sent as u64;
+        progress.add(sent);
     }
     Ok(offset - file.offset)
 }
@@ -626,6 +652,7 @@ async fn move_bytes<S>(
     work: Work,
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<Moved, TransferFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -635,7 +662,7 @@ where
             let mut body = body
                 .into_stream()
                 .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
-            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout).await?;
+            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout, progress).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,
@@ -643,7 +670,7 @@ where
             })
         }
         Work::Store { mut upload, .. } => {
-            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout).await?;
+            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout, progress).await?;
             // Answer the client's end of file with ours: over TLS a close_notify, which
             // clients that close TLS cleanly (Python's unwrap) wait for. All data is in, so
             // a failure here changes nothing.
@@ -656,7 +683,7 @@ where
             facts,
             writable,
         } => {
-            let bytes = send_listing(entries, format, facts, writable, &mut data).await?;
+            let bytes = send_listing(entries, format, facts, writable, &mut data, progress).await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,
@@ -687,6 +714,7 @@ async fn send_file(
     data: &mut (impl AsyncWrite + Unpin),
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
@@ -712,6 +740,7 @@ async fn send_file(
             .await
             .map_err(lost)?;
         sent += chunk.len() as u64;
+        progress.add(chunk.len());
     }
 }
 
@@ -720,6 +749,7 @@ async fn receive_file(
     upload: &mut Box<dyn Upload>,
     ascii: bool,
     idle_timeout: Duration,
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
@@ -757,6 +787,7 @@ async fn receive_file(
             .await
             .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
         received += read as u64;
+        progress.add(read);
         if read == 0 {
             break;
         }
@@ -781,6 +812,7 @@ async fn send_listing(
     facts: MlstFacts,
     writable: bool,
     data: &mut (impl AsyncWrite + Unpin),
+    progress: &Progress,
 ) -> Result<u64, TransferFailure> {
     let now = SystemTime::now();
     let mut out = Vec::with_capacity(LISTING_FLUSH + 512);
@@ -796,6 +828,7 @@ async fn send_listing(
                 if out.len() >= LISTING_FLUSH {
                     data.write_all(&out).await.map_err(lost)?;
                     sent += out.len() as u64;
+                    progress.add(out.len());
                     out.clear();
                 }
             }

@@ -18,6 +18,7 @@ mod proxy_protocol;
 mod reload;
 mod session_threads;
 mod tls;
+mod transfer_record;
 
 use std::future::Future;
 use std::io;
@@ -45,6 +46,9 @@ use reload::Swappable;
 pub use reload::{ReloadReport, ServerHandle};
 pub use session_threads::SessionThreads;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
+pub use transfer_record::{
+    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
+};
 
 /// One control listener.
 #[derive(Clone, Debug)]
@@ -128,6 +132,8 @@ pub struct ServerOptions {
     /// After a shutdown begins, how long running transfers may take to finish before they
     /// are aborted (426).
     pub shutdown_grace: Duration,
+    /// Told about every transfer that ended (the transfer log, metrics).
+    pub transfer_observer: Option<Arc<dyn TransferObserver>>,
 }
 
 impl Default for ServerOptions {
@@ -148,6 +154,7 @@ impl Default for ServerOptions {
             max_line: DEFAULT_MAX_LINE,
             tls: None,
             shutdown_grace: Duration::from_secs(30),
+            transfer_observer: None,
         }
     }
 }
@@ -200,6 +207,7 @@ pub(crate) struct ServerContext {
     pub(crate) options: ServerOptions,
     /// Shutdown phase and open sessions, shared by every generation.
     pub(crate) drain: Arc<Drain>,
+    pub(crate) transfer_observer: Option<Arc<dyn TransferObserver>>,
 }
 
 /// Builds a TLS context from `options` and drops it: loads the certificate, the key and

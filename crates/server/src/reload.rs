@@ -132,6 +132,7 @@ pub(crate) async fn build_context(
             .iter()
             .map(|listener| listener.tls)
             .collect(),
+        transfer_observer: options.transfer_observer.clone(),
         options,
         drain,
     })
