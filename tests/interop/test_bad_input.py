@@ -5,11 +5,13 @@ login) and that a brand-new session works too."""
 from __future__ import annotations
 
 import ftplib
+import os
+import subprocess
 
 import pytest
 
 from ftp_helpers import (SOCKET_TIMEOUT, assert_new_session_works, assert_session_alive,
-                         has_pending_connection, listener, port_arg, raw_session)
+                         has_pending_connection, listener, port_arg, raw_session, wait_for)
 
 
 def ftplib_session(server, login=True) -> ftplib.FTP:
@@ -210,3 +212,28 @@ def test_malformed_eprt(server, arg):
         r = c.cmd(f"EPRT {arg}")
         assert r.code in (501, 522), r.text
         assert_session_alive(c)
+
+
+# --------------------------------------------------------------------------------------------
+# the server's own environment
+
+
+def test_invalid_log_filter_stops_the_server_at_start(ferroftp_bin, tmp_path):
+    env = dict(os.environ, FERROFTP_LOG="ferroftp=loud")
+    p = subprocess.run([ferroftp_bin, "serve", "--root", str(tmp_path / "root"), "--users",
+                        str(tmp_path / "users.toml"), "--listen", "127.0.0.1:0"],
+                       env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert 'FERROFTP_LOG="ferroftp=loud" is not a valid log filter' in err, err
+    assert b"listening on" not in p.stdout
+
+
+def test_log_on_a_redirected_stderr_has_no_colour_codes(server):
+    with raw_session(server) as c:
+        assert_session_alive(c)
+    wait_for(lambda: "logged in" in server.log_path.read_text(errors="replace"),
+             "the login in the log")
+    text = server.log_path.read_text(errors="replace")
+    assert "\x1b[" not in text, text[-2000:]

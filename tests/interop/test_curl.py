@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import time
 
 import pytest
 
 
 from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, curl_traced, file_size, kill_hard,
                          reset_data_connections,
-                         nlst_names, parse_epsv, parse_pasv, parse_unix_list, sha256_file,
-                         wait_for, wait_server_idle)
+                         nlst_names, parse_epsv, parse_pasv, parse_unix_list, raw_session,
+                         sha256_file, wait_for, wait_server_idle)
 
 PARTIAL_PREFIX = ".ferroftp-partial."
 
@@ -378,3 +380,81 @@ def test_partial_files_are_hidden_and_unaddressable(server, medium_sample):
     assert r.returncode == 21, r.describe()
     r.assert_exchange("DELE", 553)
     assert partial.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the transfer log ([log] transfer_log: xferlog)
+
+
+def xferlog_records(path) -> list[dict]:
+    """Parses xferlog(5) lines: a 5-field date, then 13 fields."""
+    records = []
+    for line in path.read_text().splitlines():
+        f = line.split(" ")
+        assert len(f) == 18, f"not an xferlog line: {line!r}"
+        time.strptime(" ".join(f[:5]), "%a %b %d %H:%M:%S %Y")
+        records.append({"seconds": int(f[5]), "host": f[6], "size": int(f[7]), "name": f[8],
+                        "type": f[9], "action": f[10], "direction": f[11], "access": f[12],
+                        "user": f[13], "service": f[14], "method": f[15], "auth_id": f[16],
+                        "status": f[17]})
+    return records
+
+
+def test_transfer_log_has_one_xferlog_line_per_transfer_and_reopens_on_sighup(
+        start_server, tmp_path, samples):
+    xferlog = tmp_path / "xferlog"
+    events = tmp_path / "ferroftp.log"
+    config = tmp_path / "log.toml"
+    config.write_text(f'[log]\nfile = "{events}"\ntransfer_log = "{xferlog}"\n')
+    server = start_server(extra_args=["--config", str(config)])
+    one = samples[MiB]
+    assert curl("-T", one.path, server.url("my%20file.bin")).returncode == 0
+    run = curl("-o", tmp_path / "back.bin", server.url("my%20file.bin"))
+    assert run.returncode == 0 and sha256_file(tmp_path / "back.bin") == one.sha256
+    assert curl("--append", "-T", samples[1].path, server.url("my%20file.bin")).returncode == 0
+    # An upload interrupted by ABOR once the server has received 1 MiB of it.
+    with raw_session(server) as c:
+        c.expect("TYPE I", 200)
+        host, port = parse_pasv(c.expect("PASV", 227).text)
+        with socket.create_connection((host, port), timeout=30) as data:
+            assert c.cmd("STOR cut.bin").code == 150
+            with open(one.path, "rb") as f:
+                data.sendall(f.read())
+            wait_for(lambda: file_size(server.path(PARTIAL_PREFIX + "cut.bin")) == MiB,
+                     "the upload's first MiB on disk")
+            c.send_raw(b"ABOR\r\n")
+            assert [c.read_reply().code, c.read_reply().code] == [426, 226]
+    wait_for(lambda: xferlog.exists() and len(xferlog.read_text().splitlines()) == 4,
+             "four transfer log lines")
+    records = xferlog_records(xferlog)
+    summary = [(r["direction"], r["name"], r["size"], r["status"]) for r in records]
+    assert summary == [
+        ("i", "/my_file.bin", MiB, "c"),
+        ("o", "/my_file.bin", MiB, "c"),
+        ("i", "/my_file.bin", 1, "c"),     # APPE
+        ("i", "/cut.bin", MiB, "i"),       # interrupted, with the bytes received
+    ], summary
+    for r in records:
+        assert (r["host"], r["type"], r["action"], r["access"], r["user"], r["service"],
+                r["method"], r["auth_id"]) == ("127.0.0.1", "b", "_", "r", server.user, "ftp",
+                                               "0", "*"), r
+        assert r["seconds"] >= 1
+    # The event log names them too, with the same paths (not a Rust Debug form).
+    text = events.read_text()
+    assert 'command="APPE" path=/my file.bin bytes=1 ' in text, text[-3000:]
+    assert 'command="STOR" path=/cut.bin bytes=1048576 ' in text, text[-3000:]
+
+    # logrotate: move both files away, SIGHUP, and the next lines go to new files.
+    os.rename(xferlog, tmp_path / "xferlog.1")
+    os.rename(events, tmp_path / "ferroftp.log.1")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: xferlog.exists() and events.exists(), "the log files reopened")
+    assert curl("-o", tmp_path / "again.bin", server.url("my%20file.bin")).returncode == 0
+    wait_for(lambda: len(xferlog.read_text().splitlines()) == 1, "a line in the new xferlog")
+    assert [(r["direction"], r["size"]) for r in xferlog_records(xferlog)] == [("o", MiB + 1)]
+    assert len((tmp_path / "xferlog.1").read_text().splitlines()) == 4
+    # Storage changes name their paths in the client's form too, in the new event log.
+    assert curl("-Q", "MKD new dir", server.url("")).returncode == 0
+    wait_for(lambda: "storage changed" in events.read_text(), "the MKD in the new event log")
+    assert 'storage changed command="MKD" path=/new dir' in events.read_text()
+    assert server.proc.poll() is None

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ftplib
 import io
+import socket
 
 import pytest
 
-from ftp_helpers import (MiB, SOCKET_TIMEOUT, parse_mlsx_line, parse_pasv, sha256_bytes,
-                         sha256_file)
+from ftp_helpers import (MiB, SOCKET_TIMEOUT, assert_session_alive, parse_mlsx_line, parse_pasv,
+                         raw_session, sha256_bytes, sha256_file, write_random)
 
 
 class RecordingFTP(ftplib.FTP):
@@ -252,3 +253,60 @@ def test_pwd_and_syst_feat(server):
             assert f in feats, (f, feat)
         assert ftp.sendcmd("SYST").startswith("215")
         assert ftp.sendcmd("NOOP").startswith("200")
+
+
+# --------------------------------------------------------------------------------------------
+# ABOR with the Telnet Synch as TCP urgent data (RFC 959 §4.1.3)
+
+IAC, IP, DM = 255, 244, 242
+
+
+def _send_lftp_abor(c):
+    # lftp: IAC IP IAC with MSG_OOB (the urgent byte is the IAC of the Synch), then DM ABOR.
+    c.sock.send(bytes([IAC, IP, IAC]), socket.MSG_OOB)
+    c.send_raw(bytes([DM]) + b"ABOR\r\n")
+
+
+def _send_ftplib_abor(c):
+    # Python's ftplib.FTP.abort(): the whole line with MSG_OOB (the urgent byte is its LF).
+    c.sock.sendall(b"ABOR\r\n", socket.MSG_OOB)
+
+
+@pytest.mark.time_limit(600)
+@pytest.mark.parametrize("send_abor", [_send_lftp_abor, _send_ftplib_abor],
+                         ids=["lftp-style", "ftplib-style"])
+def test_abor_after_urgent_data_is_answered_without_a_next_command(server, send_abor):
+    """The kernel ends a read at the urgent mark; the rest of the ABOR line used to stay in the
+    socket until the client's next command, so a client waiting for the reply to ABOR hung
+    (30 s socket timeout here = failure). Repeated: whether the download finishes before the
+    ABOR arrives varies from run to run, and every order must be answered at once."""
+    big = server.path("big.bin")
+    write_random(big, 64 * MiB)
+    allowed = [
+        [(426, "426 Transfer aborted"), (226, "226 ABOR successful")],
+        [(226, "226 Transfer complete"), (226, "226 No transfer to abort")],
+        [(226, "226 Transfer complete, ABOR ignored")],
+    ]
+    with raw_session(server) as c:
+        c.expect("TYPE I", 200)
+        for round_ in range(30):
+            host, port = parse_pasv(c.expect("PASV", 227).text)
+            with socket.create_connection((host, port), timeout=SOCKET_TIMEOUT) as data:
+                assert c.cmd("RETR big.bin").code == 150
+                got = 0
+                while got < 64 * 1024:
+                    chunk = data.recv(64 * 1024 - got)
+                    assert chunk, "data connection closed early"
+                    got += len(chunk)
+                send_abor(c)
+                # Keep reading, as a client does, until the server closes the connection.
+                buffer = bytearray(MiB)
+                while data.recv_into(buffer):
+                    pass
+            first = c.read_reply()
+            replies = [(first.code, first.text)]
+            if first.code == 426 or first.text == "226 Transfer complete":
+                second = c.read_reply()
+                replies.append((second.code, second.text))
+            assert replies in allowed, f"round {round_}: {replies}"
+        assert_session_alive(c)

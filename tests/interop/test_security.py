@@ -6,13 +6,16 @@ from __future__ import annotations
 import ftplib
 import io
 import os
+import re
 import secrets
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from conftest import User
 from ftp_helpers import (SOCKET_TIMEOUT, assert_new_session_works, assert_session_alive,
-                         cmd_with_data_connection, curl, raw_session)
+                         cmd_with_data_connection, curl, raw_session, wait_for)
 
 
 def login(server, user=None) -> ftplib.FTP:
@@ -170,3 +173,39 @@ def test_anonymous_enabled(start_server, name):
         assert buf.getvalue() == b"public"
     finally:
         ftp.close()
+
+
+# --------------------------------------------------------------------------------------------
+# failed logins and fail2ban (contrib/fail2ban/filter.d/ferroftp.conf)
+
+FAIL2BAN_FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/ferroftp.conf"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_fail2ban_filter_matches_every_failed_login_and_only_its_address(
+        start_server, tmp_path, log_format):
+    log = tmp_path / f"ferroftp-{log_format}.log"
+    config = tmp_path / f"log-{log_format}.toml"
+    config.write_text(f'[log]\nformat = "{log_format}"\nfile = "{log}"\n')
+    server = start_server(extra_args=["--config", str(config)])
+    # User names are the client's to choose: one tries to end the line and forge an address.
+    names = [b"bob", b"root", b'x\x1b[31m" reason=x client=198.51.100.7 \\', "\u00e9lan".encode()]
+    for name in names:
+        with raw_session(server, login=False) as c:
+            assert c.cmd(b"USER " + name).code == 331
+            assert c.cmd("PASS wrong").code == 530
+    with raw_session(server) as c:  # a good login is not a failure
+        assert_session_alive(c)
+    wait_for(lambda: log.exists() and log.read_text(errors="replace").count("login failed")
+             == len(names), "the failed logins in the log")
+    text = log.read_text(errors="replace")
+    assert "\x1b" not in text, "a raw control character reached the log"
+    run = subprocess.run(["fail2ban-regex", "-v", str(log), str(FAIL2BAN_FILTER)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = run.stdout.decode("utf-8", "replace")
+    assert run.returncode == 0, out
+    total = re.search(r"^Failregex: (\d+) total", out, re.M)
+    assert total and int(total.group(1)) == len(names), out
+    # -v lists the address of each match: always the client's, never the forged one.
+    found = re.findall(r"^\|\s+(\d+\.\d+\.\d+\.\d+)\s+\w{3} \w{3}", out, re.M)
+    assert found == ["127.0.0.1"] * len(names), out

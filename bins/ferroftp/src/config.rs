@@ -81,6 +81,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The admin listener: metrics, health, readiness, status page.
     pub admin: AdminConfig,
+    /// The event log's format and file, the transfer log.
+    pub log: LogConfig,
 }
 
 /// `[admin]`: the HTTP listener for metrics (`/metrics`), health (`/healthz`, `/readyz`) and
@@ -786,6 +788,8 @@ impl Config {
             self.tls.cert.as_mut(),
             self.tls.key.as_mut(),
             self.tls.client_ca.as_mut(),
+            self.log.file.as_mut(),
+            self.log.transfer_log.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -1049,6 +1053,31 @@ pub fn config_directory(path: &Path) -> PathBuf {
 
 fn is_broadcast(address: IpAddr) -> bool {
     matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// `[log]`: the event log and the transfer log (docs/operations.md, "Logs"). Both files are
+/// opened for appending and reopened on SIGHUP (logrotate). The filter comes from the
+/// `FERROFTP_LOG` environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` (default): human-readable lines; `"json"`: one JSON object per line.
+    pub format: LogFormat,
+    /// The event log's file; standard error when unset.
+    pub file: Option<PathBuf>,
+    /// One `xferlog` line per finished or aborted transfer; none when unset.
+    pub transfer_log: Option<PathBuf>,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s format), coloured only on a terminal.
+    #[default]
+    Text,
+    /// JSON lines with stable field names.
+    Json,
 }
 
 #[cfg(test)]

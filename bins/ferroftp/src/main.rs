@@ -6,6 +6,7 @@ mod config;
 mod config_report;
 mod doctor;
 mod firewall;
+mod logging;
 mod open_files;
 mod privileges;
 mod serve;

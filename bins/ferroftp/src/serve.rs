@@ -31,8 +31,8 @@ const GENERATED_USER: &str = "ferroftp";
 
 /// Runs the server until SIGINT or SIGTERM (then drains; a second one stops at once).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let config = load_config(&args)?;
+    let logging = crate::logging::init(&config.log)?;
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
     if open_files < needed {
@@ -58,7 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config, session_threads))
+    runtime.block_on(serve(args, config, session_threads, logging))
 }
 
 /// The configuration to serve: the file (every problem at once), the flags over it.
@@ -91,20 +91,6 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERROFTP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .finish()
-        // Keeps the recent warnings and errors for the admin status page.
-        .with(ferroftp_admin::RecentErrorsLayer)
-        .init();
-}
-
 /// What the running server was built from, kept for reloads.
 struct Running {
     args: ServeArgs,
@@ -113,12 +99,15 @@ struct Running {
     /// The generated certificate of `--tls self-signed`: the same one after a reload.
     self_signed: Option<SelfSigned>,
     handle: ServerHandle,
+    /// The log files, reopened on SIGHUP, and the transfer log.
+    logging: crate::logging::Logging,
 }
 
 async fn serve(
     args: ServeArgs,
     config: Config,
     session_threads: Arc<SessionThreads>,
+    logging: crate::logging::Logging,
 ) -> anyhow::Result<()> {
     // Installed before anything else: from now on SIGHUP and SIGTERM are handled, never
     // the default action (which ends the process).
@@ -155,6 +144,7 @@ async fn serve(
         None
     };
     let mut options = server_options(&config, self_signed.as_ref());
+    options.transfer_observer = logging.transfer_log.clone();
     let inherited = crate::systemd::inherited_listeners()?;
     let mut listeners = config.server.listeners.clone();
     let server = if inherited.is_empty() {
@@ -174,6 +164,13 @@ async fn serve(
     .with_session_threads(session_threads);
     let addresses = server.local_addrs();
     if let Some(account) = &account {
+        // The log files stay open; they must also be reopenable after logrotate.
+        for path in [&config.log.file, &config.log.transfer_log]
+            .into_iter()
+            .flatten()
+        {
+            account.take_ownership(path)?;
+        }
         account.switch_to()?;
         tracing::info!(user = account.name(), "switched to an unprivileged account");
     }
@@ -220,6 +217,7 @@ async fn serve(
         authenticator,
         self_signed,
         handle: handle.clone(),
+        logging,
     };
     crate::systemd::ready(&status_line(&handle));
     let (drain, stop) = signals.spawn(running);
@@ -413,6 +411,13 @@ async fn start_admin(
 /// a config with any problem is reported in full and the running one stays.
 async fn reload(running: &mut Running) {
     crate::systemd::reloading();
+    // First, so that what follows goes to the new files (logrotate moved the old ones).
+    if !running.logging.files.is_empty() {
+        match running.logging.files.reopen() {
+            Ok(()) => tracing::info!("SIGHUP: log files reopened"),
+            Err(error) => tracing::warn!(%error, "SIGHUP: a log file could not be reopened"),
+        }
+    }
     let result = try_reload(running).await;
     ferroftp_server::record_reload(result.is_ok());
     match result {
@@ -434,17 +439,17 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
     config.server.group.clone_from(&running.config.server.group);
     config.storage = running.config.storage.clone();
     config.admin.listen = running.config.admin.listen;
+    config.log = running.config.log.clone();
     let authenticator = if config.auth == running.config.auth {
         Arc::clone(&running.authenticator)
     } else {
         authenticator(&config)?
     };
+    let mut options = server_options(&config, running.self_signed.as_ref());
+    options.transfer_observer = running.logging.transfer_log.clone();
     let report = running
         .handle
-        .reload(
-            server_options(&config, running.self_signed.as_ref()),
-            Arc::clone(&authenticator),
-        )
+        .reload(options, Arc::clone(&authenticator))
         .await?;
     if report.needs_restart.contains(&"server.listeners") {
         config.server.listeners = running.config.server.listeners.clone();
@@ -482,6 +487,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen".to_owned());
+    }
+    if old.log != new.log {
+        // The files are reopened on every SIGHUP; another format or path needs a restart.
+        keys.push("log".to_owned());
     }
     keys
 }

@@ -11,33 +11,37 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
-use ferroftp_proto::framing::LineBuffer;
-use ferroftp_proto::framing::LineError;
+use ferroftp_proto::framing::{LineBuffer, LineError};
+use ferroftp_proto::listing::ListFormat;
 use ferroftp_proto::session::{
     Action, ControlTransport, DataEndpoint, DataProtection, LoginFailure, LoginRequest, Outcome,
     PassiveFailure, StorageRequest, StorageResult, TransferFailure, TransferKind, TransferRequest,
-    TransferSummary,
+    TransferSummary, UploadTarget, WriteMode,
 };
-use ferroftp_proto::{DirEntry, Session, StorageErrorKind, UploadTarget};
+use ferroftp_proto::{DirEntry, Session, StorageErrorKind, VirtualPath};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared};
+use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress};
 use crate::drain::{Phase, SessionGuard};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
-use crate::status::{Progress, SessionHandle, TransferDirection};
+use crate::status::SessionHandle;
 use crate::telemetry::{self, LoginResult, TransferResult};
 use crate::tls;
-use crate::{ActiveSourcePort, ListenerTls, ServerContext};
+use crate::{
+    ActiveSourcePort, ListenerTls, ServerContext, TransferCompletion, TransferDirection,
+    TransferObserver, TransferRecord,
+};
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
 /// listed with LIST over a data connection.
@@ -45,6 +49,12 @@ const MAX_STAT_ENTRIES: usize = 10_000;
 
 /// Bytes read from the control connection at once.
 const CONTROL_READ: usize = 2048;
+
+/// Numbers sessions in the logs (`session{id=…}`) and transfer records, from 1.
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Direct reads after a read that ended inside a line (see `read_past_urgent_mark`).
+const URGENT_MARK_READS: usize = 4;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -65,33 +75,111 @@ enum StageEvent {
     Committed(Result<u64, StorageError>),
 }
 
-/// The running transfer as the status and the metrics see it.
+/// The running transfer as the status and the metrics see it (its bytes are the
+/// connection's `progress`).
 struct RunningTransfer {
     direction: TransferDirection,
     started: StdInstant,
-    /// Bytes so far, added by the data channel per chunk.
-    progress: Progress,
     /// When an upload's last byte arrived (the commit latency is measured from there).
     data_complete: Option<StdInstant>,
 }
 
-/// What is logged when a transfer ends.
+/// What is logged, and told to the transfer observer, when a transfer ends.
 struct TransferLog {
-    verb: &'static str,
-    path: String,
+    command: &'static str,
+    direction: TransferDirection,
+    path: VirtualPath,
+    ascii: bool,
+    protected: bool,
     started: StdInstant,
+    /// Bytes moved so far: what a transfer that ends early reports.
+    progress: Progress,
+    session: u64,
+    client: SocketAddr,
+    user: String,
+    observer: Option<Arc<dyn TransferObserver>>,
+}
+
+/// How a transfer ended, for its log.
+enum TransferEnd {
+    /// All of it, with this many bytes.
+    Complete(u64),
+    /// ABOR.
+    Aborted,
+    /// Anything else that ended it early, for people.
+    Failed(String),
 }
 
 impl TransferLog {
-    fn write(&self, bytes: u64, duration: std::time::Duration, status: &str) {
+    /// The command that names the transfer in logs: APPE and STOU are not STOR.
+    fn command(kind: &TransferKind) -> &'static str {
+        match kind {
+            TransferKind::Retrieve { .. } => "RETR",
+            TransferKind::Store {
+                target: UploadTarget::UniqueIn(_),
+                ..
+            } => "STOU",
+            TransferKind::Store {
+                mode: WriteMode::Append,
+                ..
+            } => "APPE",
+            TransferKind::Store { .. } => "STOR",
+            TransferKind::List { format, .. } => match format {
+                ListFormat::Long => "LIST",
+                ListFormat::NamesOnly => "NLST",
+                ListFormat::Machine => "MLSD",
+            },
+        }
+    }
+
+    fn write(self, end: TransferEnd, duration: std::time::Duration) {
+        let (bytes, reply, status, completion) = match end {
+            TransferEnd::Complete(bytes) => (
+                bytes,
+                Some(226),
+                "ok".to_owned(),
+                TransferCompletion::Complete,
+            ),
+            TransferEnd::Aborted => (
+                self.progress.bytes(),
+                Some(426),
+                "aborted".to_owned(),
+                TransferCompletion::Incomplete {
+                    reason: "aborted".to_owned(),
+                },
+            ),
+            TransferEnd::Failed(reason) => (
+                self.progress.bytes(),
+                None,
+                reason.clone(),
+                TransferCompletion::Incomplete { reason },
+            ),
+        };
         info!(
-            verb = self.verb,
+            command = self.command,
             path = %self.path,
             bytes,
             duration_ms = duration.as_millis() as u64,
+            reply,
             status,
             "transfer"
         );
+        if let Some(observer) = &self.observer {
+            observer.transfer_finished(&TransferRecord {
+                finished: std::time::SystemTime::now(),
+                duration,
+                session: self.session,
+                client: self.client,
+                user: self.user,
+                command: self.command,
+                direction: self.direction,
+                path: self.path,
+                bytes,
+                ascii: self.ascii,
+                protected: self.protected,
+                completion,
+            });
+        }
     }
 }
 
@@ -108,7 +196,7 @@ impl AfterReply {
     fn run(self) {
         drop(self.leftovers);
         if let Some((log, bytes, duration)) = self.log {
-            log.write(bytes, duration, "ok");
+            log.write(TransferEnd::Complete(bytes), duration);
         }
     }
 }
@@ -246,9 +334,12 @@ async fn serve_session(
     // Clients send ABOR's Telnet Synch as urgent data (ftplib sends the whole "ABOR\r\n"
     // with MSG_OOB); without OOBINLINE the kernel would drop that byte from the stream.
     let _ = socket.set_out_of_band_inline(true);
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
     let span = match via_proxy {
-        Some(proxy) => tracing::info_span!("session", %peer, %proxy, user = tracing::field::Empty),
-        None => tracing::info_span!("session", %peer, user = tracing::field::Empty),
+        Some(proxy) => {
+            tracing::info_span!("session", %peer, id, %proxy, user = tracing::field::Empty)
+        }
+        None => tracing::info_span!("session", %peer, id, user = tracing::field::Empty),
     };
     // In the registry from the start, so the status page also shows sessions that are still
     // in their TLS handshake or have not logged in.
@@ -304,6 +395,9 @@ async fn serve_session(
         transfer_log: None,
         after_reply: AfterReply::default(),
         transfer_bytes: 0,
+        progress: Progress::default(),
+        id,
+        user: String::new(),
         peer,
         local,
         listener_index,
@@ -343,6 +437,12 @@ struct ControlConnection {
     after_reply: AfterReply,
     /// Bytes received by the running upload, for its log line.
     transfer_bytes: u64,
+    /// Bytes the running transfer moved so far.
+    progress: Progress,
+    /// The session's number in the logs.
+    id: u64,
+    /// The logged-in user, for transfer records.
+    user: String,
     peer: SocketAddr,
     local: SocketAddr,
     listener_index: usize,
@@ -398,6 +498,10 @@ impl ControlConnection {
                     self.lines.push(&read_buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
                         self.handle_line(line);
+                    }
+                    if !self.read_past_urgent_mark()? {
+                        self.client_gone().await;
+                        return Ok(());
                     }
                     self.lines.shrink_when_empty();
                 }
@@ -575,14 +679,25 @@ impl ControlConnection {
         match self.context.authenticator.authenticate(&attempt).await {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
-                info!(user = %user.name, "logged in");
+                self.user = user.name.clone();
                 self.registration.set_user(&user.name);
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
+                info!(user = %user.name, reply = 230, "logged in");
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
-                warn!(user = %attempt.username, "login failed");
+                // One stable line per failed login, for fail2ban
+                // (contrib/fail2ban/filter.d/ferroftp.conf): the client's address first, then
+                // what the client sent, quoted and escaped (Debug), so that a user name can
+                // neither break the line nor forge another address.
+                warn!(
+                    client = %attempt.peer,
+                    user = ?attempt.username,
+                    reason = %"bad-credentials",
+                    reply = 530,
+                    "login failed"
+                );
                 telemetry::login(LoginResult::Rejected, None);
                 // Slows password guessing on this connection; other sessions are not held up.
                 tokio::time::sleep(self.context.failed_login_delay).await;
@@ -656,15 +771,28 @@ impl ControlConnection {
                 target,
             },
         };
-        let (verb, path) = match &request.kind {
-            TransferKind::Retrieve { path, .. } => ("RETR", path.to_string()),
-            TransferKind::Store { target, .. } => ("STOR", format!("{target:?}")),
-            TransferKind::List { path, .. } => ("LIST", path.to_string()),
+        let (direction, path) = match &request.kind {
+            TransferKind::Retrieve { path, .. } => (TransferDirection::Download, path.clone()),
+            // STOU: the directory until the storage has chosen the name (`Prepared`).
+            TransferKind::Store {
+                target: UploadTarget::Path(path) | UploadTarget::UniqueIn(path),
+                ..
+            } => (TransferDirection::Upload, path.clone()),
+            TransferKind::List { path, .. } => (TransferDirection::Listing, path.clone()),
         };
+        self.progress = Progress::default();
         self.transfer_log = Some(TransferLog {
-            verb,
+            command: TransferLog::command(&request.kind),
+            direction,
             path,
+            ascii: request.ascii,
+            protected: matches!(request.protection, DataProtection::Private { .. }),
             started: now(),
+            progress: self.progress.clone(),
+            session: self.id,
+            client: self.peer,
+            user: self.user.clone(),
+            observer: self.context.transfer_observer.clone(),
         });
         let tls = match request.protection {
             DataProtection::Clear => None,
@@ -684,23 +812,20 @@ impl ControlConnection {
                 }
             },
         };
-        let (direction, shown_path) = match &request.kind {
-            TransferKind::Retrieve { path, .. } => (TransferDirection::Download, path.to_string()),
-            TransferKind::Store {
-                target: UploadTarget::Path(path) | UploadTarget::UniqueIn(path),
-                ..
-            } => (TransferDirection::Upload, path.to_string()),
-            TransferKind::List { path, .. } => (TransferDirection::Listing, path.to_string()),
-        };
         let started = now();
-        self.transfer = Some(RunningTransfer {
-            direction,
-            started,
-            progress: self
-                .registration
-                .start_transfer(direction, shown_path, started),
-            data_complete: None,
-        });
+        if let Some(log) = &self.transfer_log {
+            self.registration.start_transfer(
+                log.direction,
+                log.path.to_string(),
+                started,
+                self.progress.clone(),
+            );
+            self.transfer = Some(RunningTransfer {
+                direction: log.direction,
+                started,
+                data_complete: None,
+            });
+        }
         let storage = Arc::clone(&self.context.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
@@ -717,8 +842,7 @@ impl ControlConnection {
                 // Dropping the future closes the data connection; an upload is abandoned
                 // (its previous version stays, its partial data is kept for a resume).
                 self.stage = TransferStage::Idle;
-                self.log_transfer(0, "aborted");
-                self.end_transfer(TransferResult::Aborted, None);
+                self.log_transfer(TransferEnd::Aborted);
                 self.session.handle_outcome(
                     Outcome::TransferFinished(Err(TransferFailure::Aborted)),
                     now(),
@@ -753,11 +877,11 @@ impl ControlConnection {
                     size: prepared.size,
                     stored_as: prepared.stored_as.clone(),
                 };
-                let progress = self
-                    .transfer
-                    .as_ref()
-                    .map(|transfer| transfer.progress.clone())
-                    .unwrap_or_default();
+                if let (Some(log), Some(stored_as)) = (&mut self.transfer_log, &prepared.stored_as)
+                {
+                    log.path = stored_as.clone();
+                }
+                let progress = self.progress.clone();
                 self.stage = TransferStage::Moving(Box::pin(data::run(prepared, progress)));
                 self.session.handle_outcome(outcome, now());
             }
@@ -775,8 +899,9 @@ impl ControlConnection {
                 // durable (an fsync), leaves that close time to arrive: a killed client's
                 // upload stays partial and the previous version stays whole.
                 if !self.control_still_open()? {
-                    self.log_transfer(self.transfer_bytes, "client gone, upload kept as partial");
-                    self.end_transfer(TransferResult::Failed, Some(self.transfer_bytes));
+                    self.log_transfer(TransferEnd::Failed(
+                        "client gone, upload kept as partial".to_owned(),
+                    ));
                     drop(upload);
                     return Ok(false);
                 }
@@ -822,16 +947,26 @@ impl ControlConnection {
 
     fn finish(&mut self, result: Result<u64, TransferFailure>) {
         match &result {
-            Ok(bytes) => self.log_transfer(*bytes, "ok"),
-            Err(failure) => self.log_transfer(0, &format!("{failure:?}")),
-        }
-        match &result {
-            Ok(bytes) => self.end_transfer(TransferResult::Ok, Some(*bytes)),
-            Err(TransferFailure::Aborted) => self.end_transfer(TransferResult::Aborted, None),
-            Err(_) => self.end_transfer(TransferResult::Failed, None),
+            Ok(bytes) => self.log_transfer(TransferEnd::Complete(*bytes)),
+            Err(TransferFailure::Aborted) => self.log_transfer(TransferEnd::Aborted),
+            Err(failure) => self.log_transfer(TransferEnd::Failed(format!("{failure:?}"))),
         }
         let outcome = Outcome::TransferFinished(result.map(|bytes| TransferSummary { bytes }));
         self.session.handle_outcome(outcome, now());
+    }
+
+    fn log_transfer(&mut self, end: TransferEnd) {
+        // The metrics and the status, whether the log line is written now or (a completed
+        // download) once the 226 is out.
+        match &end {
+            TransferEnd::Complete(bytes) => self.end_transfer(TransferResult::Ok, Some(*bytes)),
+            TransferEnd::Aborted => self.end_transfer(TransferResult::Aborted, None),
+            TransferEnd::Failed(_) => self.end_transfer(TransferResult::Failed, None),
+        }
+        if let Some(log) = self.transfer_log.take() {
+            let duration = log.started.elapsed();
+            log.write(end, duration);
+        }
     }
 
     /// The running transfer is over: counted in the metrics (with `bytes`, or the bytes moved
@@ -845,7 +980,7 @@ impl ControlConnection {
         telemetry::transfer_finished(
             transfer.direction,
             result,
-            bytes.unwrap_or_else(|| transfer.progress.get()),
+            bytes.unwrap_or_else(|| self.progress.bytes()),
             transfer.started.elapsed(),
             self.session.user_name().filter(|_| per_user),
         );
@@ -853,12 +988,7 @@ impl ControlConnection {
 
     /// Hands a received line to the session, counting it and the session's activity.
     fn handle_line(&mut self, line: Result<Vec<u8>, LineError>) {
-        let now = now();
-        if let Ok(text) = &line {
-            telemetry::command(telemetry::verb_label(text));
-        }
-        self.registration.touch(now);
-        self.session.handle_line(line, now);
+        hand_line_to(&mut self.session, &self.registration, line);
     }
 
     /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts).
@@ -870,12 +1000,6 @@ impl ControlConnection {
                 refused - self.refused_active_targets,
             );
             self.refused_active_targets = refused;
-        }
-    }
-
-    fn log_transfer(&mut self, bytes: u64, status: &str) {
-        if let Some(log) = self.transfer_log.take() {
-            log.write(bytes, log.started.elapsed(), status);
         }
     }
 
@@ -893,6 +1017,9 @@ impl ControlConnection {
                     while let Some(line) = self.lines.next_line() {
                         self.handle_line(line);
                     }
+                    if !self.read_past_urgent_mark()? {
+                        return Ok(false);
+                    }
                 }
                 Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 // A TLS client that vanished without close_notify.
@@ -909,27 +1036,77 @@ impl ControlConnection {
         }
     }
 
+    /// Reads on past TCP urgent data; `false` when the client closed the connection.
+    ///
+    /// RFC 959 §4.1.3 has clients send ABOR after Telnet IP and Synch, the Synch being
+    /// IAC DM with TCP urgent data (lftp sends `IAC IP IAC` with `MSG_OOB`, then `DM ABOR`;
+    /// Python's ftplib sends the whole `ABOR` line with `MSG_OOB`). With `SO_OOBINLINE` the
+    /// urgent byte stays in the stream (the framer drops the Telnet commands), but the kernel
+    /// ends a read just before the urgent mark, and tokio takes a read shorter than its
+    /// buffer for a drained socket: it waits for the next edge, which comes only with the
+    /// client's next command, so ABOR was answered only after the command that followed it.
+    /// A read that ends inside a line is exactly what the mark produces (clients send whole
+    /// lines), so only then the socket is read again directly, without waiting, until the
+    /// line is complete or nothing more has arrived. TLS clients send no urgent data (it
+    /// would land inside a TLS record), so only plain connections need this.
+    fn read_past_urgent_mark(&mut self) -> io::Result<bool> {
+        let ControlStream::Plain(tcp) = &self.stream else {
+            return Ok(true);
+        };
+        let socket = socket2::SockRef::from(tcp);
+        let mut buffer = [0u8; CONTROL_READ];
+        // A few rounds at most: one urgent mark per ABOR, and a client that streams bytes
+        // must not keep the thread here.
+        for _ in 0..URGENT_MARK_READS {
+            if self.lines.pending() == 0 {
+                break;
+            }
+            // The socket is non-blocking (tokio's); bypassing tokio here is sound because
+            // a `WouldBlock` leaves its readiness cleared, as the short read did.
+            match io::Read::read(&mut &*socket, &mut buffer) {
+                Ok(0) => return Ok(false),
+                Ok(read) => {
+                    self.lines.push(&buffer[..read]);
+                    while let Some(line) = self.lines.next_line() {
+                        hand_line_to(&mut self.session, &self.registration, line);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(true)
+    }
+
     async fn client_gone(&mut self) {
         match std::mem::replace(&mut self.stage, TransferStage::Idle) {
             TransferStage::Idle => {}
             // The client was still there when its upload was complete; the publication is
             // under way and finishes, only the 226 reply has no one to go to.
             TransferStage::Committing(commit) => match commit.await {
-                Ok(_) => {
-                    self.log_transfer(self.transfer_bytes, "ok, client left before 226");
-                    self.end_transfer(TransferResult::Ok, Some(self.transfer_bytes));
-                }
-                Err(error) => {
-                    self.log_transfer(self.transfer_bytes, &format!("{error}"));
-                    self.end_transfer(TransferResult::Failed, Some(self.transfer_bytes));
-                }
+                Ok(_) => self.log_transfer(TransferEnd::Complete(self.transfer_bytes)),
+                Err(error) => self.log_transfer(TransferEnd::Failed(error.to_string())),
             },
-            _ => {
-                self.log_transfer(0, "client closed the control connection");
-                self.end_transfer(TransferResult::Failed, None);
-            }
+            _ => self.log_transfer(TransferEnd::Failed(
+                "client closed the control connection".to_owned(),
+            )),
         }
     }
+}
+
+/// [`ControlConnection::handle_line`], for where the connection's stream is borrowed.
+fn hand_line_to(
+    session: &mut Session,
+    registration: &SessionHandle,
+    line: Result<Vec<u8>, LineError>,
+) {
+    let now = now();
+    if let Ok(text) = &line {
+        telemetry::command(telemetry::verb_label(text));
+    }
+    registration.touch(now);
+    session.handle_line(line, now);
 }
 
 async fn storage_operation(
@@ -961,13 +1138,24 @@ async fn storage_operation(
     };
     match result {
         Ok(result) => {
-            if !matches!(
-                request,
+            // Changes are logged with the command and the paths in their client form.
+            let change = match &request {
                 StorageRequest::Metadata(_)
-                    | StorageRequest::ResumableSize(_)
-                    | StorageRequest::StatListing(_)
-            ) {
-                info!(?request, "storage changed");
+                | StorageRequest::ResumableSize(_)
+                | StorageRequest::StatListing(_) => None,
+                StorageRequest::MakeDir(path) => Some(("MKD", path, None)),
+                StorageRequest::RemoveDir(path) => Some(("RMD", path, None)),
+                StorageRequest::RemoveFile(path) => Some(("DELE", path, None)),
+                StorageRequest::Rename { from, to } => Some(("RNTO", from, Some(to))),
+                StorageRequest::SetModified { path, .. } => Some(("MFMT", path, None)),
+            };
+            if let Some((command, path, to)) = change {
+                info!(
+                    command,
+                    path = %path,
+                    to = to.map(tracing::field::display),
+                    "storage changed"
+                );
             }
             Ok(result)
         }

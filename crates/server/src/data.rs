@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ferroftp_backend::{DownloadBody, LocalFile, LocalUploadFile, Storage, StorageError, Upload};
@@ -25,7 +25,6 @@ use tokio::time::timeout;
 
 use crate::passive::{PassiveListener, PortLease};
 use crate::proxy_protocol::{self, ProxyProtocolOptions};
-use crate::status::Progress;
 use crate::telemetry::{self, RefusedDataConnection};
 use crate::tls;
 
@@ -66,6 +65,22 @@ const TRANSFER_BUFFER: usize = 256 * 1024;
 const FIRST_TRANSFER_BUFFER: usize = 16 * 1024;
 /// Listing output is flushed in chunks of about this size.
 const LISTING_FLUSH: usize = 64 * 1024;
+
+/// Bytes a running transfer has moved so far. Read when the transfer ends early (ABOR, a
+/// broken connection, the client gone), when its future is dropped or failed and cannot say:
+/// an interrupted upload's log shows what was received and kept for a resume.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    pub(crate) fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Where the data connection comes from.
 #[derive(Debug)]
@@ -371,8 +386,7 @@ pub(crate) struct Leftovers {
     _lease: Option<PortLease>,
 }
 
-/// Moves the bytes (after the TLS handshake, for PROT P), counting them in `progress` as
-/// they go, one relaxed add per chunk.
+/// Moves the bytes (after the TLS handshake, for PROT P).
 pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved, TransferFailure> {
     // `lease` lives until the bytes are moved: the passive port stays taken meanwhile.
     let Prepared {
@@ -449,7 +463,7 @@ async fn receive_local_upload(
             return Ok(filled as u64);
         }
         filled += read;
-        progress.add(read as u64);
+        progress.add(read);
     }
     receive_into_local_file(data, file, first, idle_timeout, progress).await
 }
@@ -533,11 +547,11 @@ fn receive_blocking(
             }
             Err(error) => return Err(lost(error)),
         };
+        progress.add(read);
         file.file
             .write_all_at(&buffer[..read], offset)
             .map_err(storage)?;
         offset += read as u64;
-        progress.add(read as u64);
         if file.write_back_early && offset - written_back_to >= WRITE_BACK_STEP {
             start_write_back(&file.file, written_back_to, offset);
             written_back_to = offset;
@@ -586,7 +600,7 @@ async fn send_file_zero_copy(
                 Ok(0) => break,
                 Ok(sent) => {
                     offset += sent as u64;
-                    progress.add(sent as u64);
+                    progress.add(sent);
                     continue;
                 }
                 // Not ready or interrupted: the loop below waits and tries again.
@@ -614,7 +628,7 @@ async fn send_file_zero_copy(
             break;
         }
         offset += sent as u64;
-        progress.add(sent as u64);
+        progress.add(sent);
     }
     Ok(offset - file.offset)
 }
@@ -733,7 +747,7 @@ async fn send_file(
             .await
             .map_err(lost)?;
         sent += chunk.len() as u64;
-        progress.add(chunk.len() as u64);
+        progress.add(chunk.len());
     }
 }
 
@@ -780,7 +794,7 @@ async fn receive_file(
             .await
             .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
         received += read as u64;
-        progress.add(read as u64);
+        progress.add(read);
         if read == 0 {
             break;
         }
@@ -821,7 +835,7 @@ async fn send_listing(
                 if out.len() >= LISTING_FLUSH {
                     data.write_all(&out).await.map_err(lost)?;
                     sent += out.len() as u64;
-                    progress.add(out.len() as u64);
+                    progress.add(out.len());
                     out.clear();
                 }
             }

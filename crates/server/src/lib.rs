@@ -20,6 +20,7 @@ mod session_threads;
 mod status;
 pub mod telemetry;
 mod tls;
+mod transfer_record;
 
 use std::future::Future;
 use std::io;
@@ -47,11 +48,13 @@ use reload::Swappable;
 pub use reload::{ReloadReport, ServerHandle};
 pub use session_threads::SessionThreads;
 pub use status::{
-    RecentError, RecentErrors, ServerStatus, SessionSnapshot, StatusSnapshot, TransferDirection,
-    TransferSnapshot,
+    RecentError, RecentErrors, ServerStatus, SessionSnapshot, StatusSnapshot, TransferSnapshot,
 };
 pub use telemetry::record_reload;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
+pub use transfer_record::{
+    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
+};
 
 /// One control listener.
 #[derive(Clone, Debug)]
@@ -135,6 +138,8 @@ pub struct ServerOptions {
     /// After a shutdown begins, how long running transfers may take to finish before they
     /// are aborted (426).
     pub shutdown_grace: Duration,
+    /// Told about every transfer that ended (the transfer log, metrics).
+    pub transfer_observer: Option<Arc<dyn TransferObserver>>,
 }
 
 impl Default for ServerOptions {
@@ -155,6 +160,7 @@ impl Default for ServerOptions {
             max_line: DEFAULT_MAX_LINE,
             tls: None,
             shutdown_grace: Duration::from_secs(30),
+            transfer_observer: None,
         }
     }
 }
@@ -207,6 +213,7 @@ pub(crate) struct ServerContext {
     pub(crate) options: ServerOptions,
     /// Shutdown phase and open sessions, shared by every generation.
     pub(crate) drain: Arc<Drain>,
+    pub(crate) transfer_observer: Option<Arc<dyn TransferObserver>>,
     /// The live view (sessions, transfers, draining), shared by every generation.
     pub(crate) status: Arc<ServerStatus>,
 }

@@ -134,6 +134,7 @@ pub(crate) async fn build_context(
             .iter()
             .map(|listener| listener.tls)
             .collect(),
+        transfer_observer: options.transfer_observer.clone(),
         options,
         drain,
         status,

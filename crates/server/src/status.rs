@@ -17,45 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use ferroftp_backend::{Storage, StorageError};
 use ferroftp_proto::VirtualPath;
 
+use crate::TransferDirection;
+use crate::data::Progress;
 use crate::passive::PassivePortPool;
-
-/// Which way a transfer moves bytes (a label of the transfer metrics too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransferDirection {
-    /// RETR: server to client.
-    Download,
-    /// STOR, APPE, STOU: client to server.
-    Upload,
-    /// LIST, NLST, MLSD: a listing sent to the client.
-    Listing,
-}
-
-impl TransferDirection {
-    /// `download`, `upload` or `listing`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Download => "download",
-            Self::Upload => "upload",
-            Self::Listing => "listing",
-        }
-    }
-}
-
-/// The bytes a running transfer moved so far; shared by the transfer (which adds) and the
-/// status (which reads).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Progress(Arc<AtomicU64>);
-
-impl Progress {
-    /// Counts `bytes` more. Relaxed: the count is a report, it orders nothing.
-    pub(crate) fn add(&self, bytes: u64) {
-        self.0.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// The shared live view of one [`Server`](crate::Server); see the module documentation.
 #[derive(Debug)]
@@ -278,7 +242,7 @@ impl ServerStatus {
                         .map(|transfer| TransferSnapshot {
                             direction: transfer.direction,
                             path: transfer.path.clone(),
-                            bytes: transfer.progress.get(),
+                            bytes: transfer.progress.bytes(),
                             elapsed: now.saturating_duration_since(transfer.started),
                         }),
                 }
@@ -352,22 +316,21 @@ impl SessionHandle {
         *lock(&self.entry.user) = Some(user.to_owned());
     }
 
-    /// The running transfer, shown until [`end_transfer`](Self::end_transfer); its bytes are
-    /// counted through the returned [`Progress`].
+    /// The running transfer, shown until [`end_transfer`](Self::end_transfer), with the bytes
+    /// the data channel counts in `progress`.
     pub(crate) fn start_transfer(
         &self,
         direction: TransferDirection,
         path: String,
         now: Instant,
-    ) -> Progress {
-        let progress = Progress::default();
+        progress: Progress,
+    ) {
         *lock(&self.entry.transfer) = Some(LiveTransfer {
             direction,
             path,
             started: now,
-            progress: progress.clone(),
+            progress,
         });
-        progress
     }
 
     pub(crate) fn end_transfer(&self) {
@@ -499,10 +462,12 @@ mod tests {
     fn a_transfer_shows_its_bytes_until_it_ends() {
         let status = status();
         let session = status.register("192.0.2.1:40000".parse().unwrap(), 0, Instant::now());
-        let progress = session.start_transfer(
+        let progress = Progress::default();
+        session.start_transfer(
             TransferDirection::Upload,
             "/a.bin".to_owned(),
             Instant::now(),
+            progress.clone(),
         );
         progress.add(1000);
         progress.add(24);

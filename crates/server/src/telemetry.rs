@@ -12,7 +12,18 @@ use std::time::Duration;
 
 use ferroftp_proto::command::Verb;
 
-use crate::status::TransferDirection;
+use crate::TransferDirection;
+
+impl TransferDirection {
+    /// `download`, `upload` or `listing`: the `direction` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Upload => "upload",
+            Self::Listing => "listing",
+        }
+    }
+}
 
 /// Sessions accepted, by `listener`.
 pub const SESSIONS_TOTAL: &str = "ferroftp_sessions_total";

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use ferroftp_backend::testing::MemoryStorage;
 use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath};
 use ferroftp_client::{Client, ClientError, ClientOptions, DataMode, Reply};
-use ferroftp_server::{Server, ServerOptions, SessionThreads};
+use ferroftp_server::{
+    Server, ServerOptions, SessionThreads, TransferCompletion, TransferDirection, TransferObserver,
+    TransferRecord,
+};
 use ferroftp_storage_fs::FsStorage;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -534,6 +537,68 @@ async fn abor_stops_a_running_download() {
     assert_eq!(code(&mut client, "NOOP").await, 200);
 }
 
+/// RFC 959 §4.1.3: before ABOR a client sends Telnet IP and Synch, the Synch as TCP urgent
+/// data; lftp sends `IAC IP IAC` with `MSG_OOB`, then `DM` and the line. The kernel ends a
+/// read at the urgent mark, and the rest of the line used to wait in the socket until the
+/// client's next command arrived: the reply to ABOR never came to a client that waited
+/// for it. Repeated, as whether the transfer finishes before the ABOR arrives varies.
+#[tokio::test]
+async fn abor_after_an_urgent_telnet_synch_is_answered_without_a_next_command() {
+    let (server, root) = fs_server().await;
+    std::fs::write(root.join("big"), pattern(64 << 20)).unwrap();
+    let control = std::net::TcpStream::connect(server.address).unwrap();
+    // The same socket, to send the urgent bytes the client crate has no call for.
+    let urgent = control.try_clone().unwrap();
+    control.set_nonblocking(true).unwrap();
+    let options = ClientOptions {
+        timeout: Duration::from_secs(30),
+    };
+    let stream = tokio::net::TcpStream::from_std(control).unwrap();
+    let mut client = Client::from_stream(stream, options).unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+    assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+    for round in 0..30 {
+        let prepared = client.open_data(DataMode::Passive).await.unwrap();
+        let (preliminary, mut stream) = client
+            .transfer_command("RETR /big", prepared)
+            .await
+            .unwrap();
+        assert_eq!(preliminary.code.0, 150);
+        let mut first = vec![0u8; 64 << 10];
+        stream.read_exact(&mut first).await.unwrap();
+        const IAC: u8 = 255;
+        const IP: u8 = 244;
+        const DM: u8 = 242;
+        let sent = rustix::net::send(&urgent, &[IAC, IP, IAC], rustix::net::SendFlags::OOB);
+        assert_eq!(sent.unwrap(), 3);
+        client.send_raw(&[DM]).await.unwrap();
+        client.send_raw(b"ABOR\r\n").await.unwrap();
+        // The client keeps reading the data connection, as lftp does, until the server
+        // closes it (all of the file, or less after the abort).
+        stream.receive_into(&mut tokio::io::sink()).await.ok();
+        // A hang here (the client's 30 s timeout) is the failure.
+        let reply = client.read_reply().await.unwrap();
+        let replies = match (reply.code.0, reply.lines[0].as_str()) {
+            (426, _) | (226, "Transfer complete") => {
+                let second = client.read_reply().await.unwrap();
+                vec![reply, second]
+            }
+            _ => vec![reply],
+        };
+        let replies: Vec<(u16, &str)> = replies
+            .iter()
+            .map(|reply| (reply.code.0, reply.lines[0].as_str()))
+            .collect();
+        assert!(
+            replies == [(426, "Transfer aborted"), (226, "ABOR successful")]
+                || replies == [(226, "Transfer complete"), (226, "No transfer to abort")]
+                || replies == [(226, "Transfer complete, ABOR ignored")],
+            "round {round}: {replies:?}"
+        );
+    }
+    assert_eq!(code(&mut client, "NOOP").await, 200);
+}
+
 #[tokio::test]
 async fn abor_stops_an_upload_into_a_local_file_and_releases_it() {
     // A plain binary upload to the filesystem is received on a blocking thread; ABOR must
@@ -584,6 +649,133 @@ async fn a_transfer_does_not_block_other_sessions() {
     assert_eq!(
         other.retrieve("/small", DataMode::Active).await.unwrap(),
         b"quick"
+    );
+}
+
+/// Keeps every transfer record, for the test to read.
+#[derive(Debug, Default)]
+struct RecordedTransfers(std::sync::Mutex<Vec<TransferRecord>>);
+
+impl TransferObserver for RecordedTransfers {
+    fn transfer_finished(&self, record: &TransferRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+/// The transfer log names each transfer by its own command (APPE and STOU are not STOR), its
+/// path as the client's path (not a Rust Debug form), and an interrupted upload with the bytes
+/// it received (not 0).
+#[tokio::test]
+async fn transfer_records_name_the_command_the_path_and_the_bytes_moved() {
+    let recorded = Arc::new(RecordedTransfers::default());
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_path_buf();
+    let storage = Arc::new(FsStorage::new(root.path()).unwrap());
+    let mut options = test_options();
+    options.transfer_observer = Some(recorded.clone());
+    let server = start(options, storage, Some(root)).await;
+    let mut client = server.login("alice").await;
+    let mode = DataMode::ExtendedPassive;
+    client.store("/a.txt", mode, b"one\n").await.unwrap();
+    let prepared = client.open_data(mode).await.unwrap();
+    let (_, mut stream) = client
+        .transfer_command("APPE /a.txt", prepared)
+        .await
+        .unwrap();
+    stream.send(b"two\n").await.unwrap();
+    stream.close().await.unwrap();
+    assert_eq!(client.finish().await.unwrap().code.0, 226);
+    assert_eq!(
+        client.retrieve("/a.txt", mode).await.unwrap(),
+        b"one\ntwo\n"
+    );
+    let prepared = client.open_data(mode).await.unwrap();
+    let (_, mut stream) = client.transfer_command("STOU", prepared).await.unwrap();
+    stream.send(b"unique").await.unwrap();
+    stream.close().await.unwrap();
+    assert_eq!(client.finish().await.unwrap().code.0, 226);
+    // An upload interrupted by ABOR once the server has written 300 000 bytes.
+    let prepared = client.open_data(mode).await.unwrap();
+    let (_, mut stream) = client
+        .transfer_command("STOR /big", prepared)
+        .await
+        .unwrap();
+    stream.send(&pattern(300_000)).await.unwrap();
+    wait_for_file_size(&root_path.join(".ferroftp-partial.big"), 300_000).await;
+    client.send_raw(b"ABOR\r\n").await.unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 426);
+    assert_eq!(client.read_reply().await.unwrap().code.0, 226);
+    // Records are made once the final reply is out: one more exchange, and all are in.
+    assert_eq!(code(&mut client, "NOOP").await, 200);
+
+    let records = recorded.0.lock().unwrap().clone();
+    let summary: Vec<(&str, String, u64, TransferDirection, bool)> = records
+        .iter()
+        .map(|record| {
+            (
+                record.command,
+                record.path.to_string(),
+                record.bytes,
+                record.direction,
+                record.completion == TransferCompletion::Complete,
+            )
+        })
+        .collect();
+    let unique_name = summary[3].1.clone();
+    assert_eq!(
+        summary,
+        [
+            (
+                "STOR",
+                "/a.txt".to_owned(),
+                4,
+                TransferDirection::Upload,
+                true
+            ),
+            (
+                "APPE",
+                "/a.txt".to_owned(),
+                4,
+                TransferDirection::Upload,
+                true
+            ),
+            (
+                "RETR",
+                "/a.txt".to_owned(),
+                8,
+                TransferDirection::Download,
+                true
+            ),
+            (
+                "STOU",
+                unique_name.clone(),
+                6,
+                TransferDirection::Upload,
+                true
+            ),
+            (
+                "STOR",
+                "/big".to_owned(),
+                300_000,
+                TransferDirection::Upload,
+                false
+            ),
+        ]
+    );
+    // STOU's record names the file the storage chose.
+    assert_eq!(
+        std::fs::read(root_path.join(unique_name.trim_start_matches('/'))).unwrap(),
+        b"unique"
+    );
+    for record in &records {
+        assert_eq!(record.user, "alice");
+        assert_eq!(record.client.ip(), server.address.ip());
+        assert!(!record.ascii && !record.protected);
+    }
+    assert!(
+        records
+            .iter()
+            .all(|record| record.session == records[0].session)
     );
 }
 
