@@ -118,6 +118,7 @@ impl ServeArgs {
         let crate::config::StorageConfig::Fs {
             root,
             fsync_uploads,
+            ..
         } = &mut config.storage;
         if let Some(new_root) = &self.root {
             *root = new_root.clone();

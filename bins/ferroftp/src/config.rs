@@ -38,6 +38,7 @@
 //! kind = "fs"
 //! root = "./ftp-root"
 //! fsync_uploads = true
+//! chmod_mask = 0o755
 //! [auth]
 //! kind = "file"
 //! path = "users.toml"
@@ -459,6 +460,10 @@ pub enum StorageConfig {
         /// previous version and before 226. `false` trades durability across a power loss
         /// for the page cache's speed (see `FsStorage::with_fsync_uploads`).
         fsync_uploads: bool,
+        /// `chmod_mask` (default `0o755`): the permission bits SITE CHMOD may set; a
+        /// client's mode is ANDed with it (see `FsStorage::with_chmod_mask`). At most
+        /// `0o777`: setuid, setgid and sticky are never set.
+        chmod_mask: u32,
     },
 }
 
@@ -467,6 +472,7 @@ impl Default for StorageConfig {
         Self::Fs {
             root: PathBuf::from("./ftp-root"),
             fsync_uploads: true,
+            chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
         }
     }
 }
@@ -481,6 +487,7 @@ struct RawStorageConfig {
     kind: StorageKind,
     root: Option<PathBuf>,
     fsync_uploads: Option<bool>,
+    chmod_mask: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -498,6 +505,9 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
             StorageKind::Fs => Ok(Self::Fs {
                 root: raw.root.unwrap_or_else(|| PathBuf::from("./ftp-root")),
                 fsync_uploads: raw.fsync_uploads.unwrap_or(true),
+                chmod_mask: raw
+                    .chmod_mask
+                    .unwrap_or(ferroftp_storage_fs::DEFAULT_CHMOD_MASK),
             }),
         }
     }
@@ -857,9 +867,20 @@ impl Config {
         }
 
         match &self.storage {
-            StorageConfig::Fs { root, .. } => {
+            StorageConfig::Fs {
+                root, chmod_mask, ..
+            } => {
                 if root.as_os_str().is_empty() {
                     problems.push(ConfigProblem::new("storage.root", "must not be empty"));
+                }
+                if *chmod_mask > 0o777 {
+                    problems.push(ConfigProblem::new(
+                        "storage.chmod_mask",
+                        format!(
+                            "{chmod_mask:#o} has bits above 0o777: setuid, setgid and sticky \
+                             are never set by SITE CHMOD"
+                        ),
+                    ));
                 }
             }
         }
@@ -971,6 +992,7 @@ idle_timeout = "5m"
 kind = "fs"
 root = "./ftp-root"
 fsync_uploads = false
+chmod_mask = 0o700
 [auth]
 kind = "file"
 path = "users.toml"
@@ -1091,6 +1113,7 @@ advertise_tls = "0.0.0.0"
             StorageConfig::Fs {
                 root: "./ftp-root".into(),
                 fsync_uploads: true,
+                chmod_mask: 0o755,
             }
         );
         assert_eq!(
@@ -1122,6 +1145,7 @@ advertise_tls = "0.0.0.0"
             storage: StorageConfig::Fs {
                 root: "./ftp-root".into(),
                 fsync_uploads: false,
+                chmod_mask: 0o700,
             },
             ..Config::default()
         };
@@ -1146,6 +1170,7 @@ advertise_tls = "0.0.0.0"
             StorageConfig::Fs {
                 root: "/srv/ftp".into(),
                 fsync_uploads: true,
+                chmod_mask: 0o755,
             }
         );
         assert!(config.auth.anonymous);

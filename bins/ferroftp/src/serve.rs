@@ -83,12 +83,14 @@ async fn serve(config: Config, session_threads: Arc<SessionThreads>) -> anyhow::
     let StorageConfig::Fs {
         root,
         fsync_uploads,
+        chmod_mask,
     } = &config.storage;
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating the storage root {}", root.display()))?;
     let storage = FsStorage::new(root.clone())
         .with_context(|| format!("opening the storage root {}", root.display()))?
-        .with_fsync_uploads(*fsync_uploads);
+        .with_fsync_uploads(*fsync_uploads)
+        .with_chmod_mask(*chmod_mask);
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     ensure_users_file(users_path)?;
@@ -280,6 +282,7 @@ fn server_options(config: &Config) -> ServerOptions {
             max_failed_logins: config.server.max_failed_logins,
             allow_active: config.active.enabled,
             allow_resume_upload: true,
+            allow_chmod: true,
             active_nat_fallback: config.active.nat_fallback,
             tls: tls_policy(config),
         },

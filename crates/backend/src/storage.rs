@@ -51,6 +51,9 @@ pub struct Capabilities {
     pub atomic_rename: bool,
     /// MFMT can set modification times.
     pub set_modified: bool,
+    /// Files and directories have Unix permission bits that SITE CHMOD can set
+    /// ([`Storage::set_mode`]). Without it SITE CHMOD is refused with 504.
+    pub modes: bool,
 }
 
 /// How an upload combines with what is already stored under its name.
@@ -210,4 +213,16 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a file's modification time (MFMT).
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError>;
+
+    /// Sets the permission bits of a file or directory (SITE CHMOD). `mode` holds
+    /// permission bits only: a backend refuses anything above `0o777` (setuid, setgid,
+    /// sticky) with `PermissionDenied`, and may narrow the rest by its own mask. Backends
+    /// without modes ([`Capabilities::modes`] false) keep this default, which refuses with
+    /// `Unsupported` (504).
+    async fn set_mode(&self, path: &VirtualPath, mode: u32) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            StorageErrorKind::Unsupported,
+            format!("set mode {mode:o} of {path}: this storage has no permission modes"),
+        ))
+    }
 }

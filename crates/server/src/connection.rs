@@ -529,6 +529,11 @@ impl ControlConnection {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
                 info!(user = %user.name, "logged in");
+                let storage = &*self.context.storage;
+                self.context
+                    .homes
+                    .ensure(storage, &user.name, &user.home)
+                    .await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
@@ -816,6 +821,10 @@ async fn storage_operation(
         }
         StorageRequest::SetModified { path, time } => storage
             .set_modified(path, *time)
+            .await
+            .map(|()| StorageResult::Done),
+        StorageRequest::SetMode { path, mode } => storage
+            .set_mode(path, *mode)
             .await
             .map(|()| StorageResult::Done),
     };

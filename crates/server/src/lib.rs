@@ -11,6 +11,7 @@
 mod advertise;
 mod connection;
 mod data;
+mod home;
 mod limits;
 mod passive;
 mod proxy_protocol;
@@ -168,6 +169,8 @@ pub enum ServerError {
 pub(crate) struct ServerContext {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
+    /// Homes created or found at a first login.
+    pub(crate) homes: home::KnownHomes,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) passive_pool: Arc<PassivePortPool>,
     pub(crate) passive_addresses: PassiveAddressPolicy,
@@ -220,6 +223,7 @@ impl Server {
         }
         let mut session = options.session;
         session.allow_resume_upload = storage.capabilities().resume_upload;
+        session.allow_chmod = storage.capabilities().modes;
         let announced_port_offset = options.advertise_ports.as_ref().map_or(0, |announced| {
             i32::from(*announced.start()) - i32::from(*options.passive_ports.start())
         });
@@ -235,6 +239,7 @@ impl Server {
         let context = Arc::new(ServerContext {
             storage,
             authenticator,
+            homes: home::KnownHomes::default(),
             session: Arc::new(session),
             passive_pool: Arc::new(PassivePortPool::new(
                 options.passive_ports,

@@ -69,6 +69,7 @@ macro_rules! storage_battery {
             rename_replaces_file,
             rename_directory,
             set_modified,
+            set_mode,
             upload_in_progress_is_invisible,
             abandon_keeps_previous_version,
             abandon_leaves_resumable_data,
