@@ -303,3 +303,84 @@ fn bench_refuses_bad_arguments_before_connecting() {
         assert!(stderr.contains(message), "{arguments:?}: {stderr}");
     }
 }
+
+/// The README's own example: `echo 's3cret' | ferroftp user add alice --users users.toml
+/// --home /alice`, then `ferroftp serve --users users.toml …`: alice logs in, stores and
+/// lists (the server creates her home at the first login). With `--root` the home is
+/// created by `user add` itself.
+#[test]
+fn readme_user_add_with_a_home_then_serve_lets_the_user_store_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut command = ferroftp();
+    command.current_dir(dir.path()).args([
+        "user",
+        "add",
+        "alice",
+        "--users",
+        "users.toml",
+        "--home",
+        "/alice",
+    ]);
+    let output = run_bounded(command, "s3cret\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "user add: {output:?}");
+    assert!(
+        stdout.contains(
+            "the server creates the home /alice in its storage root at alice's first login"
+        ),
+        "{stdout}"
+    );
+
+    let server = Server::start(&root, &dir.path().join("users.toml"));
+    assert!(!root.join("alice").exists());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use ferroftp_client::{Client, DataMode};
+        let (mut client, _greeting) = Client::connect(server.address.as_str()).await.unwrap();
+        assert_eq!(client.login("alice", "s3cret").await.unwrap().code.0, 230);
+        client
+            .store("/hello.txt", DataMode::ExtendedPassive, b"hello")
+            .await
+            .unwrap();
+        let listing = client
+            .list("LIST", None, DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&listing).ends_with(" hello.txt\r\n"),
+            "{listing:?}"
+        );
+    });
+    assert_eq!(
+        std::fs::read(root.join("alice/hello.txt")).unwrap(),
+        b"hello"
+    );
+
+    // With the root given, user add creates the home (and its parents) itself.
+    let mut command = ferroftp();
+    command
+        .current_dir(dir.path())
+        .args([
+            "user",
+            "add",
+            "bob",
+            "--users",
+            "users.toml",
+            "--home",
+            "/team/bob",
+        ])
+        .arg("--root")
+        .arg(&root);
+    let output = run_bounded(command, "bob-secret\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "user add: {output:?}");
+    assert!(
+        stdout.contains(&format!("created the home /team/bob in {}", root.display())),
+        "{stdout}"
+    );
+    assert!(root.join("team/bob").is_dir());
+}

@@ -226,3 +226,49 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         ))
     }
 }
+
+/// Creates `directory` and its missing parents through `storage`, like `mkdir -p`: `Ok(true)`
+/// when something was created, `Ok(false)` when it existed already. Something other than a
+/// directory in the way is `NotADirectory`. Used for users' homes, which the users file names
+/// but nothing else creates.
+pub async fn make_dir_all(
+    storage: &dyn Storage,
+    directory: &VirtualPath,
+) -> Result<bool, StorageError> {
+    let not_a_directory = || {
+        StorageError::new(
+            StorageErrorKind::NotADirectory,
+            format!("{directory} is not a directory"),
+        )
+    };
+    match storage.metadata(directory).await {
+        Ok(meta) if meta.is_dir() => return Ok(false),
+        Ok(_) => return Err(not_a_directory()),
+        Err(error) if error.kind == StorageErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut path = VirtualPath::root();
+    for segment in directory.segments() {
+        path = path.resolve(segment).map_err(|error| {
+            StorageError::new(
+                StorageErrorKind::InvalidName,
+                format!("{directory}: {error}"),
+            )
+        })?;
+        match storage.make_dir(&path).await {
+            // A parent that existed, or one made by someone else meanwhile; whatever is
+            // there is checked by the next step, or below for the last one.
+            Ok(())
+            | Err(StorageError {
+                kind: StorageErrorKind::AlreadyExists,
+                ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    match storage.metadata(directory).await {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(_) => Err(not_a_directory()),
+        Err(error) => Err(error),
+    }
+}

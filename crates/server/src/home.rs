@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use ferroftp_backend::{Storage, StorageError, StorageErrorKind, VirtualPath};
+use ferroftp_backend::{Storage, VirtualPath, make_dir_all};
 use tracing::{info, warn};
 
 /// The homes known to exist, so that only a user's first login since the start pays for a
@@ -27,7 +27,7 @@ impl KnownHomes {
         if home.is_root() || self.is_known(home) {
             return;
         }
-        match create_missing(storage, home).await {
+        match make_dir_all(storage, home).await {
             Ok(created) => {
                 if created {
                     info!(user, home = %home, "created the user's home directory");
@@ -48,45 +48,5 @@ impl KnownHomes {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .contains(home)
-    }
-}
-
-/// Creates `directory` and its missing parents, like `mkdir -p`; `Ok(true)` when something
-/// was created. A file in the way is `NotADirectory`.
-async fn create_missing(
-    storage: &dyn Storage,
-    directory: &VirtualPath,
-) -> Result<bool, StorageError> {
-    match storage.metadata(directory).await {
-        Ok(meta) if meta.is_dir() => return Ok(false),
-        Ok(_) => {
-            return Err(StorageError::new(
-                StorageErrorKind::NotADirectory,
-                format!("{directory} is not a directory"),
-            ));
-        }
-        Err(error) if error.kind == StorageErrorKind::NotFound => {}
-        Err(error) => return Err(error),
-    }
-    let mut path = VirtualPath::root();
-    for segment in directory.segments() {
-        path = path
-            .resolve(segment)
-            .map_err(|error| StorageError::new(StorageErrorKind::InvalidName, error.to_string()))?;
-        match storage.make_dir(&path).await {
-            Ok(()) => {}
-            // Made by someone else meanwhile, or a parent that existed: checked by the next
-            // step (or by the metadata below for the last one).
-            Err(error) if error.kind == StorageErrorKind::AlreadyExists => {}
-            Err(error) => return Err(error),
-        }
-    }
-    match storage.metadata(directory).await {
-        Ok(meta) if meta.is_dir() => Ok(true),
-        Ok(_) => Err(StorageError::new(
-            StorageErrorKind::NotADirectory,
-            format!("{directory} is not a directory"),
-        )),
-        Err(error) => Err(error),
     }
 }

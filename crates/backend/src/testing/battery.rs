@@ -483,6 +483,29 @@ pub async fn set_modified(storage: &dyn Storage) {
     assert_kind(missing, StorageErrorKind::NotFound, "missing");
 }
 
+/// `make_dir_all` (users' homes) creates every missing parent, accepts an existing
+/// directory, and refuses a file in the way.
+pub async fn make_dir_all_creates_parents(storage: &dyn Storage) {
+    let home = virtual_path("/home/alice/ftp");
+    assert!(crate::make_dir_all(storage, &home).await.unwrap());
+    assert!(storage.metadata(&home).await.unwrap().is_dir());
+    assert!(!crate::make_dir_all(storage, &home).await.unwrap());
+    assert!(
+        crate::make_dir_all(storage, &virtual_path("/home/bob"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        list_names(storage, "/home").await.unwrap(),
+        ["alice", "bob"]
+    );
+    put_file(storage, "/file", b"x").await;
+    let onto_file = crate::make_dir_all(storage, &virtual_path("/file")).await;
+    assert_kind(onto_file, StorageErrorKind::NotADirectory, "a file as home");
+    let below_file = crate::make_dir_all(storage, &virtual_path("/file/home")).await;
+    assert!(below_file.is_err(), "a home below a file: {below_file:?}");
+}
+
 /// SITE CHMOD: with modes, the permission bits metadata reports afterwards are the ones
 /// set (the bits used here lie within every sensible mask: no group or other write), and
 /// setuid, setgid and sticky are refused; without modes, every request is `Unsupported`.
