@@ -384,3 +384,32 @@ fn readme_user_add_with_a_home_then_serve_lets_the_user_store_and_list() {
     );
     assert!(root.join("team/bob").is_dir());
 }
+
+/// `--version` names the commit the binary was built from (build.rs), which is HEAD: Cargo
+/// reruns the build script when HEAD moves.
+#[test]
+fn version_names_the_git_commit() {
+    let output = run_bounded(
+        {
+            let mut command = ferroftp();
+            command.arg("--version");
+            command
+        },
+        "",
+    );
+    assert!(output.status.success());
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |output| String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+        );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("ferroftp {} (commit {head})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
