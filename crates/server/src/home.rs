@@ -13,7 +13,9 @@ use ferroftp_backend::{Storage, VirtualPath, make_dir_all};
 use tracing::{info, warn};
 
 /// The homes known to exist, so that only a user's first login since the start pays for a
-/// lookup (logins are frequent; a lookup may wait for the disk).
+/// lookup (logins are frequent; a lookup may wait for the disk). A home removed while the
+/// server runs is made again only after a restart. Holds one entry per home of the users
+/// file at most.
 #[derive(Debug, Default)]
 pub(crate) struct KnownHomes {
     existing: Mutex<HashSet<VirtualPath>>,
