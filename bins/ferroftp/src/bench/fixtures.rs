@@ -156,10 +156,10 @@ pub async fn prepare(
     let (mut session, _greeting) = Session::open(endpoint).await?;
     session.expect("TYPE I", ReplyCode::OK).await?;
     let mut prepared = Prepared::default();
-    if needs.big_bytes.is_some() || needs.small.is_some() || needs.list_entries.is_some() {
-        if make_dir(&mut session, &layout.fixtures()).await? {
-            record(created, |cleanup| cleanup.created_fixtures = true);
-        }
+    let any_fixture =
+        needs.big_bytes.is_some() || needs.small.is_some() || needs.list_entries.is_some();
+    if any_fixture && make_dir(&mut session, &layout.fixtures()).await? {
+        record(created, |cleanup| cleanup.created_fixtures = true);
     }
     if let Some(bytes) = needs.big_bytes
         && session.size(&layout.big()).await? != Some(bytes)
