@@ -1254,6 +1254,18 @@ advertise_tls = "0.0.0.0"
     }
 
     #[test]
+    fn chmod_mask_is_octal_and_never_has_special_bits() {
+        let config = Config::parse("[storage]\nchmod_mask = 0o750\n").unwrap();
+        let StorageConfig::Fs { chmod_mask, .. } = config.storage;
+        assert_eq!(chmod_mask, 0o750);
+        assert_eq!(config.validate(), []);
+        let config = Config::parse("[storage]\nchmod_mask = 0o4755\n").unwrap();
+        let problems = config.validate();
+        assert_eq!(fields(&problems), ["storage.chmod_mask"]);
+        assert!(problems[0].message.contains("setuid"), "{problems:?}");
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
         let config = Config::parse(
             r#"
