@@ -92,7 +92,8 @@ pub struct BenchArgs {
     /// Listings per run, one session; the run's value is their median.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub list_repeat: u32,
-    /// Concurrent clients of connrate.
+    /// Concurrent clients of connrate. This, --burst-sessions and --idle-sessions must fit the
+    /// server's session limits (ferroftp: max_sessions_per_ip, 50 by default).
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub conn_concurrency: u32,
     /// Length of a connrate run: seconds (0.5) or a duration (5s).
