@@ -645,6 +645,11 @@ impl ControlConnection {
                 self.span.record("user", user.name.as_str());
                 self.user = user.name.clone();
                 info!(user = %user.name, reply = 230, "logged in");
+                let storage = &*self.context.storage;
+                self.context
+                    .homes
+                    .ensure(storage, &user.name, &user.home)
+                    .await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
@@ -1014,6 +1019,10 @@ async fn storage_operation(
             .set_modified(path, *time)
             .await
             .map(|()| StorageResult::Done),
+        StorageRequest::SetMode { path, mode } => storage
+            .set_mode(path, *mode)
+            .await
+            .map(|()| StorageResult::Done),
     };
     match result {
         Ok(result) => {
@@ -1027,6 +1036,7 @@ async fn storage_operation(
                 StorageRequest::RemoveFile(path) => Some(("DELE", path, None)),
                 StorageRequest::Rename { from, to } => Some(("RNTO", from, Some(to))),
                 StorageRequest::SetModified { path, .. } => Some(("MFMT", path, None)),
+                StorageRequest::SetMode { path, .. } => Some(("SITE CHMOD", path, None)),
             };
             if let Some((command, path, to)) = change {
                 info!(
