@@ -6,6 +6,7 @@
 #   PEERS="vsftpd pure-ftpd proftpd" RUNS=5 ONLY=retr_pasv,stor_pasv scripts/bench.sh
 #   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
 #   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
+#   PROFILE=profiling PEERS=" " scripts/bench.sh    # symbols and line tables, for perf
 #
 # Needs root (peers.sh creates a system user for the peers). Ends with the machine's own
 # bounds in $OUT/reference.txt: iperf3 -Z on loopback and a 1 GiB write+fsync (REFERENCE=0 skips).
@@ -30,8 +31,11 @@ if ! dpkg-query -W $peer_libraries >/dev/null 2>&1; then
 fi
 
 # FERROFTP_BINARY measures another build (say, an older commit's) under the same harness.
-binary=${FERROFTP_BINARY:-$repo/target/release/ferroftp}
-[ -n "${FERROFTP_BINARY:-}" ] || cargo build --release -p ferroftp --manifest-path "$repo/Cargo.toml"
+# PROFILE=profiling builds the release code with line tables and symbols (the release profile
+# strips them), for `perf record` on the server during the runs.
+profile=${PROFILE:-release}
+binary=${FERROFTP_BINARY:-$repo/target/$profile/ferroftp}
+[ -n "${FERROFTP_BINARY:-}" ] || cargo build --profile "$profile" -p ferroftp --manifest-path "$repo/Cargo.toml"
 # A fresh root for every run, as peers.sh gives each peer: ext4 without a journal passes over
 # every inode freed in the last minutes when it allocates one, so a root whose earlier runs
 # created and deleted thousands of files makes each new file slower (docs/BENCHMARKS.md).

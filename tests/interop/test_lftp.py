@@ -95,6 +95,45 @@ def test_mirror_up_and_down(server, tmp_path, passive):
     assert tree_hashes(dst) == want
 
 
+def test_mirror_reverse_verbose_applies_modes(server, tmp_path):
+    """`mirror -R -v` sets each file's and directory's mode with SITE CHMOD: exit 0, no
+    errors, every SITE CHMOD answered 200 and the modes on disk. The modes lie within lftp's
+    umask (022, applied by default) and the server's default chmod_mask (0o755)."""
+    src = tmp_path / "src"
+    modes = {
+        "run.sh": 0o755,
+        "secret.txt": 0o600,
+        "shared.txt": 0o640,
+        "frozen.txt": 0o444,
+        "sub/inner.bin": 0o700,
+        "sub/deeper/readme": 0o644,
+    }
+    directory_modes = {"sub": 0o750, "sub/deeper": 0o711}
+    for rel, mode in modes.items():
+        path = src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, 100)
+        os.chmod(path, mode)
+    for rel, mode in directory_modes.items():
+        os.chmod(src / rel, mode)
+    old_umask = os.umask(0o022)
+    try:
+        r = lftp(server, [f"mirror -R -v {src} /modes"])
+    finally:
+        os.umask(old_umask)
+    r.assert_ok()
+    refused = [e for e in r.transcript if any(code >= 400 for code in e.codes)]
+    assert not refused, f"{[(e.command, e.replies) for e in refused]}\n{r.describe()}"
+    chmods = r.exchanges("SITE")
+    assert chmods, f"lftp sent no SITE CHMOD\n{r.describe()}"
+    for e in chmods:
+        assert e.codes == [200], f"{e.command}: {e.replies}\n{r.describe()}"
+    assert tree_hashes(server.path("modes")) == tree_hashes(src)
+    for rel, mode in {**modes, **directory_modes}.items():
+        got = os.stat(server.path("modes/" + rel)).st_mode & 0o7777
+        assert got == mode, f"{rel}: {oct(got)} on the server, {oct(mode)} sent"
+
+
 def listing_tree(server):
     d = server.path("dir")
     d.mkdir()

@@ -117,6 +117,56 @@ def test_user_home_is_its_root(start_server, tmp_path):
         ftp.close()
 
 
+def test_missing_home_is_created_at_first_login(start_server, tmp_path):
+    """`user add --home /team/carol` without the directory: the server makes it (and its
+    parent) at carol's first login, inside the root; STOR and LIST then work."""
+    users = [User("carol", "pw-" + secrets.token_hex(8), home="/team/carol")]
+    root = tmp_path / "fresh-root"
+    server = start_server(users=users, root=root)
+    assert not server.path("team").exists()
+    ftp = login(server, "carol")
+    try:
+        assert server.path("team/carol").is_dir()
+        assert ftp.storbinary("STOR first.txt", io.BytesIO(b"carol's")).startswith("226")
+        assert ftp.nlst() == ["first.txt"]
+    finally:
+        ftp.close()
+    assert server.path("team/carol/first.txt").read_bytes() == b"carol's"
+    assert "created the user's home directory" in server.log()
+
+
+def test_site_chmod_stays_inside_and_refuses_special_bits(start_server, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    os.chmod(outside, 0o600)
+    users = [User("alice", "pw-" + secrets.token_hex(8)),
+             User("reader", "pw-" + secrets.token_hex(8), read_only=True)]
+    server = start_server(users=users)
+    os.symlink(str(outside), server.path("escape"))
+    server.path("mine.txt").write_bytes(b"mine")
+    os.chmod(server.path("mine.txt"), 0o600)
+    ftp = login(server, "alice")
+    try:
+        assert ftp.sendcmd("SITE CHMOD 640 mine.txt") == "200 SITE CHMOD command successful"
+        assert os.stat(server.path("mine.txt")).st_mode & 0o7777 == 0o640
+        assert code(ftp.sendcmd, "SITE CHMOD 644 escape") == 550
+        assert code(ftp.sendcmd, "SITE CHMOD 4755 mine.txt") == 550
+        assert code(ftp.sendcmd, "SITE CHMOD 644 ../outside.txt") == 550
+        assert code(ftp.sendcmd, "SITE CHMOD 644") == 501
+        help_text = ftp.sendcmd("SITE HELP")
+        assert "CHMOD <octal mode> <path>" in help_text, help_text
+    finally:
+        ftp.close()
+    assert os.stat(outside).st_mode & 0o7777 == 0o600
+    assert os.stat(server.path("mine.txt")).st_mode & 0o7777 == 0o640
+    ftp = login(server, "reader")
+    try:
+        assert code(ftp.sendcmd, "SITE CHMOD 600 mine.txt") == 550
+    finally:
+        ftp.close()
+    assert os.stat(server.path("mine.txt")).st_mode & 0o7777 == 0o640
+
+
 def test_read_only_user(start_server):
     users = [User("reader", "pw-" + secrets.token_hex(8), read_only=True)]
     server = start_server(users=users)

@@ -10,10 +10,19 @@ use clap::{Parser, Subcommand};
 use crate::config::{AdvertiseAddress, Config, PortRange};
 use crate::{serve, user_command};
 
+/// What `--version` prints after the name: the version and the commit it was built from
+/// (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERROFTP_GIT_COMMIT"),
+    ")"
+);
+
 /// ferroftp: an FTP server that makes active and passive mode work through NAT and
 /// firewalls.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,6 +126,7 @@ impl ServeArgs {
         let crate::config::StorageConfig::Fs {
             root,
             fsync_uploads,
+            ..
         } = &mut config.storage;
         if let Some(new_root) = &self.root {
             *root = new_root.clone();

@@ -38,6 +38,7 @@
 //! kind = "fs"
 //! root = "./ftp-root"
 //! fsync_uploads = true
+//! chmod_mask = 0o755
 //! [auth]
 //! kind = "file"
 //! path = "users.toml"
@@ -510,6 +511,10 @@ pub enum StorageConfig {
         /// previous version and before 226. `false` trades durability across a power loss
         /// for the page cache's speed (see `FsStorage::with_fsync_uploads`).
         fsync_uploads: bool,
+        /// `chmod_mask` (default `0o755`): the permission bits SITE CHMOD may set; a
+        /// client's mode is ANDed with it (see `FsStorage::with_chmod_mask`). At most
+        /// `0o777`: setuid, setgid and sticky are never set.
+        chmod_mask: u32,
     },
 }
 
@@ -518,6 +523,7 @@ impl Default for StorageConfig {
         Self::Fs {
             root: default_storage_root(),
             fsync_uploads: true,
+            chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
         }
     }
 }
@@ -559,6 +565,7 @@ struct RawStorageConfig {
     kind: StorageKind,
     root: Option<PathBuf>,
     fsync_uploads: Option<bool>,
+    chmod_mask: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -576,6 +583,9 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
             StorageKind::Fs => Ok(Self::Fs {
                 root: raw.root.unwrap_or_else(default_storage_root),
                 fsync_uploads: raw.fsync_uploads.unwrap_or(true),
+                chmod_mask: raw
+                    .chmod_mask
+                    .unwrap_or(ferroftp_storage_fs::DEFAULT_CHMOD_MASK),
             }),
         }
     }
@@ -958,9 +968,20 @@ impl Config {
         }
 
         match &self.storage {
-            StorageConfig::Fs { root, .. } => {
+            StorageConfig::Fs {
+                root, chmod_mask, ..
+            } => {
                 if root.as_os_str().is_empty() {
                     problems.push(ConfigProblem::new("storage.root", "must not be empty"));
+                }
+                if *chmod_mask > 0o777 {
+                    problems.push(ConfigProblem::new(
+                        "storage.chmod_mask",
+                        format!(
+                            "{chmod_mask:#o} has bits above 0o777: setuid, setgid and sticky \
+                             are never set by SITE CHMOD"
+                        ),
+                    ));
                 }
             }
         }
@@ -1109,6 +1130,7 @@ idle_timeout = "5m"
 kind = "fs"
 root = "./ftp-root"
 fsync_uploads = false
+chmod_mask = 0o700
 [auth]
 kind = "file"
 path = "users.toml"
@@ -1230,6 +1252,7 @@ advertise_tls = "0.0.0.0"
             StorageConfig::Fs {
                 root: "./ftp-root".into(),
                 fsync_uploads: true,
+                chmod_mask: 0o755,
             }
         );
         assert_eq!(
@@ -1261,6 +1284,7 @@ advertise_tls = "0.0.0.0"
             storage: StorageConfig::Fs {
                 root: "./ftp-root".into(),
                 fsync_uploads: false,
+                chmod_mask: 0o700,
             },
             ..Config::default()
         };
@@ -1285,6 +1309,7 @@ advertise_tls = "0.0.0.0"
             StorageConfig::Fs {
                 root: "/srv/ftp".into(),
                 fsync_uploads: true,
+                chmod_mask: 0o755,
             }
         );
         assert!(config.auth.anonymous);
@@ -1365,6 +1390,18 @@ advertise_tls = "0.0.0.0"
             message.contains("the first port 50100 is after the last port 50000"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn chmod_mask_is_octal_and_never_has_special_bits() {
+        let config = Config::parse("[storage]\nchmod_mask = 0o750\n").unwrap();
+        let StorageConfig::Fs { chmod_mask, .. } = config.storage;
+        assert_eq!(chmod_mask, 0o750);
+        assert_eq!(config.validate(), []);
+        let config = Config::parse("[storage]\nchmod_mask = 0o4755\n").unwrap();
+        let problems = config.validate();
+        assert_eq!(fields(&problems), ["storage.chmod_mask"]);
+        assert!(problems[0].message.contains("setuid"), "{problems:?}");
     }
 
     #[test]

@@ -119,6 +119,7 @@ async fn serve(
     let StorageConfig::Fs {
         root,
         fsync_uploads,
+        chmod_mask,
     } = &config.storage;
     let created_root = !root.exists();
     std::fs::create_dir_all(root)
@@ -128,7 +129,8 @@ async fn serve(
     }
     let storage = FsStorage::new(root.clone())
         .with_context(|| format!("opening the storage root {}", root.display()))?
-        .with_fsync_uploads(*fsync_uploads);
+        .with_fsync_uploads(*fsync_uploads)
+        .with_chmod_mask(*chmod_mask);
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     if ensure_users_file(users_path)?
@@ -620,6 +622,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
             max_failed_logins: config.server.max_failed_logins,
             allow_active: config.active.enabled,
             allow_resume_upload: true,
+            allow_chmod: true,
             active_nat_fallback: config.active.nat_fallback,
             tls: tls_policy(config),
         },

@@ -28,6 +28,13 @@ pub enum UserCommand {
         /// Refuse every command that changes storage.
         #[arg(long)]
         read_only: bool,
+        /// The storage root: the home is created in it now. Without --root or --config the
+        /// server creates a missing home at the user's first login.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        root: Option<PathBuf>,
+        /// A config file: the home is created now in its storage.root.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Remove a user.
     #[command(alias = "remove")]
@@ -73,7 +80,15 @@ fn execute(
             users,
             home,
             read_only,
+            root,
+            config,
         } => {
+            // A config that does not load is reported before anything changes.
+            let root = match (root, config) {
+                (Some(root), _) => Some(root),
+                (None, Some(config)) => Some(storage_root_of(&config)?),
+                (None, None) => None,
+            };
             let mut file = UsersFile::load_or_empty(&users)?;
             // Refuse a bad or taken name before asking for a password.
             ferroftp_auth_file::validate_user_name(&name)
@@ -90,6 +105,9 @@ fn execute(
                 "added user {name} (home {home}, {access}) to {}",
                 users.display()
             )?;
+            if !home.is_root() {
+                writeln!(output, "{}", prepare_home(root.as_deref(), &home, &name))?;
+            }
         }
         UserCommand::Del { name, users } => {
             let mut file = UsersFile::load(&users)?;
@@ -117,6 +135,77 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// The `storage.root` of the config file `path` (relative to the file's directory).
+fn storage_root_of(path: &Path) -> anyhow::Result<PathBuf> {
+    // A config that `serve` would refuse is refused here too: nothing is changed.
+    let loaded = crate::config_report::load(path, |_| {});
+    let (Some(config), true) = (loaded.config, loaded.problems.is_empty()) else {
+        let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+    };
+    let crate::config::StorageConfig::Fs { root, .. } = config.storage;
+    Ok(root)
+}
+
+/// Creates `home` in the storage `root` when one is known, and says what happened. The
+/// server creates a missing home at the user's first login anyway (and logs it), so nothing
+/// here is an error: a home that cannot be made now is reported and left to the server.
+fn prepare_home(root: Option<&Path>, home: &VirtualPath, name: &str) -> String {
+    let Some(root) = root else {
+        return format!(
+            "the server creates the home {home} in its storage root at {name}'s first login \
+             (--root DIR or --config FILE creates it now)"
+        );
+    };
+    if !root.is_dir() {
+        return format!(
+            "the storage root {} does not exist yet: the server creates it, and the home \
+             {home} at {name}'s first login",
+            root.display()
+        );
+    }
+    match create_home(root, home) {
+        Ok(true) => format!("created the home {home} in {}", root.display()),
+        Ok(false) => format!("the home {home} exists in {}", root.display()),
+        Err(error) => format!(
+            "cannot create the home {home} in {}: {error:#}; the server tries again at \
+             {name}'s first login",
+            root.display()
+        ),
+    }
+}
+
+/// `mkdir -p` of `home` below `root`, through the storage (so a symlink cannot lead it out
+/// of the root); `true` when something was created. Directories made by root are given to
+/// the owner of the storage root, the account the server writes as.
+fn create_home(root: &Path, home: &VirtualPath) -> anyhow::Result<bool> {
+    let missing: Vec<PathBuf> = home
+        .segments()
+        .scan(root.to_path_buf(), |path, segment| {
+            path.push(segment);
+            Some(path.clone())
+        })
+        .filter(|path| std::fs::symlink_metadata(path).is_err())
+        .collect();
+    let storage = ferroftp_storage_fs::FsStorage::new(root)
+        .with_context(|| format!("opening {}", root.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting a runtime")?;
+    let created = runtime
+        .block_on(ferroftp_backend::make_dir_all(&storage, home))
+        .map_err(|error| anyhow::anyhow!("{}", error.detail))?;
+    let owner = std::fs::metadata(root)?;
+    if created && rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        for directory in &missing {
+            std::os::unix::fs::lchown(directory, Some(owner.uid()), Some(owner.gid()))
+                .with_context(|| format!("giving {} to the root's owner", directory.display()))?;
+        }
+    }
+    Ok(created)
 }
 
 /// Prints `NAME HOME READ-ONLY` columns, aligned.
@@ -236,7 +325,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             report,
-            format!("added user alice (home /sub/dir, read-only) to {users_argument}\n")
+            format!(
+                "added user alice (home /sub/dir, read-only) to {users_argument}\n\
+                 the server creates the home /sub/dir in its storage root at alice's first \
+                 login (--root DIR or --config FILE creates it now)\n"
+            )
         );
         run_with_password(command(&["add", "bob", "--users", users_argument]), "pw").unwrap();
 
@@ -321,5 +414,83 @@ mod tests {
         );
         assert!(password_from_reader(&b""[..]).is_err());
         assert!(password_from_reader(&b"\n"[..]).is_err());
+    }
+
+    #[test]
+    fn add_creates_the_home_in_the_root_of_a_config_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let users = directory.path().join("users.toml");
+        let root = directory.path().join("served");
+        std::fs::create_dir(&root).unwrap();
+        let config = directory.path().join("ferroftp.toml");
+        std::fs::write(
+            &config,
+            format!("[storage]\nroot = {:?}\n", root.to_str().unwrap()),
+        )
+        .unwrap();
+        let add = |name: &str, home: &str| {
+            run_with_password(
+                command(&[
+                    "add",
+                    name,
+                    "--users",
+                    users.to_str().unwrap(),
+                    "--home",
+                    home,
+                    "--config",
+                    config.to_str().unwrap(),
+                ]),
+                "pw",
+            )
+            .unwrap()
+        };
+        let report = add("alice", "/homes/alice");
+        assert!(
+            report.ends_with(&format!(
+                "created the home /homes/alice in {}\n",
+                root.display()
+            )),
+            "{report}"
+        );
+        assert!(root.join("homes/alice").is_dir());
+        let report = add("carol", "/homes/alice");
+        assert!(
+            report.contains("the home /homes/alice exists in"),
+            "{report}"
+        );
+
+        // A root that does not exist yet is left to the server, which creates both.
+        let report = run_with_password(
+            command(&[
+                "add",
+                "dave",
+                "--users",
+                users.to_str().unwrap(),
+                "--home",
+                "/dave",
+                "--root",
+                directory.path().join("later").to_str().unwrap(),
+            ]),
+            "pw",
+        )
+        .unwrap();
+        assert!(report.contains("does not exist yet"), "{report}");
+        assert!(!directory.path().join("later").exists());
+
+        // A config that does not load changes nothing.
+        std::fs::write(&config, "[storage]\nnonsense = 1\n").unwrap();
+        let refused = run_with_password(
+            command(&[
+                "add",
+                "erin",
+                "--users",
+                users.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ]),
+            "pw",
+        );
+        assert!(refused.is_err());
+        assert!(UsersFile::load(&users).unwrap().get("erin").is_none());
     }
 }

@@ -67,6 +67,11 @@ struct Server {
 
 impl Server {
     fn start(root: &Path, users: &Path) -> Self {
+        Self::start_with(root, users, &["--max-sessions-per-ip", "1000"])
+    }
+
+    /// A server with `extra` flags (and the default limits unless they change them).
+    fn start_with(root: &Path, users: &Path, extra: &[&str]) -> Self {
         let mut child = ferroftp()
             .args([
                 "serve",
@@ -75,7 +80,7 @@ impl Server {
                 "--passive-ports",
                 PASSIVE_PORTS,
             ])
-            .args(["--max-sessions-per-ip", "1000"])
+            .args(extra)
             .arg("--root")
             .arg(root)
             .arg("--users")
@@ -129,6 +134,16 @@ fn add_user(users: &Path, name: &str, password: &str) {
         "user add: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The names in `dir`, sorted.
+fn entries_of(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The sizes of the files in `dir`.
@@ -185,7 +200,7 @@ fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
             "1",
         ])
         .args(["--runs", "1", "--conn-duration", "0.5", "--timeout", "20s"])
-        .args(["--active-ports", ACTIVE_PORTS])
+        .args(["--active-ports", ACTIVE_PORTS, "--keep-fixtures"])
         .arg("--server-pid")
         .arg(fixture.server.pid().to_string())
         .arg("--json")
@@ -245,7 +260,13 @@ fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
     assert_eq!(test("idle1000")["runs"][0]["details"]["logged_in"], 20);
     assert_eq!(test("idle1000")["runs"][0]["details"]["noop_failures"], 0);
 
-    // The fixtures were made through FTP, with the requested counts and sizes.
+    // The fixtures were made through FTP, with the requested counts and sizes, and kept as
+    // asked (--keep-fixtures); nothing else is left.
+    assert!(
+        stderr.contains("kept bench_fixtures for the next run (--keep-fixtures)"),
+        "{stderr}"
+    );
+    assert_eq!(entries_of(&fixture.root), ["bench_fixtures"]);
     let fixtures = fixture.root.join("bench_fixtures");
     assert_eq!(
         std::fs::metadata(fixtures.join("big.bin")).unwrap().len(),
@@ -339,4 +360,278 @@ fn check_config_reports_every_problem_at_once() {
     }
     assert!(stdout.contains("fullchain.pem"), "{stdout}");
     assert!(stdout.contains("5 problem(s)"), "{stdout}");
+}
+
+/// The README's own example: `echo 's3cret' | ferroftp user add alice --users users.toml
+/// --home /alice`, then `ferroftp serve --users users.toml …`: alice logs in, stores and
+/// lists (the server creates her home at the first login). With `--root` the home is
+/// created by `user add` itself.
+#[test]
+fn readme_user_add_with_a_home_then_serve_lets_the_user_store_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut command = ferroftp();
+    command.current_dir(dir.path()).args([
+        "user",
+        "add",
+        "alice",
+        "--users",
+        "users.toml",
+        "--home",
+        "/alice",
+    ]);
+    let output = run_bounded(command, "s3cret\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "user add: {output:?}");
+    assert!(
+        stdout.contains(
+            "the server creates the home /alice in its storage root at alice's first login"
+        ),
+        "{stdout}"
+    );
+
+    let server = Server::start(&root, &dir.path().join("users.toml"));
+    assert!(!root.join("alice").exists());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use ferroftp_client::{Client, DataMode};
+        let (mut client, _greeting) = Client::connect(server.address.as_str()).await.unwrap();
+        assert_eq!(client.login("alice", "s3cret").await.unwrap().code.0, 230);
+        client
+            .store("/hello.txt", DataMode::ExtendedPassive, b"hello")
+            .await
+            .unwrap();
+        let listing = client
+            .list("LIST", None, DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&listing).ends_with(" hello.txt\r\n"),
+            "{listing:?}"
+        );
+    });
+    assert_eq!(
+        std::fs::read(root.join("alice/hello.txt")).unwrap(),
+        b"hello"
+    );
+
+    // With the root given, user add creates the home (and its parents) itself.
+    let mut command = ferroftp();
+    command
+        .current_dir(dir.path())
+        .args([
+            "user",
+            "add",
+            "bob",
+            "--users",
+            "users.toml",
+            "--home",
+            "/team/bob",
+        ])
+        .arg("--root")
+        .arg(&root);
+    let output = run_bounded(command, "bob-secret\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "user add: {output:?}");
+    assert!(
+        stdout.contains(&format!("created the home /team/bob in {}", root.display())),
+        "{stdout}"
+    );
+    assert!(root.join("team/bob").is_dir());
+}
+
+/// `--version` names the commit the binary was built from (build.rs), which is HEAD: Cargo
+/// reruns the build script when HEAD moves.
+#[test]
+fn version_names_the_git_commit() {
+    let output = run_bounded(
+        {
+            let mut command = ferroftp();
+            command.arg("--version");
+            command
+        },
+        "",
+    );
+    assert!(output.status.success());
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |output| String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+        );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("ferroftp {} (commit {head})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Small sizes for every test, one run each.
+const QUICK_BENCH: &[&str] = &[
+    "--big-mib",
+    "1",
+    "--small-count",
+    "5",
+    "--list-entries",
+    "5",
+    "--runs",
+    "1",
+    "--conn-duration",
+    "0.5",
+    "--timeout",
+    "20s",
+    "--active-ports",
+    ACTIVE_PORTS,
+];
+
+/// Against a server with its default limits (50 sessions per address), the sessions tests
+/// are refused with 421: the benchmark says which limit and what to change, and leaves the
+/// root as it found it (empty), fixtures included.
+#[test]
+fn bench_against_default_limits_names_the_limit_and_leaves_the_root_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let users = dir.path().join("users.toml");
+    add_user(&users, "bench", "bench-secret");
+    let server = Server::start_with(&root, &users, &[]);
+    let mut command = ferroftp();
+    command
+        .arg("bench")
+        .arg(format!("ftp://bench@{}/", server.address))
+        .env("FERROFTP_BENCH_PASSWORD", "bench-secret")
+        .args(QUICK_BENCH)
+        .args([
+            "--burst-sessions",
+            "80",
+            "--idle-sessions",
+            "80",
+            "--idle-hold",
+            "0",
+        ]);
+    let output = run_bounded(command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    for test in ["burst500", "idle1000"] {
+        let flag = if test == "burst500" {
+            "--burst-sessions"
+        } else {
+            "--idle-sessions"
+        };
+        assert!(
+            stderr.contains(&format!(
+                "bench: {test}: the server refused sessions: 421 Too many sessions from your \
+                 address — "
+            )) && stderr.contains(&format!("or use fewer sessions ({flag} N)")),
+            "{test}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("server.max_sessions_per_ip"), "{stderr}");
+    assert!(stderr.contains("removed bench_fixtures"), "{stderr}");
+    assert!(stderr.contains("removed bench_upload"), "{stderr}");
+    assert_eq!(entries_of(&root), Vec::<String>::new(), "{stderr}");
+}
+
+/// A working directory that does not exist is named, with what it must be, before any
+/// measurement; nothing is created.
+#[test]
+fn bench_in_a_missing_directory_explains_the_550() {
+    let fixture = serve_with_bench_user();
+    let mut command = ferroftp();
+    command
+        .arg("bench")
+        .arg(format!(
+            "ftp://bench@{}/no/such/dir/",
+            fixture.server.address
+        ))
+        .env("FERROFTP_BENCH_PASSWORD", "bench-secret")
+        .args(QUICK_BENCH)
+        .args(["--only", "small_get"]);
+    let output = run_bounded(command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("preparing the fixtures: MKD /no/such/dir/bench_fixtures: 550 "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "the benchmark works in /no/such/dir (the URL's path): it must exist and bench \
+             must be able to create directories and files there"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(entries_of(&fixture.root), Vec::<String>::new());
+}
+
+/// SIGINT in the middle of a run: the benchmark removes what it created before it exits.
+#[test]
+fn bench_interrupted_removes_what_it_created() {
+    let fixture = serve_with_bench_user();
+    let mut child = ferroftp()
+        .arg("bench")
+        .arg(format!("ftp://bench@{}/", fixture.server.address))
+        .env("FERROFTP_BENCH_PASSWORD", "bench-secret")
+        .args(QUICK_BENCH)
+        .args(["--only", "small_put,idle1000", "--idle-sessions", "5"])
+        .args(["--idle-hold", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ferroftp bench");
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = sender.send(line);
+        }
+    });
+    // small_put has run (bench_upload exists) when its progress line is out; idle1000 then
+    // holds its sessions for ten minutes.
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(COMMAND_LIMIT)
+            .unwrap_or_else(|_| panic!("no small_put progress line: {seen:?}"));
+        let done = line.starts_with("bench: small_put run 1/1: ");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(fixture.root.join("bench_upload").is_dir());
+    // Only this PID is signalled.
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (done, finished) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done.send(());
+        status
+    });
+    if finished.recv_timeout(COMMAND_LIMIT).is_err() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("bench did not end after SIGINT: {seen:?}");
+    }
+    let status = waiter.join().unwrap().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert!(!status.success());
+    assert!(
+        seen.iter()
+            .any(|line| line == "bench: SIGINT: removing what the benchmark created"),
+        "{seen:?}"
+    );
+    assert_eq!(entries_of(&fixture.root), Vec::<String>::new(), "{seen:?}");
 }

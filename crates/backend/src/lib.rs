@@ -14,5 +14,5 @@ pub use auth::{AuthError, Authenticator, LoginAttempt, Password, User};
 pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
     Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,
-    StorageError, Upload, UploadTarget, WriteMode,
+    StorageError, Upload, UploadTarget, WriteMode, make_dir_all,
 };

@@ -51,6 +51,9 @@ pub struct Capabilities {
     pub atomic_rename: bool,
     /// MFMT can set modification times.
     pub set_modified: bool,
+    /// Files and directories have Unix permission bits that SITE CHMOD can set
+    /// ([`Storage::set_mode`]). Without it SITE CHMOD is refused with 504.
+    pub modes: bool,
 }
 
 /// How an upload combines with what is already stored under its name.
@@ -210,4 +213,62 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a file's modification time (MFMT).
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError>;
+
+    /// Sets the permission bits of a file or directory (SITE CHMOD). `mode` holds
+    /// permission bits only: a backend refuses anything above `0o777` (setuid, setgid,
+    /// sticky) with `PermissionDenied`, and may narrow the rest by its own mask. Backends
+    /// without modes ([`Capabilities::modes`] false) keep this default, which refuses with
+    /// `Unsupported` (504).
+    async fn set_mode(&self, path: &VirtualPath, mode: u32) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            StorageErrorKind::Unsupported,
+            format!("set mode {mode:o} of {path}: this storage has no permission modes"),
+        ))
+    }
+}
+
+/// Creates `directory` and its missing parents through `storage`, like `mkdir -p`: `Ok(true)`
+/// when something was created, `Ok(false)` when it existed already. Something other than a
+/// directory in the way is `NotADirectory`. Used for users' homes, which the users file names
+/// but nothing else creates.
+pub async fn make_dir_all(
+    storage: &dyn Storage,
+    directory: &VirtualPath,
+) -> Result<bool, StorageError> {
+    let not_a_directory = || {
+        StorageError::new(
+            StorageErrorKind::NotADirectory,
+            format!("{directory} is not a directory"),
+        )
+    };
+    match storage.metadata(directory).await {
+        Ok(meta) if meta.is_dir() => return Ok(false),
+        Ok(_) => return Err(not_a_directory()),
+        Err(error) if error.kind == StorageErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut path = VirtualPath::root();
+    for segment in directory.segments() {
+        path = path.resolve(segment).map_err(|error| {
+            StorageError::new(
+                StorageErrorKind::InvalidName,
+                format!("{directory}: {error}"),
+            )
+        })?;
+        match storage.make_dir(&path).await {
+            // A parent that existed, or one made by someone else meanwhile; whatever is
+            // there is checked by the next step, or below for the last one.
+            Ok(())
+            | Err(StorageError {
+                kind: StorageErrorKind::AlreadyExists,
+                ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    match storage.metadata(directory).await {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(_) => Err(not_a_directory()),
+        Err(error) => Err(error),
+    }
 }

@@ -150,7 +150,12 @@ impl Verb {
                 during_transfer: true,
                 ..spec(false, Optional, "STAT [<path>]", None)
             },
-            Self::Site => spec(true, Required, "SITE HELP", None),
+            Self::Site => spec(
+                true,
+                Required,
+                "SITE <HELP | CHMOD <octal mode> <path>>",
+                None,
+            ),
             Self::Clnt => spec(false, Optional, "CLNT <client name>", None),
             Self::Pwd => spec(true, No, "PWD", None),
             Self::Cwd => spec(true, Required, "CWD <path>", None),

@@ -684,6 +684,11 @@ impl ControlConnection {
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
                 info!(user = %user.name, reply = 230, "logged in");
+                let storage = &*self.context.storage;
+                self.context
+                    .homes
+                    .ensure(storage, &user.name, &user.home)
+                    .await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
@@ -1135,6 +1140,10 @@ async fn storage_operation(
             .set_modified(path, *time)
             .await
             .map(|()| StorageResult::Done),
+        StorageRequest::SetMode { path, mode } => storage
+            .set_mode(path, *mode)
+            .await
+            .map(|()| StorageResult::Done),
     };
     match result {
         Ok(result) => {
@@ -1148,6 +1157,7 @@ async fn storage_operation(
                 StorageRequest::RemoveFile(path) => Some(("DELE", path, None)),
                 StorageRequest::Rename { from, to } => Some(("RNTO", from, Some(to))),
                 StorageRequest::SetModified { path, .. } => Some(("MFMT", path, None)),
+                StorageRequest::SetMode { path, .. } => Some(("SITE CHMOD", path, None)),
             };
             if let Some((command, path, to)) = change {
                 info!(

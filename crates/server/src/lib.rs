@@ -12,6 +12,7 @@ mod advertise;
 mod connection;
 mod data;
 mod drain;
+mod home;
 mod limits;
 mod passive;
 mod proxy_protocol;
@@ -195,6 +196,9 @@ pub enum ServerError {
 pub(crate) struct ServerContext {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
+    /// Homes created or found at a first login.
+    /// Shared by every generation: a reload does not forget which homes exist.
+    pub(crate) homes: Arc<home::KnownHomes>,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) passive_pool: Arc<PassivePortPool>,
     /// Shared by every generation: a reload replaces the rules for open sessions too.

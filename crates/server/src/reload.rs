@@ -85,6 +85,7 @@ pub(crate) async fn build_context(
     }
     let mut session = options.session.clone();
     session.allow_resume_upload = storage.capabilities().resume_upload;
+    session.allow_chmod = storage.capabilities().modes;
     let announced_port_offset = options.advertise_ports.as_ref().map_or(0, |announced| {
         i32::from(*announced.start()) - i32::from(*options.passive_ports.start())
     });
@@ -117,6 +118,7 @@ pub(crate) async fn build_context(
         None => Arc::new(Swappable::new(policy)),
     };
     Ok(ServerContext {
+        homes: previous.map_or_else(Default::default, |previous| Arc::clone(&previous.homes)),
         storage,
         authenticator,
         session: Arc::new(session),

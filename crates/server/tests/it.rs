@@ -1919,3 +1919,84 @@ async fn reload_changes_the_next_pasv_of_an_open_session_and_a_failed_one_change
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn site_chmod_sets_modes_on_disk_within_the_mask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (server, root) = fs_server().await;
+    let mode_of = |name: &str| {
+        std::fs::metadata(root.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let mut alice = server.login("alice").await;
+    alice
+        .store("/script.sh", DataMode::ExtendedPassive, b"#!/bin/sh\n")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut alice, "MKD /private").await, 257);
+    let reply = alice.command("SITE CHMOD 755 /script.sh").await.unwrap();
+    assert_eq!(
+        (reply.code.0, reply.text().as_str()),
+        (200, "SITE CHMOD command successful")
+    );
+    assert_eq!(mode_of("script.sh"), 0o755);
+    assert_eq!(code(&mut alice, "SITE CHMOD 0700 private").await, 200);
+    assert_eq!(mode_of("private"), 0o700);
+    // The default mask (storage.chmod_mask = 0o755) keeps group and other write off.
+    assert_eq!(code(&mut alice, "SITE CHMOD 666 /script.sh").await, 200);
+    assert_eq!(mode_of("script.sh"), 0o644);
+    // Special bits are refused, not stripped: the file keeps its mode.
+    assert_eq!(code(&mut alice, "SITE CHMOD 4755 /script.sh").await, 550);
+    assert_eq!(mode_of("script.sh"), 0o644);
+    assert_eq!(code(&mut alice, "SITE CHMOD 644 /missing").await, 550);
+    assert_eq!(code(&mut alice, "SITE CHMOD 644").await, 501);
+    assert_eq!(code(&mut alice, "SITE CHMOD x /script.sh").await, 501);
+
+    let mut reader = server.login("reader").await;
+    assert_eq!(code(&mut reader, "SITE CHMOD 600 /script.sh").await, 550);
+    assert_eq!(mode_of("script.sh"), 0o644);
+}
+
+#[tokio::test]
+async fn site_chmod_on_a_storage_without_modes_is_504() {
+    let server = memory_server().await;
+    let mut alice = server.login("alice").await;
+    alice
+        .store("/f", DataMode::ExtendedPassive, b"x")
+        .await
+        .unwrap();
+    let reply = alice.command("SITE CHMOD 644 /f").await.unwrap();
+    assert_eq!(
+        (reply.code.0, reply.text().as_str()),
+        (504, "SITE CHMOD not supported by this storage")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_home_is_created_at_the_first_login() {
+    let (server, root) = fs_server().await;
+    assert!(!root.join("home").exists());
+    // bob's home is /home/bob: nothing has made it.
+    let mut bob = server.login("bob").await;
+    assert!(root.join("home/bob").is_dir());
+    bob.store("/mine", DataMode::ExtendedPassive, b"bob's")
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(root.join("home/bob/mine")).unwrap(), b"bob's");
+    let listing = bob
+        .list("LIST", Some("/"), DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing).contains("mine"),
+        "{listing:?}"
+    );
+    assert_eq!(code(&mut bob, "PWD").await, 257);
+    // Later logins find it; its contents stay.
+    drop(bob);
+    let mut again = server.login("bob").await;
+    assert_eq!(code(&mut again, "SIZE /mine").await, 213);
+}

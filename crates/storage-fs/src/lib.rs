@@ -23,7 +23,7 @@ mod write_behind;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +52,14 @@ pub const PARTIAL_PREFIX: &str = ".ferroftp-partial.";
 const NEW_FILE_MODE: u32 = 0o666;
 const NEW_DIRECTORY_MODE: u32 = 0o777;
 
+/// The permission bits SITE CHMOD may set by default (`storage.chmod_mask`): everything but
+/// group and other write, which the usual umask (022) keeps off new files too. A client's
+/// mode is narrowed to the mask, never refused for bits outside it.
+pub const DEFAULT_CHMOD_MASK: u32 = 0o755;
+
+/// The bits a mode may hold at all: setuid, setgid and sticky are never set for a client.
+const PERMISSION_BITS: u32 = 0o777;
+
 /// A [`Storage`] on a local directory.
 #[derive(Clone)]
 pub struct FsStorage {
@@ -69,6 +77,8 @@ struct Inner {
     /// Whether an upload is fsynced before it is published (see
     /// [`FsStorage::with_fsync_uploads`]).
     fsync_uploads: bool,
+    /// The bits SITE CHMOD may set (see [`FsStorage::with_chmod_mask`]).
+    chmod_mask: u32,
 }
 
 impl FsStorage {
@@ -91,6 +101,7 @@ impl FsStorage {
                 root_path,
                 next_unique: AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40)),
                 fsync_uploads: true,
+                chmod_mask: DEFAULT_CHMOD_MASK,
             }),
         })
     }
@@ -108,6 +119,16 @@ impl FsStorage {
         Arc::get_mut(&mut self.inner)
             .expect("configured before the storage is shared")
             .fsync_uploads = fsync;
+        self
+    }
+
+    /// The permission bits SITE CHMOD may set (default [`DEFAULT_CHMOD_MASK`]): a requested
+    /// mode is ANDed with it. Bits above `0o777` in the mask are ignored: setuid, setgid
+    /// and sticky are never set.
+    pub fn with_chmod_mask(mut self, mask: u32) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configured before the storage is shared")
+            .chmod_mask = mask & PERMISSION_BITS;
         self
     }
 
@@ -327,6 +348,38 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn set_mode(&self, path: &VirtualPath, mode: u32) -> Result<(), StorageError> {
+        if mode & !PERMISSION_BITS != 0 {
+            return Err(StorageError::new(
+                StorageErrorKind::PermissionDenied,
+                format!("mode {mode:o} for {path} has setuid, setgid or sticky bits"),
+            ));
+        }
+        // The inode is found the way every other operation finds it (beneath the root,
+        // in-root symlinks followed), then changed through that very descriptor: a path
+        // swapped for a symlink after the lookup changes nothing outside.
+        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
+        match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory => {}
+            _ => {
+                return Err(StorageError::new(
+                    StorageErrorKind::PermissionDenied,
+                    format!("{path} is neither a file nor a directory"),
+                ));
+            }
+        }
+        let mode = Mode::from_raw_mode(mode & self.chmod_mask);
+        // fchmod refuses O_PATH descriptors (EBADF) and fchmodat has no AT_EMPTY_PATH
+        // before fchmodat2 (Linux 6.6); the descriptor's /proc/self/fd entry names the same
+        // inode, which is how the C library changes the mode of an O_PATH descriptor.
+        let by_descriptor = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rustix::fs::chmod(by_descriptor.as_str(), mode)
+            .map_err(|error| fs_error(error, "chmod", path))
+    }
+}
+
 /// `time` as a `timespec`, also before 1970; `None` beyond what it can hold.
 fn timespec(time: SystemTime) -> Option<Timespec> {
     let (seconds, nanoseconds) = match time.duration_since(UNIX_EPOCH) {
@@ -356,6 +409,7 @@ impl Storage for FsStorage {
             resume_upload: true,
             atomic_rename: true,
             set_modified: true,
+            modes: true,
         }
     }
 
@@ -435,6 +489,12 @@ impl Storage for FsStorage {
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
         let path = path.clone();
         self.blocking(move |inner| inner.set_modified(&path, time))
+            .await
+    }
+
+    async fn set_mode(&self, path: &VirtualPath, mode: u32) -> Result<(), StorageError> {
+        let path = path.clone();
+        self.blocking(move |inner| inner.set_mode(&path, mode))
             .await
     }
 }

@@ -159,6 +159,26 @@ async fn symlinks_leaving_the_root_are_refused() {
     let link = virtual_path("/secret_link");
     let touch = storage.set_modified(&link, std::time::UNIX_EPOCH).await;
     assert_refused(touch, "MFMT through a link");
+    let secret_mode_before = std::fs::metadata(sandbox.outside().join("secret.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    for path in [
+        "/secret_link",
+        "/relative_escape/secret.txt",
+        "/absolute_escape",
+    ] {
+        let chmod = storage.set_mode(&virtual_path(path), 0o700).await;
+        assert_refused(chmod, &format!("SITE CHMOD {path}"));
+    }
+    assert_eq!(
+        std::fs::metadata(sandbox.outside().join("secret.txt"))
+            .unwrap()
+            .permissions()
+            .mode(),
+        secret_mode_before,
+        "SITE CHMOD through a link changed a file outside the root"
+    );
 
     // Nothing outside changed.
     assert_eq!(tree_of(&sandbox.outside()), ["secret.txt"]);
@@ -558,4 +578,69 @@ async fn a_local_upload_file_says_whether_to_write_back_early_and_receives_bytes
             b"direct"
         );
     }
+}
+
+#[tokio::test]
+async fn set_mode_narrows_to_the_mask_and_follows_links_inside_the_root() {
+    let sandbox = Sandbox::new();
+    let mode_of = |relative: &str| {
+        std::fs::metadata(sandbox.on_disk(relative))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    std::fs::create_dir(sandbox.on_disk("dir")).unwrap();
+    std::fs::write(sandbox.on_disk("dir/file.txt"), b"inside").unwrap();
+    symlink("dir/file.txt", sandbox.on_disk("file_link")).unwrap();
+
+    // The default mask (0o755) takes group and other write away.
+    let storage = &sandbox.storage;
+    storage
+        .set_mode(&virtual_path("/dir/file.txt"), 0o666)
+        .await
+        .unwrap();
+    assert_eq!(mode_of("dir/file.txt"), 0o644);
+    storage
+        .set_mode(&virtual_path("/dir"), 0o777)
+        .await
+        .unwrap();
+    assert_eq!(mode_of("dir"), 0o755);
+
+    // A link that stays inside changes its target, as chmod(1) does.
+    storage
+        .set_mode(&virtual_path("/file_link"), 0o600)
+        .await
+        .unwrap();
+    assert_eq!(mode_of("dir/file.txt"), 0o600);
+
+    // A wider mask lets every permission bit through, never the special ones.
+    let wide = FsStorage::new(sandbox.root())
+        .unwrap()
+        .with_chmod_mask(0o7777);
+    wide.set_mode(&virtual_path("/dir/file.txt"), 0o666)
+        .await
+        .unwrap();
+    assert_eq!(mode_of("dir/file.txt"), 0o666);
+    let setuid = wide.set_mode(&virtual_path("/dir/file.txt"), 0o4755).await;
+    assert_kind(setuid, StorageErrorKind::PermissionDenied, "setuid");
+    assert_eq!(mode_of("dir/file.txt"), 0o666);
+}
+
+#[tokio::test]
+async fn set_mode_refuses_special_files() {
+    let sandbox = Sandbox::new();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        sandbox.on_disk("fifo").as_path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let refused = sandbox
+        .storage
+        .set_mode(&virtual_path("/fifo"), 0o644)
+        .await;
+    assert_kind(refused, StorageErrorKind::PermissionDenied, "FIFO");
 }

@@ -8,11 +8,14 @@
 //! bench_fixtures/list10000/f00000   --list-entries empty files
 //! bench_upload/                     STOR targets, deleted after each run
 //! ```
+//!
+//! What this run creates is recorded ([`super::cleanup`]) and removed at the end.
 
 use std::collections::HashSet;
 
 use ferroftp_client::ReplyCode;
 
+use super::cleanup::{CleanupRecord, record};
 use super::session::{DataChannel, Endpoint, Failure, Session};
 
 /// Where the benchmark's files live on the server.
@@ -139,20 +142,24 @@ pub struct Prepared {
 }
 
 /// Creates whatever fixture is missing or has the wrong size, over one session, and checks
-/// the result with SIZE and NLST. `progress` gets one line per step that uploads.
+/// the result with SIZE and NLST. `progress` gets one line per step that uploads; the
+/// directories it creates go into `created`.
 pub async fn prepare(
     endpoint: &Endpoint,
     layout: &Layout,
     needs: FixtureNeeds,
     channel: DataChannel,
     buffer: &mut [u8],
+    created: &CleanupRecord,
     progress: &mut dyn FnMut(String),
 ) -> Result<Prepared, Failure> {
     let (mut session, _greeting) = Session::open(endpoint).await?;
     session.expect("TYPE I", ReplyCode::OK).await?;
     let mut prepared = Prepared::default();
-    if needs.big_bytes.is_some() || needs.small.is_some() || needs.list_entries.is_some() {
-        make_dir(&mut session, &layout.fixtures()).await?;
+    let any_fixture =
+        needs.big_bytes.is_some() || needs.small.is_some() || needs.list_entries.is_some();
+    if any_fixture && make_dir(&mut session, &layout.fixtures()).await? {
+        record(created, |cleanup| cleanup.created_fixtures = true);
     }
     if let Some(bytes) = needs.big_bytes
         && session.size(&layout.big()).await? != Some(bytes)
@@ -217,17 +224,55 @@ pub async fn prepare(
             return Err(Failure::new(format!("fixtures:{dir}:incomplete")));
         }
     }
-    if needs.uploads {
-        make_dir(&mut session, &layout.upload_dir()).await?;
+    if needs.uploads && make_dir(&mut session, &layout.upload_dir()).await? {
+        record(created, |cleanup| cleanup.created_uploads = true);
     }
     // A failed QUIT does not make the fixtures wrong.
     let _ = session.quit().await;
     Ok(prepared)
 }
 
-/// MKD `dir`, accepting that it exists (any 5yz is checked by the next step using it).
-async fn make_dir(session: &mut Session, dir: &str) -> Result<(), Failure> {
-    session.command(&format!("MKD {dir}")).await.map(drop)
+/// MKD `dir`: `true` when it was created, `false` when it existed. Anything else is an
+/// error that quotes the server, since every later step depends on the directory: a
+/// missing parent or a read-only account shows here, not as `STOR:550` later.
+async fn make_dir(session: &mut Session, dir: &str) -> Result<bool, Failure> {
+    let reply = session.command(&format!("MKD {dir}")).await?;
+    if reply.code == ReplyCode::PATH_CREATED {
+        return Ok(true);
+    }
+    if is_directory(session, dir).await? {
+        return Ok(false);
+    }
+    Err(Failure::new(format!(
+        "MKD {dir}: {} {}",
+        reply.code,
+        reply.text()
+    )))
+}
+
+/// Whether `dir` is a directory: CWD into it and back (PWD names the way back).
+async fn is_directory(session: &mut Session, dir: &str) -> Result<bool, Failure> {
+    let pwd = session.expect("PWD", ReplyCode::PATH_CREATED).await?;
+    let text = pwd.text();
+    // RFC 959 appendix II: 257 "<path>" with embedded quotes doubled.
+    let Some(here) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.rfind('"').map(|end| rest[..end].replace("\"\"", "\"")))
+    else {
+        return Err(Failure::new("PWD:unparsable"));
+    };
+    if !session
+        .command(&format!("CWD {dir}"))
+        .await?
+        .code
+        .is_positive_completion()
+    {
+        return Ok(false);
+    }
+    session
+        .expect(&format!("CWD {here}"), ReplyCode::FILE_ACTION_OK)
+        .await?;
+    Ok(true)
 }
 
 /// Requires SIZE `path` to be `bytes`.

@@ -7,8 +7,12 @@
 //! turns the run records into the progress lines, the markdown table and the JSON document.
 //! This module parses the arguments and drives the runs: one test after the other, each run
 //! timed, its CPU sampled and bounded by `--run-timeout`, no new run after `--max-minutes`.
+//! What the run created on the server is removed at the end, after errors and on SIGINT or
+//! SIGTERM too ([`cleanup`]); failed runs are explained in words ([`hints`]).
 
+mod cleanup;
 mod fixtures;
+mod hints;
 mod measurements;
 mod process_stats;
 mod report;
@@ -25,6 +29,7 @@ use serde_json::json;
 
 use crate::config::PortRange;
 use crate::doctor::{Security, Target};
+use cleanup::{Cleanup, CleanupRecord};
 use fixtures::{FixtureNeeds, Layout, PseudoRandom};
 use measurements::{Bench, IDLE_NOOP_INTERVAL, LOGIN_RAMP, Measurement, Sizes};
 use process_stats::{MachineFacts, ServerProcess};
@@ -46,6 +51,9 @@ const QUIET_LIMIT: Duration = Duration::from_secs(20);
 
 /// Pause between runs.
 const PAUSE_BETWEEN_RUNS: Duration = Duration::from_millis(500);
+
+/// Longest the removal of the benchmark's files may take after an interruption.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(120);
 
 /// `ferroftp bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -84,7 +92,8 @@ pub struct BenchArgs {
     /// Listings per run, one session; the run's value is their median.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub list_repeat: u32,
-    /// Concurrent clients of connrate.
+    /// Concurrent clients of connrate. This, --burst-sessions and --idle-sessions must fit the
+    /// server's session limits (ferroftp: max_sessions_per_ip, 50 by default).
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub conn_concurrency: u32,
     /// Length of a connrate run: seconds (0.5) or a duration (5s).
@@ -111,6 +120,10 @@ pub struct BenchArgs {
     /// Passive data connections with PASV instead of EPSV.
     #[arg(long)]
     pub pasv: bool,
+    /// Keep bench_fixtures on the server for a following run (it is reused when present);
+    /// by default everything the benchmark created is removed at the end.
+    #[arg(long)]
+    pub keep_fixtures: bool,
     /// Write the JSON report to FILE (`-`: standard output, instead of the markdown).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -267,6 +280,7 @@ struct Plan {
     server: Option<ServerProcess>,
     active_ports: Option<PortRange>,
     passive_mode: DataMode,
+    keep_fixtures: bool,
     timeout: Duration,
     run_timeout: Duration,
     max_duration: Duration,
@@ -374,6 +388,7 @@ impl Plan {
             } else {
                 DataMode::ExtendedPassive
             },
+            keep_fixtures: args.keep_fixtures,
             timeout: args.timeout,
             run_timeout: args.run_timeout,
             max_duration: Duration::from_secs_f64(args.max_minutes * 60.0),
@@ -479,8 +494,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let document = runtime.block_on(drive(&plan, open_files))?;
+    let created = CleanupRecord::default();
+    let document = runtime.block_on(async {
+        tokio::select! {
+            document = drive(&plan, open_files, &created) => document,
+            signal = interruption() => {
+                // The runs were dropped with their sessions; a new one removes the files.
+                progress(&format!("{signal}: removing what the benchmark created"));
+                tokio::select! {
+                    _ = clean_up(&created) => {}
+                    _ = interruption() => progress("interrupted again: files left on the server"),
+                }
+                Err(anyhow!("interrupted by {signal}"))
+            }
+        }
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let document = document?;
 
     let markdown = report::markdown(&document);
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
@@ -509,7 +539,45 @@ fn progress(line: &str) {
     eprintln!("bench: {line}");
 }
 
-async fn drive(plan: &Plan, open_files: u64) -> anyhow::Result<Document> {
+/// SIGINT (Ctrl-C) or SIGTERM, by name; never completes when neither can be watched.
+async fn interruption() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// Removes what the run created (see [`cleanup`]), bounded by [`CLEANUP_LIMIT`]; `true`
+/// when it is all gone. Problems are reported as progress lines.
+async fn clean_up(created: &CleanupRecord) -> bool {
+    let Some(cleanup) = cleanup::snapshot(created) else {
+        return true;
+    };
+    let mut buffer = vec![0u8; TRANSFER_BUFFER_BYTES];
+    let mut report = |line: String| progress(&line);
+    let removal = cleanup::remove_created(&cleanup, &mut buffer, &mut report);
+    let failure = match tokio::time::timeout(CLEANUP_LIMIT, removal).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(failure)) => failure.to_string(),
+        Err(_elapsed) => format!("not done within {CLEANUP_LIMIT:?}"),
+    };
+    let layout = &cleanup.layout;
+    progress(&format!(
+        "warning: could not remove {} and {}: {failure}",
+        layout.upload_dir(),
+        layout.fixtures()
+    ));
+    false
+}
+
+async fn drive(plan: &Plan, open_files: u64, created: &CleanupRecord) -> anyhow::Result<Document> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let address = tokio::net::lookup_host((plan.target.host.as_str(), plan.target.port))
@@ -554,16 +622,36 @@ async fn drive(plan: &Plan, open_files: u64) -> anyhow::Result<Document> {
     let mut block = vec![0u8; TRANSFER_BUFFER_BYTES];
     PseudoRandom::new(0x5EED).fill(&mut block);
     let needs = plan.fixture_needs();
-    fixtures::prepare(
+    *created
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cleanup {
+        endpoint: Arc::clone(&endpoint),
+        layout: bench.layout.clone(),
+        channel: bench.passive,
+        keep_fixtures: plan.keep_fixtures,
+        created_fixtures: false,
+        created_uploads: false,
+    });
+    let prepared = fixtures::prepare(
         &endpoint,
         &bench.layout,
         needs,
         bench.passive,
         &mut buffer,
+        created,
         &mut |line| progress(&line),
     )
-    .await
-    .map_err(|failure| anyhow!("preparing the fixtures: {failure}"))?;
+    .await;
+    if let Err(failure) = prepared {
+        clean_up(created).await;
+        let directory = plan.target.path.as_deref().unwrap_or("the login directory");
+        return Err(anyhow!(
+            "preparing the fixtures: {failure}\n\
+             the benchmark works in {directory} (the URL's path): it must exist and {} must \
+             be able to create directories and files there",
+            plan.user
+        ));
+    }
 
     let base_processes = plan.server.map_or(0, |server| server.tree().len());
     let mut tests = Vec::new();
@@ -592,8 +680,20 @@ async fn drive(plan: &Plan, open_files: u64) -> anyhow::Result<Document> {
                 &record,
             ));
             let failed = record.value.is_none() && record.errors > 0;
+            for hint in hints::explain(
+                test,
+                &record.error_kinds,
+                session::first_refused_greeting(),
+                &bench.layout.upload_dir(),
+            ) {
+                progress(&format!("{}: {hint}", test.name()));
+                if !notes.contains(&hint) {
+                    notes.push(hint);
+                }
+            }
+            let refused = hints::sessions_refused(&record.error_kinds);
             records.push(record);
-            if failed && run == 1 && test.is_big_transfer() && runs > 1 {
+            if failed && run == 1 && (test.is_big_transfer() || refused) && runs > 1 {
                 notes.push("the first run failed; the others were skipped".to_owned());
                 break;
             }
@@ -610,13 +710,7 @@ async fn drive(plan: &Plan, open_files: u64) -> anyhow::Result<Document> {
     }
 
     let mut errors: u64 = tests.iter().map(|test| test.errors).sum();
-    if needs.uploads
-        && let Err(failure) = remove_uploads(&endpoint, &bench, &mut buffer).await
-    {
-        progress(&format!(
-            "warning: could not remove {}: {failure}",
-            bench.layout.upload_dir()
-        ));
+    if !clean_up(created).await {
         errors += 1;
     }
     Ok(Document {
@@ -706,29 +800,6 @@ async fn wait_quiet(server: Option<ServerProcess>, base_processes: usize) {
         }
     }
     tokio::time::sleep(PAUSE_BETWEEN_RUNS).await;
-}
-
-/// Deletes bench_upload and whatever is left in it (one level of directories).
-async fn remove_uploads(
-    endpoint: &Endpoint,
-    bench: &Bench,
-    buffer: &mut [u8],
-) -> Result<(), Failure> {
-    let (mut session, _greeting) = Session::open(endpoint).await?;
-    let dir = bench.layout.upload_dir();
-    let names = fixtures::names_in(&mut session, &dir, bench.passive, buffer).await?;
-    for name in names {
-        let path = format!("{dir}/{name}");
-        let deleted = session.command(&format!("DELE {path}")).await?;
-        if !deleted.code.is_positive_completion() {
-            fixtures::remove_dir(&mut session, &path, bench.passive, buffer).await?;
-        }
-    }
-    session
-        .expect(&format!("RMD {dir}"), ReplyCode::FILE_ACTION_OK)
-        .await?;
-    let _ = session.quit().await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -115,6 +115,15 @@ pub struct Endpoint {
     pub timeout: Duration,
 }
 
+/// The first greeting other than 220 any session got, code and text: what the server said
+/// when it refused a session.
+static FIRST_REFUSED_GREETING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The first refused greeting of this process (`421 Too many sessions from your address`).
+pub fn first_refused_greeting() -> Option<&'static str> {
+    FIRST_REFUSED_GREETING.get().map(String::as_str)
+}
+
 /// The next active-mode port to try, shared by all sessions so they spread over the range.
 static NEXT_ACTIVE_PORT: AtomicUsize = AtomicUsize::new(0);
 
@@ -142,6 +151,9 @@ impl Session {
                 .map_err(|error| Failure::client("greeting", &error))?;
         }
         if greeting.code != ReplyCode::SERVICE_READY {
+            // The kind stays short for the tally; the server's words are kept once, for
+            // the explanation (a 421 here is usually a session limit).
+            let _ = FIRST_REFUSED_GREETING.set(format!("{} {}", greeting.code, greeting.text()));
             return Err(Failure::new(format!("greeting:{}", greeting.code)));
         }
         client

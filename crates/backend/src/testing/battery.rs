@@ -483,6 +483,58 @@ pub async fn set_modified(storage: &dyn Storage) {
     assert_kind(missing, StorageErrorKind::NotFound, "missing");
 }
 
+/// `make_dir_all` (users' homes) creates every missing parent, accepts an existing
+/// directory, and refuses a file in the way.
+pub async fn make_dir_all_creates_parents(storage: &dyn Storage) {
+    let home = virtual_path("/home/alice/ftp");
+    assert!(crate::make_dir_all(storage, &home).await.unwrap());
+    assert!(storage.metadata(&home).await.unwrap().is_dir());
+    assert!(!crate::make_dir_all(storage, &home).await.unwrap());
+    assert!(
+        crate::make_dir_all(storage, &virtual_path("/home/bob"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        list_names(storage, "/home").await.unwrap(),
+        ["alice", "bob"]
+    );
+    put_file(storage, "/file", b"x").await;
+    let onto_file = crate::make_dir_all(storage, &virtual_path("/file")).await;
+    assert_kind(onto_file, StorageErrorKind::NotADirectory, "a file as home");
+    let below_file = crate::make_dir_all(storage, &virtual_path("/file/home")).await;
+    assert!(below_file.is_err(), "a home below a file: {below_file:?}");
+}
+
+/// SITE CHMOD: with modes, the permission bits metadata reports afterwards are the ones
+/// set (the bits used here lie within every sensible mask: no group or other write), and
+/// setuid, setgid and sticky are refused; without modes, every request is `Unsupported`.
+pub async fn set_mode(storage: &dyn Storage) {
+    put_file(storage, "/f", b"data").await;
+    storage.make_dir(&virtual_path("/d")).await.unwrap();
+    if !storage.capabilities().modes {
+        let refused = storage.set_mode(&virtual_path("/f"), 0o640).await;
+        assert_kind(refused, StorageErrorKind::Unsupported, "no modes");
+        return;
+    }
+    for (path, mode) in [("/f", 0o640), ("/f", 0o400), ("/d", 0o750), ("/d", 0o700)] {
+        storage.set_mode(&virtual_path(path), mode).await.unwrap();
+        let meta = storage.metadata(&virtual_path(path)).await.unwrap();
+        assert_eq!(meta.mode, mode, "{path} after set_mode({mode:o})");
+    }
+    for special in [0o4755, 0o2755, 0o1777] {
+        let refused = storage.set_mode(&virtual_path("/f"), special).await;
+        assert_kind(refused, StorageErrorKind::PermissionDenied, "special bits");
+    }
+    assert_eq!(
+        storage.metadata(&virtual_path("/f")).await.unwrap().mode,
+        0o400,
+        "a refused mode leaves the file as it was"
+    );
+    let missing = storage.set_mode(&virtual_path("/missing"), 0o644).await;
+    assert_kind(missing, StorageErrorKind::NotFound, "missing");
+}
+
 /// Until commit, an upload is invisible under its final name: a new name does not exist, an
 /// existing one still shows and reads as its previous version.
 pub async fn upload_in_progress_is_invisible(storage: &dyn Storage) {

@@ -249,6 +249,8 @@ impl Storage for MemoryStorage {
             resume_upload: true,
             atomic_rename: true,
             set_modified: true,
+            // Memory files have fixed modes: set_mode keeps the trait's refusing default.
+            modes: false,
         }
     }
 

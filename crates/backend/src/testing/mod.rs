@@ -69,6 +69,8 @@ macro_rules! storage_battery {
             rename_replaces_file,
             rename_directory,
             set_modified,
+            set_mode,
+            make_dir_all_creates_parents,
             upload_in_progress_is_invisible,
             abandon_keeps_previous_version,
             abandon_leaves_resumable_data,

@@ -71,6 +71,13 @@ pub enum StorageRequest {
         /// The new modification time.
         time: SystemTime,
     },
+    /// SITE CHMOD.
+    SetMode {
+        /// The file or directory.
+        path: VirtualPath,
+        /// Permission bits only (at most `0o777`); the storage may narrow them further.
+        mode: u32,
+    },
 }
 
 /// What a successful storage operation returned.

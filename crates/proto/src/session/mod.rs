@@ -8,6 +8,7 @@
 //! during a transfer (ABOR, STAT).
 
 mod action;
+mod site;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +46,8 @@ pub struct SessionConfig {
     pub allow_active: bool,
     /// The storage supports APPE and REST+STOR.
     pub allow_resume_upload: bool,
+    /// The storage has permission modes: SITE CHMOD is offered (otherwise 504).
+    pub allow_chmod: bool,
     /// A PORT/EPRT naming a private address, from a client whose control connection comes
     /// from a public address (it sits behind NAT and does not know it), is redirected to
     /// that public address instead of being refused.
@@ -155,6 +158,7 @@ impl Default for SessionConfig {
             max_failed_logins: 3,
             allow_active: true,
             allow_resume_upload: true,
+            allow_chmod: true,
             active_nat_fallback: false,
             tls: TlsPolicy::default(),
         }
@@ -942,23 +946,55 @@ impl Session {
     }
 
     fn site(&mut self, argument: &str) {
-        let command = argument
-            .split(' ')
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        let reply = match command.as_str() {
-            "HELP" => Reply::multiline(
-                ReplyCode::HELP,
-                [
-                    "SITE commands recognized:".to_owned(),
-                    "HELP".to_owned(),
-                    "End".to_owned(),
-                ],
+        match site::parse(argument) {
+            Ok(site::SiteCommand::Help) => {
+                let mut lines = vec!["SITE commands recognized:".to_owned()];
+                if self.config.allow_chmod {
+                    lines.push(site::CHMOD_SYNTAX.to_owned());
+                }
+                lines.push("HELP".to_owned());
+                lines.push("End".to_owned());
+                self.reply(Reply::multiline(ReplyCode::HELP, lines));
+            }
+            Ok(site::SiteCommand::Chmod { mode, path }) => self.change_mode(mode, path),
+            Err(reply) => self.reply(reply),
+        }
+    }
+
+    /// SITE CHMOD: the storage narrows the mode to its mask; what is refused here is what
+    /// no mask could make acceptable.
+    fn change_mode(&mut self, mode: u32, argument: &str) {
+        if !self.config.allow_chmod {
+            // RFC 959 §4.2: 504, command not implemented for that parameter.
+            self.reply(Reply::new(
+                ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+                "SITE CHMOD not supported by this storage",
+            ));
+            return;
+        }
+        if self.refuse_if_read_only() {
+            return;
+        }
+        if mode & site::SPECIAL_MODE_BITS != 0 {
+            self.reply(Reply::new(
+                ReplyCode::FILE_UNAVAILABLE,
+                "Permission denied: setuid, setgid and sticky bits cannot be set",
+            ));
+            return;
+        }
+        match self.resolve(argument) {
+            Ok((client, storage)) => self.start(
+                InFlight::Simple {
+                    client_path: client.to_string(),
+                    success: Reply::new(ReplyCode::OK, "SITE CHMOD command successful"),
+                },
+                Action::Storage(StorageRequest::SetMode {
+                    path: storage,
+                    mode,
+                }),
             ),
-            _ => Reply::new(ReplyCode::NOT_IMPLEMENTED, "Unknown SITE command"),
-        };
-        self.reply(reply);
+            Err(reply) => self.reply(reply),
+        }
     }
 
     // ---- navigation and file actions ----

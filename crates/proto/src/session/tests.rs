@@ -259,9 +259,97 @@ fn read_only_users_cannot_write() {
         "RMD d",
         "RNFR a",
         "MFMT 20200101000000 a",
+        "SITE CHMOD 644 a",
     ] {
         h.expect(line, 550);
     }
+}
+
+#[test]
+fn site_chmod_asks_the_storage_with_the_home_applied() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("CWD docs");
+    h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(dir_meta()))));
+    assert_eq!(
+        h.line("SITE CHMOD 0640 my file.txt"),
+        [Action::Storage(StorageRequest::SetMode {
+            path: path("/home/alice/docs/my file.txt"),
+            mode: 0o640,
+        })]
+    );
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Ok(StorageResult::Done)))),
+        [(200, "SITE CHMOD command successful".to_owned())]
+    );
+    h.line("site chmod 755 /");
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Err(StorageErrorKind::NotFound)))),
+        [(550, "/: No such file or directory".to_owned())]
+    );
+}
+
+#[test]
+fn site_chmod_refuses_special_bits_bad_syntax_and_escapes() {
+    let mut h = Harness::new();
+    h.login_alice();
+    for line in [
+        "SITE CHMOD 4755 a",
+        "SITE CHMOD 2755 d",
+        "SITE CHMOD 1777 d",
+    ] {
+        assert_eq!(
+            h.expect(line, 550),
+            "Permission denied: setuid, setgid and sticky bits cannot be set"
+        );
+    }
+    for line in [
+        "SITE CHMOD",
+        "SITE CHMOD 644",
+        "SITE CHMOD 9 a",
+        "SITE CHMOD +x a",
+    ] {
+        assert_eq!(
+            h.expect(line, 501),
+            "Syntax: SITE CHMOD <octal mode> <path>"
+        );
+    }
+    h.expect("SITE CHMOD 644 ../../etc/passwd", 550);
+    h.expect("SITE UMASK 022", 502);
+}
+
+#[test]
+fn site_chmod_without_storage_modes_is_504() {
+    let mut h = Harness::with_config(SessionConfig {
+        allow_chmod: false,
+        ..SessionConfig::default()
+    });
+    h.login_alice();
+    assert_eq!(
+        h.expect("SITE CHMOD 644 a", 504),
+        "SITE CHMOD not supported by this storage"
+    );
+    let help = replies(h.line("SITE HELP"));
+    assert_eq!(help[0].0, 214);
+    assert!(!help[0].1.contains("CHMOD"), "{help:?}");
+}
+
+#[test]
+fn site_help_lists_chmod_and_help_site_shows_the_syntax() {
+    let mut h = Harness::new();
+    h.login_alice();
+    let help = replies(h.line("SITE HELP"));
+    assert_eq!(
+        help,
+        [(
+            214,
+            "SITE commands recognized:\nCHMOD <octal mode> <path>\nHELP\nEnd".to_owned()
+        )]
+    );
+    assert_eq!(
+        h.expect("HELP SITE", 214),
+        "Syntax: SITE <HELP | CHMOD <octal mode> <path>>"
+    );
 }
 
 #[test]
