@@ -261,6 +261,10 @@ def test_status_page_in_chromium_shows_the_running_download(start_server, tmp_pa
         # At least what the client read, at most the file.
         assert 64 * 1024 <= sent <= 64 * MiB, dom
         assert "<title>ferroftp status</title>" in dom
+        # The session's number is the one its log lines carry (session{… id=N …}).
+        m = re.search(r'<td class="number">(\d+)</td><td class="user">alice</td>', dom)
+        assert m, dom
+        assert re.search(rf"session\{{[^}}]*\bid={m.group(1)}\b", server.log()), server.log()
     finally:
         data.close()
         # The download cannot finish now: 426 (or 451), then the session goes on.

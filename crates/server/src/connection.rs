@@ -343,7 +343,7 @@ async fn serve_session(
     };
     // In the registry from the start, so the status page also shows sessions that are still
     // in their TLS handshake or have not logged in.
-    let registration = context.status.register(peer, listener_index, now());
+    let registration = context.status.register(id, peer, listener_index, now());
     if let Some(listener) = context.status.listeners().get(listener_index) {
         telemetry::session_accepted(listener);
     }

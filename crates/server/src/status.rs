@@ -27,7 +27,6 @@ pub struct ServerStatus {
     started: Instant,
     /// Each control listener's bound address, by listener index (the `listener` label).
     listeners: Vec<String>,
-    next_session_id: AtomicU64,
     sessions: Mutex<BTreeMap<u64, Arc<SessionEntry>>>,
     /// The pool of the current configuration generation (a reload can replace it).
     passive_pool: Mutex<Option<Arc<PassivePortPool>>>,
@@ -61,7 +60,7 @@ struct LiveTransfer {
 /// A session at the moment of a [`StatusSnapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSnapshot {
-    /// Numbered from 1 in the order sessions opened.
+    /// The session's number, as in the logs (`session{id=…}`).
     pub id: u64,
     /// The logged-in user, if any.
     pub user: Option<String>,
@@ -123,7 +122,6 @@ impl ServerStatus {
         Self {
             started: Instant::now(),
             listeners,
-            next_session_id: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
             passive_pool: Mutex::new(None),
             storage,
@@ -258,15 +256,17 @@ impl ServerStatus {
         }
     }
 
-    /// Adds a session; it leaves the registry when the returned handle is dropped.
+    /// Adds session `id` (the number the logs give it, unique in the process); it leaves the
+    /// registry when the returned handle is dropped.
     pub(crate) fn register(
         self: &Arc<Self>,
+        id: u64,
         client: SocketAddr,
         listener: usize,
         now: Instant,
     ) -> SessionHandle {
         let entry = Arc::new(SessionEntry {
-            id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
+            id,
             client,
             listener,
             connected: now,
@@ -440,8 +440,8 @@ mod tests {
     fn sessions_are_listed_while_their_handles_live() {
         let status = status();
         let now = Instant::now();
-        let first = status.register("192.0.2.1:40000".parse().unwrap(), 0, now);
-        let second = status.register("192.0.2.2:40001".parse().unwrap(), 1, now);
+        let first = status.register(1, "192.0.2.1:40000".parse().unwrap(), 0, now);
+        let second = status.register(2, "192.0.2.2:40001".parse().unwrap(), 1, now);
         second.set_user("alice");
         let snapshot = status.snapshot();
         assert_eq!(snapshot.sessions.len(), 2);
@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn a_transfer_shows_its_bytes_until_it_ends() {
         let status = status();
-        let session = status.register("192.0.2.1:40000".parse().unwrap(), 0, Instant::now());
+        let session = status.register(1, "192.0.2.1:40000".parse().unwrap(), 0, Instant::now());
         let progress = Progress::default();
         session.start_transfer(
             TransferDirection::Upload,
@@ -483,7 +483,7 @@ mod tests {
     fn idle_time_counts_from_the_last_line() {
         let status = status();
         let start = Instant::now();
-        let session = status.register("192.0.2.1:40000".parse().unwrap(), 0, start);
+        let session = status.register(1, "192.0.2.1:40000".parse().unwrap(), 0, start);
         // A line that "arrives" an hour from now: the session is not idle at all now.
         session.touch(start + Duration::from_secs(3600));
         assert_eq!(status.snapshot().sessions[0].idle_for, Duration::ZERO);
