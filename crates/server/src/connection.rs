@@ -33,6 +33,7 @@ use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
 use crate::tls;
+use crate::tls_lineage::ControlLineage;
 use crate::{ActiveSourcePort, ListenerTls, ServerContext};
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
@@ -235,15 +236,16 @@ async fn serve_session(
         Some(proxy) => tracing::info_span!("session", %peer, %proxy, user = tracing::field::Empty),
         None => tracing::info_span!("session", %peer, user = tracing::field::Empty),
     };
-    let token = tls::new_session_token();
+    // The lineage of the TLS sessions this connection and its data connections issue.
+    let mut lineage = context.tls.as_ref().map(|tls| tls.register(peer.ip()));
     let listener_tls = context
         .listener_tls
         .get(listener_index)
         .copied()
         .unwrap_or_default();
-    let (stream, transport) = match (listener_tls, &context.tls) {
-        (ListenerTls::Implicit, Some(tls)) => {
-            match tls.accept(stream, &token).instrument(span.clone()).await {
+    let (stream, transport) = match (listener_tls, &context.tls, &mut lineage) {
+        (ListenerTls::Implicit, Some(tls), Some(lineage)) => {
+            match tls.accept(stream, lineage).instrument(span.clone()).await {
                 Ok(stream) => {
                     let info = tls::tls_info(stream.get_ref().1);
                     (
@@ -258,7 +260,7 @@ async fn serve_session(
                 }
             }
         }
-        (ListenerTls::Explicit, Some(_)) => {
+        (ListenerTls::Explicit, Some(_), _) => {
             (ControlStream::Plain(stream), ControlTransport::Explicit)
         }
         _ => (ControlStream::Plain(stream), ControlTransport::Plain),
@@ -273,7 +275,7 @@ async fn serve_session(
             && !stream.is_tls(),
         context,
         stream,
-        token,
+        lineage,
         session,
         out: Vec::new(),
         passive: None,
@@ -301,9 +303,10 @@ async fn serve_session(
 struct ControlConnection {
     context: Arc<ServerContext>,
     stream: ControlStream,
-    /// Bound into every TLS session this connection issues; a protected data connection must
-    /// present it (see `tls.rs`).
-    token: Arc<[u8]>,
+    /// Tagged onto every TLS session this connection and its data connections issue; a
+    /// protected data connection must resume a session of this lineage (see `tls_lineage.rs`).
+    /// `None` when the server has no TLS.
+    lineage: Option<ControlLineage>,
     session: Session,
     lines: LineBuffer,
     out: Vec<u8>,
@@ -434,11 +437,14 @@ impl ControlConnection {
         let Some(tls) = &self.context.tls else {
             return Err("TLS is not configured".to_owned());
         };
+        let Some(lineage) = &mut self.lineage else {
+            return Err("TLS is not configured".to_owned());
+        };
         let ControlStream::Plain(tcp) = std::mem::replace(&mut self.stream, ControlStream::Closed)
         else {
             return Err("the control connection is not plain".to_owned());
         };
-        match tls.accept(tcp, &self.token).await {
+        match tls.accept(tcp, lineage).await {
             Ok(stream) => {
                 let info = tls::tls_info(stream.get_ref().1);
                 debug!(
@@ -528,6 +534,9 @@ impl ControlConnection {
         match self.context.authenticator.authenticate(&attempt).await {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
+                if let Some(lineage) = &mut self.lineage {
+                    lineage.logged_in(&user.name);
+                }
                 info!(user = %user.name, "logged in");
                 Outcome::Authenticated(Ok(user))
             }
@@ -616,21 +625,23 @@ impl ControlConnection {
         });
         let tls = match request.protection {
             DataProtection::Clear => None,
-            DataProtection::Private { require_resumption } => match &self.context.tls {
-                Some(tls) => Some(DataTls {
-                    config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
-                    token: Arc::clone(&self.token),
-                    require_resumption,
-                    handshake_timeout: tls.handshake_timeout,
-                }),
-                None => {
-                    let failure =
-                        TransferFailure::DataConnection("TLS is not configured".to_owned());
-                    self.session
-                        .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
-                    return;
+            DataProtection::Private { require_resumption } => {
+                match (&self.context.tls, &self.lineage) {
+                    (Some(tls), Some(lineage)) => Some(DataTls {
+                        config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
+                        lineage: lineage.for_data(),
+                        require_resumption,
+                        handshake_timeout: tls.handshake_timeout,
+                    }),
+                    _ => {
+                        let failure =
+                            TransferFailure::DataConnection("TLS is not configured".to_owned());
+                        self.session
+                            .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
+                        return;
+                    }
                 }
-            },
+            }
         };
         let storage = Arc::clone(&self.context.storage);
         let options = self.context.data.clone();

@@ -16,6 +16,7 @@ mod passive;
 mod proxy_protocol;
 mod session_threads;
 mod tls;
+mod tls_lineage;
 
 use std::future::Future;
 use std::io;
