@@ -94,6 +94,15 @@ impl ClientTls {
         self
     }
 
+    /// Data connections resume sessions from `other`'s data session cache instead of this
+    /// client's own: clients that share one session cache between several control
+    /// connections (rclone does), or a third party that got hold of another client's cache,
+    /// which tests use.
+    pub fn with_data_sessions_of(mut self, other: &ClientTls) -> Self {
+        self.data = Arc::clone(&other.data);
+        self
+    }
+
     pub(crate) async fn connect_control(
         &self,
         stream: TcpStream,
