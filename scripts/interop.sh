@@ -13,5 +13,5 @@ SUITE=interop
 # shellcheck source=scripts/lib/pytest-suite.sh
 . scripts/lib/pytest-suite.sh
 
-require curl curl lftp lftp ss iproute2 python3 python3
+require curl curl lftp lftp ss iproute2 python3 python3 rclone rclone
 run_suite tests/interop "$@"

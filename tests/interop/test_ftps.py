@@ -14,6 +14,8 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import os
+import re
 import signal
 import socket
 import ssl
@@ -23,7 +25,7 @@ import time
 import pytest
 
 from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, SOCKET_TIMEOUT, curl, lftp, sha256_bytes,
-                         sha256_file, wait_for)
+                         sha256_file, tree_hashes, wait_for)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,10 +234,13 @@ def test_lftp_ssl_force_protect_data(tls_server, samples, big_sample, tmp_path, 
 # Python ftplib
 
 
-def client_context(cert=None) -> ssl.SSLContext:
+def client_context(cert=None, max_version=None) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if max_version:
+        ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2,
+                               "1.3": ssl.TLSVersion.TLSv1_3}[max_version]
     if cert:
         ctx.load_cert_chain(*map(str, cert))
     return ctx
@@ -253,8 +258,9 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
         return conn, size
 
 
-def ftps_login(server, cls=ReusingFTP_TLS, passive=True, cert=None, user=None):
-    ftp = cls(context=client_context(cert), timeout=SOCKET_TIMEOUT)
+def ftps_login(server, cls=ReusingFTP_TLS, passive=True, cert=None, user=None,
+               max_version=None):
+    ftp = cls(context=client_context(cert, max_version), timeout=SOCKET_TIMEOUT)
     ftp.connect("127.0.0.1", server.port)
     ftp.auth()
     u = server.users[user or server.user]
@@ -277,10 +283,11 @@ def test_ftplib_prot_p_with_session_reuse(tls_server, samples, passive):
     ftp.quit()
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_server, certs,
-                                                                           samples):
+                                                                           samples, version):
     server = start_server(config=tls_config(certs))
-    ftp = ftps_login(server, cls=ftplib.FTP_TLS)
+    ftp = ftps_login(server, cls=ftplib.FTP_TLS, max_version=version)
     with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)) as refused:
         ftp.storbinary("STOR refused.bin", io.BytesIO(b"x"))
     if isinstance(refused.value, ftplib.error_perm):
@@ -298,11 +305,174 @@ def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_s
 
     exempt = start_server(config=tls_config(
         certs, extra=f'reuse_exempt_users = ["{"alice"}"]'))
-    ftp = ftps_login(exempt, cls=ftplib.FTP_TLS)
+    ftp = ftps_login(exempt, cls=ftplib.FTP_TLS, max_version=version)
     ftp.storbinary("STOR ok.bin", io.BytesIO(samples[MiB].path.read_bytes()))
     out = io.BytesIO()
     ftp.retrbinary("RETR ok.bin", out.write)
     assert sha256_bytes(out.getvalue()) == samples[MiB].sha256
+    ftp.quit()
+
+
+# --------------------------------------------------------------------------------------------
+# data-connection session reuse with real clients, TLS 1.2 and 1.3
+#
+# The server requires every protected data connection to resume a TLS session descended from
+# a control connection of the same user from the same address (docs/ftps.md). Clients resume
+# differently: curl (OpenSSL) keeps only the newest session and uses a TLS 1.3 one once, lftp
+# (GnuTLS) resumes the control connection's session, rclone (Go) shares one cache between its
+# parallel control connections. Each must be able to make many transfers in one session.
+
+CURL_VERSION = {"1.2": ["--tls-max", "1.2"], "1.3": ["--tlsv1.3"]}
+LFTP_VERSION = {"1.2": "NORMAL:-VERS-TLS1.3", "1.3": "NORMAL:-VERS-ALL:+VERS-TLS1.3"}
+
+
+def curl_version() -> tuple[int, int]:
+    text = subprocess.run(["curl", "--version"], stdout=subprocess.PIPE,
+                          timeout=10).stdout.decode().split()[1]
+    major, minor = (int(x) for x in text.split(".")[:2])
+    return major, minor
+
+
+def assert_tls_version(run, version):
+    used = re.findall(r"SSL connection using (TLSv1\.\d)", run.stderr)
+    assert used and set(used) == {f"TLSv{version}"}, (used, run.describe())
+
+
+def several_files(server, samples, count):
+    data = samples[MiB].path.read_bytes()
+    for i in range(count):
+        server.path(f"d{i}.bin").write_bytes(data)
+
+
+@pytest.mark.parametrize("mode", ["epsv", "pasv", "eprt"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_many_transfers_in_one_session_resume(tls_server, samples, tmp_path, version,
+                                                   mode):
+    if mode == "eprt" and curl_active_tls_is_broken():
+        pytest.skip("this curl does not start TLS on an accepted active data connection")
+    several_files(tls_server, samples, 3)
+    # One connection for all: `--next` keeps it, and starts the uploads' options.
+    common = [*CURL_TLS, *CURL_VERSION[version], *curl_mode_args(mode)]
+    args = list(common)
+    for i in range(3):
+        args += ["-o", tmp_path / f"d{i}.bin", tls_server.url(f"d{i}.bin")]
+    args += ["-o", tmp_path / "listing.txt", tls_server.url("")]
+    # After an upload, curl cannot resume a TLS 1.3 session (see the next test).
+    uploads = ["up0.bin", "up1.bin"] if version == "1.2" else ["up0.bin"]
+    args += ["--next", *common]
+    for name in uploads:
+        args += ["-T", samples[MiB].path, tls_server.url(name)]
+    run = curl(*args)
+    run.assert_ok()
+    assert_tls_version(run, version)
+    assert len(run.exchanges("AUTH")) == 1, run.describe()
+    assert run.codes("RETR") == [[150, 226]] * 3, run.describe()
+    assert run.codes("STOR") == [[150, 226]] * len(uploads), run.describe()
+    for i in range(3):
+        assert sha256_file(tmp_path / f"d{i}.bin") == samples[MiB].sha256
+    assert "d2.bin" in (tmp_path / "listing.txt").read_text()
+    for name in uploads:
+        assert sha256_file(tls_server.path(name)) == samples[MiB].sha256
+    assert "refused a protected data connection" not in tls_server.log()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_two_uploads_in_one_invocation(tls_server, samples, version):
+    """curl reads nothing on an upload's data connection, so it never sees a TLS 1.3 ticket
+    sent there (and one left unread makes its kernel reset the connection, losing the end of
+    the upload: the server sends none on uploads). OpenSSL clients with a session cache use a
+    TLS 1.3 session once, so curl up to 8.9 starts the data connection after an upload with a
+    full handshake: it does not resume, and is refused. TLS 1.2 sessions are reusable."""
+    run = curl(*CURL_TLS, *CURL_VERSION[version],
+               "-T", samples[MiB].path, tls_server.url("two-0.bin"),
+               "-T", samples[MiB].path, tls_server.url("two-1.bin"))
+    assert sha256_file(tls_server.path("two-0.bin")) == samples[MiB].sha256
+    if version == "1.3" and curl_version() < (8, 10):
+        # curl may still be sending when the server closes the data connection, and then
+        # stops with a send error before it reads the 522.
+        assert run.returncode != 0, run.describe()
+        refusals = [line for line in tls_server.log().splitlines()
+                    if "refused a protected data connection" in line]
+        assert len(refusals) == 1 and "Some(Full)" in refusals[0], refusals
+        assert not tls_server.path("two-1.bin").exists()
+        return
+    run.assert_ok()
+    assert sha256_file(tls_server.path("two-1.bin")) == samples[MiB].sha256
+
+
+@pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_lftp_many_transfers_in_one_session_resume(tls_server, samples, tmp_path, version,
+                                                   passive):
+    several_files(tls_server, samples, 3)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(12):
+        (tree / ("sub" if i % 3 else "") / f"t{i}.txt").write_bytes(os.urandom(100 + 997 * i))
+    out = tmp_path / "out"
+    out.mkdir()
+    sample = samples[MiB]
+    run = lftp(tls_server, [
+        f"put {sample.path} -o up0.bin", f"put {sample.path} -o up1.bin",
+        f"get d0.bin -o {out}/d0.bin", f"get d1.bin -o {out}/d1.bin", "ls",
+        f"put {sample.path} -o up2.bin", f"get d2.bin -o {out}/d2.bin",
+        f"mirror -R --no-perms {tree} tree", f"mirror tree {tmp_path}/back",
+    ], passive=passive, timeout=240,
+        extra_settings=LFTP_TLS + [f"set ssl:priority {LFTP_VERSION[version]}"])
+    run.assert_ok()
+    assert not [e for e in run.transcript if 522 in e.codes], run.describe()
+    for i in range(3):
+        assert sha256_file(tls_server.path(f"up{i}.bin")) == sample.sha256
+        assert sha256_file(out / f"d{i}.bin") == sample.sha256
+    assert tree_hashes(tls_server.path("tree")) == tree_hashes(tree)
+    assert tree_hashes(tmp_path / "back") == tree_hashes(tree)
+
+
+def rclone_env(server, tmp_path, disable_tls13: bool) -> dict:
+    u = server.users[server.user]
+    obscured = subprocess.run(["rclone", "obscure", u.password], stdout=subprocess.PIPE,
+                              check=True, timeout=30).stdout.decode().strip()
+    env = dict(os.environ)
+    env.update({
+        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
+        "RCLONE_CONFIG_X_TYPE": "ftp", "RCLONE_CONFIG_X_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_X_PORT": str(server.port), "RCLONE_CONFIG_X_USER": u.name,
+        "RCLONE_CONFIG_X_PASS": obscured, "RCLONE_CONFIG_X_EXPLICIT_TLS": "true",
+        "RCLONE_CONFIG_X_NO_CHECK_CERTIFICATE": "true",
+        "RCLONE_CONFIG_X_DISABLE_TLS13": "true" if disable_tls13 else "false",
+    })
+    return env
+
+
+@pytest.mark.time_limit(600)
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_rclone_sync_of_500_files_over_explicit_tls(tls_server, tmp_path, version):
+    tree = tmp_path / "tree"
+    for i in range(500):
+        d = tree / f"dir{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i}.txt").write_bytes(os.urandom(50 + i * 7))
+    env = rclone_env(tls_server, tmp_path, disable_tls13=(version == "1.2"))
+    for source, target in ((str(tree), "X:synced"), ("X:synced", str(tmp_path / "back"))):
+        p = subprocess.run(["rclone", "sync", "--retries", "1", "--low-level-retries", "1",
+                            source, target], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=500)
+        assert p.returncode == 0, p.stderr.decode(errors="replace")[-4000:]
+    assert tree_hashes(tls_server.path("synced")) == tree_hashes(tree)
+    assert tree_hashes(tmp_path / "back") == tree_hashes(tree)
+    assert "refused a protected data connection" not in tls_server.log()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_python_ftplib_resuming_the_control_session(tls_server, samples, version):
+    ftp = ftps_login(tls_server, max_version=version)
+    data = samples[MiB].path.read_bytes()
+    for i in range(3):
+        ftp.storbinary(f"STOR v{i}.bin", io.BytesIO(data))
+        out = io.BytesIO()
+        ftp.retrbinary(f"RETR v{i}.bin", out.write)
+        assert sha256_bytes(out.getvalue()) == samples[MiB].sha256
+    assert ftp.sock.version() == f"TLSv{version}"
     ftp.quit()
 
 

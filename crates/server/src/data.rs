@@ -612,9 +612,17 @@ async fn protect(
             .map_err(|error| {
                 TransferFailure::DataTls(DataTlsFailure::Handshake(error.to_string()))
             })?;
-    let accepted =
-        resumed.is_some_and(|lineage| tls.lineage.accepts(lineage, std::time::Instant::now()));
-    if tls.require_resumption && !accepted {
+    // Exempt transfers (`require_resumption` false) are not checked, and never wait.
+    let accepted = !tls.require_resumption
+        || match resumed {
+            Some(lineage) => {
+                tls.lineage
+                    .accepts(lineage, tls.handshake_timeout, std::time::Instant::now())
+                    .await
+            }
+            None => false,
+        };
+    if !accepted {
         metrics::counter!("ferroftp_tls_reuse_refused_total").increment(1);
         let connection = stream.get_ref().1;
         tracing::warn!(

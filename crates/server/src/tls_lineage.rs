@@ -42,6 +42,12 @@
 //!
 //! Nothing else: a third party holds none of those sessions' secrets.
 //!
+//! A client with a shared cache may resume the session of a control connection that has not
+//! finished logging in yet (rclone opens its parallel control connections while it transfers,
+//! and its cache hands out the newest session at once). The check then waits, at most the
+//! handshake timeout, until that connection logs in or closes, and decides on that: a session
+//! of a connection that never logs in as the same user is refused.
+//!
 //! # Memory
 //!
 //! The registry ([`Lineages`]) holds one small entry per control connection that has TLS
@@ -60,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use rustls::server::{ProducesTickets, StoresServerSessions};
+use tokio::sync::Notify;
 
 /// How long the lineage of a closed control connection is remembered after its last use.
 pub(crate) const RETENTION: Duration = Duration::from_secs(60 * 60);
@@ -198,6 +205,9 @@ pub(crate) fn tagged_config(
 struct Entry {
     client: IpAddr,
     user: Option<Arc<str>>,
+    /// Woken when the connection logs in or closes: data connections of other connections
+    /// may wait for that (see the module documentation).
+    changed: Arc<Notify>,
     /// `None` while the control connection is open.
     closed: Option<Instant>,
     last_used: Instant,
@@ -257,6 +267,7 @@ impl Lineages {
             Entry {
                 client,
                 user: None,
+                changed: Arc::new(Notify::new()),
                 closed: None,
                 last_used: now,
             },
@@ -277,6 +288,7 @@ impl Lineages {
     fn set_user(&self, id: LineageId, user: &Arc<str>) {
         if let Some(entry) = self.lock().entries.get_mut(&id) {
             entry.user = Some(Arc::clone(user));
+            entry.changed.notify_waiters();
         }
     }
 
@@ -285,6 +297,7 @@ impl Lineages {
         if let Some(entry) = registry.entries.get_mut(&id) {
             entry.closed = Some(now);
             entry.last_used = now;
+            entry.changed.notify_waiters();
             registry.closed += 1;
             if registry.closed > MAX_CLOSED {
                 registry.trim(now);
@@ -294,25 +307,38 @@ impl Lineages {
 
     /// Whether `lineage` belongs to a control connection from `client` on which `user` logged
     /// in (open, or closed within the retention); a hit counts as a use.
-    fn belongs_to(&self, lineage: LineageId, client: IpAddr, user: &str, now: Instant) -> bool {
+    fn verdict(&self, lineage: LineageId, client: IpAddr, user: &str, now: Instant) -> Verdict {
         let mut registry = self.lock();
         let Some(entry) = registry.entries.get_mut(&lineage) else {
-            return false;
+            return Verdict::Refused;
         };
-        if entry.expired(now) {
-            return false;
+        if entry.expired(now) || entry.client != client {
+            return Verdict::Refused;
         }
-        let same = entry.client == client && entry.user.as_deref() == Some(user);
-        if same {
-            entry.last_used = now;
+        match entry.user.as_deref() {
+            Some(name) if name == user => {
+                entry.last_used = now;
+                Verdict::Accepted
+            }
+            Some(_) => Verdict::Refused,
+            None if entry.closed.is_some() => Verdict::Refused,
+            None => Verdict::UntilLogin(Arc::clone(&entry.changed)),
         }
-        same
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// What the registry says about a resumed session's lineage.
+#[derive(Debug)]
+enum Verdict {
+    Accepted,
+    Refused,
+    /// From the same address, not logged in yet: ask again once this is notified.
+    UntilLogin(Arc<Notify>),
 }
 
 /// One control connection's place in the registry; closing it (drop) starts the retention.
@@ -388,15 +414,37 @@ impl DataLineage {
     }
 
     /// Whether a data connection that resumed a session of `resumed` may be used (see the
-    /// module documentation for the rule).
-    pub(crate) fn accepts(&self, resumed: LineageId, now: Instant) -> bool {
+    /// module documentation for the rule). Waits at most `wait` for the login of a control
+    /// connection from the same address that has not logged in yet. `now`: for the retention.
+    pub(crate) async fn accepts(&self, resumed: LineageId, wait: Duration, now: Instant) -> bool {
         if resumed == self.id || Some(resumed) == self.resumed_on_control {
             return true;
         }
-        match &self.user {
-            Some(user) => self.lineages.belongs_to(resumed, self.client, user, now),
-            None => false,
+        let Some(user) = &self.user else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // The entry changes twice at most (login, close): a few rounds are enough.
+        for _ in 0..4 {
+            let changed = match self.lineages.verdict(resumed, self.client, user, now) {
+                Verdict::Accepted => return true,
+                Verdict::Refused => return false,
+                Verdict::UntilLogin(changed) => changed,
+            };
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            // Registered before looking again, so a login in between is not missed.
+            notified.as_mut().enable();
+            match self.lineages.verdict(resumed, self.client, user, now) {
+                Verdict::Accepted => return true,
+                Verdict::Refused => return false,
+                Verdict::UntilLogin(_) => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
         }
+        false
     }
 }
 
@@ -416,8 +464,8 @@ mod tests {
         assert_eq!(untag(vec![TAG_MARK, 1, 2]), None);
     }
 
-    #[test]
-    fn own_lineage_and_the_control_connections_resumed_one_are_accepted() {
+    #[tokio::test]
+    async fn own_lineage_and_the_control_connections_resumed_one_are_accepted() {
         let lineages = Arc::new(Lineages::default());
         let now = Instant::now();
         let older = lineages.register(ip("192.0.2.1"), now);
@@ -425,14 +473,14 @@ mod tests {
         control.resumed_on_control(Some(older.id()));
         let data = control.for_data();
         // Not logged in yet: only the control connection's own and resumed lineages.
-        assert!(data.accepts(control.id(), now));
-        assert!(data.accepts(older.id(), now));
+        assert!(data.accepts(control.id(), Duration::ZERO, now).await);
+        assert!(data.accepts(older.id(), Duration::ZERO, now).await);
         let stranger = lineages.register(ip("192.0.2.1"), now);
-        assert!(!data.accepts(stranger.id(), now));
+        assert!(!data.accepts(stranger.id(), Duration::ZERO, now).await);
     }
 
-    #[test]
-    fn same_user_same_address_only() {
+    #[tokio::test]
+    async fn same_user_same_address_only() {
         let lineages = Arc::new(Lineages::default());
         let now = Instant::now();
         let mut first = lineages.register(ip("192.0.2.1"), now);
@@ -446,15 +494,22 @@ mod tests {
         let never_logged_in = lineages.register(ip("192.0.2.1"), now);
 
         let data = second.for_data();
-        assert!(data.accepts(first.id(), now));
-        assert!(!data.accepts(other_user.id(), now));
-        assert!(!data.accepts(other_address.id(), now));
-        assert!(!data.accepts(never_logged_in.id(), now));
-        assert!(!data.accepts(LineageId(u64::MAX), now), "unknown lineage");
+        assert!(data.accepts(first.id(), Duration::ZERO, now).await);
+        assert!(!data.accepts(other_user.id(), Duration::ZERO, now).await);
+        assert!(!data.accepts(other_address.id(), Duration::ZERO, now).await);
+        assert!(
+            !data
+                .accepts(never_logged_in.id(), Duration::ZERO, now)
+                .await
+        );
+        assert!(
+            !data.accepts(LineageId(u64::MAX), Duration::ZERO, now).await,
+            "unknown lineage"
+        );
     }
 
-    #[test]
-    fn closed_lineages_are_kept_for_the_retention_after_their_last_use() {
+    #[tokio::test]
+    async fn closed_lineages_are_kept_for_the_retention_after_their_last_use() {
         let lineages = Arc::new(Lineages::default());
         let start = Instant::now();
         let mut first = lineages.register(ip("192.0.2.1"), start);
@@ -466,10 +521,20 @@ mod tests {
         let data = second.for_data();
         // The drop stamped the real clock; measure from it.
         let closed = Instant::now();
-        assert!(data.accepts(first_id, closed + RETENTION / 2));
+        assert!(
+            data.accepts(first_id, Duration::ZERO, closed + RETENTION / 2)
+                .await
+        );
         // That use restarted the retention.
-        assert!(data.accepts(first_id, closed + RETENTION));
-        assert!(!data.accepts(first_id, closed + RETENTION * 3));
+        assert!(
+            data.accepts(first_id, Duration::ZERO, closed + RETENTION)
+                .await
+        );
+        assert!(
+            !data
+                .accepts(first_id, Duration::ZERO, closed + RETENTION * 3)
+                .await
+        );
     }
 
     #[test]
@@ -482,5 +547,37 @@ mod tests {
         }
         assert!(lineages.len() <= MAX_CLOSED + 1, "{}", lineages.len());
         assert!(lineages.lock().entries.contains_key(&open.id()));
+    }
+
+    #[tokio::test]
+    async fn a_session_of_a_connection_still_logging_in_waits_for_its_login() {
+        let lineages = Arc::new(Lineages::default());
+        let now = Instant::now();
+        let mut mine = lineages.register(ip("192.0.2.1"), now);
+        mine.logged_in("alice");
+        let data = mine.for_data();
+        let wait = Duration::from_secs(60);
+
+        let mut same_user = lineages.register(ip("192.0.2.1"), now);
+        let (accepted, ()) = tokio::join!(data.accepts(same_user.id(), wait, now), async {
+            tokio::task::yield_now().await;
+            same_user.logged_in("alice");
+        });
+        assert!(accepted);
+
+        let mut other_user = lineages.register(ip("192.0.2.1"), now);
+        let (accepted, ()) = tokio::join!(data.accepts(other_user.id(), wait, now), async {
+            tokio::task::yield_now().await;
+            other_user.logged_in("bob");
+        });
+        assert!(!accepted);
+
+        let gone = lineages.register(ip("192.0.2.1"), now);
+        let gone_id = gone.id();
+        let (accepted, ()) = tokio::join!(data.accepts(gone_id, wait, now), async {
+            tokio::task::yield_now().await;
+            drop(gone);
+        });
+        assert!(!accepted);
     }
 }
