@@ -14,6 +14,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import json
 import os
 import re
 import signal
@@ -283,21 +284,25 @@ def test_ftplib_prot_p_with_session_reuse(tls_server, samples, passive):
     ftp.quit()
 
 
+def refused_reply(ftp, transfer) -> str:
+    """The final reply to a transfer the server refuses after its 150."""
+    with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)) as refused:
+        transfer()
+    if isinstance(refused.value, ftplib.error_perm):
+        return str(refused.value)
+    # The data connection was closed under the client; the reply waits on the control
+    # connection.
+    with pytest.raises(ftplib.error_perm) as final:
+        ftp.getresp()
+    return str(final.value)
+
+
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_server, certs,
                                                                            samples, version):
     server = start_server(config=tls_config(certs))
     ftp = ftps_login(server, cls=ftplib.FTP_TLS, max_version=version)
-    with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)) as refused:
-        ftp.storbinary("STOR refused.bin", io.BytesIO(b"x"))
-    if isinstance(refused.value, ftplib.error_perm):
-        reply = str(refused.value)
-    else:
-        # The data connection was closed under the client; the reply waits on the control
-        # connection.
-        with pytest.raises(ftplib.error_perm) as final:
-            ftp.getresp()
-        reply = str(final.value)
+    reply = refused_reply(ftp, lambda: ftp.storbinary("STOR refused.bin", io.BytesIO(b"x")))
     assert reply.startswith("522 TLS session reuse required"), reply
     assert "tls.reuse_exempt_users" in reply, reply
     ftp.close()
@@ -474,6 +479,59 @@ def test_python_ftplib_resuming_the_control_session(tls_server, samples, version
         assert sha256_bytes(out.getvalue()) == samples[MiB].sha256
     assert ftp.sock.version() == f"TLSv{version}"
     ftp.quit()
+
+
+# --------------------------------------------------------------------------------------------
+# ferroftp doctor on ferroftp's own FTPS setups: its verdict is what real clients experience
+
+
+def run_doctor(ferroftp_bin, server) -> tuple[int, dict]:
+    u = server.users[server.user]
+    p = subprocess.run([ferroftp_bin, "doctor", "--json", "--quiet",
+                        f"ftp://{u.name}:{u.password}@127.0.0.1:{server.port}/"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert p.stdout, p.stderr.decode(errors="replace")
+    return p.returncode, json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("setup", ["self-signed", "certificate-files"])
+def test_doctor_on_the_default_ftps_setup_matches_real_clients(start_server, certs, samples,
+                                                              ferroftp_bin, tmp_path, setup):
+    if setup == "self-signed":
+        server = start_server(extra_args=["--tls", "self-signed"])
+    else:
+        server = start_server(config=tls_config(certs))
+    code, report = run_doctor(ferroftp_bin, server)
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    assert code == 0 and not errors, json.dumps(report, indent=2)
+    data = [f for f in report["findings"] if f["check"] == "tls"][-1]
+    # Reuse is required by default: a warning for the clients that cannot resume...
+    assert data["severity"] == "warning", data
+    assert "requires TLS session reuse" in data["summary"], data
+    assert "TLS 1.3 and TLS 1.2" in data["summary"], data
+    assert "522" in data["summary"], data
+
+    # ...and what it says holds: curl and lftp transfer on both versions, several files per
+    # session, and a client that does not resume gets 522.
+    several_files(server, samples, 2)
+    for version in ("1.2", "1.3"):
+        run = curl(*CURL_TLS, *CURL_VERSION[version],
+                   "-o", tmp_path / f"c{version}-0", server.url("d0.bin"),
+                   "-o", tmp_path / f"c{version}-1", server.url("d1.bin"))
+        run.assert_ok()
+        assert_tls_version(run, version)
+        out = tmp_path / f"l{version}"
+        out.mkdir()
+        lftp(server, [f"get d0.bin -o {out}/d0.bin", f"get d1.bin -o {out}/d1.bin"],
+             extra_settings=LFTP_TLS + [f"set ssl:priority {LFTP_VERSION[version]}"]
+             ).assert_ok()
+        for i in range(2):
+            assert sha256_file(tmp_path / f"c{version}-{i}") == samples[MiB].sha256
+            assert sha256_file(out / f"d{i}.bin") == samples[MiB].sha256
+    ftp = ftps_login(server, cls=ftplib.FTP_TLS)
+    reply = refused_reply(ftp, lambda: ftp.retrbinary("RETR d0.bin", lambda chunk: None))
+    assert reply.startswith("522 TLS session reuse required"), reply
+    ftp.close()
 
 
 # --------------------------------------------------------------------------------------------
