@@ -1,8 +1,10 @@
 """FTPS against real clients: curl (--ssl-reqd, --ftp-ssl-control, implicit ftps://), lftp
 (ftp:ssl-force, ftp:ssl-protect-data) and Python's ftplib.FTP_TLS (prot_p), passive and
 active; exact bytes by sha256 for 1 MiB and 100 MiB; PASS over plain text refused; data
-connections that do not resume the control connection's TLS session refused (and accepted
-once exempt); commands pipelined after AUTH TLS discarded; a certificate replaced on disk
+connection session reuse with curl, lftp, rclone and ftplib on TLS 1.2 and 1.3, many
+transfers per session; data connections that do not resume refused (and accepted once
+exempt); `ferroftp doctor`'s verdict on the default FTPS setups checked against curl and lftp;
+commands pipelined after AUTH TLS discarded; a certificate replaced on disk
 picked up without a restart (file check and SIGHUP); client certificates accepted and
 refused.
 
