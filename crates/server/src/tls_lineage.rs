@@ -52,7 +52,7 @@
 //!
 //! The registry ([`Lineages`]) holds one small entry per control connection that has TLS
 //! configured: the client address, the user once logged in, and times. Entries of closed
-//! connections are kept for [`RETENTION`] after their last use (a data connection of another
+//! connections that never logged in are dropped at once; the others are kept for [`RETENTION`] after their last use (a data connection of another
 //! session may still resume one of their sessions) and at most [`MAX_CLOSED`] of them, the
 //! least recently used going first; entries of open connections are bounded by the session
 //! limits.
@@ -295,9 +295,15 @@ impl Lineages {
     fn close(&self, id: LineageId, now: Instant) {
         let mut registry = self.lock();
         if let Some(entry) = registry.entries.get_mut(&id) {
+            entry.changed.notify_waiters();
+            if entry.user.is_none() {
+                // Never logged in: its sessions can serve no one (a flood of connections
+                // that never log in costs no memory).
+                registry.entries.remove(&id);
+                return;
+            }
             entry.closed = Some(now);
             entry.last_used = now;
-            entry.changed.notify_waiters();
             registry.closed += 1;
             if registry.closed > MAX_CLOSED {
                 registry.trim(now);
@@ -543,6 +549,11 @@ mod tests {
         let now = Instant::now();
         let open = lineages.register(ip("192.0.2.1"), now);
         for _ in 0..MAX_CLOSED + 10 {
+            let mut closed = lineages.register(ip("192.0.2.1"), now);
+            closed.logged_in("alice");
+        }
+        for _ in 0..10 {
+            // Never logged in: forgotten at once.
             drop(lineages.register(ip("192.0.2.1"), now));
         }
         assert!(lineages.len() <= MAX_CLOSED + 1, "{}", lineages.len());

@@ -1516,8 +1516,8 @@ impl Session {
             Err(TransferFailure::DataTls(DataTlsFailure::NotResumed)) => {
                 self.reply(Reply::new(
                     ReplyCode::PROTOCOL_NOT_SUPPORTED,
-                    "TLS session reuse required: the data connection did not resume the control \
-                     connection's TLS session (tls.require_reuse; a client that cannot resume \
+                    "TLS session reuse required: the data connection did not resume a TLS \
+                     session of this login (tls.require_reuse; a client that cannot resume \
                      needs tls.reuse_exempt_users or tls.reuse_exempt_clients)",
                 ));
             }
