@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Interop suite: real clients (curl, lftp, Python ftplib) against the real ferroftp binary.
+# Interop suite: real clients (curl, lftp, rclone, Python ftplib) against the real ferroftp binary.
 #
 #   scripts/interop.sh [extra pytest args...]     e.g. scripts/interop.sh -k curl -x
 #
-# Installs what it needs when missing (curl, lftp, iproute2 for `ss -K`, pytest), builds the
+# Installs what it needs when missing (curl, lftp, rclone, iproute2 for `ss -K`, pytest), builds the
 # binary with `cargo build -p ferroftp` (unless FERROFTP_BIN points at one), runs the suite
 # sequentially and exits with pytest's status. Network: loopback only.
 set -euo pipefail
