@@ -1330,6 +1330,57 @@ mod ftps {
         }
     }
 
+    /// rclone opens control connections while it transfers, and its shared cache hands out
+    /// the newest session at once, which may be that of a connection still logging in: the
+    /// check waits for that login and decides on it.
+    #[tokio::test]
+    async fn a_session_of_a_connection_still_logging_in_counts_once_it_logs_in() {
+        use rustls::client::Tls12Resumption;
+        let pem = server_certificate();
+        let server = tls_server(strict_policy(), tls_options(&pem)).await;
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            for (later, accepted) in [("alice", true), ("bob", false), ("nobody", false)] {
+                let shared =
+                    client_with_versions(&pem, &[version], Tls12Resumption::SessionIdOrTickets);
+                let mut first = explicit_login(server.explicit, shared.clone()).await;
+                first
+                    .store("/early", DataMode::ExtendedPassive, b"early")
+                    .await
+                    .unwrap();
+                // The second connection's session becomes the newest in the shared cache
+                // (NOOP reads the TLS 1.3 tickets that follow the handshake).
+                let mut second = connect_plain(server.explicit).await;
+                second.auth_tls(shared.clone()).await.unwrap();
+                assert_eq!(second.command("NOOP").await.unwrap().code.0, 200);
+                // The second connection logs in (or leaves) only once our side of the data
+                // connection's handshake is done: the server is checking, or about to.
+                let prepared = first.open_data(DataMode::ExtendedPassive).await.unwrap();
+                let (opening, mut data) = first
+                    .transfer_command("RETR /early", prepared)
+                    .await
+                    .unwrap();
+                assert_eq!(opening.code.0, 150);
+                match later {
+                    "nobody" => {
+                        second.quit().await.unwrap();
+                    }
+                    user => {
+                        assert_eq!(second.login(user, "secret").await.unwrap().code.0, 230);
+                    }
+                }
+                let received = data.receive_all().await;
+                drop(data);
+                let reply = first.finish().await.unwrap();
+                if accepted {
+                    assert_eq!(received.unwrap(), b"early", "{version:?} {later}");
+                    assert_eq!(reply.code.0, 226, "{version:?} {later}: {reply:?}");
+                } else {
+                    assert_eq!(reply.code.0, 522, "{version:?} {later}: {reply:?}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn resumed_sessions_carry_many_transfers() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
