@@ -36,6 +36,7 @@ use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
 use crate::tls;
+use crate::tls_lineage::ControlLineage;
 use crate::{
     ActiveSourcePort, ListenerTls, ServerContext, TransferCompletion, TransferDirection,
     TransferObserver, TransferRecord,
@@ -329,15 +330,16 @@ async fn serve_session(
         }
         None => tracing::info_span!("session", %peer, id, user = tracing::field::Empty),
     };
-    let token = tls::new_session_token();
+    // The lineage of the TLS sessions this connection and its data connections issue.
+    let mut lineage = context.tls.as_ref().map(|tls| tls.register(peer.ip()));
     let listener_tls = context
         .listener_tls
         .get(listener_index)
         .copied()
         .unwrap_or_default();
-    let (stream, transport) = match (listener_tls, &context.tls) {
-        (ListenerTls::Implicit, Some(tls)) => {
-            match tls.accept(stream, &token).instrument(span.clone()).await {
+    let (stream, transport) = match (listener_tls, &context.tls, &mut lineage) {
+        (ListenerTls::Implicit, Some(tls), Some(lineage)) => {
+            match tls.accept(stream, lineage).instrument(span.clone()).await {
                 Ok(stream) => {
                     let info = tls::tls_info(stream.get_ref().1);
                     (
@@ -352,7 +354,7 @@ async fn serve_session(
                 }
             }
         }
-        (ListenerTls::Explicit, Some(_)) => {
+        (ListenerTls::Explicit, Some(_), _) => {
             (ControlStream::Plain(stream), ControlTransport::Explicit)
         }
         _ => (ControlStream::Plain(stream), ControlTransport::Plain),
@@ -368,7 +370,7 @@ async fn serve_session(
             && !stream.is_tls(),
         context,
         stream,
-        token,
+        lineage,
         session,
         out: Vec::new(),
         passive: None,
@@ -401,9 +403,10 @@ struct ControlConnection {
     /// Counts this session as open and tells it when the server shuts down.
     shutdown: SessionGuard,
     stream: ControlStream,
-    /// Bound into every TLS session this connection issues; a protected data connection must
-    /// present it (see `tls.rs`).
-    token: Arc<[u8]>,
+    /// Tagged onto every TLS session this connection and its data connections issue; a
+    /// protected data connection must resume a session of this lineage (see `tls_lineage.rs`).
+    /// `None` when the server has no TLS.
+    lineage: Option<ControlLineage>,
     session: Session,
     lines: LineBuffer,
     out: Vec<u8>,
@@ -549,11 +552,14 @@ impl ControlConnection {
         let Some(tls) = &self.context.tls else {
             return Err("TLS is not configured".to_owned());
         };
+        let Some(lineage) = &mut self.lineage else {
+            return Err("TLS is not configured".to_owned());
+        };
         let ControlStream::Plain(tcp) = std::mem::replace(&mut self.stream, ControlStream::Closed)
         else {
             return Err("the control connection is not plain".to_owned());
         };
-        match tls.accept(tcp, &self.token).await {
+        match tls.accept(tcp, lineage).await {
             Ok(stream) => {
                 let info = tls::tls_info(stream.get_ref().1);
                 debug!(
@@ -643,6 +649,9 @@ impl ControlConnection {
         match self.context.authenticator.authenticate(&attempt).await {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
+                if let Some(lineage) = &mut self.lineage {
+                    lineage.logged_in(&user.name);
+                }
                 self.user = user.name.clone();
                 info!(user = %user.name, reply = 230, "logged in");
                 let storage = &*self.context.storage;
@@ -760,21 +769,23 @@ impl ControlConnection {
         });
         let tls = match request.protection {
             DataProtection::Clear => None,
-            DataProtection::Private { require_resumption } => match &self.context.tls {
-                Some(tls) => Some(DataTls {
-                    config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
-                    token: Arc::clone(&self.token),
-                    require_resumption,
-                    handshake_timeout: tls.handshake_timeout,
-                }),
-                None => {
-                    let failure =
-                        TransferFailure::DataConnection("TLS is not configured".to_owned());
-                    self.session
-                        .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
-                    return;
+            DataProtection::Private { require_resumption } => {
+                match (&self.context.tls, &self.lineage) {
+                    (Some(tls), Some(lineage)) => Some(DataTls {
+                        config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
+                        lineage: lineage.for_data(),
+                        require_resumption,
+                        handshake_timeout: tls.handshake_timeout,
+                    }),
+                    _ => {
+                        let failure =
+                            TransferFailure::DataConnection("TLS is not configured".to_owned());
+                        self.session
+                            .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
+                        return;
+                    }
                 }
-            },
+            }
         };
         let storage = Arc::clone(&self.context.storage);
         let options = self.context.data.clone();

@@ -19,6 +19,7 @@ mod proxy_protocol;
 mod reload;
 mod session_threads;
 mod tls;
+mod tls_lineage;
 mod transfer_record;
 
 use std::future::Future;
