@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Interop suite: real clients (curl, lftp, Python ftplib) against the real ferroftp binary.
+# Interop suite: real clients (curl, lftp, rclone, Python ftplib) against the real ferroftp binary.
 #
 #   scripts/interop.sh [extra pytest args...]     e.g. scripts/interop.sh -k curl -x
 #
-# Installs what it needs when missing (curl, lftp, iproute2 for `ss -K`, fail2ban for
+# Installs what it needs when missing (curl, lftp, rclone, iproute2 for `ss -K`, fail2ban for
 # `fail2ban-regex`, chromium for the admin status page, pytest, prometheus-client), builds the
 # binary with `cargo build -p ferroftp` (unless FERROFTP_BIN points at one), runs the suite
 # sequentially and exits with pytest's status. Network: loopback only.
@@ -14,6 +14,6 @@ SUITE=interop
 # shellcheck source=scripts/lib/pytest-suite.sh
 . scripts/lib/pytest-suite.sh
 
-require curl curl lftp lftp ss iproute2 python3 python3 fail2ban-regex fail2ban \
+require curl curl lftp lftp ss iproute2 python3 python3 fail2ban-regex fail2ban rclone rclone \
     chromium chromium
 run_suite tests/interop "$@"

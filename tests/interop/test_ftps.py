@@ -1,8 +1,10 @@
 """FTPS against real clients: curl (--ssl-reqd, --ftp-ssl-control, implicit ftps://), lftp
 (ftp:ssl-force, ftp:ssl-protect-data) and Python's ftplib.FTP_TLS (prot_p), passive and
 active; exact bytes by sha256 for 1 MiB and 100 MiB; PASS over plain text refused; data
-connections that do not resume the control connection's TLS session refused (and accepted
-once exempt); commands pipelined after AUTH TLS discarded; a certificate replaced on disk
+connection session reuse with curl, lftp, rclone and ftplib on TLS 1.2 and 1.3, many
+transfers per session; data connections that do not resume refused (and accepted once
+exempt); `ferroftp doctor`'s verdict on the default FTPS setups checked against curl and lftp;
+commands pipelined after AUTH TLS discarded; a certificate replaced on disk
 picked up without a restart (file check and SIGHUP); client certificates accepted and
 refused.
 
@@ -14,6 +16,9 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import json
+import os
+import re
 import signal
 import socket
 import ssl
@@ -23,7 +28,7 @@ import time
 import pytest
 
 from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, SOCKET_TIMEOUT, curl, lftp, sha256_bytes,
-                         sha256_file, wait_for)
+                         sha256_file, tree_hashes, wait_for)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,10 +237,13 @@ def test_lftp_ssl_force_protect_data(tls_server, samples, big_sample, tmp_path, 
 # Python ftplib
 
 
-def client_context(cert=None) -> ssl.SSLContext:
+def client_context(cert=None, max_version=None) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if max_version:
+        ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2,
+                               "1.3": ssl.TLSVersion.TLSv1_3}[max_version]
     if cert:
         ctx.load_cert_chain(*map(str, cert))
     return ctx
@@ -253,8 +261,9 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
         return conn, size
 
 
-def ftps_login(server, cls=ReusingFTP_TLS, passive=True, cert=None, user=None):
-    ftp = cls(context=client_context(cert), timeout=SOCKET_TIMEOUT)
+def ftps_login(server, cls=ReusingFTP_TLS, passive=True, cert=None, user=None,
+               max_version=None):
+    ftp = cls(context=client_context(cert, max_version), timeout=SOCKET_TIMEOUT)
     ftp.connect("127.0.0.1", server.port)
     ftp.auth()
     u = server.users[user or server.user]
@@ -277,20 +286,25 @@ def test_ftplib_prot_p_with_session_reuse(tls_server, samples, passive):
     ftp.quit()
 
 
-def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_server, certs,
-                                                                           samples):
-    server = start_server(config=tls_config(certs))
-    ftp = ftps_login(server, cls=ftplib.FTP_TLS)
+def refused_reply(ftp, transfer) -> str:
+    """The final reply to a transfer the server refuses after its 150."""
     with pytest.raises((ftplib.error_perm, ssl.SSLError, OSError)) as refused:
-        ftp.storbinary("STOR refused.bin", io.BytesIO(b"x"))
+        transfer()
     if isinstance(refused.value, ftplib.error_perm):
-        reply = str(refused.value)
-    else:
-        # The data connection was closed under the client; the reply waits on the control
-        # connection.
-        with pytest.raises(ftplib.error_perm) as final:
-            ftp.getresp()
-        reply = str(final.value)
+        return str(refused.value)
+    # The data connection was closed under the client; the reply waits on the control
+    # connection.
+    with pytest.raises(ftplib.error_perm) as final:
+        ftp.getresp()
+    return str(final.value)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_server, certs,
+                                                                           samples, version):
+    server = start_server(config=tls_config(certs))
+    ftp = ftps_login(server, cls=ftplib.FTP_TLS, max_version=version)
+    reply = refused_reply(ftp, lambda: ftp.storbinary("STOR refused.bin", io.BytesIO(b"x")))
     assert reply.startswith("522 TLS session reuse required"), reply
     assert "tls.reuse_exempt_users" in reply, reply
     ftp.close()
@@ -298,12 +312,228 @@ def test_stock_ftplib_without_reuse_is_refused_then_accepted_when_exempt(start_s
 
     exempt = start_server(config=tls_config(
         certs, extra=f'reuse_exempt_users = ["{"alice"}"]'))
-    ftp = ftps_login(exempt, cls=ftplib.FTP_TLS)
+    ftp = ftps_login(exempt, cls=ftplib.FTP_TLS, max_version=version)
     ftp.storbinary("STOR ok.bin", io.BytesIO(samples[MiB].path.read_bytes()))
     out = io.BytesIO()
     ftp.retrbinary("RETR ok.bin", out.write)
     assert sha256_bytes(out.getvalue()) == samples[MiB].sha256
     ftp.quit()
+
+
+# --------------------------------------------------------------------------------------------
+# data-connection session reuse with real clients, TLS 1.2 and 1.3
+#
+# The server requires every protected data connection to resume a TLS session descended from
+# a control connection of the same user from the same address (docs/ftps.md). Clients resume
+# differently: curl (OpenSSL) keeps only the newest session and uses a TLS 1.3 one once, lftp
+# (GnuTLS) resumes the control connection's session, rclone (Go) shares one cache between its
+# parallel control connections. Each must be able to make many transfers in one session.
+
+CURL_VERSION = {"1.2": ["--tls-max", "1.2"], "1.3": ["--tlsv1.3"]}
+LFTP_VERSION = {"1.2": "NORMAL:-VERS-TLS1.3", "1.3": "NORMAL:-VERS-ALL:+VERS-TLS1.3"}
+
+
+def curl_version() -> tuple[int, int]:
+    text = subprocess.run(["curl", "--version"], stdout=subprocess.PIPE,
+                          timeout=10).stdout.decode().split()[1]
+    major, minor = (int(x) for x in text.split(".")[:2])
+    return major, minor
+
+
+def assert_tls_version(run, version):
+    used = re.findall(r"SSL connection using (TLSv1\.\d)", run.stderr)
+    assert used and set(used) == {f"TLSv{version}"}, (used, run.describe())
+
+
+def several_files(server, samples, count):
+    data = samples[MiB].path.read_bytes()
+    for i in range(count):
+        server.path(f"d{i}.bin").write_bytes(data)
+
+
+@pytest.mark.parametrize("mode", ["epsv", "pasv", "eprt"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_many_transfers_in_one_session_resume(tls_server, samples, tmp_path, version,
+                                                   mode):
+    if mode == "eprt" and curl_active_tls_is_broken():
+        pytest.skip("this curl does not start TLS on an accepted active data connection")
+    several_files(tls_server, samples, 3)
+    # One connection for all: `--next` keeps it, and starts the uploads' options.
+    common = [*CURL_TLS, *CURL_VERSION[version], *curl_mode_args(mode)]
+    args = list(common)
+    for i in range(3):
+        args += ["-o", tmp_path / f"d{i}.bin", tls_server.url(f"d{i}.bin")]
+    args += ["-o", tmp_path / "listing.txt", tls_server.url("")]
+    # After an upload, curl cannot resume a TLS 1.3 session (see the next test).
+    uploads = ["up0.bin", "up1.bin"] if version == "1.2" else ["up0.bin"]
+    args += ["--next", *common]
+    for name in uploads:
+        args += ["-T", samples[MiB].path, tls_server.url(name)]
+    run = curl(*args)
+    run.assert_ok()
+    assert_tls_version(run, version)
+    assert len(run.exchanges("AUTH")) == 1, run.describe()
+    assert run.codes("RETR") == [[150, 226]] * 3, run.describe()
+    assert run.codes("STOR") == [[150, 226]] * len(uploads), run.describe()
+    for i in range(3):
+        assert sha256_file(tmp_path / f"d{i}.bin") == samples[MiB].sha256
+    assert "d2.bin" in (tmp_path / "listing.txt").read_text()
+    for name in uploads:
+        assert sha256_file(tls_server.path(name)) == samples[MiB].sha256
+    assert "refused a protected data connection" not in tls_server.log()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_two_uploads_in_one_invocation(tls_server, samples, version):
+    """curl reads nothing on an upload's data connection, so it never sees a TLS 1.3 ticket
+    sent there (and one left unread makes its kernel reset the connection, losing the end of
+    the upload: the server sends none on uploads). OpenSSL clients with a session cache use a
+    TLS 1.3 session once, so curl up to 8.9 starts the data connection after an upload with a
+    full handshake: it does not resume, and is refused. TLS 1.2 sessions are reusable."""
+    run = curl(*CURL_TLS, *CURL_VERSION[version],
+               "-T", samples[MiB].path, tls_server.url("two-0.bin"),
+               "-T", samples[MiB].path, tls_server.url("two-1.bin"))
+    assert sha256_file(tls_server.path("two-0.bin")) == samples[MiB].sha256
+    if version == "1.3" and curl_version() < (8, 10):
+        # curl may still be sending when the server closes the data connection, and then
+        # stops with a send error before it reads the 522.
+        assert run.returncode != 0, run.describe()
+        refusals = [line for line in tls_server.log().splitlines()
+                    if "refused a protected data connection" in line]
+        assert len(refusals) == 1 and "Some(Full)" in refusals[0], refusals
+        assert not tls_server.path("two-1.bin").exists()
+        return
+    run.assert_ok()
+    assert sha256_file(tls_server.path("two-1.bin")) == samples[MiB].sha256
+
+
+@pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_lftp_many_transfers_in_one_session_resume(tls_server, samples, tmp_path, version,
+                                                   passive):
+    several_files(tls_server, samples, 3)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(12):
+        (tree / ("sub" if i % 3 else "") / f"t{i}.txt").write_bytes(os.urandom(100 + 997 * i))
+    out = tmp_path / "out"
+    out.mkdir()
+    sample = samples[MiB]
+    run = lftp(tls_server, [
+        f"put {sample.path} -o up0.bin", f"put {sample.path} -o up1.bin",
+        f"get d0.bin -o {out}/d0.bin", f"get d1.bin -o {out}/d1.bin", "ls",
+        f"put {sample.path} -o up2.bin", f"get d2.bin -o {out}/d2.bin",
+        f"mirror -R --no-perms {tree} tree", f"mirror tree {tmp_path}/back",
+    ], passive=passive, timeout=240,
+        extra_settings=LFTP_TLS + [f"set ssl:priority {LFTP_VERSION[version]}"])
+    run.assert_ok()
+    assert not [e for e in run.transcript if 522 in e.codes], run.describe()
+    for i in range(3):
+        assert sha256_file(tls_server.path(f"up{i}.bin")) == sample.sha256
+        assert sha256_file(out / f"d{i}.bin") == sample.sha256
+    assert tree_hashes(tls_server.path("tree")) == tree_hashes(tree)
+    assert tree_hashes(tmp_path / "back") == tree_hashes(tree)
+
+
+def rclone_env(server, tmp_path, disable_tls13: bool) -> dict:
+    u = server.users[server.user]
+    obscured = subprocess.run(["rclone", "obscure", u.password], stdout=subprocess.PIPE,
+                              check=True, timeout=30).stdout.decode().strip()
+    env = dict(os.environ)
+    env.update({
+        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
+        "RCLONE_CONFIG_X_TYPE": "ftp", "RCLONE_CONFIG_X_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_X_PORT": str(server.port), "RCLONE_CONFIG_X_USER": u.name,
+        "RCLONE_CONFIG_X_PASS": obscured, "RCLONE_CONFIG_X_EXPLICIT_TLS": "true",
+        "RCLONE_CONFIG_X_NO_CHECK_CERTIFICATE": "true",
+        "RCLONE_CONFIG_X_DISABLE_TLS13": "true" if disable_tls13 else "false",
+    })
+    return env
+
+
+@pytest.mark.time_limit(600)
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_rclone_sync_of_500_files_over_explicit_tls(tls_server, tmp_path, version):
+    tree = tmp_path / "tree"
+    for i in range(500):
+        d = tree / f"dir{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i}.txt").write_bytes(os.urandom(50 + i * 7))
+    env = rclone_env(tls_server, tmp_path, disable_tls13=(version == "1.2"))
+    for source, target in ((str(tree), "X:synced"), ("X:synced", str(tmp_path / "back"))):
+        p = subprocess.run(["rclone", "sync", "--retries", "1", "--low-level-retries", "1",
+                            source, target], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=500)
+        assert p.returncode == 0, p.stderr.decode(errors="replace")[-4000:]
+    assert tree_hashes(tls_server.path("synced")) == tree_hashes(tree)
+    assert tree_hashes(tmp_path / "back") == tree_hashes(tree)
+    assert "refused a protected data connection" not in tls_server.log()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_python_ftplib_resuming_the_control_session(tls_server, samples, version):
+    ftp = ftps_login(tls_server, max_version=version)
+    data = samples[MiB].path.read_bytes()
+    for i in range(3):
+        ftp.storbinary(f"STOR v{i}.bin", io.BytesIO(data))
+        out = io.BytesIO()
+        ftp.retrbinary(f"RETR v{i}.bin", out.write)
+        assert sha256_bytes(out.getvalue()) == samples[MiB].sha256
+    assert ftp.sock.version() == f"TLSv{version}"
+    ftp.quit()
+
+
+# --------------------------------------------------------------------------------------------
+# ferroftp doctor on ferroftp's own FTPS setups: its verdict is what real clients experience
+
+
+def run_doctor(ferroftp_bin, server) -> tuple[int, dict]:
+    u = server.users[server.user]
+    p = subprocess.run([ferroftp_bin, "doctor", "--json", "--quiet",
+                        f"ftp://{u.name}:{u.password}@127.0.0.1:{server.port}/"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert p.stdout, p.stderr.decode(errors="replace")
+    return p.returncode, json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("setup", ["self-signed", "certificate-files"])
+def test_doctor_on_the_default_ftps_setup_matches_real_clients(start_server, certs, samples,
+                                                              ferroftp_bin, tmp_path, setup):
+    if setup == "self-signed":
+        server = start_server(extra_args=["--tls", "self-signed"])
+    else:
+        server = start_server(config=tls_config(certs))
+    code, report = run_doctor(ferroftp_bin, server)
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    assert code == 0 and not errors, json.dumps(report, indent=2)
+    data = [f for f in report["findings"] if f["check"] == "tls"][-1]
+    # Reuse is required by default: a warning for the clients that cannot resume...
+    assert data["severity"] == "warning", data
+    assert "requires TLS session reuse" in data["summary"], data
+    assert "TLS 1.3 and TLS 1.2" in data["summary"], data
+    assert "522" in data["summary"], data
+
+    # ...and what it says holds: curl and lftp transfer on both versions, several files per
+    # session, and a client that does not resume gets 522.
+    several_files(server, samples, 2)
+    for version in ("1.2", "1.3"):
+        run = curl(*CURL_TLS, *CURL_VERSION[version],
+                   "-o", tmp_path / f"c{version}-0", server.url("d0.bin"),
+                   "-o", tmp_path / f"c{version}-1", server.url("d1.bin"))
+        run.assert_ok()
+        assert_tls_version(run, version)
+        out = tmp_path / f"l{version}"
+        out.mkdir()
+        lftp(server, [f"get d0.bin -o {out}/d0.bin", f"get d1.bin -o {out}/d1.bin"],
+             extra_settings=LFTP_TLS + [f"set ssl:priority {LFTP_VERSION[version]}"]
+             ).assert_ok()
+        for i in range(2):
+            assert sha256_file(tmp_path / f"c{version}-{i}") == samples[MiB].sha256
+            assert sha256_file(out / f"d{i}.bin") == samples[MiB].sha256
+    ftp = ftps_login(server, cls=ftplib.FTP_TLS)
+    reply = refused_reply(ftp, lambda: ftp.retrbinary("RETR d0.bin", lambda chunk: None))
+    assert reply.startswith("522 TLS session reuse required"), reply
+    ftp.close()
 
 
 # --------------------------------------------------------------------------------------------

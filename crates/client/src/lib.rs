@@ -38,4 +38,4 @@ pub use probe::{
     ActiveOffer, ConnectAttempt, ConnectFailure, TlsInspection, TransferProbe, connect_timed,
     inspect_tls,
 };
-pub use tls::{ClientTls, MaybeTls, ServerVerification};
+pub use tls::{ClientTls, MaybeTls, ServerVerification, TlsVersion};

@@ -29,6 +29,24 @@ pub enum ServerVerification {
     AcceptAny,
 }
 
+/// A TLS protocol version a client may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl TlsVersion {
+    fn rustls(self) -> &'static rustls::SupportedProtocolVersion {
+        match self {
+            Self::Tls12 => &rustls::version::TLS12,
+            Self::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
 /// TLS settings of a client: one rustls configuration for the control connection and the
 /// data connections, so that data connections resume the control connection's session.
 #[derive(Clone, Debug)]
@@ -47,9 +65,27 @@ impl ClientTls {
         server_name: &str,
         client_certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<Self, ClientError> {
+        Self::with_versions(
+            verification,
+            server_name,
+            client_certificate,
+            &[TlsVersion::Tls13, TlsVersion::Tls12],
+        )
+    }
+
+    /// As [`ClientTls::new`], speaking only the TLS `versions` given (e.g. only TLS 1.2, as
+    /// many clients in the field negotiate).
+    pub fn with_versions(
+        verification: ServerVerification,
+        server_name: &str,
+        client_certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        versions: &[TlsVersion],
+    ) -> Result<Self, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+            versions.iter().map(|version| version.rustls()).collect();
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&versions)
             .map_err(tls_error)?;
         let builder = match verification {
             ServerVerification::Roots(roots) => builder.with_root_certificates(roots),
@@ -91,6 +127,15 @@ impl ClientTls {
         let mut data = (*self.control).clone();
         data.resumption = Resumption::disabled();
         self.data = Arc::new(data);
+        self
+    }
+
+    /// Data connections resume sessions from `other`'s data session cache instead of this
+    /// client's own: clients that share one session cache between several control
+    /// connections (rclone does), or a third party that got hold of another client's cache,
+    /// which tests use.
+    pub fn with_data_sessions_of(mut self, other: &ClientTls) -> Self {
+        self.data = Arc::clone(&other.data);
         self
     }
 

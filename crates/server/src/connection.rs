@@ -38,6 +38,7 @@ use crate::proxy_protocol;
 use crate::status::SessionHandle;
 use crate::telemetry::{self, LoginResult, TransferResult};
 use crate::tls;
+use crate::tls_lineage::ControlLineage;
 use crate::{
     ActiveSourcePort, ListenerTls, ServerContext, TransferCompletion, TransferDirection,
     TransferObserver, TransferRecord,
@@ -347,15 +348,16 @@ async fn serve_session(
     if let Some(listener) = context.status.listeners().get(listener_index) {
         telemetry::session_accepted(listener);
     }
-    let token = tls::new_session_token();
+    // The lineage of the TLS sessions this connection and its data connections issue.
+    let mut lineage = context.tls.as_ref().map(|tls| tls.register(peer.ip()));
     let listener_tls = context
         .listener_tls
         .get(listener_index)
         .copied()
         .unwrap_or_default();
-    let (stream, transport) = match (listener_tls, &context.tls) {
-        (ListenerTls::Implicit, Some(tls)) => {
-            match tls.accept(stream, &token).instrument(span.clone()).await {
+    let (stream, transport) = match (listener_tls, &context.tls, &mut lineage) {
+        (ListenerTls::Implicit, Some(tls), Some(lineage)) => {
+            match tls.accept(stream, lineage).instrument(span.clone()).await {
                 Ok(stream) => {
                     telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
                     let info = tls::tls_info(stream.get_ref().1);
@@ -371,7 +373,7 @@ async fn serve_session(
                 }
             }
         }
-        (ListenerTls::Explicit, Some(_)) => {
+        (ListenerTls::Explicit, Some(_), _) => {
             (ControlStream::Plain(stream), ControlTransport::Explicit)
         }
         _ => (ControlStream::Plain(stream), ControlTransport::Plain),
@@ -387,7 +389,7 @@ async fn serve_session(
             && !stream.is_tls(),
         context,
         stream,
-        token,
+        lineage,
         session,
         out: Vec::new(),
         passive: None,
@@ -425,9 +427,10 @@ struct ControlConnection {
     /// Counts this session as open and tells it when the server shuts down.
     shutdown: SessionGuard,
     stream: ControlStream,
-    /// Bound into every TLS session this connection issues; a protected data connection must
-    /// present it (see `tls.rs`).
-    token: Arc<[u8]>,
+    /// Tagged onto every TLS session this connection and its data connections issue; a
+    /// protected data connection must resume a session of this lineage (see `tls_lineage.rs`).
+    /// `None` when the server has no TLS.
+    lineage: Option<ControlLineage>,
     session: Session,
     lines: LineBuffer,
     out: Vec<u8>,
@@ -584,11 +587,14 @@ impl ControlConnection {
         let Some(tls) = &self.context.tls else {
             return Err("TLS is not configured".to_owned());
         };
+        let Some(lineage) = &mut self.lineage else {
+            return Err("TLS is not configured".to_owned());
+        };
         let ControlStream::Plain(tcp) = std::mem::replace(&mut self.stream, ControlStream::Closed)
         else {
             return Err("the control connection is not plain".to_owned());
         };
-        match tls.accept(tcp, &self.token).await {
+        match tls.accept(tcp, lineage).await {
             Ok(stream) => {
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
                 let info = tls::tls_info(stream.get_ref().1);
@@ -679,6 +685,9 @@ impl ControlConnection {
         match self.context.authenticator.authenticate(&attempt).await {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
+                if let Some(lineage) = &mut self.lineage {
+                    lineage.logged_in(&user.name);
+                }
                 self.user = user.name.clone();
                 self.registration.set_user(&user.name);
                 let per_user = self.registration.status().per_user_metrics();
@@ -801,21 +810,23 @@ impl ControlConnection {
         });
         let tls = match request.protection {
             DataProtection::Clear => None,
-            DataProtection::Private { require_resumption } => match &self.context.tls {
-                Some(tls) => Some(DataTls {
-                    config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
-                    token: Arc::clone(&self.token),
-                    require_resumption,
-                    handshake_timeout: tls.handshake_timeout,
-                }),
-                None => {
-                    let failure =
-                        TransferFailure::DataConnection("TLS is not configured".to_owned());
-                    self.session
-                        .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
-                    return;
+            DataProtection::Private { require_resumption } => {
+                match (&self.context.tls, &self.lineage) {
+                    (Some(tls), Some(lineage)) => Some(DataTls {
+                        config: tls.data_config(matches!(request.kind, TransferKind::Store { .. })),
+                        lineage: lineage.for_data(),
+                        require_resumption,
+                        handshake_timeout: tls.handshake_timeout,
+                    }),
+                    _ => {
+                        let failure =
+                            TransferFailure::DataConnection("TLS is not configured".to_owned());
+                        self.session
+                            .handle_outcome(Outcome::TransferFinished(Err(failure)), now());
+                        return;
+                    }
                 }
-            },
+            }
         };
         let started = now();
         if let Some(log) = &self.transfer_log {

@@ -26,13 +26,13 @@ use tokio::time::timeout;
 use crate::passive::{PassiveListener, PortLease};
 use crate::proxy_protocol::{self, ProxyProtocolOptions};
 use crate::telemetry::{self, RefusedDataConnection};
-use crate::tls;
+use crate::{tls, tls_lineage};
 
 /// PROT P: how the data connection's TLS handshake is run and checked.
 pub(crate) struct DataTls {
     pub(crate) config: Arc<rustls::ServerConfig>,
-    /// The control connection's token (see `tls.rs`).
-    pub(crate) token: Arc<[u8]>,
+    /// The control connection's lineage (see `tls_lineage.rs`).
+    pub(crate) lineage: tls_lineage::DataLineage,
     pub(crate) require_resumption: bool,
     pub(crate) handshake_timeout: Duration,
 }
@@ -638,16 +638,29 @@ async fn protect(
     data: TcpStream,
     tls: &DataTls,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TransferFailure> {
-    let handshake = tls::handshake(&tls.config, data, &tls.token, tls.handshake_timeout).await;
+    let handshake =
+        tls::handshake(&tls.config, data, tls.lineage.id(), tls.handshake_timeout).await;
     telemetry::tls_handshake(telemetry::TlsConnection::Data, handshake.is_ok());
-    let stream = handshake
+    let (stream, resumed) = handshake
         .map_err(|error| TransferFailure::DataTls(DataTlsFailure::Handshake(error.to_string())))?;
-    let connection = stream.get_ref().1;
-    if tls.require_resumption && !tls::resumed_session_of(connection, &tls.token) {
+    // Exempt transfers (`require_resumption` false) are not checked, and never wait.
+    let accepted = !tls.require_resumption
+        || match resumed {
+            Some(lineage) => {
+                tls.lineage
+                    .accepts(lineage, tls.handshake_timeout, std::time::Instant::now())
+                    .await
+            }
+            None => false,
+        };
+    if !accepted {
         metrics::counter!("ferroftp_tls_reuse_refused_total").increment(1);
+        let connection = stream.get_ref().1;
         tracing::warn!(
             handshake = ?connection.handshake_kind(),
-            "refused a protected data connection that did not resume the control connection's TLS session"
+            version = ?connection.protocol_version(),
+            foreign_session = resumed.is_some(),
+            "refused a protected data connection that did not resume a TLS session of its control connection's lineage"
         );
         return Err(TransferFailure::DataTls(DataTlsFailure::NotResumed));
     }

@@ -21,6 +21,7 @@ mod session_threads;
 mod status;
 pub mod telemetry;
 mod tls;
+mod tls_lineage;
 mod transfer_record;
 
 use std::future::Future;

@@ -1,20 +1,20 @@
 //! FTPS with rustls (ring provider): the one `ServerConfig` every TLS connection of a server
 //! uses, the certificate that can be replaced while sessions run, and the check that a data
-//! connection resumed its own control connection's TLS session.
+//! connection resumed a TLS session of its own control connection's lineage.
 //!
 //! # Data-connection session reuse, exactly
 //!
-//! Every control connection gets a random 32-byte token. It is stored as the rustls
-//! *resumption data* of the control connection (and of its data connections), so it travels
-//! inside every TLS 1.2 session-cache entry, TLS 1.2 ticket and TLS 1.3 ticket that connection
-//! issues. When a protected data connection's handshake completes, the transfer proceeds only
-//! if
+//! Every TLS session the server issues is tagged with the control connection it descends
+//! from (`tls_lineage.rs`: a session issued on a data connection carries its control
+//! connection's lineage). When a protected data connection's handshake completes, the
+//! transfer proceeds only if
 //!
 //! 1. `ServerConnection::handshake_kind()` is `Resumed` (an abbreviated handshake: the client
-//!    proved it holds a session secret issued by this server), and
-//! 2. `ServerConnection::received_resumption_data()` is this control connection's token: the
-//!    session was issued to *this* control connection (or one of its data connections), not
-//!    to another client of the same server.
+//!    proved it holds a session secret issued by this server), on TLS 1.2 (session ID or
+//!    ticket) or TLS 1.3 (ticket), and
+//! 2. the resumed session's lineage is the control connection's own, the one its control
+//!    handshake resumed, or that of another control connection from the same client IP on
+//!    which the same user logged in ([`crate::tls_lineage::DataLineage::accepts`]).
 //!
 //! Before the handshake, the data connection already passed the address check of the plain
 //! data channel (a passive connection must come from the control connection's client IP; an
@@ -41,15 +41,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{info, warn};
 
+use crate::tls_lineage::{ControlLineage, LineageId, Lineages, tagged_config};
+
 /// TLS 1.2 sessions remembered for resumption by session ID (TLS 1.3 and TLS 1.2 tickets are
 /// stateless).
 const SESSION_CACHE_ENTRIES: usize = 4096;
 
 /// TLS 1.3 tickets sent on a control connection.
 const CONTROL_TLS13_TICKETS: usize = 8;
-
-/// Bytes of the per-control-connection token bound into its TLS sessions.
-pub(crate) const SESSION_TOKEN_BYTES: usize = 32;
 
 /// Where the server certificate and key come from.
 #[derive(Clone, PartialEq, Eq)]
@@ -293,6 +292,8 @@ pub(crate) struct TlsContext {
     /// with a reset that can destroy the end of the upload.
     upload_config: Arc<ServerConfig>,
     resolver: Arc<ReloadingResolver>,
+    /// Which control connection each issued session descends from.
+    lineages: Arc<Lineages>,
     pub(crate) handshake_timeout: Duration,
     reload_check: Option<Duration>,
 }
@@ -369,6 +370,7 @@ impl TlsContext {
             download_config: Arc::new(download_config),
             upload_config: Arc::new(upload_config),
             resolver,
+            lineages: Arc::new(Lineages::default()),
             handshake_timeout: options.handshake_timeout,
             reload_check: options.reload_check,
         })
@@ -402,41 +404,49 @@ impl TlsContext {
         })
     }
 
-    /// Runs the server side of a control connection's handshake (see [`handshake`]).
+    /// A new control connection from `client`: its sessions' lineage.
+    pub(crate) fn register(&self, client: std::net::IpAddr) -> ControlLineage {
+        self.lineages.register(client, std::time::Instant::now())
+    }
+
+    /// Runs the server side of a control connection's handshake (see [`handshake`]) and
+    /// records which session it resumed, if any.
     pub(crate) async fn accept(
         &self,
         stream: TcpStream,
-        token: &[u8],
+        lineage: &mut ControlLineage,
     ) -> io::Result<TlsStream<TcpStream>> {
-        handshake(&self.config, stream, token, self.handshake_timeout).await
+        let (stream, resumed) =
+            handshake(&self.config, stream, lineage.id(), self.handshake_timeout).await?;
+        lineage.resumed_on_control(resumed);
+        Ok(stream)
     }
 }
 
-/// Runs the server side of a handshake on `stream`, binding `token` into the sessions it
-/// issues, within `timeout`.
+/// Runs the server side of a handshake on `stream` within `timeout`; the sessions it issues
+/// descend from `issuer`. Returns the stream and, when the handshake resumed a session, that
+/// session's lineage.
 pub(crate) async fn handshake(
     config: &Arc<ServerConfig>,
     stream: TcpStream,
-    token: &[u8],
+    issuer: LineageId,
     timeout: Duration,
-) -> io::Result<TlsStream<TcpStream>> {
-    let acceptor = TlsAcceptor::from(Arc::clone(config));
-    let handshake =
-        acceptor.accept_with(stream, |connection| connection.set_resumption_data(token));
-    match tokio::time::timeout(timeout, handshake).await {
-        Ok(result) => result,
+) -> io::Result<(TlsStream<TcpStream>, Option<LineageId>)> {
+    let (config, resumed) = tagged_config(config, issuer);
+    let acceptor = TlsAcceptor::from(config);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let lineage = (stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed))
+                .then(|| resumed.get())
+                .flatten();
+            Ok((stream, lineage))
+        }
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("TLS handshake not done within {}s", timeout.as_secs()),
         )),
     }
-}
-
-/// Whether the handshake of a data connection resumed the session of the control connection
-/// whose token is `token` (see the module documentation).
-pub(crate) fn resumed_session_of(connection: &ServerConnection, token: &[u8]) -> bool {
-    connection.handshake_kind() == Some(HandshakeKind::Resumed)
-        && connection.received_resumption_data() == Some(token)
 }
 
 /// What the session learns from a control handshake: the verified client certificate's CN.
@@ -452,12 +462,4 @@ fn common_name(der: &[u8]) -> Option<String> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     let name = certificate.subject().iter_common_name().next()?;
     name.as_str().ok().map(str::to_owned)
-}
-
-/// A new random token for a control connection.
-pub(crate) fn new_session_token() -> Arc<[u8]> {
-    use rand::RngCore;
-    let mut token = [0u8; SESSION_TOKEN_BYTES];
-    rand::thread_rng().fill_bytes(&mut token);
-    Arc::from(&token[..])
 }

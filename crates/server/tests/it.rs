@@ -1405,6 +1405,174 @@ mod ftps {
             .unwrap();
     }
 
+    /// A client that verifies the test certificate, speaks only `versions` and resumes TLS
+    /// 1.2 sessions as `tls12` says.
+    fn client_with_versions(
+        pem: &Pem,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        tls12: rustls::client::Tls12Resumption,
+    ) -> ClientTls {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pem.cert.as_bytes()).unwrap())
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::default().tls12_resumption(tls12);
+        ClientTls::from_config(
+            Arc::new(config),
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn tls12_data_connections_resume_by_session_id_and_by_ticket() {
+        use rustls::client::Tls12Resumption;
+        let pem = server_certificate();
+        let server = tls_server(strict_policy(), tls_options(&pem)).await;
+        for resumption in [
+            Tls12Resumption::SessionIdOnly,
+            Tls12Resumption::SessionIdOrTickets,
+        ] {
+            let tls = client_with_versions(&pem, &[&rustls::version::TLS12], resumption);
+            let mut client = explicit_login(server.explicit, tls).await;
+            for (round, mode) in [
+                DataMode::ExtendedPassive,
+                DataMode::Active,
+                DataMode::Passive,
+                DataMode::ExtendedPassive,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let data = pattern(70_000 + round);
+                let name = format!("/tls12-{resumption:?}-{round}");
+                client.store(&name, mode, &data).await.unwrap();
+                client.store(&name, mode, &data).await.unwrap();
+                assert_eq!(client.retrieve(&name, mode).await.unwrap(), data);
+                assert_eq!(client.retrieve(&name, mode).await.unwrap(), data);
+            }
+        }
+    }
+
+    /// Clients such as rclone share one session cache between parallel control connections
+    /// and resume the newest session, issued on another control connection's data
+    /// connection: accepted for the same user from the same address, refused for another
+    /// user, on both TLS versions.
+    #[tokio::test]
+    async fn sessions_of_another_control_connection_of_the_same_user_are_accepted() {
+        use rustls::client::Tls12Resumption;
+        let pem = server_certificate();
+        let server = tls_server(strict_policy(), tls_options(&pem)).await;
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let shared =
+                client_with_versions(&pem, &[version], Tls12Resumption::SessionIdOrTickets);
+            let mut first = explicit_login(server.explicit, shared.clone()).await;
+            first.command("MKD /home").await.unwrap();
+            first.command("MKD /home/bob").await.unwrap();
+            let data = pattern(5000);
+            first
+                .store("/shared", DataMode::ExtendedPassive, &data)
+                .await
+                .unwrap();
+            assert_eq!(
+                first
+                    .retrieve("/shared", DataMode::ExtendedPassive)
+                    .await
+                    .unwrap(),
+                data
+            );
+            // Its own control connection (a fresh session cache), its data connections from
+            // the first connection's cache.
+            let fresh = || {
+                client_with_versions(&pem, &[version], Tls12Resumption::SessionIdOrTickets)
+                    .with_data_sessions_of(&shared)
+            };
+            let mut second = explicit_login(server.explicit, fresh()).await;
+            for mode in [DataMode::ExtendedPassive, DataMode::Active] {
+                assert_eq!(second.retrieve("/shared", mode).await.unwrap(), data);
+                second.store("/shared-2", mode, &data).await.unwrap();
+            }
+            // The first connection closed: its sessions still serve the same user.
+            first.quit().await.unwrap();
+            drop(first);
+            assert_eq!(
+                second
+                    .retrieve("/shared-2", DataMode::ExtendedPassive)
+                    .await
+                    .unwrap(),
+                data
+            );
+
+            let mut bob = connect_plain(server.explicit).await;
+            bob.auth_tls(fresh()).await.unwrap();
+            assert_eq!(bob.login("bob", "secret").await.unwrap().code.0, 230);
+            bob.protect_data().await.unwrap();
+            let error = bob
+                .store("/stolen", DataMode::ExtendedPassive, b"x")
+                .await
+                .unwrap_err();
+            let reply = error.unexpected_reply().expect("a reply").clone();
+            assert_eq!(reply.code.0, 522, "{version:?}: {reply:?}");
+        }
+    }
+
+    /// rclone opens control connections while it transfers, and its shared cache hands out
+    /// the newest session at once, which may be that of a connection still logging in: the
+    /// check waits for that login and decides on it.
+    #[tokio::test]
+    async fn a_session_of_a_connection_still_logging_in_counts_once_it_logs_in() {
+        use rustls::client::Tls12Resumption;
+        let pem = server_certificate();
+        let server = tls_server(strict_policy(), tls_options(&pem)).await;
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            for (later, accepted) in [("alice", true), ("bob", false), ("nobody", false)] {
+                let shared =
+                    client_with_versions(&pem, &[version], Tls12Resumption::SessionIdOrTickets);
+                let mut first = explicit_login(server.explicit, shared.clone()).await;
+                first
+                    .store("/early", DataMode::ExtendedPassive, b"early")
+                    .await
+                    .unwrap();
+                // The second connection's session becomes the newest in the shared cache
+                // (NOOP reads the TLS 1.3 tickets that follow the handshake).
+                let mut second = connect_plain(server.explicit).await;
+                second.auth_tls(shared.clone()).await.unwrap();
+                assert_eq!(second.command("NOOP").await.unwrap().code.0, 200);
+                // The second connection logs in (or leaves) only once our side of the data
+                // connection's handshake is done: the server is checking, or about to.
+                let prepared = first.open_data(DataMode::ExtendedPassive).await.unwrap();
+                let (opening, mut data) = first
+                    .transfer_command("RETR /early", prepared)
+                    .await
+                    .unwrap();
+                assert_eq!(opening.code.0, 150);
+                match later {
+                    "nobody" => {
+                        second.quit().await.unwrap();
+                    }
+                    user => {
+                        assert_eq!(second.login(user, "secret").await.unwrap().code.0, 230);
+                    }
+                }
+                let received = data.receive_all().await;
+                drop(data);
+                let reply = first.finish().await.unwrap();
+                if accepted {
+                    assert_eq!(received.unwrap(), b"early", "{version:?} {later}");
+                    assert_eq!(reply.code.0, 226, "{version:?} {later}: {reply:?}");
+                } else {
+                    assert_eq!(reply.code.0, 522, "{version:?} {later}: {reply:?}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn resumed_sessions_carry_many_transfers() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;

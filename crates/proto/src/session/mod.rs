@@ -1294,18 +1294,18 @@ impl Session {
                 self.extended_passive_only = true;
                 self.reply(Reply::new(ReplyCode::OK, "EPSV ALL accepted"));
             }
-            family @ ("1" | "2") => {
-                let wants_v6 = family == "2";
-                if self.peer.ip().to_canonical().is_ipv6() == wants_v6 {
+            // RFC 2428 §3: a network protocol number (as in RFC 2428 §2, 1: IPv4, 2: IPv6)
+            // the server does not support for this connection gets 522 naming those it does.
+            // The data connection uses the control connection's address family.
+            family if !family.is_empty() && family.bytes().all(|b| b.is_ascii_digit()) => {
+                let peer_is_v6 = self.peer.ip().to_canonical().is_ipv6();
+                let supported = if peer_is_v6 { "2" } else { "1" };
+                if family.trim_start_matches('0') == supported {
                     self.passive(true);
                 } else {
                     self.reply(Reply::new(
                         ReplyCode::PROTOCOL_NOT_SUPPORTED,
-                        if wants_v6 {
-                            "Network protocol not supported, use (1)"
-                        } else {
-                            "Network protocol not supported, use (2)"
-                        },
+                        format!("Network protocol not supported, use ({supported})"),
                     ));
                 }
             }
@@ -1642,8 +1642,8 @@ impl Session {
             Err(TransferFailure::DataTls(DataTlsFailure::NotResumed)) => {
                 self.reply(Reply::new(
                     ReplyCode::PROTOCOL_NOT_SUPPORTED,
-                    "TLS session reuse required: the data connection did not resume the control \
-                     connection's TLS session (tls.require_reuse; a client that cannot resume \
+                    "TLS session reuse required: the data connection did not resume a TLS \
+                     session of this login (tls.require_reuse; a client that cannot resume \
                      needs tls.reuse_exempt_users or tls.reuse_exempt_clients)",
                 ));
             }

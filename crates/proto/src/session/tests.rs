@@ -438,6 +438,24 @@ fn epsv_all_refuses_other_setup_commands() {
 }
 
 #[test]
+fn epsv_with_a_network_protocol_not_supported_gets_522_naming_the_supported_one() {
+    let mut h = Harness::new();
+    h.login_alice();
+    // RFC 2428 §3: 522 with the supported protocols in parentheses; the control connection
+    // is IPv4, so is the data connection.
+    for argument in ["7", "2", "65536", "0"] {
+        assert_eq!(
+            h.expect(&format!("EPSV {argument}"), 522),
+            "Network protocol not supported, use (1)",
+            "EPSV {argument}"
+        );
+    }
+    h.expect("EPSV x", 501);
+    h.expect("EPSV -1", 501);
+    assert_eq!(h.line("EPSV 1"), [Action::OpenPassive]);
+}
+
+#[test]
 fn pasv_cannot_announce_ipv6() {
     let mut h = Harness::new();
     h.login_alice();

@@ -1,18 +1,29 @@
-//! `tls`: AUTH TLS offered, the certificate, a PROT P data connection, and TLS session
+//! `tls`: AUTH TLS offered, the certificate, PROT P data connections, and TLS session
 //! reuse on data connections.
 //!
 //! Two findings: the certificate (facts, and whether it verifies against the system's CA
-//! store for the name in the URL), and the protected data channel. For the latter a LIST runs
-//! twice over PROT P: once with a data connection that resumes the control connection's TLS
-//! session (as curl, lftp and FileZilla do) and once with a full handshake (as Python's
-//! ftplib and many libraries do). A server that refuses the second requires session reuse.
+//! store for the name in the URL), and the protected data channel. For the latter, sessions
+//! run LISTs over PROT P as real clients do:
+//!
+//! - resuming TLS sessions on the data connections (as curl, lftp, FileZilla and rclone do),
+//!   once negotiating TLS 1.3 and once TLS 1.2 (still what most FTPS clients in the field
+//!   negotiate), two LISTs in each session: the second resumes the newest session, which the
+//!   first data connection issued (curl and rclone keep only the newest);
+//! - with a full handshake on the data connection (as Python's ftplib and many libraries
+//!   do). A server that refuses it requires session reuse: a deliberate defence against data
+//!   connection theft, a warning (the clients that resume work), unless clients that resume
+//!   fail too.
+//!
 //! The first session also records the PASV reply seen under TLS, where no middlebox can
-//! rewrite it, for `alg-rewrite`. The LIST goes over EPSV (PASV when EPSV is refused), so a
+//! rewrite it, for `alg-rewrite`. The LISTs go over EPSV (PASV when EPSV is refused), so a
 //! wrong PASV address does not hide what TLS does.
 
 use std::net::{IpAddr, SocketAddr};
 
-use ferroftp_client::{ClientError, ClientTls, TransferProbe, connect_timed, inspect_tls};
+use ferroftp_client::{
+    ClientError, ClientTls, ServerVerification, TlsVersion, TransferProbe, connect_timed,
+    inspect_tls,
+};
 use x509_parser::extensions::GeneralName;
 
 use super::passive::describe_failure;
@@ -181,38 +192,63 @@ fn subject_alternative_names(
         .collect()
 }
 
-/// What one protected LIST did.
+/// What one session's protected LISTs did.
 struct ProtectedList {
     evidence: Vec<String>,
-    /// The data connection was established (a TLS problem, not a reachability one).
+    /// The first data connection was established (a TLS problem, not a reachability one).
     connected: bool,
-    probe: Option<TransferProbe>,
+    /// The control connection's TLS handshake worked (a server may refuse a TLS version).
+    handshake: bool,
+    probes: Vec<TransferProbe>,
+    /// How many LISTs the session was to run.
+    wanted: usize,
 }
 
 impl ProtectedList {
     fn succeeded(&self) -> bool {
-        self.probe.as_ref().is_some_and(TransferProbe::succeeded)
+        self.probes.len() == self.wanted && self.probes.iter().all(TransferProbe::succeeded)
     }
 
-    /// The final reply's text, for the reasons servers give (`session reuse required`).
+    /// The final reply's text of the first LIST that failed, for the reasons servers give
+    /// (`session reuse required`).
     fn final_text(&self) -> String {
-        self.probe
-            .as_ref()
+        self.probes
+            .iter()
+            .find(|probe| !probe.succeeded())
             .and_then(TransferProbe::final_reply)
             .map(reply_line)
             .unwrap_or_default()
     }
 }
 
+/// The TLS versions the doctor tries data connections with, as clients negotiate them.
+const VERSIONS: [(&str, TlsVersion); 2] = [
+    ("TLS 1.3", TlsVersion::Tls13),
+    ("TLS 1.2", TlsVersion::Tls12),
+];
+
+/// LISTs per resuming session: the second resumes a session issued on a data connection.
+const RESUMING_LISTS: usize = 2;
+
 async fn data_channel_finding(context: &mut Context, host: &str) -> Finding {
-    let resuming = match doctor_tls(host) {
-        Ok(tls) => tls,
-        Err(error) => return Finding::error(CHECK, format!("cannot set up TLS: {error}")),
-    };
-    let with_reuse = protected_list(context, resuming.clone(), true).await;
-    let mut evidence = vec!["with a resumed TLS session on the data connection:".to_owned()];
-    evidence.extend(with_reuse.evidence.iter().map(|line| format!("  {line}")));
-    if !with_reuse.connected {
+    let mut evidence = Vec::new();
+    let mut resumed: Vec<(&str, ProtectedList)> = Vec::new();
+    for (index, (name, version)) in VERSIONS.into_iter().enumerate() {
+        let tls =
+            match ClientTls::with_versions(ServerVerification::AcceptAny, host, None, &[version]) {
+                Ok(tls) => tls,
+                Err(error) => return Finding::error(CHECK, format!("cannot set up TLS: {error}")),
+            };
+        let list = protected_list(context, tls, index == 0, RESUMING_LISTS).await;
+        evidence.push(format!(
+            "{name}, a resumed session on each data connection, {RESUMING_LISTS} LISTs:"
+        ));
+        evidence.extend(list.evidence.iter().map(|line| format!("  {line}")));
+        resumed.push((name, list));
+    }
+    // Versions the server does not speak at all are not a data-connection problem.
+    resumed.retain(|(_, list)| list.handshake);
+    if resumed.iter().all(|(_, list)| !list.connected) {
         return Finding::warning(
             CHECK,
             "PROT P not tested: the data connection could not be opened (see epsv and \
@@ -220,91 +256,131 @@ async fn data_channel_finding(context: &mut Context, host: &str) -> Finding {
         )
         .evidence(evidence);
     }
-    let fresh = protected_list(context, resuming.without_data_resumption(), false).await;
-    evidence.push("with a full TLS handshake on the data connection:".to_owned());
+    let fresh_tls = match doctor_tls(host) {
+        Ok(tls) => tls.without_data_resumption(),
+        Err(error) => return Finding::error(CHECK, format!("cannot set up TLS: {error}")),
+    };
+    let fresh = protected_list(context, fresh_tls, false, 1).await;
+    evidence.push("a full TLS handshake on the data connection:".to_owned());
     evidence.extend(fresh.evidence.iter().map(|line| format!("  {line}")));
 
-    let reuse_remedy = || {
+    let reuse_settings = || {
         join(&[
             vec![
-                "Stop requiring TLS session reuse on data connections (it protects against \
-                  data connection theft, so exempt only what needs it where you can):"
+                "Only if such clients must be served: TLS session reuse protects against data \
+                 connection theft, so exempt only what needs it where you can:"
                     .to_owned(),
             ],
             session_reuse_settings(context.server),
-            vec!["or use clients that resume the session (curl, lftp, FileZilla).".to_owned()],
+            vec![
+                "or use clients that resume the session (curl, lftp, FileZilla, rclone)."
+                    .to_owned(),
+            ],
         ])
     };
-    match (with_reuse.succeeded(), fresh.succeeded()) {
-        (true, true) => Finding::ok(
-            CHECK,
-            "PROT P data connections work, with or without TLS session reuse",
-        )
-        .evidence(evidence),
-        (true, false) => {
-            let reply = fresh.final_text();
-            Finding::error(
+    let working: Vec<&str> = resumed
+        .iter()
+        .filter(|(_, list)| list.succeeded())
+        .map(|(name, _)| *name)
+        .collect();
+    let failing: Vec<(&str, String)> = resumed
+        .iter()
+        .filter(|(_, list)| !list.succeeded())
+        .map(|(name, list)| (*name, list.final_text()))
+        .collect();
+    if failing.is_empty() {
+        let versions = working.join(" and ");
+        if fresh.succeeded() {
+            return Finding::ok(
                 CHECK,
                 format!(
-                    "the server requires TLS session reuse on data connections: we resume the \
-                     control connection's session and can transfer, but clients that do not \
-                     (Python ftplib, many libraries) fail{}",
-                    if reply.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" with {reply}")
-                    }
+                    "PROT P data connections work ({versions}), with or without TLS session \
+                     reuse"
                 ),
             )
-            .evidence(evidence)
-            .remedy(reuse_remedy())
+            .evidence(evidence);
         }
-        (false, _) => {
-            let reply = with_reuse.final_text();
-            let mentions_reuse = format!("{reply} {}", fresh.final_text())
-                .to_ascii_lowercase()
-                .contains("reuse");
-            let summary = if mentions_reuse {
-                format!(
-                    "the server requires TLS session reuse and refuses even our resumed \
-                     session: PROT P transfers fail ({reply})"
-                )
+        let reply = fresh.final_text();
+        return Finding::warning(
+            CHECK,
+            format!(
+                "the server requires TLS session reuse on data connections: clients that resume \
+                 the session (curl, lftp, FileZilla, rclone) transfer ({versions}, several \
+                 transfers per session); clients that do not (Python's stock ftplib, some \
+                 libraries) are refused{}",
+                if reply.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {reply}")
+                }
+            ),
+        )
+        .evidence(evidence)
+        .remedy(reuse_settings());
+    }
+    let texts: Vec<String> = failing
+        .iter()
+        .map(|(name, reply)| {
+            if reply.is_empty() {
+                (*name).to_owned()
             } else {
-                format!(
-                    "PROT P transfers fail{}",
-                    if reply.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {reply}")
-                    }
-                )
-            };
-            let finding = Finding::error(CHECK, summary).evidence(evidence);
-            if mentions_reuse {
-                finding.remedy(reuse_remedy())
-            } else {
-                finding.remedy(
-                    "check the server's TLS log for the data connection; a server that needs \
-                     its certificate on data connections too, or a TLS-inspecting middlebox, \
-                     breaks PROT P",
-                )
+                format!("{name}: {reply}")
             }
-        }
+        })
+        .collect();
+    let mentions_reuse = texts
+        .iter()
+        .chain(std::iter::once(&fresh.final_text()))
+        .any(|text| text.to_ascii_lowercase().contains("reuse"));
+    let who = if working.is_empty() {
+        String::new()
+    } else {
+        format!(" (with {} they work)", working.join(" and "))
+    };
+    let summary = if mentions_reuse {
+        format!(
+            "the server requires TLS session reuse and refuses resumed sessions: PROT P \
+             transfers of clients that resume fail{who} ({})",
+            texts.join("; ")
+        )
+    } else {
+        format!("PROT P transfers fail{who} ({})", texts.join("; "))
+    };
+    let finding = Finding::error(CHECK, summary).evidence(evidence);
+    if mentions_reuse {
+        finding.remedy(join(&[
+            vec![
+                "The server does not recognise the sessions clients resume (a server that \
+                 recognises only TLS 1.3 resumption, or only the control connection's own \
+                 session, refuses curl and lftp): update it, or stop requiring reuse:"
+                    .to_owned(),
+            ],
+            session_reuse_settings(context.server),
+        ]))
+    } else {
+        finding.remedy(
+            "check the server's TLS log for the data connection; a server that needs its \
+             certificate on data connections too, or a TLS-inspecting middlebox, breaks PROT P",
+        )
     }
 }
 
 /// One TLS session: login, PBSZ/PROT P, PASV (recorded under TLS when `record_passive`), then
-/// LIST over EPSV (PASV when EPSV is refused) with a protected data connection.
+/// `lists` LISTs over EPSV (PASV when EPSV is refused), each with a protected data
+/// connection; stops at the first that fails.
 async fn protected_list(
     context: &mut Context,
     tls: ClientTls,
     record_passive: bool,
+    lists: usize,
 ) -> ProtectedList {
     let mut evidence = Vec::new();
     let mut result = ProtectedList {
         evidence: Vec::new(),
         connected: false,
-        probe: None,
+        handshake: false,
+        probes: Vec::new(),
+        wanted: lists,
     };
     let mut client = match context
         .open_session_with(Some(tls.clone()), &mut evidence)
@@ -317,6 +393,7 @@ async fn protected_list(
             return result;
         }
     };
+    result.handshake = true;
     let control = context.control;
     let mut pasv_target = None;
     if control.is_ipv4() {
@@ -341,40 +418,50 @@ async fn protected_list(
             Err(error) => evidence.push(format!("PASV → {error}")),
         }
     }
-    let target = match client.request_extended_passive().await {
-        Ok((reply, port)) => {
-            evidence.push(format!("EPSV → {}", reply_line(&reply)));
-            Some(SocketAddr::new(control.ip(), port))
-        }
-        Err(error) => {
-            evidence.push(format!("EPSV → {error}"));
-            // The PASV listener was replaced by nothing: ask again and use it.
-            match client.request_passive().await {
-                Ok((reply, announced)) => {
-                    evidence.push(format!("PASV → {}", reply_line(&reply)));
-                    Some(SocketAddr::V4(announced))
-                }
-                Err(_) => pasv_target,
+    for round in 0..lists {
+        let target = match client.request_extended_passive().await {
+            Ok((reply, port)) => {
+                evidence.push(format!("EPSV → {}", reply_line(&reply)));
+                Some(SocketAddr::new(control.ip(), port))
             }
-        }
-    };
-    if let Some(target) = target {
+            Err(error) => {
+                evidence.push(format!("EPSV → {error}"));
+                // The PASV listener was replaced by nothing: ask again and use it.
+                match client.request_passive().await {
+                    Ok((reply, announced)) => {
+                        evidence.push(format!("PASV → {}", reply_line(&reply)));
+                        Some(SocketAddr::V4(announced))
+                    }
+                    Err(_) => pasv_target,
+                }
+            }
+        };
+        let Some(target) = target else {
+            break;
+        };
         let attempt = connect_timed(target, context.timeout()).await;
         evidence.push(attempt.to_string());
         if let Some(failure) = describe_failure(&attempt) {
             evidence.push(format!("the data port {failure}"));
         }
-        if let Ok(stream) = attempt.result {
+        let Ok(stream) = attempt.result else {
+            break;
+        };
+        if round == 0 {
             result.connected = true;
-            let command = context.list_command();
-            let probe = client
-                .probe_transfer(&command, stream, Some(&tls), context.timeout() * 2)
-                .await;
-            evidence.extend(transfer_evidence(&probe));
-            if let Some(session) = &probe.data_tls {
-                evidence.push(format!("data connection TLS: {session}"));
-            }
-            result.probe = Some(probe);
+        }
+        let command = context.list_command();
+        let probe = client
+            .probe_transfer(&command, stream, Some(&tls), context.timeout() * 2)
+            .await;
+        evidence.extend(transfer_evidence(&probe));
+        if let Some(session) = &probe.data_tls {
+            evidence.push(format!("data connection TLS: {session}"));
+        }
+        let succeeded = probe.succeeded();
+        result.probes.push(probe);
+        if !succeeded {
+            break;
         }
     }
     result.evidence = evidence;
