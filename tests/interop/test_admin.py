@@ -161,6 +161,24 @@ def test_health_and_readiness(start_server):
         assert [s.value for s in found] == [0.0], (name, labels, found)
 
 
+def test_per_user_series_only_when_asked_for(start_server):
+    server = start_server(config=ADMIN_CONFIG.replace("per_user_metrics = true",
+                                                      "per_user_metrics = false"))
+    port = admin_port(server)
+    user = server.users[server.user]
+    ftp = ftplib.FTP()
+    ftp.connect(server.host, server.port, timeout=SOCKET_TIMEOUT)
+    ftp.login(user.name, user.password)
+    assert ftp.storbinary("STOR a.bin", io.BytesIO(b"12345")).startswith("226")
+    ftp.quit()
+    families = list(text_string_to_metric_families(http_get(port, "/metrics")[1]))
+    assert sample_value(families, "ferroftp_transfer_bytes_total", direction="upload",
+                        result="ok") == 5
+    names = {s.name for family in families for s in family.samples}
+    assert not [name for name in names if name.startswith("ferroftp_user_")], names
+    assert user.name not in http_get(port, "/metrics")[1]
+
+
 def test_tls_handshakes_and_reuse_refusals_are_counted(start_server):
     server = start_server(config=ADMIN_CONFIG, extra_args=["--tls", "self-signed"])
     port = admin_port(server)
