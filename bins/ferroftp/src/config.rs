@@ -8,6 +8,7 @@
 //! ```toml
 //! [server]
 //! idle_timeout = "5m"
+//! login_timeout = "30s"
 //! max_sessions = 1000
 //! max_sessions_per_ip = 50
 //! threads = 2
@@ -234,6 +235,10 @@ pub struct ServerConfig {
     /// A control connection idle this long is closed (421).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A control connection not logged in this long after it connected is closed (421),
+    /// whatever it sends meanwhile.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
     /// Sessions served at once; more are refused with 421.
     pub max_sessions: usize,
     /// Sessions served at once from one client address.
@@ -263,6 +268,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(5 * 60),
+            login_timeout: Duration::from_secs(30),
             max_sessions: 1000,
             max_sessions_per_ip: 50,
             threads: None,
@@ -824,6 +830,7 @@ impl Config {
             }
         };
         require_positive("server.idle_timeout", self.server.idle_timeout);
+        require_positive("server.login_timeout", self.server.login_timeout);
         require_positive("passive.accept_timeout", self.passive.accept_timeout);
         require_positive("active.connect_timeout", self.active.connect_timeout);
         require_positive("data.idle_timeout", self.data.idle_timeout);

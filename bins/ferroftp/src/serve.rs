@@ -619,6 +619,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
         session: SessionConfig {
             greeting: config.server.greeting.clone(),
             idle_timeout: config.server.idle_timeout,
+            login_timeout: config.server.login_timeout,
             max_failed_logins: config.server.max_failed_logins,
             allow_active: config.active.enabled,
             allow_resume_upload: true,

@@ -509,6 +509,23 @@ async fn idle_session_is_closed_with_421() {
 }
 
 #[tokio::test]
+async fn a_session_that_does_not_log_in_is_closed_by_the_login_timeout() {
+    let mut options = test_options();
+    options.session.idle_timeout = Duration::from_secs(600);
+    options.session.login_timeout = Duration::from_millis(500);
+    let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+    let mut client = server.connect().await;
+    assert_eq!(code(&mut client, "NOOP").await, 200);
+    assert_eq!(code(&mut client, "USER alice").await, 331);
+    // Wait on the socket: NOOP did not extend the deadline, the server speaks first.
+    let reply = client.read_reply().await.unwrap();
+    assert_eq!(
+        (reply.code.0, reply.text().as_str()),
+        (421, "Login timeout, closing connection")
+    );
+}
+
+#[tokio::test]
 async fn abor_stops_a_running_download() {
     let server = memory_server().await;
     let mut client = server.login("alice").await;

@@ -40,6 +40,10 @@ pub struct SessionConfig {
     pub greeting: String,
     /// Close a session idle this long with 421.
     pub idle_timeout: Duration,
+    /// Close a session not logged in this long after it connected with 421, whatever it
+    /// sends meanwhile (NOOP does not extend it): otherwise a few addresses that connect and
+    /// keep talking without logging in could hold every session slot.
+    pub login_timeout: Duration,
     /// After this many failed logins the connection is closed with 421.
     pub max_failed_logins: u32,
     /// PORT/EPRT allowed (RFC 2577 checks still apply).
@@ -155,6 +159,7 @@ impl Default for SessionConfig {
         Self {
             greeting: "ferroftp ready".to_owned(),
             idle_timeout: Duration::from_secs(300),
+            login_timeout: Duration::from_secs(30),
             max_failed_logins: 3,
             allow_active: true,
             allow_resume_upload: true,
@@ -252,6 +257,9 @@ pub struct Session {
     actions: VecDeque<Action>,
     failed_logins: u32,
     idle_deadline: Instant,
+    /// When a session that is not logged in is closed: set at connect (and again after
+    /// REIN), cleared by a successful login, never moved by other commands.
+    login_deadline: Option<Instant>,
     closed: bool,
     /// AUTH TLS is possible on this listener (explicit or implicit).
     tls_available: bool,
@@ -297,6 +305,7 @@ impl Session {
         };
         let greeting = Reply::new(ReplyCode::SERVICE_READY, config.greeting.clone());
         let idle_deadline = now + config.idle_timeout;
+        let login_deadline = Some(now + config.login_timeout);
         let mut session = Self {
             config,
             peer,
@@ -313,6 +322,7 @@ impl Session {
             actions: VecDeque::new(),
             failed_logins: 0,
             idle_deadline,
+            login_deadline,
             closed: false,
             tls_available,
             control_tls: implicit.is_some(),
@@ -334,10 +344,13 @@ impl Session {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next: the idle
-    /// deadline, or `None` while an operation is in flight (transfers have their own limits
-    /// in the driver) or once closed.
+    /// deadline or, before login, the login deadline if sooner; `None` while an operation is
+    /// in flight (transfers have their own limits in the driver) or once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.in_flight.is_none() && !self.closed).then_some(self.idle_deadline)
+        (self.in_flight.is_none() && !self.closed).then(|| {
+            self.login_deadline
+                .map_or(self.idle_deadline, |login| login.min(self.idle_deadline))
+        })
     }
 
     /// `true` once the session asked to close; it ignores further input.
@@ -371,7 +384,18 @@ impl Session {
 
     /// Time passed: closes an idle session with 421 (RFC 959 §4.2: service closing).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed || self.in_flight.is_some() || now < self.idle_deadline {
+        if self.closed || self.in_flight.is_some() {
+            return;
+        }
+        if self.login_deadline.is_some_and(|deadline| now >= deadline) {
+            self.reply(Reply::new(
+                ReplyCode::SERVICE_UNAVAILABLE,
+                "Login timeout, closing connection",
+            ));
+            self.close();
+            return;
+        }
+        if now < self.idle_deadline {
             return;
         }
         self.reply(Reply::new(
@@ -474,6 +498,14 @@ impl Session {
             return;
         }
         self.process_line(line);
+        self.arm_login_deadline(now);
+    }
+
+    /// A session back in the pre-login state (REIN) gets a new login deadline.
+    fn arm_login_deadline(&mut self, now: Instant) {
+        if self.login_deadline.is_none() && !matches!(self.login, Login::LoggedIn(_)) {
+            self.login_deadline = Some(now + self.config.login_timeout);
+        }
     }
 
     /// The driver finished an action.
@@ -525,6 +557,7 @@ impl Session {
             }
         }
         self.drain_queue();
+        self.arm_login_deadline(now);
     }
 
     fn drain_queue(&mut self) {
@@ -767,6 +800,7 @@ impl Session {
         match result {
             Ok(user) => {
                 self.failed_logins = 0;
+                self.login_deadline = None;
                 self.cwd = VirtualPath::root();
                 let text = if user.read_only {
                     format!("User {} logged in (read-only)", user.name)

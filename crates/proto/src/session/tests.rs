@@ -624,6 +624,58 @@ fn idle_session_is_closed_with_421() {
 }
 
 #[test]
+fn a_session_not_logged_in_in_time_is_closed_whatever_it_sends() {
+    let mut h = Harness::with_config(SessionConfig {
+        idle_timeout: Duration::from_secs(300),
+        login_timeout: Duration::from_secs(30),
+        ..SessionConfig::default()
+    });
+    let login_deadline = h.now + Duration::from_secs(30);
+    assert_eq!(h.session.poll_timeout(), Some(login_deadline));
+    // NOOP, a wrong password and USER move the idle deadline, not the login deadline.
+    h.now += Duration::from_secs(20);
+    h.expect("NOOP", 200);
+    h.expect("USER alice", 331);
+    h.line("PASS wrong");
+    assert_eq!(
+        replies(h.outcome(Outcome::Authenticated(Err(LoginFailure::Rejected))))[0].0,
+        530
+    );
+    assert_eq!(h.session.poll_timeout(), Some(login_deadline));
+    h.session.handle_timeout(login_deadline - Duration::from_millis(1));
+    assert!(h.actions().is_empty());
+    h.session.handle_timeout(login_deadline);
+    let actions = h.actions();
+    assert_eq!(
+        replies(actions.clone()),
+        [(421, "Login timeout, closing connection".to_owned())]
+    );
+    assert_eq!(actions.last(), Some(&Action::Close));
+}
+
+#[test]
+fn a_logged_in_session_has_no_login_deadline_until_rein() {
+    let mut h = Harness::with_config(SessionConfig {
+        idle_timeout: Duration::from_secs(300),
+        login_timeout: Duration::from_secs(30),
+        ..SessionConfig::default()
+    });
+    h.login_alice();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(300))
+    );
+    h.session.handle_timeout(h.now + Duration::from_secs(31));
+    assert!(h.actions().is_empty());
+    h.now += Duration::from_secs(100);
+    h.expect("REIN", 220);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(30))
+    );
+}
+
+#[test]
 fn no_idle_timeout_while_an_operation_is_in_flight() {
     let mut h = Harness::new();
     h.login_alice();
