@@ -439,10 +439,10 @@ def test_transfer_log_has_one_xferlog_line_per_transfer_and_reopens_on_sighup(
                 r["method"], r["auth_id"]) == ("127.0.0.1", "b", "_", "r", server.user, "ftp",
                                                "0", "*"), r
         assert r["seconds"] >= 1
-    # The event log names them too, with the same paths (not a Rust Debug form).
+    # The event log names them too, with the same paths (quoted: client text).
     text = events.read_text()
-    assert 'command="APPE" path=/my file.bin bytes=1 ' in text, text[-3000:]
-    assert 'command="STOR" path=/cut.bin bytes=1048576 ' in text, text[-3000:]
+    assert 'command="APPE" path="/my file.bin" bytes=1 ' in text, text[-3000:]
+    assert 'command="STOR" path="/cut.bin" bytes=1048576 ' in text, text[-3000:]
 
     # logrotate: move both files away, SIGHUP, and the next lines go to new files.
     os.rename(xferlog, tmp_path / "xferlog.1")
@@ -456,5 +456,5 @@ def test_transfer_log_has_one_xferlog_line_per_transfer_and_reopens_on_sighup(
     # Storage changes name their paths in the client's form too, in the new event log.
     assert curl("-Q", "MKD new dir", server.url("")).returncode == 0
     wait_for(lambda: "storage changed" in events.read_text(), "the MKD in the new event log")
-    assert 'storage changed command="MKD" path=/new dir' in events.read_text()
+    assert 'storage changed command="MKD" path="/new dir"' in events.read_text()
     assert server.proc.poll() is None

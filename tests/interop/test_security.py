@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import ftplib
 import io
+import json
 import os
 import re
 import secrets
+import socket
 import subprocess
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from conftest import User
 from ftp_helpers import (SOCKET_TIMEOUT, assert_new_session_works, assert_session_alive,
-                         cmd_with_data_connection, curl, raw_session, wait_for)
+                         cmd_with_data_connection, curl, parse_pasv, raw_session, wait_for)
 
 
 def login(server, user=None) -> ftplib.FTP:
@@ -259,3 +262,90 @@ def test_fail2ban_filter_matches_every_failed_login_and_only_its_address(
     # -v lists the address of each match: always the client's, never the forged one.
     found = re.findall(r"^\|\s+(\d+\.\d+\.\d+\.\d+)\s+\w{3} \w{3}", out, re.M)
     assert found == ["127.0.0.1"] * len(names), out
+
+
+# Client text with every kind of control byte a line can carry: ESC (colours), BEL, a lone CR
+# (a forged line on a terminal), DEL, a C1 CSI (U+009B), a tab. LF cannot be inside a line (it
+# ends it) and NUL is refused by the framing (501); both are sent too. Names of files get the
+# same text without CR (names with CR or LF are refused at creation).
+HOSTILE = "x\x1b[31mRED\rFAKE user=admin logged in\x07\x7f\u009b\tend"
+HOSTILE_NAME = HOSTILE.replace("\r", " ")
+
+
+def _escaped(text: str) -> str:
+    """What the event log writes for `text` (Rust's Debug escapes, without the quotes)."""
+    out = []
+    for ch in text:
+        named = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0", "\\": "\\\\",
+                 '"': '\\"'}
+        if ch in named:
+            out.append(named[ch])
+        elif unicodedata.category(ch) == "Cc":
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _control_bytes(data: bytes) -> list[bytes]:
+    """The control characters (C0 but LF, DEL, C1 as UTF-8) in a log file's bytes."""
+    return re.findall(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]", data)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_client_text_never_reaches_the_logs_raw(start_server, tmp_path, log_format,
+                                                monkeypatch):
+    events = tmp_path / f"events-{log_format}.log"
+    xferlog = tmp_path / f"xferlog-{log_format}"
+    config = tmp_path / f"log-{log_format}.toml"
+    config.write_text(f'[log]\nformat = "{log_format}"\nfile = "{events}"\n'
+                      f'transfer_log = "{xferlog}"\n')
+    # Debug too: failed storage operations log the paths the client sent.
+    monkeypatch.setenv("FERROFTP_LOG", "debug")
+    server = start_server(extra_args=["--config", str(config)])
+    hostile, name = HOSTILE.encode(), HOSTILE_NAME.encode()
+    with raw_session(server, login=False) as c:
+        assert c.cmd(b"USER " + hostile).code == 331
+        assert c.cmd("PASS wrong").code == 530
+        assert c.cmd(b"USER a\x00b\x1b").code == 501
+        assert c.cmd(b"\x1b[31mVERB\x07 x").code == 500
+    with raw_session(server) as c:
+        c.expect(b"MKD d" + name, 257)
+        c.expect(b"RNFR d" + name, 350)
+        c.expect(b"RNTO e" + name, 250)
+        c.expect(b"CWD nowhere" + hostile, 550)
+        c.expect(b"SITE CHMOD 644 nowhere" + hostile, 550)
+        c.expect("TYPE I", 200)
+        host, port = parse_pasv(c.expect("PASV", 227).text)
+        with socket.create_connection((host, port), timeout=SOCKET_TIMEOUT) as data:
+            assert c.cmd(b"STOR f" + name).code == 150
+            data.sendall(b"payload")
+        assert c.read_reply().code == 226
+        c.expect(b"DELE f" + name, 250)
+        c.expect("QUIT", 221)
+    wait_for(lambda: events.exists() and "DELE" in events.read_text(errors="replace"),
+             "the DELE in the event log")
+    wait_for(lambda: xferlog.exists() and xferlog.read_bytes().count(b"\n") == 1,
+             "the STOR in the transfer log")
+    for log in (events, xferlog):
+        raw = log.read_bytes()
+        assert not _control_bytes(raw), (log.name, _control_bytes(raw), raw[-3000:])
+    text = events.read_text()
+    if log_format == "text":
+        assert f'login failed client=127.0.0.1 user="{_escaped(HOSTILE)}"' in text, text[-3000:]
+        assert f'path="/f{_escaped(HOSTILE_NAME)}"' in text, text[-3000:]
+        assert f'to="/e{_escaped(HOSTILE_NAME)}"' in text, text[-3000:]
+    else:
+        records = [json.loads(line) for line in text.splitlines()]
+        failed = [r for r in records if r["event"] == "login failed"]
+        assert [r["user"] for r in failed] == [_escaped(HOSTILE)], failed
+        transfer = [r for r in records if r["event"] == "transfer"]
+        assert [r["path"] for r in transfer] == [f"/f{_escaped(HOSTILE_NAME)}"], transfer
+        renamed = [r for r in records if r.get("command") == "RNTO"]
+        assert [r["to"] for r in renamed] == [f"/e{_escaped(HOSTILE_NAME)}"], renamed
+    # xferlog: spaces and control characters as `_`, so the line keeps its 18 fields.
+    fields = xferlog.read_text().split()
+    assert len(fields) == 18, fields
+    expected = "".join("_" if ch.isspace() or unicodedata.category(ch) == "Cc" else ch
+                       for ch in "/f" + HOSTILE_NAME)
+    assert fields[8] == expected, fields

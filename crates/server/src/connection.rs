@@ -23,7 +23,7 @@ use ferroftp_proto::session::{
     PassiveFailure, StorageRequest, StorageResult, TransferFailure, TransferKind, TransferRequest,
     TransferSummary, UploadTarget, WriteMode,
 };
-use ferroftp_proto::{DirEntry, Session, StorageErrorKind, VirtualPath};
+use ferroftp_proto::{DirEntry, Escaped, Session, StorageErrorKind, VirtualPath};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -158,7 +158,7 @@ impl TransferLog {
         };
         info!(
             command = self.command,
-            path = %self.path,
+            path = ?Escaped(&self.path),
             bytes,
             duration_ms = duration.as_millis() as u64,
             reply,
@@ -367,7 +367,7 @@ async fn serve_session(
                     )
                 }
                 Err(error) => {
-                    debug!(%peer, %error, "implicit TLS handshake failed");
+                    debug!(%peer, error = %Escaped(&error), "implicit TLS handshake failed");
                     telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                     return;
                 }
@@ -600,14 +600,17 @@ impl ControlConnection {
                 let info = tls::tls_info(stream.get_ref().1);
                 debug!(
                     version = ?stream.get_ref().1.protocol_version(),
-                    client_certificate = ?info.client_name,
+                    client_certificate = info
+                        .client_name
+                        .as_deref()
+                        .map(|name| tracing::field::debug(Escaped(name))),
                     "control connection upgraded to TLS"
                 );
                 self.stream = ControlStream::Tls(Box::new(stream));
                 Ok(info)
             }
             Err(error) => {
-                debug!(%error, "TLS handshake after AUTH TLS failed");
+                debug!(error = %Escaped(&error), "TLS handshake after AUTH TLS failed");
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                 Err(error.to_string())
             }
@@ -684,7 +687,8 @@ impl ControlConnection {
         };
         match self.context.authenticator.authenticate(&attempt).await {
             Ok(user) => {
-                self.span.record("user", user.name.as_str());
+                self.span
+                    .record("user", tracing::field::debug(Escaped(&user.name)));
                 if let Some(lineage) = &mut self.lineage {
                     lineage.logged_in(&user.name);
                 }
@@ -692,7 +696,7 @@ impl ControlConnection {
                 self.registration.set_user(&user.name);
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
-                info!(user = %user.name, reply = 230, "logged in");
+                info!(user = ?Escaped(&user.name), reply = 230, "logged in");
                 let storage = &*self.context.storage;
                 self.context
                     .homes
@@ -703,11 +707,11 @@ impl ControlConnection {
             Err(AuthError::Rejected) => {
                 // One stable line per failed login, for fail2ban
                 // (contrib/fail2ban/filter.d/ferroftp.conf): the client's address first, then
-                // what the client sent, quoted and escaped (Debug), so that a user name can
-                // neither break the line nor forge another address.
+                // what the client sent, quoted and escaped, so that a user name can neither
+                // break the line nor forge another address.
                 warn!(
                     client = %attempt.peer,
-                    user = ?attempt.username,
+                    user = ?Escaped(&attempt.username),
                     reason = %"bad-credentials",
                     reply = 530,
                     "login failed"
@@ -924,7 +928,7 @@ impl ControlConnection {
                 self.stage = TransferStage::Committing(Box::pin(commit(upload)));
             }
             StageEvent::Secured(Err(error)) => {
-                warn!(%error, "securing upload failed");
+                warn!(error = %Escaped(&error), "securing upload failed");
                 self.finish(Err(TransferFailure::Storage(error.kind)));
             }
             StageEvent::Moved(Ok(Moved::Sent { bytes, leftovers })) => {
@@ -953,7 +957,7 @@ impl ControlConnection {
                     telemetry::upload_committed(data_complete.elapsed());
                 }
                 self.finish(result.map(|_| received).map_err(|error| {
-                    warn!(%error, "committing upload failed");
+                    warn!(error = %Escaped(&error), "committing upload failed");
                     TransferFailure::Storage(error.kind)
                 }))
             }
@@ -1173,15 +1177,16 @@ async fn storage_operation(
             if let Some((command, path, to)) = change {
                 info!(
                     command,
-                    path = %path,
-                    to = to.map(tracing::field::display),
+                    path = ?Escaped(path),
+                    to = to.map(|to| tracing::field::debug(Escaped(to))),
                     "storage changed"
                 );
             }
             Ok(result)
         }
         Err(error) => {
-            debug!(?request, %error, "storage operation failed");
+            // Debug escapes the client's paths in the request; the error may quote one too.
+            debug!(?request, error = %Escaped(&error), "storage operation failed");
             Err(error.kind)
         }
     }

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use ferroftp_backend::{Storage, VirtualPath, make_dir_all};
+use ferroftp_proto::Escaped;
 use tracing::{info, warn};
 
 /// The homes known to exist, so that only a user's first login since the start pays for a
@@ -32,7 +33,7 @@ impl KnownHomes {
         match make_dir_all(storage, home).await {
             Ok(created) => {
                 if created {
-                    info!(user, home = %home, "created the user's home directory");
+                    info!(user = ?Escaped(user), home = ?Escaped(home), "created the user's home directory");
                 }
                 self.existing
                     .lock()
@@ -40,7 +41,7 @@ impl KnownHomes {
                     .insert(home.clone());
             }
             Err(error) => {
-                warn!(user, home = %home, %error, "cannot create the user's home directory");
+                warn!(user = ?Escaped(user), home = ?Escaped(home), error = %Escaped(&error), "cannot create the user's home directory");
             }
         }
     }

@@ -642,7 +642,8 @@ fn a_session_not_logged_in_in_time_is_closed_whatever_it_sends() {
         530
     );
     assert_eq!(h.session.poll_timeout(), Some(login_deadline));
-    h.session.handle_timeout(login_deadline - Duration::from_millis(1));
+    h.session
+        .handle_timeout(login_deadline - Duration::from_millis(1));
     assert!(h.actions().is_empty());
     h.session.handle_timeout(login_deadline);
     let actions = h.actions();
