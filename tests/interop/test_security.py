@@ -216,7 +216,9 @@ def test_anonymous_disabled_by_default(server):
 @pytest.mark.parametrize("name", ["anonymous", "ftp"])
 def test_anonymous_enabled(start_server, name):
     server = start_server(anonymous=True)
-    server.path("pub.txt").write_bytes(b"public")
+    server.path("pub").mkdir()
+    server.path("pub/pub.txt").write_bytes(b"public")
+    server.path("private.txt").write_bytes(b"an account's file")
     ftp = ftplib.FTP()
     ftp.connect(server.host, server.port, timeout=SOCKET_TIMEOUT)
     try:
@@ -224,8 +226,31 @@ def test_anonymous_enabled(start_server, name):
         buf = io.BytesIO()
         assert ftp.retrbinary("RETR pub.txt", buf.write).startswith("226")
         assert buf.getvalue() == b"public"
+        # Confined to /pub (auth.anonymous_home), not the storage root.
+        assert ftp.pwd() == "/"
+        assert ftp.nlst() == ["pub.txt"]
+        for path in ("/private.txt", "../private.txt"):
+            with pytest.raises(ftplib.error_perm, match="^550"):
+                ftp.retrbinary(f"RETR {path}", buf.write)
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            ftp.storbinary("STOR new.txt", io.BytesIO(b"x"))
     finally:
         ftp.close()
+
+
+def test_anonymous_home_is_configurable_and_created_if_missing(start_server, tmp_path):
+    config = tmp_path / "anonymous.toml"
+    config.write_text('[auth]\nanonymous = true\nanonymous_home = "/srv/public"\n')
+    server = start_server(extra_args=["--config", str(config)])
+    server.path("top.txt").write_bytes(b"not for anonymous")
+    assert not server.path("srv/public").exists()
+    with raw_session(server, login=False) as c:
+        c.expect("USER anonymous", 331)
+        c.expect("PASS guest@example.com", 230)
+        assert server.path("srv/public").is_dir()
+        assert cmd_with_data_connection(c, "RETR /top.txt").code == 550
+        assert cmd_with_data_connection(c, "RETR ../../top.txt").code == 550
+        c.expect("MKD x", 550)
 
 
 # --------------------------------------------------------------------------------------------

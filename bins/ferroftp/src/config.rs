@@ -44,6 +44,7 @@
 //! kind = "file"
 //! path = "users.toml"
 //! anonymous = false
+//! anonymous_home = "/pub"
 //! [admin]
 //! listen = "127.0.0.1:9121"
 //! ```
@@ -55,6 +56,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ferroftp_proto::VirtualPath;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
@@ -605,6 +607,9 @@ pub struct AuthConfig {
     pub backend: AuthBackendConfig,
     /// Let `anonymous` and `ftp` log in read-only with any password.
     pub anonymous: bool,
+    /// Where anonymous sessions are confined (a path in the storage, created at the first
+    /// anonymous login); default `/pub`.
+    pub anonymous_home: VirtualPath,
 }
 
 /// A user database.
@@ -624,6 +629,7 @@ impl Default for AuthConfig {
                 path: default_users_path(),
             },
             anonymous: false,
+            anonymous_home: default_anonymous_home(),
         }
     }
 }
@@ -637,6 +643,12 @@ struct RawAuthConfig {
     path: Option<PathBuf>,
     #[serde(default)]
     anonymous: bool,
+    anonymous_home: Option<String>,
+}
+
+fn default_anonymous_home() -> VirtualPath {
+    ferroftp_auth_file::parse_home(ferroftp_auth_file::DEFAULT_ANONYMOUS_HOME)
+        .expect("the default anonymous home is a valid path")
 }
 
 #[derive(Default, Deserialize)]
@@ -655,9 +667,15 @@ impl TryFrom<RawAuthConfig> for AuthConfig {
                 path: raw.path.unwrap_or_else(default_users_path),
             },
         };
+        let anonymous_home = match raw.anonymous_home {
+            Some(text) => ferroftp_auth_file::parse_home(&text)
+                .map_err(|error| format!("auth.anonymous_home: {error}"))?,
+            None => default_anonymous_home(),
+        };
         Ok(Self {
             backend,
             anonymous: raw.anonymous,
+            anonymous_home,
         })
     }
 }
@@ -1300,6 +1318,14 @@ advertise_tls = "0.0.0.0"
     }
 
     #[test]
+    fn the_anonymous_home_is_an_absolute_path_in_the_storage() {
+        let config = Config::parse("[auth]\nanonymous_home = \"/srv/./public/\"\n").unwrap();
+        assert_eq!(config.auth.anonymous_home.to_string(), "/srv/public");
+        let error = Config::parse("[auth]\nanonymous_home = \"pub\"\n").unwrap_err();
+        assert!(error.to_string().contains("anonymous_home"), "{error}");
+    }
+
+    #[test]
     fn partial_tables_keep_the_other_defaults() {
         let config = Config::parse(
             "[server]\nmax_sessions = 7\n[[server.listeners]]\nlisten = \"[::]:21\"\n\
@@ -1320,6 +1346,7 @@ advertise_tls = "0.0.0.0"
             }
         );
         assert!(config.auth.anonymous);
+        assert_eq!(config.auth.anonymous_home.to_string(), "/pub");
         assert_eq!(
             config.firewall_summary(),
             "open TCP ports 21, 2100 (control) and 60000 (passive data)"

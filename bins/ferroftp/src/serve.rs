@@ -313,10 +313,10 @@ fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authenticator>> {
     let AuthBackendConfig::File { path } = &config.auth.backend;
     let file = FileAuthenticator::open(path.clone())
         .with_context(|| format!("reading the users file {}", path.display()))?;
-    Ok(Arc::new(AnonymousAuthenticator::new(
-        file,
-        config.auth.anonymous,
-    )))
+    Ok(Arc::new(
+        AnonymousAuthenticator::new(file, config.auth.anonymous)
+            .with_home(config.auth.anonymous_home.clone()),
+    ))
 }
 
 /// The signal handlers, installed at start.

@@ -12,8 +12,14 @@ pub fn is_anonymous_name(name: &str) -> bool {
     name.eq_ignore_ascii_case("anonymous") || name.eq_ignore_ascii_case("ftp")
 }
 
-/// Lets `anonymous` and `ftp` log in, with any password, as a read-only user whose home is the
-/// storage root; every other name goes to the inner authenticator.
+/// Where anonymous sessions are confined unless configured otherwise (`auth.anonymous_home`):
+/// a directory of its own, not the storage root where every account's home lives.
+pub const DEFAULT_ANONYMOUS_HOME: &str = "/pub";
+
+/// Lets `anonymous` and `ftp` log in, with any password, as a read-only user confined to the
+/// anonymous home ([`DEFAULT_ANONYMOUS_HOME`] unless [`with_home`](Self::with_home) says
+/// otherwise; the server creates it at the first login like any home); every other name goes
+/// to the inner authenticator.
 ///
 /// When disabled it only forwards, so the wiring can always wrap and let configuration decide.
 /// The password of an anonymous login (by convention an e-mail address) is never logged.
@@ -21,12 +27,32 @@ pub fn is_anonymous_name(name: &str) -> bool {
 pub struct AnonymousAuthenticator<A> {
     inner: A,
     enabled: bool,
+    home: VirtualPath,
 }
 
 impl<A: Authenticator> AnonymousAuthenticator<A> {
-    /// Wraps `inner`; anonymous login is allowed when `enabled`.
+    /// Wraps `inner`; anonymous login is allowed when `enabled`, with the home
+    /// [`DEFAULT_ANONYMOUS_HOME`].
     pub fn new(inner: A, enabled: bool) -> Self {
-        Self { inner, enabled }
+        let home = VirtualPath::root()
+            .resolve(DEFAULT_ANONYMOUS_HOME)
+            .expect("a valid absolute path");
+        Self {
+            inner,
+            enabled,
+            home,
+        }
+    }
+
+    /// Confines anonymous sessions to `home` (`/` for the whole storage).
+    pub fn with_home(mut self, home: VirtualPath) -> Self {
+        self.home = home;
+        self
+    }
+
+    /// The home of anonymous sessions.
+    pub fn home(&self) -> &VirtualPath {
+        &self.home
     }
 
     /// Whether anonymous login is allowed.
@@ -47,7 +73,7 @@ impl<A: Authenticator> Authenticator for AnonymousAuthenticator<A> {
             tracing::debug!(peer = %attempt.peer, "anonymous login");
             return Ok(User {
                 name: ANONYMOUS_USER_NAME.to_owned(),
-                home: VirtualPath::root(),
+                home: self.home.clone(),
                 read_only: true,
             });
         }

@@ -15,7 +15,9 @@ mod password_verifier;
 mod users_file;
 mod verified_credentials_cache;
 
-pub use anonymous::{ANONYMOUS_USER_NAME, AnonymousAuthenticator, is_anonymous_name};
+pub use anonymous::{
+    ANONYMOUS_USER_NAME, AnonymousAuthenticator, DEFAULT_ANONYMOUS_HOME, is_anonymous_name,
+};
 pub use file_authenticator::FileAuthenticator;
 pub use users_file::{
     MAX_NAME_LENGTH, NameProblem, RESERVED_NAMES, UserEntry, UsersFile, UsersFileError,

@@ -123,9 +123,10 @@ async fn anonymous_decorator_lets_anonymous_in_read_only_when_enabled() {
     let fixture = fixture();
     let enabled =
         AnonymousAuthenticator::new(FileAuthenticator::open(&fixture.path).unwrap(), true);
+    // Confined to a directory of its own by default, not the storage root.
     let anonymous = User {
         name: "anonymous".into(),
-        home: VirtualPath::root(),
+        home: VirtualPath::root().resolve("/pub").unwrap(),
         read_only: true,
     };
     for name in ["anonymous", "ftp", "FTP", "Anonymous"] {
@@ -148,6 +149,13 @@ async fn anonymous_decorator_lets_anonymous_in_read_only_when_enabled() {
     );
     assert_eq!(login(&disabled, "ftp", "").await, None);
     assert!(login(&disabled, "alice", "wonderland").await.is_some());
+
+    let public = VirtualPath::root().resolve("/srv/public").unwrap();
+    let elsewhere =
+        AnonymousAuthenticator::new(FileAuthenticator::open(&fixture.path).unwrap(), true)
+            .with_home(public.clone());
+    let user = login(&elsewhere, "ftp", "").await.unwrap();
+    assert_eq!((user.home, user.read_only), (public, true));
 }
 
 #[test]
