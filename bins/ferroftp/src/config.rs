@@ -30,6 +30,8 @@
 //! ports = "50000-50100"
 //! advertise = "203.0.113.7"
 //! accept_timeout = "30s"
+//! max_per_user = 25
+//! max_per_client = 50
 //! [active]
 //! enabled = true
 //! connect_timeout = "10s"
@@ -352,6 +354,12 @@ pub struct PassiveConfig {
     /// How long a passive listener waits for the client to connect.
     #[serde(with = "humantime_serde")]
     pub accept_timeout: Duration,
+    /// Most passive ports one user holds at once (all sessions, any address); absent: a
+    /// quarter of the range, rounded up.
+    pub max_per_user: Option<usize>,
+    /// Most passive ports one client address holds at once (all sessions, any user);
+    /// absent: half of the range, rounded up.
+    pub max_per_client: Option<usize>,
 }
 
 impl Default for PassiveConfig {
@@ -368,6 +376,8 @@ impl Default for PassiveConfig {
             advertise_by_client: Vec::new(),
             reuse_delay: Duration::from_secs(60),
             accept_timeout: Duration::from_secs(30),
+            max_per_user: None,
+            max_per_client: None,
         }
     }
 }
@@ -922,6 +932,14 @@ impl Config {
             }
         }
 
+        for (field, cap) in [
+            ("passive.max_per_user", self.passive.max_per_user),
+            ("passive.max_per_client", self.passive.max_per_client),
+        ] {
+            if cap == Some(0) {
+                problems.push(ConfigProblem::new(field, "must be at least 1"));
+            }
+        }
         if self.passive.ports.first() < 1024 {
             problems.push(ConfigProblem::new(
                 "passive.ports",

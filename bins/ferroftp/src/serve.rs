@@ -11,8 +11,8 @@ use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
 use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
-    DataChannelOptions, ListenerOptions, ListenerTls, ProxyProtocolOptions, Server, ServerHandle,
-    ServerOptions, SessionThreads, TlsOptions, TlsVersion,
+    DataChannelOptions, ListenerOptions, ListenerTls, PassiveLimits, ProxyProtocolOptions, Server,
+    ServerHandle, ServerOptions, SessionThreads, TlsOptions, TlsVersion,
 };
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
@@ -643,6 +643,13 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
         },
         advertise_ports: passive.advertise_ports.map(|ports| ports.ports()),
         passive_reuse_delay: passive.reuse_delay,
+        passive_limits: {
+            let defaults = PassiveLimits::for_range(passive.ports.len());
+            Some(PassiveLimits {
+                per_user: passive.max_per_user.unwrap_or(defaults.per_user),
+                per_client: passive.max_per_client.unwrap_or(defaults.per_client),
+            })
+        },
         active_source_port: match config.active.source_port {
             ActiveSourcePortConfig::Any => ActiveSourcePort::Any,
             ActiveSourcePortConfig::ControlMinusOne => ActiveSourcePort::ControlMinusOne,

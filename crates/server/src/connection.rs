@@ -735,7 +735,11 @@ impl ControlConnection {
         self.passive = None;
         let local_ip = self.local.ip().to_canonical();
         let client_ip = self.peer.ip().to_canonical();
-        match self.context.passive_pool.bind(local_ip, client_ip) {
+        match self
+            .context
+            .passive_pool
+            .bind(local_ip, client_ip, &self.user)
+        {
             Ok(listener) => {
                 let (announced_ip, rule) = self.context.passive_addresses.current().choose(
                     client_ip,
@@ -755,6 +759,20 @@ impl ControlConnection {
                     "passive port range exhausted: widen passive.ports"
                 );
                 Err(PassiveFailure::Exhausted)
+            }
+            Err(PassiveError::UserLimit(held)) => {
+                warn!(held, "passive port refused: passive.max_per_user reached");
+                Err(PassiveFailure::Other(format!(
+                    "Too many passive ports held by this account ({held}, passive.max_per_user); \
+                     try again when a transfer ends"
+                )))
+            }
+            Err(PassiveError::ClientLimit(held)) => {
+                warn!(held, "passive port refused: passive.max_per_client reached");
+                Err(PassiveFailure::Other(format!(
+                    "Too many passive ports held from this address ({held}, \
+                     passive.max_per_client); try again when a transfer ends"
+                )))
             }
             Err(error) => {
                 warn!(%error, "passive listener failed");

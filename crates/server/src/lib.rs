@@ -44,7 +44,7 @@ pub use data::DataChannelOptions;
 use drain::{Drain, Phase};
 pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
-pub use passive::PassivePortPool;
+pub use passive::{PassiveLimits, PassivePortPool};
 pub use proxy_protocol::ProxyProtocolOptions;
 use reload::Swappable;
 pub use reload::{ReloadReport, ServerHandle};
@@ -121,6 +121,9 @@ pub struct ServerOptions {
     /// A passive port is not handed to the same client again within this delay while
     /// another port is free.
     pub passive_reuse_delay: Duration,
+    /// Most passive ports held at once per user and per client address; `None`: the
+    /// defaults for the range's size ([`PassiveLimits::for_range`]).
+    pub passive_limits: Option<PassiveLimits>,
     /// Source port of active-mode connections.
     pub active_source_port: ActiveSourcePort,
     /// PROXY protocol sources.
@@ -153,6 +156,7 @@ impl Default for ServerOptions {
             advertise: AdvertiseOptions::default(),
             advertise_ports: None,
             passive_reuse_delay: Duration::from_secs(60),
+            passive_limits: None,
             active_source_port: ActiveSourcePort::Any,
             proxy_protocol: ProxyProtocolOptions::default(),
             data: DataChannelOptions::default(),

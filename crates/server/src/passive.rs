@@ -11,7 +11,12 @@
 //! The state is one slot per port of the range, so a PASV costs one pass over a small array
 //! (no hashing): with a long-lived client every port may be cooling for it, and each PASV
 //! then looks at every port.
+//!
+//! No one account and no one client address may hold the whole range ([`PassiveLimits`]):
+//! the ports held (bound listeners and their data connections, until they end) are counted
+//! per user and per client address, and a PASV past either cap gets 425 at once.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -30,10 +35,37 @@ pub struct PassivePortPool {
     state: Mutex<PoolState>,
 }
 
+/// Most passive ports held at once by one user (all their sessions, from any address) and
+/// by one client address (all its sessions, any user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassiveLimits {
+    /// `passive.max_per_user`.
+    pub per_user: usize,
+    /// `passive.max_per_client`.
+    pub per_client: usize,
+}
+
+impl PassiveLimits {
+    /// The defaults for a range of `ports` ports: a quarter of the range per user and half of
+    /// it per client address (rounded up, at least 1), so that holding the whole range takes
+    /// four accounts and two addresses, while one address behind which several users sit (a
+    /// NAT, an office) still gets half of it.
+    pub fn for_range(ports: usize) -> Self {
+        Self {
+            per_user: ports.div_ceil(4).max(1),
+            per_client: ports.div_ceil(2).max(1),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PoolState {
     /// Slot `i` is port `range.start() + i`.
     slots: Vec<PortSlot>,
+    limits: PassiveLimits,
+    /// Ports held per user and per client address (entries removed at zero).
+    held_by_user: HashMap<Arc<str>, usize>,
+    held_by_client: HashMap<IpAddr, usize>,
 }
 
 impl PoolState {
@@ -130,6 +162,7 @@ enum Listening {
 pub(crate) struct PortLease {
     port: u16,
     client: IpAddr,
+    user: Arc<str>,
     pool: Arc<PassivePortPool>,
     connected: bool,
 }
@@ -139,19 +172,39 @@ pub(crate) struct PortLease {
 pub(crate) enum PassiveError {
     #[error("every port of the passive range is in use")]
     Exhausted,
+    #[error("the user holds {0} passive ports already (passive.max_per_user)")]
+    UserLimit(usize),
+    #[error("the client address holds {0} passive ports already (passive.max_per_client)")]
+    ClientLimit(usize),
     #[error("binding a passive listener failed: {0}")]
     Bind(io::Error),
 }
 
 impl PassivePortPool {
-    /// A pool over `range` (inclusive).
+    /// A pool over `range` (inclusive), with the default [`PassiveLimits`] for its size.
     pub fn new(range: RangeInclusive<u16>, reuse_delay: Duration) -> Self {
-        let slots = range.clone().map(|_| PortSlot::default()).collect();
+        let slots: Vec<PortSlot> = range.clone().map(|_| PortSlot::default()).collect();
+        let limits = PassiveLimits::for_range(slots.len());
         Self {
             range,
             reuse_delay,
-            state: Mutex::new(PoolState { slots }),
+            state: Mutex::new(PoolState {
+                slots,
+                limits,
+                held_by_user: HashMap::new(),
+                held_by_client: HashMap::new(),
+            }),
         }
+    }
+
+    /// Sets the caps; ports already held stay held (a lower cap applies to the next PASV).
+    pub fn set_limits(&self, limits: PassiveLimits) {
+        self.lock().limits = limits;
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> PassiveLimits {
+        self.lock().limits
     }
 
     /// Ports held by sessions now (counted: asked only when reporting an exhausted range).
@@ -177,6 +230,7 @@ impl PassivePortPool {
         self: &Arc<Self>,
         ip: IpAddr,
         client: IpAddr,
+        user: &str,
     ) -> Result<PassiveListener, PassiveError> {
         let client = client.to_canonical();
         let first = u32::from(*self.range.start());
@@ -185,6 +239,15 @@ impl PassivePortPool {
         // One subtraction here instead of a duration per port in the loop.
         let cooled = Instant::now().checked_sub(self.reuse_delay);
         let mut state = self.lock();
+        let held_by_user = state.held_by_user.get(user).copied().unwrap_or(0);
+        if held_by_user >= state.limits.per_user {
+            return Err(PassiveError::UserLimit(held_by_user));
+        }
+        let held_by_client = state.held_by_client.get(&client).copied().unwrap_or(0);
+        if held_by_client >= state.limits.per_client {
+            return Err(PassiveError::ClientLimit(held_by_client));
+        }
+        let user: Arc<str> = Arc::from(user);
         // The same pass finds the port that cools down for this client since the longest,
         // for when every free port does.
         let mut oldest_cooling: Option<(Instant, u16)> = None;
@@ -202,7 +265,7 @@ impl PassivePortPool {
                 }
                 continue;
             }
-            match self.try_bind(&mut state, ip, port, client) {
+            match self.try_bind(&mut state, ip, port, client, &user) {
                 Ok(listener) => return Ok(listener),
                 Err(error) => last_error = error,
             }
@@ -211,7 +274,7 @@ impl PassivePortPool {
         // ago, or, if that one cannot be bound (another socket holds it), the next oldest.
         let mut candidate = oldest_cooling;
         while let Some((used, port)) = candidate {
-            match self.try_bind(&mut state, ip, port, client) {
+            match self.try_bind(&mut state, ip, port, client, &user) {
                 Ok(listener) => {
                     crate::telemetry::passive_early_reuse();
                     tracing::debug!(port, %client, "passive port reused within its reuse delay");
@@ -232,13 +295,17 @@ impl PassivePortPool {
         ip: IpAddr,
         port: u16,
         client: IpAddr,
+        user: &Arc<str>,
     ) -> Result<PassiveListener, Option<io::Error>> {
         match bind_listener(SocketAddr::new(ip, port)) {
             Ok(listener) => {
                 state.slots[self.offset_of(port)].in_use = true;
+                *state.held_by_user.entry(Arc::clone(user)).or_default() += 1;
+                *state.held_by_client.entry(client).or_default() += 1;
                 let lease = PortLease {
                     port,
                     client,
+                    user: Arc::clone(user),
                     pool: Arc::clone(self),
                     connected: false,
                 };
@@ -252,13 +319,25 @@ impl PassivePortPool {
         }
     }
 
-    fn release(&self, port: u16, used_by: Option<IpAddr>) {
-        let offset = self.offset_of(port);
+    fn release(&self, lease: &PortLease) {
+        let offset = self.offset_of(lease.port);
         let mut state = self.lock();
         let slot = &mut state.slots[offset];
         slot.in_use = false;
-        if let Some(client) = used_by {
-            slot.record_use(client, Instant::now());
+        if lease.connected {
+            slot.record_use(lease.client, Instant::now());
+        }
+        if let Some(held) = state.held_by_user.get_mut(&lease.user) {
+            *held -= 1;
+            if *held == 0 {
+                state.held_by_user.remove(&lease.user);
+            }
+        }
+        if let Some(held) = state.held_by_client.get_mut(&lease.client) {
+            *held -= 1;
+            if *held == 0 {
+                state.held_by_client.remove(&lease.client);
+            }
         }
     }
 
@@ -346,8 +425,7 @@ fn peer_address(address: &rustix::net::SocketAddrAny) -> Option<SocketAddr> {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        self.pool
-            .release(self.port, self.connected.then_some(self.client));
+        self.pool.release(self);
     }
 }
 
@@ -369,48 +447,60 @@ mod tests {
         panic!("no free port range");
     }
 
+    /// A pool without per-user and per-client caps, for the tests of the port choice.
+    fn uncapped(pool: PassivePortPool) -> Arc<PassivePortPool> {
+        pool.set_limits(PassiveLimits {
+            per_user: usize::MAX,
+            per_client: usize::MAX,
+        });
+        Arc::new(pool)
+    }
+
     const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[tokio::test]
     async fn ports_stay_inside_the_range_and_exhaustion_is_reported() {
         let base = free_base(2, 0);
-        let pool = Arc::new(PassivePortPool::new(
+        let pool = uncapped(PassivePortPool::new(
             base..=base + 1,
             Duration::from_secs(60),
         ));
-        let a = pool.bind(LOCALHOST, LOCALHOST).unwrap();
-        let b = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let a = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
+        let b = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
         assert!((base..=base + 1).contains(&a.port()));
         assert!((base..=base + 1).contains(&b.port()));
         assert_ne!(a.port(), b.port());
         assert!(matches!(
-            pool.bind(LOCALHOST, LOCALHOST),
+            pool.bind(LOCALHOST, LOCALHOST, "alice"),
             Err(PassiveError::Exhausted)
         ));
         // An unused listener frees its port at once, with no cooldown.
         let freed = a.port();
         drop(a);
-        assert_eq!(pool.bind(LOCALHOST, LOCALHOST).unwrap().port(), freed);
+        assert_eq!(
+            pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap().port(),
+            freed
+        );
     }
 
     #[tokio::test]
     async fn a_used_port_cools_down_for_that_client_only() {
         let base = free_base(2, 1);
-        let pool = Arc::new(PassivePortPool::new(
+        let pool = uncapped(PassivePortPool::new(
             base..=base + 1,
             Duration::from_secs(60),
         ));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..10 {
-            let first = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+            let first = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
             let used = first.port();
             drop(first.into_lease());
             // The same client gets the other port while `used` cools down …
-            let next = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+            let next = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
             assert_ne!(next.port(), used);
             drop(next);
             // … another client may have it.
-            let _ = pool.bind(LOCALHOST, other).unwrap();
+            let _ = pool.bind(LOCALHOST, other, "alice").unwrap();
             // Reset: both ports' cooldowns for LOCALHOST are cleared by a fresh pool state.
             for slot in &mut pool.lock().slots {
                 slot.recent = Default::default();
@@ -421,10 +511,10 @@ mod tests {
     #[tokio::test]
     async fn connections_made_before_and_after_accept_is_asked_are_taken_with_nodelay() {
         let base = free_base(1, 5);
-        let pool = Arc::new(PassivePortPool::new(base..=base, Duration::ZERO));
+        let pool = uncapped(PassivePortPool::new(base..=base, Duration::ZERO));
         let address = SocketAddr::new(LOCALHOST, base);
         // The client connected before the transfer command: one non-blocking accept.
-        let mut early = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let mut early = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
         let client = tokio::net::TcpStream::connect(address).await.unwrap();
         let (accepted, peer) = early.accept().await.unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
@@ -432,7 +522,7 @@ mod tests {
         assert!(matches!(early.listener, Listening::Bound(_)));
         drop((early, accepted, client));
         // The client connects only later: the listener joins the event loop and waits.
-        let mut late = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let mut late = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
         let (accepted, client) = tokio::join!(late.accept(), async {
             tokio::task::yield_now().await;
             tokio::net::TcpStream::connect(address).await.unwrap()
@@ -446,17 +536,20 @@ mod tests {
     #[tokio::test]
     async fn when_every_free_port_cools_down_the_oldest_is_reused() {
         let base = free_base(2, 2);
-        let pool = Arc::new(PassivePortPool::new(
+        let pool = uncapped(PassivePortPool::new(
             base..=base + 1,
             Duration::from_secs(60),
         ));
-        let first = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let first = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
         let first_port = first.port();
         drop(first.into_lease());
-        let second = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+        let second = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
         drop(second.into_lease());
         // Both cool down for this client: the older one is handed out rather than a 425.
-        assert_eq!(pool.bind(LOCALHOST, LOCALHOST).unwrap().port(), first_port);
+        assert_eq!(
+            pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap().port(),
+            first_port
+        );
     }
 
     #[test]
@@ -492,32 +585,80 @@ mod tests {
     #[tokio::test]
     async fn a_cooling_port_held_elsewhere_is_skipped_for_the_next_oldest() {
         let base = free_base(3, 4);
-        let pool = Arc::new(PassivePortPool::new(
+        let pool = uncapped(PassivePortPool::new(
             base..=base + 2,
             Duration::from_secs(60),
         ));
         let mut order = Vec::new();
         for _ in 0..3 {
-            let listener = pool.bind(LOCALHOST, LOCALHOST).unwrap();
+            let listener = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
             order.push(listener.port());
             drop(listener.into_lease());
         }
         // All three cool down for this client; the oldest is taken by another socket.
         let squatter = std::net::TcpListener::bind((LOCALHOST, order[0])).unwrap();
-        assert_eq!(pool.bind(LOCALHOST, LOCALHOST).unwrap().port(), order[1]);
+        assert_eq!(
+            pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap().port(),
+            order[1]
+        );
         drop(squatter);
     }
 
     #[tokio::test]
     async fn a_lease_keeps_its_port_taken() {
         let base = free_base(1, 3);
-        let pool = Arc::new(PassivePortPool::new(base..=base, Duration::ZERO));
-        let lease = pool.bind(LOCALHOST, LOCALHOST).unwrap().into_lease();
+        let pool = uncapped(PassivePortPool::new(base..=base, Duration::ZERO));
+        let lease = pool
+            .bind(LOCALHOST, LOCALHOST, "alice")
+            .unwrap()
+            .into_lease();
         assert!(matches!(
-            pool.bind(LOCALHOST, LOCALHOST),
+            pool.bind(LOCALHOST, LOCALHOST, "alice"),
             Err(PassiveError::Exhausted)
         ));
         drop(lease);
-        assert!(pool.bind(LOCALHOST, LOCALHOST).is_ok());
+        assert!(pool.bind(LOCALHOST, LOCALHOST, "alice").is_ok());
+    }
+
+    #[tokio::test]
+    async fn ports_held_are_capped_per_user_and_per_client_address() {
+        let base = free_base(8, 6);
+        let pool = Arc::new(PassivePortPool::new(
+            base..=base + 7,
+            Duration::from_secs(60),
+        ));
+        // Defaults for 8 ports: 2 per user, 4 per client address.
+        assert_eq!(
+            pool.limits(),
+            PassiveLimits {
+                per_user: 2,
+                per_client: 4
+            }
+        );
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
+        let b = pool.bind(LOCALHOST, other, "alice").unwrap().into_lease();
+        // alice holds 2 from two addresses: a third is refused from either.
+        assert!(matches!(
+            pool.bind(LOCALHOST, other, "alice"),
+            Err(PassiveError::UserLimit(2))
+        ));
+        // Other users from the same address, up to the address's 4.
+        let c = pool.bind(LOCALHOST, LOCALHOST, "bob").unwrap();
+        let d = pool.bind(LOCALHOST, LOCALHOST, "carol").unwrap();
+        let e = pool.bind(LOCALHOST, LOCALHOST, "dave").unwrap();
+        assert!(matches!(
+            pool.bind(LOCALHOST, LOCALHOST, "erin"),
+            Err(PassiveError::ClientLimit(4))
+        ));
+        assert!(pool.bind(LOCALHOST, other, "erin").is_ok());
+        // Only ports held count: a listener dropped or a data connection ended frees its share.
+        drop(a);
+        let a = pool.bind(LOCALHOST, LOCALHOST, "alice").unwrap();
+        drop(b);
+        assert!(pool.bind(LOCALHOST, other, "alice").is_ok());
+        drop((a, c, d, e));
+        assert!(pool.lock().held_by_user.is_empty());
+        assert!(pool.lock().held_by_client.is_empty());
     }
 }

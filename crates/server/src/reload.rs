@@ -24,7 +24,7 @@ use tracing::info;
 use crate::advertise::PassiveAddressPolicy;
 use crate::drain::Drain;
 use crate::limits::SessionLimiter;
-use crate::passive::PassivePortPool;
+use crate::passive::{PassiveLimits, PassivePortPool};
 use crate::status::ServerStatus;
 use crate::{ListenerTls, ServerContext, ServerError, ServerOptions, tls};
 
@@ -101,6 +101,12 @@ pub(crate) async fn build_context(
             options.passive_reuse_delay,
         )),
     };
+    // Caps apply to the next PASV, in a kept pool too.
+    passive_pool.set_limits(
+        options
+            .passive_limits
+            .unwrap_or_else(|| PassiveLimits::for_range(options.passive_ports.clone().count())),
+    );
     let policy = PassiveAddressPolicy::new(
         options.advertise.clone(),
         options

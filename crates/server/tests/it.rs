@@ -12,8 +12,8 @@ use ferroftp_backend::testing::MemoryStorage;
 use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath};
 use ferroftp_client::{Client, ClientError, ClientOptions, DataMode, Reply};
 use ferroftp_server::{
-    Server, ServerOptions, SessionThreads, TransferCompletion, TransferDirection, TransferObserver,
-    TransferRecord,
+    PassiveLimits, Server, ServerOptions, SessionThreads, TransferCompletion, TransferDirection,
+    TransferObserver, TransferRecord,
 };
 use ferroftp_storage_fs::FsStorage;
 use sha2::{Digest, Sha256};
@@ -464,6 +464,51 @@ async fn passive_range_exhaustion_replies_425() {
     assert_eq!(code(&mut first, "EPSV").await, 229);
     assert_eq!(code(&mut first, "ABOR").await, 226);
     assert_eq!(code(&mut second, "EPSV").await, 229);
+}
+
+#[tokio::test]
+async fn passive_ports_are_capped_per_user_and_per_client_address() {
+    let options = ServerOptions {
+        passive_ports: passive_range(8),
+        passive_limits: Some(PassiveLimits {
+            per_user: 2,
+            per_client: 3,
+        }),
+        ..test_options()
+    };
+    let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+    let mut alice = [
+        server.login("alice").await,
+        server.login("alice").await,
+        server.login("alice").await,
+    ];
+    assert_eq!(code(&mut alice[0], "EPSV").await, 229);
+    assert_eq!(code(&mut alice[1], "PASV").await, 227);
+    let refused = alice[2].command("EPSV").await.unwrap();
+    assert_eq!(refused.code.0, 425);
+    assert!(
+        refused.text().contains("passive.max_per_user"),
+        "{refused:?}"
+    );
+    let mut bob = server.login("bob").await;
+    assert_eq!(code(&mut bob, "EPSV").await, 229);
+    // 127.0.0.1 holds 3 now, whoever the user.
+    let mut reader = server.login("reader").await;
+    let refused = reader.command("PASV").await.unwrap();
+    assert_eq!(refused.code.0, 425);
+    assert!(
+        refused.text().contains("passive.max_per_client"),
+        "{refused:?}"
+    );
+    // Only ports held count: ABOR closes a listener, the end of a transfer its port.
+    assert_eq!(code(&mut alice[0], "ABOR").await, 226);
+    assert_eq!(code(&mut alice[2], "EPSV").await, 229);
+    alice[1]
+        .store("/f", DataMode::ExtendedPassive, b"data")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut reader, "EPSV").await, 229);
+    assert_eq!(code(&mut alice[0], "EPSV").await, 425);
 }
 
 #[tokio::test]
