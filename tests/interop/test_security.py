@@ -374,3 +374,51 @@ def test_client_text_never_reaches_the_logs_raw(start_server, tmp_path, log_form
     expected = "".join("_" if ch.isspace() or unicodedata.category(ch) == "Cc" else ch
                        for ch in "/f" + HOSTILE_NAME)
     assert fields[8] == expected, fields
+
+
+# --------------------------------------------------------------------------------------------
+# open sessions and changes to their account
+
+
+def _user_command(bin_path: str, *args: str, password: str | None = None):
+    run = subprocess.run([bin_path, "user", *args], input=(password + "\n").encode()
+                         if password else None, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=60)
+    assert run.returncode == 0, run.stdout
+
+
+def test_open_sessions_lose_what_user_del_passwd_and_read_only_take_away(
+        start_server, ferroftp_bin):
+    users = [User(name, "pw-" + secrets.token_hex(8)) for name in ("alice", "bob", "carol")]
+    server = start_server(users=users)
+    sessions = {}
+    for u in users:
+        c = raw_session(server, login=False)
+        c.login(u.name, u.password)
+        c.expect(f"MKD {u.name}-before", 257)
+        sessions[u.name] = c
+    try:
+        _user_command(ferroftp_bin, "del", "bob", "--users", str(server.users_file))
+        _user_command(ferroftp_bin, "passwd", "carol", "--users", str(server.users_file),
+                      password="pw-" + secrets.token_hex(8))
+        # alice made read-only by an edit of the file: her password hash stays.
+        text = server.users_file.read_text()
+        start = text.index('name = "alice"')
+        end = text.find("[[", start)
+        end = len(text) if end < 0 else end
+        block = text[start:end]
+        assert "read_only = false" in block, block
+        server.users_file.write_text(
+            text[:start] + block.replace("read_only = false", "read_only = true") + text[end:])
+        for name in ("bob", "carol"):
+            r = sessions[name].cmd("NOOP")
+            assert r.code == 421, (name, r.text)
+            assert sessions[name].wait_closed() == b""
+        alice = sessions["alice"]
+        alice.expect("MKD alice-after", 550)
+        alice.expect("PWD", 257)
+        assert not server.path("alice-after").exists()
+        assert server.path("bob-before").is_dir()
+    finally:
+        for c in sessions.values():
+            c.close()

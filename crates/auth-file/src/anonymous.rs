@@ -1,7 +1,7 @@
 //! Anonymous login (RFC 1635) as a decorator around any authenticator.
 
 use async_trait::async_trait;
-use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User, VirtualPath};
+use ferroftp_backend::{AccountState, AuthError, Authenticator, LoginAttempt, User, VirtualPath};
 
 /// The name an anonymous session is logged in as.
 pub const ANONYMOUS_USER_NAME: &str = "anonymous";
@@ -78,5 +78,15 @@ impl<A: Authenticator> Authenticator for AnonymousAuthenticator<A> {
             });
         }
         self.inner.authenticate(attempt).await
+    }
+
+    async fn account_state(&self, name: &str) -> AccountState {
+        if self.enabled && name == ANONYMOUS_USER_NAME {
+            return AccountState::Active {
+                read_only: true,
+                credentials: 0,
+            };
+        }
+        self.inner.account_state(name).await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, User};
+use ferroftp_backend::{AccountState, AuthError, Authenticator, LoginAttempt, User};
 
 use crate::password_verifier::{ArgonMemory, PasswordVerifier};
 use crate::users_file::{UserEntry, UsersFile, UsersFileError, hash_password};
@@ -291,6 +291,23 @@ impl Shared {
     }
 }
 
+/// The state of `name` in `users`; the credentials are a digest of the password hash (a new
+/// password is a new salt and hash).
+fn account_state_in(users: &HashMap<String, UserEntry>, name: &str) -> AccountState {
+    match users.get(name) {
+        Some(entry) => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            entry.password_hash().hash(&mut hasher);
+            AccountState::Active {
+                read_only: entry.read_only(),
+                credentials: hasher.finish(),
+            }
+        }
+        None => AccountState::Gone,
+    }
+}
+
 fn index_by_name(file: UsersFile) -> HashMap<String, UserEntry> {
     file.list()
         .iter()
@@ -321,5 +338,24 @@ impl Authenticator for FileAuthenticator {
                     "too many logins waiting for verification".into(),
                 ))
             })
+    }
+
+    /// The account as the users file says now. The file is stat'ed each time (through the
+    /// kernel's lookup cache, on this thread, when it can: one `openat2` and one `fstat`);
+    /// only a changed file, or one whose path is not cached, costs a blocking task, which
+    /// reloads it as a login would. So `ferroftp user del`, `passwd` and a change to
+    /// `read_only` reach open sessions at their next command.
+    async fn account_state(&self, name: &str) -> AccountState {
+        if let Some(stamp) = FileStamp::of_cached(&self.shared.path) {
+            let snapshot = self.shared.lock_snapshot();
+            if snapshot.loaded == Some(stamp) || snapshot.rejected == Some(stamp) {
+                return account_state_in(&snapshot.users, name);
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || account_state_in(&shared.current_users(), &name))
+            .await
+            .unwrap_or(AccountState::Unchecked)
     }
 }

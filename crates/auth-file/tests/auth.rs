@@ -7,7 +7,9 @@ use ferroftp_auth_file::{
     AnonymousAuthenticator, FileAuthenticator, NameProblem, UsersFile, UsersFileError,
     hash_password, validate_user_name,
 };
-use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Password, User, VirtualPath};
+use ferroftp_backend::{
+    AccountState, AuthError, Authenticator, LoginAttempt, Password, User, VirtualPath,
+};
 
 fn attempt(username: &str, password: &str) -> LoginAttempt {
     LoginAttempt {
@@ -74,6 +76,68 @@ async fn verifies_passwords_and_rejects_wrong_ones_and_unknown_names() {
     assert_eq!(login(&authenticator, "Alice", "wonderland").await, None);
     assert_eq!(login(&authenticator, "carol", "wonderland").await, None);
     assert_eq!(login(&authenticator, "", "").await, None);
+}
+
+#[tokio::test]
+async fn account_states_follow_the_file_without_a_login() {
+    let fixture = fixture();
+    let authenticator =
+        AnonymousAuthenticator::new(FileAuthenticator::open(&fixture.path).unwrap(), true);
+    let AccountState::Active {
+        read_only: false,
+        credentials,
+    } = authenticator.account_state("alice").await
+    else {
+        panic!("alice is an active, writable account");
+    };
+    assert!(matches!(
+        authenticator.account_state("bob").await,
+        AccountState::Active {
+            read_only: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        authenticator.account_state("nobody").await,
+        AccountState::Gone
+    );
+    assert!(matches!(
+        authenticator.account_state("anonymous").await,
+        AccountState::Active {
+            read_only: true,
+            ..
+        }
+    ));
+
+    // alice made read-only by an edit of the file (same password hash).
+    let text = std::fs::read_to_string(&fixture.path).unwrap();
+    assert_eq!(text.matches("read_only = false").count(), 1, "{text}");
+    std::fs::write(
+        &fixture.path,
+        text.replace("read_only = false", "read_only = true"),
+    )
+    .unwrap();
+    assert_eq!(
+        authenticator.account_state("alice").await,
+        AccountState::Active {
+            read_only: true,
+            credentials
+        }
+    );
+    // `user passwd` and `user del`.
+    let mut file = UsersFile::load(&fixture.path).unwrap();
+    file.set_password("alice", "looking-glass").unwrap();
+    file.remove("bob").unwrap();
+    file.save(&fixture.path).unwrap();
+    let AccountState::Active {
+        credentials: new_credentials,
+        ..
+    } = authenticator.account_state("alice").await
+    else {
+        panic!("alice still exists");
+    };
+    assert_ne!(new_credentials, credentials);
+    assert_eq!(authenticator.account_state("bob").await, AccountState::Gone);
 }
 
 #[tokio::test]

@@ -55,9 +55,37 @@ pub enum AuthError {
     Unavailable(String),
 }
 
+/// What a user database says now about an account that logged in earlier: the server asks
+/// before running a logged-in session's commands, so that an account deleted, made read-only
+/// or given a new password does not keep the rights of its old login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountState {
+    /// This database cannot tell (it does not change, or cannot be asked): nothing changes.
+    Unchecked,
+    /// The account exists, read-only or not, with credentials told apart by `credentials`
+    /// (any value that changes when the password does, e.g. a digest of its hash).
+    Active {
+        /// Whether the account is read-only now.
+        read_only: bool,
+        /// Changes when the account's password changes.
+        credentials: u64,
+    },
+    /// The account no longer exists.
+    Gone,
+}
+
 /// A user database.
 #[async_trait]
 pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     /// Checks an attempt and returns the user it logs in.
     async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError>;
+
+    /// The account `name` as it stands now (see [`AccountState`]). Called before the
+    /// commands of every logged-in session, so it must be cheap when nothing changed. The
+    /// default, for databases that never change under a running server, is
+    /// [`AccountState::Unchecked`].
+    async fn account_state(&self, name: &str) -> AccountState {
+        let _ = name;
+        AccountState::Unchecked
+    }
 }

@@ -10,7 +10,7 @@ mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use auth::{AuthError, Authenticator, LoginAttempt, Password, User};
+pub use auth::{AccountState, AuthError, Authenticator, LoginAttempt, Password, User};
 pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
     Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,

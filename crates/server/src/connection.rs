@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
+use ferroftp_backend::{AccountState, AuthError, LoginAttempt, Password, StorageError, Upload};
 use ferroftp_proto::framing::{LineBuffer, LineError};
 use ferroftp_proto::listing::ListFormat;
 use ferroftp_proto::session::{
@@ -400,6 +400,7 @@ async fn serve_session(
         progress: Progress::default(),
         id,
         user: String::new(),
+        account_at_login: AccountState::Unchecked,
         peer,
         local,
         listener_index,
@@ -446,6 +447,9 @@ struct ControlConnection {
     id: u64,
     /// The logged-in user, for transfer records.
     user: String,
+    /// The account as the authenticator described it at login, to tell a later deletion,
+    /// password change or loss of write access (checked before each batch of commands).
+    account_at_login: AccountState,
     peer: SocketAddr,
     local: SocketAddr,
     listener_index: usize,
@@ -499,6 +503,7 @@ impl ControlConnection {
                         return Ok(());
                     }
                     self.lines.push(&read_buffer[..read]);
+                    self.check_account().await;
                     while let Some(line) = self.lines.next_line() {
                         self.handle_line(line);
                     }
@@ -693,6 +698,7 @@ impl ControlConnection {
                     lineage.logged_in(&user.name);
                 }
                 self.user = user.name.clone();
+                self.account_at_login = self.context.authenticator.account_state(&user.name).await;
                 self.registration.set_user(&user.name);
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
@@ -725,6 +731,40 @@ impl ControlConnection {
                 warn!(%error, "authentication backend unavailable");
                 telemetry::login(LoginResult::Unavailable, None);
                 Outcome::Authenticated(Err(LoginFailure::Unavailable))
+            }
+        }
+    }
+
+    /// Asks the authenticator whether the logged-in account changed since the login, before
+    /// the session runs the commands just received: deleted or given a new password, the
+    /// session ends with 421 (after a running transfer); made read-only, its next write
+    /// command gets 550. A database that cannot tell costs nothing here.
+    async fn check_account(&mut self) {
+        let AccountState::Active {
+            credentials: credentials_at_login,
+            ..
+        } = self.account_at_login
+        else {
+            return;
+        };
+        if self.session.user_name().is_none() {
+            return;
+        }
+        match self.context.authenticator.account_state(&self.user).await {
+            AccountState::Unchecked => {}
+            AccountState::Active {
+                read_only,
+                credentials,
+            } if credentials == credentials_at_login => {
+                self.session.handle_account_read_only(read_only);
+            }
+            AccountState::Active { .. } => {
+                warn!("the account's password changed: session closed");
+                self.session.handle_account_revoked();
+            }
+            AccountState::Gone => {
+                warn!("the account was removed: session closed");
+                self.session.handle_account_revoked();
             }
         }
     }

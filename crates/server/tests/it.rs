@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferroftp_backend::testing::MemoryStorage;
-use ferroftp_backend::{AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath};
+use ferroftp_backend::{
+    AccountState, AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath,
+};
 use ferroftp_client::{Client, ClientError, ClientOptions, DataMode, Reply};
 use ferroftp_server::{
     PassiveLimits, Server, ServerOptions, SessionThreads, TransferCompletion, TransferDirection,
@@ -40,6 +42,48 @@ impl Authenticator for TestUsers {
             home: VirtualPath::root().resolve(home).unwrap(),
             read_only,
         })
+    }
+}
+
+/// Accounts that change under a running server, as a users file edited by `ferroftp user`
+/// does: name → (read-only, credentials). Every password is "secret"; home `/`.
+#[derive(Debug, Default)]
+struct ChangingUsers {
+    accounts: std::sync::Mutex<std::collections::HashMap<String, (bool, u64)>>,
+}
+
+impl ChangingUsers {
+    fn set(&self, name: &str, account: Option<(bool, u64)>) {
+        let mut accounts = self.accounts.lock().unwrap();
+        match account {
+            Some(account) => accounts.insert(name.to_owned(), account),
+            None => accounts.remove(name),
+        };
+    }
+}
+
+#[async_trait]
+impl Authenticator for ChangingUsers {
+    async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+        let accounts = self.accounts.lock().unwrap();
+        match accounts.get(&attempt.username) {
+            Some(&(read_only, _)) if attempt.password.expose() == "secret" => Ok(User {
+                name: attempt.username.clone(),
+                home: VirtualPath::root(),
+                read_only,
+            }),
+            _ => Err(AuthError::Rejected),
+        }
+    }
+
+    async fn account_state(&self, name: &str) -> AccountState {
+        match self.accounts.lock().unwrap().get(name) {
+            Some(&(read_only, credentials)) => AccountState::Active {
+                read_only,
+                credentials,
+            },
+            None => AccountState::Gone,
+        }
     }
 }
 
@@ -568,6 +612,59 @@ async fn a_session_that_does_not_log_in_is_closed_by_the_login_timeout() {
         (reply.code.0, reply.text().as_str()),
         (421, "Login timeout, closing connection")
     );
+}
+
+#[tokio::test]
+async fn open_sessions_follow_their_account_deleted_made_read_only_or_given_a_new_password() {
+    let users = Arc::new(ChangingUsers::default());
+    for name in ["alice", "bob", "carol"] {
+        users.set(name, Some((false, 1)));
+    }
+    let server = Server::bind(
+        test_options(),
+        Arc::new(MemoryStorage::new()),
+        Arc::clone(&users) as Arc<dyn Authenticator>,
+    )
+    .await
+    .unwrap();
+    let address = server.local_addrs()[0];
+    let _task = AbortOnDrop(tokio::spawn(server.run(std::future::pending())));
+    let mut alice = login_to(address, "alice").await;
+    let mut bob = login_to(address, "bob").await;
+    let mut carol = login_to(address, "carol").await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(code(client, "MKD /before").await, 257);
+        assert_eq!(code(client, "RMD /before").await, 250);
+    }
+    // alice made read-only: her next write is refused, reading goes on.
+    users.set("alice", Some((true, 1)));
+    assert_eq!(code(&mut alice, "MKD /after").await, 550);
+    assert_eq!(code(&mut alice, "PWD").await, 257);
+    // bob deleted, carol's password changed: 421 and the connection closes.
+    users.set("bob", None);
+    users.set("carol", Some((false, 2)));
+    for client in [&mut bob, &mut carol] {
+        let reply = client.command("NOOP").await.unwrap();
+        assert_eq!(
+            (reply.code.0, reply.text().as_str()),
+            (
+                421,
+                "Account removed or its password changed, closing control connection"
+            )
+        );
+        assert!(client.read_reply().await.is_err());
+    }
+    // alice writable again.
+    users.set("alice", Some((false, 1)));
+    assert_eq!(code(&mut alice, "MKD /after").await, 257);
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[tokio::test]

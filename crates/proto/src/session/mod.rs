@@ -170,6 +170,9 @@ impl Default for SessionConfig {
     }
 }
 
+const SHUTDOWN_TEXT: &str = "Service shutting down, closing control connection";
+const REVOKED_TEXT: &str = "Account removed or its password changed, closing control connection";
+
 /// Most lines queued while an operation is in flight; a client pipelining more is flooding.
 const MAX_QUEUED_LINES: usize = 64;
 
@@ -278,6 +281,8 @@ pub struct Session {
     /// The server is shutting down: no new command runs, and the session closes with 421
     /// as soon as nothing is in flight.
     shutting_down: bool,
+    /// The text of the 421 that ends a shutdown: the server's, or the account's revocation.
+    closing_text: &'static str,
     /// The shutdown's grace period is over: the running transfer was aborted by the server,
     /// not by the client (426 without ABOR's 226).
     stopping: bool,
@@ -332,6 +337,7 @@ impl Session {
             discarded_lines: 0,
             refused_active_targets: 0,
             shutting_down: false,
+            closing_text: SHUTDOWN_TEXT,
             stopping: false,
         };
         session.reply(greeting);
@@ -447,9 +453,28 @@ impl Session {
     fn close_for_shutdown(&mut self) {
         self.reply(Reply::new(
             ReplyCode::SERVICE_UNAVAILABLE,
-            "Service shutting down, closing control connection",
+            self.closing_text,
         ));
         self.close();
+    }
+
+    /// The logged-in account was deleted or its password changed since the login: the
+    /// session ends as in a shutdown (RFC 959 §5.4: 421 may answer any command), the running
+    /// transfer, if any, first, and no further command runs.
+    pub fn handle_account_revoked(&mut self) {
+        if self.closed || self.shutting_down || !matches!(self.login, Login::LoggedIn(_)) {
+            return;
+        }
+        self.closing_text = REVOKED_TEXT;
+        self.handle_shutdown();
+    }
+
+    /// The logged-in account is read-only now (or writable again): commands from now on are
+    /// judged with the new right; a transfer already running is not cut.
+    pub fn handle_account_read_only(&mut self, read_only: bool) {
+        if let Login::LoggedIn(user) = &mut self.login {
+            user.read_only = read_only;
+        }
     }
 
     /// One framed line (or a framing error) arrived.

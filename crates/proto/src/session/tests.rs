@@ -677,6 +677,55 @@ fn a_logged_in_session_has_no_login_deadline_until_rein() {
 }
 
 #[test]
+fn an_account_made_read_only_cannot_write_from_its_next_command() {
+    let mut h = Harness::new();
+    h.login_alice();
+    h.session.handle_account_read_only(true);
+    h.expect("MKD d", 550);
+    h.expect("DELE f", 550);
+    assert!(matches!(&h.line("SIZE f")[..], [Action::Storage(_)]));
+}
+
+#[test]
+fn a_revoked_account_gets_421_at_once_or_after_its_transfer() {
+    let mut h = Harness::new();
+    // Before login there is no account to revoke.
+    h.session.handle_account_revoked();
+    assert!(h.actions().is_empty());
+    h.login_alice();
+    h.session.handle_account_revoked();
+    let actions = h.actions();
+    assert_eq!(
+        replies(actions.clone()),
+        [(
+            421,
+            "Account removed or its password changed, closing control connection".to_owned()
+        )]
+    );
+    assert_eq!(actions.last(), Some(&Action::Close));
+
+    let mut h = Harness::new();
+    h.login_alice();
+    h.line("EPSV");
+    h.outcome(Outcome::PassiveOpened(Ok("192.0.2.1:50000"
+        .parse()
+        .unwrap())));
+    assert!(matches!(&h.line("RETR f")[..], [Action::Transfer(_)]));
+    h.session.handle_account_revoked();
+    assert!(h.actions().is_empty());
+    h.line("NOOP");
+    h.outcome(Outcome::TransferStarted {
+        size: Some(1),
+        stored_as: None,
+    });
+    let replies = replies(h.outcome(Outcome::TransferFinished(Ok(TransferSummary { bytes: 1 }))));
+    assert_eq!(
+        replies.iter().map(|reply| reply.0).collect::<Vec<_>>(),
+        [226, 421]
+    );
+}
+
+#[test]
 fn no_idle_timeout_while_an_operation_is_in_flight() {
     let mut h = Harness::new();
     h.login_alice();
