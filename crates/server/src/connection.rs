@@ -31,7 +31,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress};
-use crate::drain::{Phase, SessionGuard};
+use crate::drain::{Phase, ServerSignal, SessionGuard};
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -519,10 +519,14 @@ impl ControlConnection {
                     }
                 }
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
-                phase = self.shutdown.next_phase() => match phase {
-                    Phase::Serving => {}
-                    Phase::Draining => self.session.handle_shutdown(),
-                    Phase::Stopping => self.session.handle_shutdown_deadline(),
+                signal = self.shutdown.next_signal() => match signal {
+                    ServerSignal::Phase(Phase::Serving) => {}
+                    ServerSignal::Phase(Phase::Draining) => self.session.handle_shutdown(),
+                    ServerSignal::Phase(Phase::Stopping) => {
+                        self.session.handle_shutdown_deadline()
+                    }
+                    // An idle session whose account went away hears of it now.
+                    ServerSignal::Reloaded => self.check_account().await,
                 },
             }
         }

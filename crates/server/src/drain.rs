@@ -29,6 +29,18 @@ pub(crate) enum Phase {
 pub(crate) struct Drain {
     phase: watch::Sender<Phase>,
     sessions: watch::Sender<usize>,
+    /// Counts configuration reloads (SIGHUP): open sessions then check their account again,
+    /// idle ones included.
+    reloads: watch::Sender<u64>,
+}
+
+/// What an open session hears from the server besides its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ServerSignal {
+    /// The shutdown moved on.
+    Phase(Phase),
+    /// The configuration was reloaded.
+    Reloaded,
 }
 
 impl Drain {
@@ -36,7 +48,13 @@ impl Drain {
         Self {
             phase: watch::Sender::new(Phase::Serving),
             sessions: watch::Sender::new(0),
+            reloads: watch::Sender::new(0),
         }
+    }
+
+    /// Tells every open session that the configuration was reloaded.
+    pub(crate) fn reloaded(&self) {
+        self.reloads.send_modify(|count| *count += 1);
     }
 
     /// Counts a session as open until the guard is dropped; the guard tells it when the
@@ -51,6 +69,7 @@ impl Drain {
         SessionGuard {
             drain: std::sync::Arc::clone(self),
             phase,
+            reloads: self.reloads.subscribe(),
         }
     }
 
@@ -90,16 +109,36 @@ impl Drain {
 pub(crate) struct SessionGuard {
     drain: std::sync::Arc<Drain>,
     phase: watch::Receiver<Phase>,
+    reloads: watch::Receiver<u64>,
 }
 
 impl SessionGuard {
-    /// The next phase the server moves to; never completes while it keeps serving.
-    pub(crate) async fn next_phase(&mut self) -> Phase {
-        if self.phase.changed().await.is_err() {
-            // The server is gone without a shutdown (a test dropping it): nothing to wait for.
-            return std::future::pending().await;
+    /// The next phase or reload; never completes while the server keeps serving unchanged.
+    pub(crate) async fn next_signal(&mut self) -> ServerSignal {
+        tokio::select! {
+            phase = next_phase(&mut self.phase) => ServerSignal::Phase(phase),
+            () = next_reload(&mut self.reloads) => ServerSignal::Reloaded,
         }
-        *self.phase.borrow_and_update()
+    }
+
+    /// The next phase the server moves to; never completes while it keeps serving.
+    #[cfg(test)]
+    pub(crate) async fn next_phase(&mut self) -> Phase {
+        next_phase(&mut self.phase).await
+    }
+}
+
+async fn next_phase(phase: &mut watch::Receiver<Phase>) -> Phase {
+    if phase.changed().await.is_err() {
+        // The server is gone without a shutdown (a test dropping it): nothing to wait for.
+        return std::future::pending().await;
+    }
+    *phase.borrow_and_update()
+}
+
+async fn next_reload(reloads: &mut watch::Receiver<u64>) {
+    if reloads.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -133,5 +172,18 @@ mod tests {
         drop(late);
         assert_eq!(drain.open_sessions(), 0);
         drain.all_sessions_ended().await;
+    }
+
+    #[tokio::test]
+    async fn sessions_hear_of_each_reload() {
+        let drain = Arc::new(Drain::new());
+        let mut session = drain.session();
+        drain.reloaded();
+        assert_eq!(session.next_signal().await, ServerSignal::Reloaded);
+        drain.advance(Phase::Draining);
+        assert_eq!(
+            session.next_signal().await,
+            ServerSignal::Phase(Phase::Draining)
+        );
     }
 }

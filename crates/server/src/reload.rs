@@ -238,6 +238,8 @@ impl ServerHandle {
             .set_passive_pool(Arc::clone(&context.passive_pool));
         self.inner.contexts.replace(Arc::new(context));
         self.start_background_jobs();
+        // Open sessions check their account again (the users file may have changed).
+        running.drain.reloaded();
         info!("configuration reloaded: new sessions use it");
         Ok(report)
     }

@@ -617,7 +617,7 @@ async fn a_session_that_does_not_log_in_is_closed_by_the_login_timeout() {
 #[tokio::test]
 async fn open_sessions_follow_their_account_deleted_made_read_only_or_given_a_new_password() {
     let users = Arc::new(ChangingUsers::default());
-    for name in ["alice", "bob", "carol"] {
+    for name in ["alice", "bob", "carol", "dave"] {
         users.set(name, Some((false, 1)));
     }
     let server = Server::bind(
@@ -628,7 +628,9 @@ async fn open_sessions_follow_their_account_deleted_made_read_only_or_given_a_ne
     .await
     .unwrap();
     let address = server.local_addrs()[0];
+    let handle = server.handle();
     let _task = AbortOnDrop(tokio::spawn(server.run(std::future::pending())));
+    let mut idle = login_to(address, "dave").await;
     let mut alice = login_to(address, "alice").await;
     let mut bob = login_to(address, "bob").await;
     let mut carol = login_to(address, "carol").await;
@@ -657,6 +659,14 @@ async fn open_sessions_follow_their_account_deleted_made_read_only_or_given_a_ne
     // alice writable again.
     users.set("alice", Some((false, 1)));
     assert_eq!(code(&mut alice, "MKD /after").await, 257);
+    // A reload (SIGHUP) makes idle sessions check too: dave hears without a command.
+    users.set("dave", None);
+    handle
+        .reload(test_options(), Arc::clone(&users) as Arc<dyn Authenticator>)
+        .await
+        .unwrap();
+    assert_eq!(idle.read_reply().await.unwrap().code.0, 421);
+    assert_eq!(code(&mut alice, "NOOP").await, 200);
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
