@@ -11,6 +11,7 @@
 mod advertise;
 mod connection;
 mod data;
+mod descriptors;
 mod drain;
 mod home;
 mod limits;
@@ -379,6 +380,15 @@ impl Server {
     /// then aborts what still runs (426, 421). Returns once every session has ended (or a
     /// few seconds after the abort, for clients that do not read their replies).
     pub async fn run_until(self, drain: impl Future<Output = ()>, stop: impl Future<Output = ()>) {
+        // Measured now: the listeners, session threads and files of the server are open.
+        let descriptor_cap = descriptors::session_cap();
+        if descriptor_cap < usize::MAX {
+            info!(
+                sessions = descriptor_cap,
+                "the open-files limit allows this many sessions at once"
+            );
+        }
+        self.limiter.set_descriptor_cap(descriptor_cap);
         let mut tasks = tokio::task::JoinSet::new();
         let mut accepting_on_threads = Vec::new();
         let mut every_listener_accepts = true;
@@ -484,11 +494,16 @@ async fn accept_loop(
     contexts: Arc<Swappable<ServerContext>>,
     limiter: Arc<SessionLimiter>,
 ) {
+    let mut spare = descriptors::SpareDescriptor::open();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
+                // Out of descriptors despite the budget: answered 421 with the spare one.
+                if spare.refuse_one(&listener, &error).await {
+                    continue;
+                }
+                // Anything else: back off instead of spinning.
                 warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -527,6 +542,7 @@ pub(crate) async fn refuse(
     let text: &[u8] = match exceeded {
         LimitExceeded::Global => b"421 Too many sessions, try later\r\n",
         LimitExceeded::PerIp => b"421 Too many sessions from your address\r\n",
+        LimitExceeded::Descriptors => descriptors::REFUSAL,
     };
     warn!(%peer, ?exceeded, "session refused");
     let _ = stream.write_all(text).await;

@@ -12,6 +12,9 @@ pub(crate) struct SessionLimiter {
     /// Changed by a reload; sessions over a lowered cap stay, new ones wait for room.
     max_sessions: AtomicUsize,
     max_sessions_per_ip: AtomicUsize,
+    /// What the file-descriptor budget allows (`descriptors.rs`), set when the server starts
+    /// running.
+    max_sessions_for_descriptors: AtomicUsize,
     counts: Mutex<Counts>,
 }
 
@@ -26,6 +29,8 @@ struct Counts {
 pub(crate) enum LimitExceeded {
     Global,
     PerIp,
+    /// Another session would eat into the descriptors open sessions need.
+    Descriptors,
 }
 
 /// Holds one session's place; the place is released when it is dropped.
@@ -40,6 +45,7 @@ impl SessionLimiter {
         Self {
             max_sessions: AtomicUsize::new(max_sessions),
             max_sessions_per_ip: AtomicUsize::new(max_sessions_per_ip),
+            max_sessions_for_descriptors: AtomicUsize::new(usize::MAX),
             counts: Mutex::new(Counts::default()),
         }
     }
@@ -56,6 +62,9 @@ impl SessionLimiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if counts.total >= self.max_sessions.load(Ordering::Relaxed) {
             return Err(LimitExceeded::Global);
+        }
+        if counts.total >= self.max_sessions_for_descriptors.load(Ordering::Relaxed) {
+            return Err(LimitExceeded::Descriptors);
         }
         let for_ip = counts.per_ip.entry(ip).or_insert(0);
         if *for_ip >= self.max_sessions_per_ip.load(Ordering::Relaxed) {
@@ -74,6 +83,12 @@ impl SessionLimiter {
         self.max_sessions.store(max_sessions, Ordering::Relaxed);
         self.max_sessions_per_ip
             .store(max_sessions_per_ip, Ordering::Relaxed);
+    }
+
+    /// The most sessions the file descriptors allow.
+    pub(crate) fn set_descriptor_cap(&self, sessions: usize) {
+        self.max_sessions_for_descriptors
+            .store(sessions, Ordering::Relaxed);
     }
 
     /// Sessions open now.
@@ -120,5 +135,11 @@ mod tests {
         drop(first);
         let _again = limiter.try_acquire(a).unwrap();
         assert_eq!(limiter.open_sessions(), 3);
+        limiter.set_limits(10, 10);
+        limiter.set_descriptor_cap(3);
+        assert_eq!(
+            limiter.try_acquire(b).unwrap_err(),
+            LimitExceeded::Descriptors
+        );
     }
 }
