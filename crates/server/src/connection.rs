@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
+use ferroftp_backend::{AuthError, LoginAttempt, Password, Storage, StorageError, Upload};
 use ferroftp_proto::framing::{LineBuffer, LineError};
 use ferroftp_proto::listing::ListFormat;
 use ferroftp_proto::session::{
@@ -32,6 +32,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress};
 use crate::drain::{Phase, SessionGuard};
+use crate::home;
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -387,6 +388,7 @@ async fn serve_session(
         check_for_proxy_header: via_proxy.is_none()
             && context.proxy_protocol.is_enabled()
             && !stream.is_tls(),
+        storage: Arc::clone(&context.storage),
         context,
         stream,
         lineage,
@@ -424,6 +426,10 @@ async fn serve_session(
 
 struct ControlConnection {
     context: Arc<ServerContext>,
+    /// The storage as the logged-in user sees it: confined to their home by the storage
+    /// itself (`Storage::scoped`), not only by the session's mapping of paths. Until a login,
+    /// the server's storage (no command reaches it before one).
+    storage: Arc<dyn Storage>,
     /// Counts this session as open and tells it when the server shuts down.
     shutdown: SessionGuard,
     stream: ControlStream,
@@ -542,7 +548,7 @@ impl ControlConnection {
                     self.session.handle_outcome(outcome, now());
                 }
                 Action::Storage(request) => {
-                    let outcome = Outcome::Storage(storage_operation(&self.context, request).await);
+                    let outcome = Outcome::Storage(storage_operation(&self.storage, request).await);
                     self.session.handle_outcome(outcome, now());
                 }
                 Action::OpenPassive => {
@@ -698,6 +704,7 @@ impl ControlConnection {
                     .homes
                     .ensure(storage, &user.name, &user.home)
                     .await;
+                self.storage = home::scoped(&self.context.storage, &user.name, &user.home).await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
@@ -842,7 +849,7 @@ impl ControlConnection {
                 data_complete: None,
             });
         }
-        let storage = Arc::clone(&self.context.storage);
+        let storage = Arc::clone(&self.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
             data::prepare(request, storage, source, tls, &options).await
@@ -1126,16 +1133,15 @@ fn hand_line_to(
 }
 
 async fn storage_operation(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     request: StorageRequest,
 ) -> Result<StorageResult, StorageErrorKind> {
-    let storage = &context.storage;
     let result = match &request {
         StorageRequest::Metadata(path) => storage.metadata(path).await.map(StorageResult::Metadata),
         StorageRequest::ResumableSize(path) => {
             storage.resumable_size(path).await.map(StorageResult::Size)
         }
-        StorageRequest::StatListing(path) => stat_listing(context, path).await,
+        StorageRequest::StatListing(path) => stat_listing(storage, path).await,
         StorageRequest::MakeDir(path) => storage.make_dir(path).await.map(|()| StorageResult::Done),
         StorageRequest::RemoveDir(path) => {
             storage.remove_dir(path).await.map(|()| StorageResult::Done)
@@ -1188,10 +1194,9 @@ async fn storage_operation(
 }
 
 async fn stat_listing(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     path: &ferroftp_proto::VirtualPath,
 ) -> Result<StorageResult, StorageError> {
-    let storage = &context.storage;
     let meta = storage.metadata(path).await?;
     if !meta.is_dir() {
         let name = path.file_name().unwrap_or("/").to_owned();

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use ferroftp_backend::{
     DirEntry, EntryStream, FileKind, FileMeta, StorageError, StorageErrorKind, VirtualPath,
 };
-use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Dir, OFlags};
 use tokio::sync::mpsc;
 
-use crate::confine::{meta_of, open_beneath, stat_meta};
+use crate::confine::{meta_of, open_path, stat_meta};
 use crate::error::fs_error;
 use crate::{Inner, PARTIAL_PREFIX};
 
@@ -124,15 +124,10 @@ fn entry_meta(
         return Ok(own);
     }
     let entry_path = entry_path()?;
-    // From the root, not from `directory`: a link to `../other` that stays inside the root
-    // is fine, only leaving the root is not.
-    let target = open_beneath(
-        &inner.root,
-        entry_path.relative_str(),
-        OFlags::PATH,
-        Mode::empty(),
-        ResolveFlags::empty(),
-    )
-    .and_then(meta_of);
+    // From the anchor (the root, or the user's home), not from `directory`: a link to
+    // `../other` that stays inside it is fine, only leaving it is not.
+    let target = open_path(&inner.anchor, &entry_path, OFlags::PATH)
+        .ok()
+        .and_then(|fd| meta_of(fd).ok());
     Ok(target.unwrap_or(own))
 }

@@ -73,19 +73,19 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, StorageError> {
     let (directory, final_name, path, file, unique) = match target {
         UploadTarget::Path(path) => {
-            if path.is_root() {
+            if inner.anchor.is_top(path) {
                 return Err(StorageError::new(
                     StorageErrorKind::IsADirectory,
                     "the root",
                 ));
             }
-            let (directory, name) = open_parent(&inner.root, path)?;
+            let (directory, name) = open_parent(&inner.anchor, path)?;
             refuse_directory(&directory, name, path)?;
             let file = lock_partial(&directory, &partial_name(name), path, false)?;
             (directory, name.to_owned(), path.clone(), file, false)
         }
         UploadTarget::UniqueIn(directory_path) => {
-            let directory = open_directory(&inner.root, directory_path)?;
+            let directory = open_directory(&inner.anchor, directory_path)?;
             let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
                 StorageError::new(
