@@ -2269,3 +2269,39 @@ async fn a_symlink_in_a_home_cannot_lead_into_another_home() {
         213
     );
 }
+
+#[tokio::test]
+async fn a_modification_time_before_1970_is_kept_and_listed() {
+    let (server, _root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    client
+        .store("/old", DataMode::ExtendedPassive, b"old")
+        .await
+        .unwrap();
+    client
+        .store("/new", DataMode::ExtendedPassive, b"new")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "MFMT 19691231235959 /old").await, 213);
+    let reply = client.command("MDTM /old").await.unwrap();
+    assert_eq!((reply.code.0, reply.text()), (213, "19691231235959".into()));
+    assert_eq!(code(&mut client, "SIZE /old").await, 213);
+    let reply = client.command("MLST /old").await.unwrap();
+    assert_eq!(reply.code.0, 250);
+    assert!(reply.text().contains("modify=19691231235959;"), "{reply:?}");
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert!(
+            listing.contains("old") && listing.contains("new"),
+            "{verb}: {listing}"
+        );
+    }
+    let reply = client.command("STAT /").await.unwrap();
+    assert_eq!(reply.code.0, 213);
+    let text = reply.text();
+    assert!(text.contains("old") && text.contains("new"), "{text}");
+}

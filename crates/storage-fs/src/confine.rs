@@ -178,22 +178,39 @@ pub(crate) fn meta_of(fd: OwnedFd) -> io::Result<FileMeta> {
 }
 
 /// What the protocol needs from a `stat`.
-// The stat field types differ between architectures (unsigned on x86_64, signed elsewhere).
-#[allow(clippy::useless_conversion)]
+// The stat field types differ between architectures (unsigned on x86_64, signed elsewhere);
+// the kernel's values are signed (`time_t`): a time before 1970 is negative, and read as
+// unsigned it became a date billions of years ahead, whose `SystemTime` overflowed (a
+// panic that killed the listing of the whole directory).
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
 pub(crate) fn stat_meta(stat: &rustix::fs::Stat) -> FileMeta {
     let kind = match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
         rustix::fs::FileType::Directory => FileKind::Directory,
         rustix::fs::FileType::Symlink => FileKind::Symlink,
         _ => FileKind::File,
     };
-    let modified = u64::try_from(stat.st_mtime).ok().map(|seconds| {
-        std::time::UNIX_EPOCH
-            + std::time::Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).unwrap_or(0))
-    });
+    let modified = modified_time(stat.st_mtime as i64, stat.st_mtime_nsec as i64);
     FileMeta {
         kind,
         size: u64::try_from(stat.st_size).unwrap_or(0),
         modified,
         mode: stat.st_mode & 0o7777,
     }
+}
+
+/// The modification time `seconds` (negative before 1970) and `nanoseconds` after it, or
+/// `None` when `SystemTime` cannot hold it: any time a filesystem stores is shown, never a
+/// panic.
+pub(crate) fn modified_time(seconds: i64, nanoseconds: i64) -> Option<std::time::SystemTime> {
+    let nanoseconds = u64::try_from(nanoseconds)
+        .ok()
+        .filter(|nanoseconds| *nanoseconds < 1_000_000_000)
+        .unwrap_or(0);
+    let whole = std::time::Duration::from_secs(seconds.unsigned_abs());
+    let second = if seconds >= 0 {
+        std::time::UNIX_EPOCH.checked_add(whole)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(whole)
+    }?;
+    second.checked_add(std::time::Duration::from_nanos(nanoseconds))
 }

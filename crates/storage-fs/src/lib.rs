@@ -566,6 +566,25 @@ mod tests {
     }
 
     #[test]
+    fn modified_times_cover_the_whole_range() {
+        use crate::confine::modified_time;
+        use std::time::Duration;
+        assert_eq!(
+            modified_time(-1, 0),
+            Some(UNIX_EPOCH - Duration::from_secs(1))
+        );
+        assert_eq!(
+            modified_time(-2, 500_000_000),
+            Some(UNIX_EPOCH - Duration::from_millis(1500))
+        );
+        assert_eq!(modified_time(7, 3), Some(UNIX_EPOCH + Duration::new(7, 3)));
+        // Whatever the platform's SystemTime can hold, the extremes never panic.
+        let _ = modified_time(i64::MIN, 0);
+        let _ = modified_time(i64::MAX, 999_999_999);
+        assert_eq!(modified_time(0, -5), Some(UNIX_EPOCH));
+    }
+
+    #[test]
     fn paths_are_taken_relative_to_the_anchor() {
         let home = anchor_at("/alice");
         let path = |text: &str| VirtualPath::root().resolve(text).unwrap();

@@ -11,6 +11,7 @@ use ferroftp_backend::{
 };
 use rustix::fs::{AtFlags, Dir, OFlags};
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::confine::{meta_of, open_path, stat_meta};
 use crate::error::fs_error;
@@ -26,16 +27,30 @@ type Item = Result<DirEntry, StorageError>;
 /// The entries of the already opened `directory` (at `path`), as a stream.
 pub(crate) fn stream(inner: Arc<Inner>, path: VirtualPath, directory: OwnedFd) -> EntryStream {
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-    tokio::task::spawn_blocking(move || produce(&inner, &path, &directory, &sender));
+    let listed = path.clone();
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&inner, &listed, &directory, &sender));
     let batch: std::vec::IntoIter<Item> = Vec::new().into_iter();
     Box::pin(futures_util::stream::unfold(
-        (receiver, batch),
-        |(mut receiver, mut batch)| async move {
+        (receiver, batch, Some(producer), path),
+        |(mut receiver, mut batch, mut producer, path)| async move {
             loop {
                 if let Some(item) = batch.next() {
-                    return Some((item, (receiver, batch)));
+                    return Some((item, (receiver, batch, producer, path)));
                 }
-                batch = receiver.recv().await?.into_iter();
+                match receiver.recv().await {
+                    Some(next) => batch = next.into_iter(),
+                    None => {
+                        // The reader is done. If it died instead (a panic), the listing is
+                        // incomplete: say so rather than end it as if it were whole.
+                        let failed = producer.take()?.await.err()?;
+                        let error = StorageError::new(
+                            StorageErrorKind::Local,
+                            format!("listing {path} failed: {failed}"),
+                        );
+                        return Some((Err(error), (receiver, batch, None, path)));
+                    }
+                }
             }
         },
     ))
@@ -76,7 +91,20 @@ fn produce(
                     }),
                     // Removed between readdir and stat: it is simply no longer there.
                     Err(error) if error.kind == StorageErrorKind::NotFound => continue,
-                    Err(error) => Err(error),
+                    // One entry that cannot be examined must not end the listing of all the
+                    // others: it is shown with what is known (its name), and logged.
+                    Err(error) => {
+                        warn!(directory = %path, entry = ?name, %error, "listing an entry that cannot be examined");
+                        Ok(DirEntry {
+                            name: name.to_owned(),
+                            meta: FileMeta {
+                                kind: FileKind::File,
+                                size: 0,
+                                modified: None,
+                                mode: 0,
+                            },
+                        })
+                    }
                 }
             }
         };

@@ -644,3 +644,27 @@ async fn set_mode_refuses_special_files() {
         .await;
     assert_kind(refused, StorageErrorKind::PermissionDenied, "FIFO");
 }
+
+#[tokio::test]
+async fn times_before_1970_are_kept_and_listed() {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = FsStorage::new(directory.path()).unwrap();
+    put_file(&storage, "/old", b"old").await;
+    put_file(&storage, "/new", b"new").await;
+    // 1969 and 1920 (within the 32-bit time_t range every filesystem stores).
+    for seconds_before in [1, 86_400 * 365 * 50] {
+        let time = std::time::UNIX_EPOCH - std::time::Duration::from_secs(seconds_before);
+        storage
+            .set_modified(&virtual_path("/old"), time)
+            .await
+            .unwrap();
+        let meta = storage.metadata(&virtual_path("/old")).await.unwrap();
+        assert_eq!(meta.modified, Some(time));
+        assert_eq!(meta.size, 3);
+        assert_eq!(
+            list_names(&storage, "/").await.unwrap(),
+            ["new", "old"],
+            "{seconds_before} s before 1970"
+        );
+    }
+}
