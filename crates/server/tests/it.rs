@@ -2305,3 +2305,48 @@ async fn a_modification_time_before_1970_is_kept_and_listed() {
     let text = reply.text();
     assert!(text.contains("old") && text.contains("new"), "{text}");
 }
+
+#[tokio::test]
+async fn names_with_line_breaks_are_refused_and_never_listed_raw() {
+    let (server, root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let forged = "x\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake";
+    for line in [
+        format!("STOR {forged}"),
+        format!("APPE {forged}"),
+        format!("MKD {forged}"),
+        "MKD a\rb".to_owned(),
+    ] {
+        // A bare CR inside the line reaches the server (only CRLF or LF end a line); the
+        // client library would refuse to send it, hence raw bytes.
+        let line = line.replace("\r\n", "\r");
+        client
+            .send_raw(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 553, "{line:?}");
+    }
+    client
+        .store("/plain", DataMode::ExtendedPassive, b"x")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "RNFR /plain").await, 350);
+    client.send_raw(b"RNTO a\rb\r\n").await.unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 553);
+    // Names put on disk by other means are left out of every listing.
+    std::fs::write(root.join("y\nfake"), b"x").unwrap();
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert_eq!(listing.lines().count(), 1, "{verb}: {listing:?}");
+        assert!(listing.contains("plain"), "{verb}: {listing:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}

@@ -6,6 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use ferroftp_backend::is_listable_name;
 use ferroftp_backend::{
     DirEntry, EntryStream, FileKind, FileMeta, StorageError, StorageErrorKind, VirtualPath,
 };
@@ -72,14 +73,21 @@ fn produce(
         }
     };
     let mut batch = Vec::with_capacity(BATCH);
+    let mut unlistable = Unlistable::default();
     for entry in entries {
         let item = match entry {
             Err(error) => Err(fs_error(error, "read directory", path)),
             Ok(entry) => {
                 // A name that is not UTF-8 cannot be expressed as a VirtualPath, so a client
-                // could not address it anyway.
-                let Ok(name) = entry.file_name().to_str() else {
-                    continue;
+                // could not address it anyway; one holding CR or LF would break the listing
+                // into forged lines. Both are left out, and counted for the log below
+                // (docs/protocol.md, "Names in listings").
+                let name = match entry.file_name().to_str() {
+                    Ok(name) if is_listable_name(name) => name,
+                    _ => {
+                        unlistable.note(entry.file_name().to_bytes());
+                        continue;
+                    }
                 };
                 if name == "." || name == ".." || name.starts_with(PARTIAL_PREFIX) {
                     continue;
@@ -113,12 +121,43 @@ fn produce(
         if failed || batch.len() == BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if sender.blocking_send(full).is_err() || failed {
+                unlistable.log(path);
                 return;
             }
         }
     }
+    unlistable.log(path);
     if !batch.is_empty() {
         let _ = sender.blocking_send(batch);
+    }
+}
+
+/// Entries left out of one listing because their names cannot be sent: one log line per
+/// listing, not one per entry.
+#[derive(Default)]
+struct Unlistable {
+    count: u64,
+    /// The first one, escaped (`Debug` of the lossy text: no raw control characters).
+    example: Option<String>,
+}
+
+impl Unlistable {
+    fn note(&mut self, name: &[u8]) {
+        self.count += 1;
+        if self.example.is_none() {
+            self.example = Some(format!("{:?}", String::from_utf8_lossy(name)));
+        }
+    }
+
+    fn log(&self, path: &VirtualPath) {
+        if let Some(example) = &self.example {
+            warn!(
+                directory = %path,
+                left_out = self.count,
+                first = %example,
+                "listing left out names that are not UTF-8 or hold CR or LF"
+            );
+        }
     }
 }
 

@@ -668,3 +668,27 @@ async fn times_before_1970_are_kept_and_listed() {
         );
     }
 }
+
+#[tokio::test]
+async fn names_that_cannot_be_sent_are_left_out_of_listings() {
+    use std::os::unix::ffi::OsStrExt;
+    let directory = tempfile::tempdir().unwrap();
+    let storage = FsStorage::new(directory.path()).unwrap();
+    std::fs::write(directory.path().join("plain"), b"x").unwrap();
+    std::fs::write(
+        directory
+            .path()
+            .join("a\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(directory.path().join("b\nc"), b"x").unwrap();
+    std::fs::write(
+        directory
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9")),
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(list_names(&storage, "/").await.unwrap(), ["plain"]);
+}
