@@ -43,7 +43,7 @@ pub use crate::error::error_kind;
 use crate::error::fs_error;
 
 /// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
-/// of an unfinished upload of `report.pdf`. Listings hide such files and client paths with a
+/// of an unfinished upload of `report.pdf` (names too long for that get a hash instead). Listings hide such files and client paths with a
 /// segment starting with it are refused as `InvalidName`.
 pub const PARTIAL_PREFIX: &str = ".ferroftp-partial.";
 

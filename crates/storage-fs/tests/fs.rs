@@ -692,3 +692,44 @@ async fn names_that_cannot_be_sent_are_left_out_of_listings() {
     .unwrap();
     assert_eq!(list_names(&storage, "/").await.unwrap(), ["plain"]);
 }
+
+#[tokio::test]
+async fn names_up_to_255_bytes_upload_resume_and_stay_hidden_while_partial() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    for length in [237, 238, 255] {
+        let name = format!("{}.bin", "n".repeat(length - 4));
+        let path = format!("/{name}");
+        let data = pattern(50_000, 3);
+        // Interrupted: hidden, and its size is what SIZE reports for a resume.
+        let mut upload = storage
+            .start_upload(&at(&path), WriteMode::Create)
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, &data[..20_000]).await;
+        upload.abandon().await.unwrap();
+        assert_eq!(list_names(storage, "/").await.unwrap(), Vec::<String>::new());
+        assert_eq!(
+            storage
+                .resumable_size(&virtual_path(&path))
+                .await
+                .unwrap(),
+            20_000
+        );
+        // Resumed and published under the full name.
+        let mut upload = storage
+            .start_upload(&at(&path), WriteMode::ResumeAt(20_000))
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, &data[20_000..]).await;
+        assert_eq!(upload.commit().await.unwrap(), 50_000);
+        assert_bytes_eq(
+            &std::fs::read(sandbox.on_disk(&name)).unwrap(),
+            &data,
+            &format!("{length}-byte name"),
+        );
+        assert_eq!(list_names(storage, "/").await.unwrap(), [name.clone()]);
+        storage.remove_file(&virtual_path(&path)).await.unwrap();
+        assert_eq!(tree_of(&sandbox.root()), Vec::<String>::new());
+    }
+}
