@@ -52,6 +52,15 @@ const MAX_STAT_ENTRIES: usize = 10_000;
 /// Bytes read from the control connection at once.
 const CONTROL_READ: usize = 2048;
 
+/// How long after an upload's data connection ended its control connection must still be
+/// open for the upload to be published. A client killed mid-upload closes both connections,
+/// the data connection first (an orderly FIN, which stream mode takes for end-of-file), its
+/// control connection about 100 us later; without this wait an upload whose storage does not
+/// fsync (`storage.fsync_uploads = false`) was checked before that close arrived and a
+/// truncated file replaced the previous version (5 of 40 killed clients). With fsync, the
+/// fsync usually takes longer than this already and nothing is added. docs/uploads.md.
+const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Numbers sessions in the logs (`session{id=…}`) and transfer records, from 1.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -264,6 +273,28 @@ enum ControlStream {
 }
 
 impl ControlStream {
+    /// Whether the client has closed (or reset) the TCP connection, asked of the kernel
+    /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`) rather than of the event loop's readiness,
+    /// which is only as fresh as its last turn: a FIN that arrived since is seen here.
+    /// Bytes waiting (a command) mean the client is there; nothing is consumed.
+    fn closed_by_peer(&self) -> bool {
+        let tcp = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+            Self::Closed => return true,
+        };
+        let mut probe = [0u8; 1];
+        match rustix::net::recv(
+            tcp,
+            &mut probe,
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(errno) => errno != rustix::io::Errno::AGAIN && errno != rustix::io::Errno::INTR,
+        }
+    }
+
     fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
@@ -913,15 +944,18 @@ impl ControlConnection {
                 if let Some(transfer) = &mut self.transfer {
                     transfer.data_complete = Some(now());
                 }
-                self.stage = TransferStage::Securing(Box::pin(secure(upload)));
+                let publish_after = tokio::time::Instant::now() + CLIENT_GONE_GRACE;
+                self.stage = TransferStage::Securing(Box::pin(secure(upload, publish_after)));
             }
             StageEvent::Secured(Ok(upload)) => {
                 // Stream mode marks end of file by closing the data connection, which a
-                // client that is killed also does, and the kernel may close its control
-                // connection a little later. Checking only now, after the data was made
-                // durable (an fsync), leaves that close time to arrive: a killed client's
-                // upload stays partial and the previous version stays whole.
-                if !self.control_still_open()? {
+                // client that is killed also does, and the kernel closes its control
+                // connection some 100 us later. Checking only now, at least
+                // CLIENT_GONE_GRACE after the data connection ended (and after the fsync),
+                // leaves that close time to arrive, with or without fsync: a killed client's
+                // upload stays partial and the previous version stays whole. The kernel is
+                // asked too, in case the event loop has not seen the close yet.
+                if !self.control_still_open()? || self.stream.closed_by_peer() {
                     self.log_transfer(TransferEnd::Failed(
                         "client gone, upload kept as partial".to_owned(),
                     ));
@@ -1220,8 +1254,19 @@ fn announced_port(listening: u16, offset: i32) -> u16 {
     u16::try_from(i32::from(listening) + offset).unwrap_or(listening)
 }
 
-async fn secure(mut upload: Box<dyn Upload>) -> Result<Box<dyn Upload>, StorageError> {
+/// Makes an upload's data durable (when the storage fsyncs), then waits until
+/// `publish_after` if that has not passed yet: see [`CLIENT_GONE_GRACE`].
+async fn secure(
+    mut upload: Box<dyn Upload>,
+    publish_after: tokio::time::Instant,
+) -> Result<Box<dyn Upload>, StorageError> {
     upload.make_durable().await?;
+    let remaining = publish_after.saturating_duration_since(tokio::time::Instant::now());
+    if !remaining.is_zero() {
+        // On a blocking thread: the async timer's resolution is a millisecond, which would
+        // double the wait. The control loop keeps watching the control connection meanwhile.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
+    }
     Ok(upload)
 }
 
