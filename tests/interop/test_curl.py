@@ -478,3 +478,37 @@ def test_transfer_log_has_one_xferlog_line_per_transfer_and_reopens_on_sighup(
     wait_for(lambda: "storage changed" in events.read_text(), "the MKD in the new event log")
     assert 'storage changed command="MKD" path=/new dir' in events.read_text()
     assert server.proc.poll() is None
+
+
+def test_partial_data_older_than_the_expiry_is_removed_at_start_and_later(start_server,
+                                                                          tmp_path):
+    """storage.partial_expiry: abandoned partial data older than it goes at start and in the
+    background; younger partial data and every published file stay. Waits are bounded."""
+    root = tmp_path / "expiry-root"
+    (root / "sub").mkdir(parents=True)
+    hour_ago = time.time() - 3600
+    in_an_hour = time.time() + 3600  # never expires during the test
+    for rel, mtime in [(PARTIAL_PREFIX + "old.bin", hour_ago),
+                       ("sub/" + PARTIAL_PREFIX + "old-nested.bin", hour_ago),
+                       (PARTIAL_PREFIX + "young.bin", in_an_hour),
+                       ("published.bin", hour_ago)]:
+        (root / rel).write_bytes(b"data of " + rel.encode())
+        os.utime(root / rel, (mtime, mtime))
+    server = start_server(root=root, config='[storage]\npartial_expiry = "8s"\n',
+                          extra_args=["--listen", "127.0.0.1:0"])
+    wait_for(lambda: not (root / (PARTIAL_PREFIX + "old.bin")).exists()
+             and not (root / "sub" / (PARTIAL_PREFIX + "old-nested.bin")).exists(),
+             "the expired partial files to be removed at start", timeout=30)
+    assert (root / (PARTIAL_PREFIX + "young.bin")).exists()
+    assert (root / "published.bin").read_bytes() == b"data of published.bin"
+    # Later: partial data that expires while the server runs goes in a background pass.
+    later = root / "sub" / (PARTIAL_PREFIX + "later.bin")
+    later.write_bytes(b"later")
+    os.utime(later, (hour_ago, hour_ago))
+    wait_for(lambda: not later.exists(), "a background pass to remove it", timeout=30)
+    assert (root / (PARTIAL_PREFIX + "young.bin")).exists()
+    assert sorted(os.listdir(root)) == sorted([PARTIAL_PREFIX + "young.bin", "published.bin",
+                                               "sub"])
+    r = curl("--ftp-pasv", server.url("published.bin"))
+    r.assert_ok()
+    assert r.stdout == b"data of published.bin"

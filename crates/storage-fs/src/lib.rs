@@ -16,6 +16,7 @@
 
 mod confine;
 mod error;
+mod expiry;
 mod listing;
 mod upload;
 mod write_behind;
@@ -41,6 +42,7 @@ use crate::confine::{
 };
 pub use crate::error::error_kind;
 use crate::error::fs_error;
+pub use crate::expiry::{PartialSweeper, SweepReport};
 
 /// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
 /// of an unfinished upload of `report.pdf` (names too long for that get a hash instead). Listings hide such files and client paths with a
@@ -165,6 +167,13 @@ impl FsStorage {
                 chmod_mask: self.inner.chmod_mask,
             }),
         }
+    }
+
+    /// A sweeper that removes the partial data of uploads abandoned for longer than
+    /// `max_age` (`storage.partial_expiry`), in passes of bounded work: see
+    /// [`PartialSweeper::pass`].
+    pub fn partial_sweeper(&self, max_age: std::time::Duration) -> PartialSweeper {
+        PartialSweeper::new(Arc::clone(&self.inner), max_age)
     }
 
     /// The directory served, as given to [`new`](Self::new).

@@ -592,11 +592,17 @@ mod tests {
         for length in [NAME_MAX - PARTIAL_PREFIX.len() + 1, NAME_MAX] {
             let long = "l".repeat(length);
             let partial = partial_name(&long);
-            assert!(partial.starts_with(".ferroftp-partial.sha256-"), "{partial}");
+            assert!(
+                partial.starts_with(".ferroftp-partial.sha256-"),
+                "{partial}"
+            );
             assert_eq!(partial.len(), PARTIAL_PREFIX.len() + 7 + 32);
             assert_eq!(partial, partial_name(&long), "deterministic");
         }
-        assert_ne!(partial_name(&"a".repeat(250)), partial_name(&"b".repeat(250)));
+        assert_ne!(
+            partial_name(&"a".repeat(250)),
+            partial_name(&"b".repeat(250))
+        );
     }
 
     #[test]

@@ -708,12 +708,12 @@ async fn names_up_to_255_bytes_upload_resume_and_stay_hidden_while_partial() {
             .unwrap();
         write_chunks(&mut *upload, &data[..20_000]).await;
         upload.abandon().await.unwrap();
-        assert_eq!(list_names(storage, "/").await.unwrap(), Vec::<String>::new());
         assert_eq!(
-            storage
-                .resumable_size(&virtual_path(&path))
-                .await
-                .unwrap(),
+            list_names(storage, "/").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            storage.resumable_size(&virtual_path(&path)).await.unwrap(),
             20_000
         );
         // Resumed and published under the full name.
@@ -732,4 +732,99 @@ async fn names_up_to_255_bytes_upload_resume_and_stay_hidden_while_partial() {
         storage.remove_file(&virtual_path(&path)).await.unwrap();
         assert_eq!(tree_of(&sandbox.root()), Vec::<String>::new());
     }
+}
+
+/// Sets the modification time of a file on disk `age` before now.
+fn age_file(path: &Path, age: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn expired_partial_data_is_removed_in_bounded_passes() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let hour = std::time::Duration::from_secs(3600);
+    // Abandoned uploads: two old ones (one nested), one recent; one old one still running.
+    for path in ["/old", "/d/e/nested-old", "/recent", "/running"] {
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && parent != std::path::Path::new("/")
+        {
+            std::fs::create_dir_all(sandbox.on_disk(&parent.to_string_lossy()[1..])).unwrap();
+        }
+        let mut upload = storage
+            .start_upload(&at(path), WriteMode::Create)
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, b"partial data").await;
+        upload.abandon().await.unwrap();
+    }
+    put_file(storage, "/committed", b"kept").await;
+    let running = storage
+        .start_upload(&at("/running"), WriteMode::Append)
+        .await
+        .unwrap();
+    for partial in ["old", "d/e/nested-old", "running"] {
+        let (directory, name) = partial.rsplit_once('/').unwrap_or(("", partial));
+        let on_disk = sandbox
+            .root()
+            .join(directory)
+            .join(format!("{PARTIAL_PREFIX}{name}"));
+        age_file(&on_disk, 3 * hour);
+    }
+    age_file(&sandbox.on_disk("committed"), 3 * hour);
+    // A symlink under a partial name, pointing outside: never followed, never removed.
+    symlink(
+        sandbox.outside().join("secret.txt"),
+        sandbox.on_disk(&format!("{PARTIAL_PREFIX}link")),
+    )
+    .unwrap();
+
+    let mut sweeper = storage.partial_sweeper(2 * hour);
+    // A budget of one entry: each pass visits one directory, so the round takes several.
+    let mut removed = 0;
+    let mut passes = 0;
+    loop {
+        let report = sweeper.pass(std::time::SystemTime::now(), 1);
+        removed += report.removed;
+        passes += 1;
+        if report.round_complete {
+            break;
+        }
+        assert!(passes < 10, "the round never ends");
+    }
+    assert!(passes >= 3, "{passes} passes for root, d and d/e");
+    assert_eq!(removed, 2);
+    assert_eq!(
+        tree_of(&sandbox.root()),
+        [
+            format!("{PARTIAL_PREFIX}link"),
+            format!("{PARTIAL_PREFIX}recent"),
+            format!("{PARTIAL_PREFIX}running"),
+            "committed".to_owned(),
+            "d".to_owned(),
+        ]
+    );
+    assert_eq!(tree_of(&sandbox.on_disk("d/e")), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read(sandbox.outside().join("secret.txt")).unwrap(),
+        b"secret"
+    );
+    // Once the upload that held it is gone, the old partial goes at the next round.
+    drop(running);
+    let report = sweeper.pass(std::time::SystemTime::now(), 1000);
+    assert_eq!((report.removed, report.round_complete), (1, true));
+    assert!(
+        !sandbox
+            .on_disk(&format!("{PARTIAL_PREFIX}running"))
+            .exists()
+    );
+    assert_eq!(
+        storage
+            .resumable_size(&virtual_path("/recent"))
+            .await
+            .unwrap(),
+        12
+    );
 }
