@@ -14,7 +14,7 @@
 //! older than the expiry.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -89,13 +89,13 @@ impl PartialSweeper {
 
     fn sweep_directory(
         &mut self,
-        relative: &PathBuf,
+        relative: &Path,
         cutoff: SystemTime,
         report: &mut SweepReport,
     ) {
         let directory = match open_beneath(
             &self.inner.anchor.fd,
-            relative.as_path(),
+            relative,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
             Mode::empty(),
             ResolveFlags::NO_SYMLINKS,
