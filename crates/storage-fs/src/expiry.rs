@@ -87,12 +87,7 @@ impl PartialSweeper {
         report
     }
 
-    fn sweep_directory(
-        &mut self,
-        relative: &Path,
-        cutoff: SystemTime,
-        report: &mut SweepReport,
-    ) {
+    fn sweep_directory(&mut self, relative: &Path, cutoff: SystemTime, report: &mut SweepReport) {
         let directory = match open_beneath(
             &self.inner.anchor.fd,
             relative,

@@ -728,7 +728,10 @@ async fn names_up_to_255_bytes_upload_resume_and_stay_hidden_while_partial() {
             &data,
             &format!("{length}-byte name"),
         );
-        assert_eq!(list_names(storage, "/").await.unwrap(), std::slice::from_ref(&name));
+        assert_eq!(
+            list_names(storage, "/").await.unwrap(),
+            std::slice::from_ref(&name)
+        );
         storage.remove_file(&virtual_path(&path)).await.unwrap();
         assert_eq!(tree_of(&sandbox.root()), Vec::<String>::new());
     }
