@@ -76,7 +76,7 @@ struct Inner {
     /// For messages only; never used to open anything.
     root_path: PathBuf,
     /// Source of STOU names; seeded from the clock so restarts rarely retry.
-    next_unique: AtomicU64,
+    next_unique: Arc<AtomicU64>,
     /// Whether an upload is fsynced before it is published (see
     /// [`FsStorage::with_fsync_uploads`]).
     fsync_uploads: bool,
@@ -105,7 +105,7 @@ impl FsStorage {
                     base: VirtualPath::root(),
                 },
                 root_path,
-                next_unique: AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40)),
+                next_unique: Arc::new(AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40))),
                 fsync_uploads: true,
                 chmod_mask: DEFAULT_CHMOD_MASK,
             }),
@@ -162,7 +162,7 @@ impl FsStorage {
                     base: home.clone(),
                 },
                 root_path: self.inner.root_path.clone(),
-                next_unique: AtomicU64::new(self.inner.next_unique.load(Ordering::Relaxed)),
+                next_unique: Arc::clone(&self.inner.next_unique),
                 fsync_uploads: self.inner.fsync_uploads,
                 chmod_mask: self.inner.chmod_mask,
             }),

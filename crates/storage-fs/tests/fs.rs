@@ -831,3 +831,66 @@ async fn expired_partial_data_is_removed_in_bounded_passes() {
         12
     );
 }
+
+#[tokio::test]
+async fn a_scoped_storage_stays_beneath_the_home() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.on_disk("home/alice")).unwrap();
+    std::fs::create_dir_all(sandbox.on_disk("home/bob")).unwrap();
+    std::fs::write(sandbox.on_disk("home/bob/secret"), b"bob").unwrap();
+    std::fs::write(sandbox.on_disk("home/alice/mine"), b"alice").unwrap();
+    symlink("../bob", sandbox.on_disk("home/alice/rel_bob")).unwrap();
+    symlink("mine", sandbox.on_disk("home/alice/alias")).unwrap();
+    let alice = sandbox
+        .storage
+        .scoped_to(&virtual_path("/home/alice"))
+        .unwrap();
+    let alice: &dyn Storage = &alice;
+    assert_refused(
+        alice
+            .metadata(&virtual_path("/home/alice/rel_bob/secret"))
+            .await,
+        "metadata through ../bob",
+    );
+    assert_refused(
+        read_file(alice, "/home/alice/rel_bob/secret", 0).await,
+        "read through ../bob",
+    );
+    assert_refused(
+        alice
+            .start_upload(&at("/home/alice/rel_bob/new"), WriteMode::Create)
+            .await
+            .map(|_| ()),
+        "upload through ../bob",
+    );
+    assert_refused(
+        alice
+            .rename(
+                &virtual_path("/home/alice/mine"),
+                &virtual_path("/home/alice/rel_bob/stolen"),
+            )
+            .await,
+        "rename into ../bob",
+    );
+    // Paths outside the home are refused outright, the home itself cannot be removed.
+    assert_refused(
+        alice.metadata(&virtual_path("/home/bob/secret")).await,
+        "another home by name",
+    );
+    assert_kind(
+        alice.remove_dir(&virtual_path("/home/alice")).await,
+        StorageErrorKind::PermissionDenied,
+        "removing the home",
+    );
+    // Inside, everything works, links included, and paths keep their full form.
+    assert_eq!(
+        read_file(alice, "/home/alice/alias", 0).await.unwrap(),
+        b"alice"
+    );
+    put_file(alice, "/home/alice/new", b"new").await;
+    assert_eq!(
+        list_names(alice, "/home/alice").await.unwrap(),
+        ["alias", "mine", "new", "rel_bob"]
+    );
+    assert_eq!(tree_of(&sandbox.on_disk("home/bob")), ["secret".to_owned()]);
+}
