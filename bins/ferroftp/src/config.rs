@@ -42,6 +42,7 @@
 //! root = "./ftp-root"
 //! fsync_uploads = true
 //! chmod_mask = 0o755
+//! partial_expiry = "24h"
 //! [auth]
 //! kind = "file"
 //! path = "users.toml"
@@ -533,8 +534,15 @@ pub enum StorageConfig {
         /// client's mode is ANDed with it (see `FsStorage::with_chmod_mask`). At most
         /// `0o777`: setuid, setgid and sticky are never set.
         chmod_mask: u32,
+        /// `partial_expiry` (default 24 h): the hidden partial data an interrupted upload
+        /// left for a resume is removed once it is older than this (last written), at start
+        /// and then in the background (see `FsStorage::partial_sweeper`, docs/uploads.md).
+        partial_expiry: Duration,
     },
 }
+
+/// `storage.partial_expiry` when not set.
+pub const DEFAULT_PARTIAL_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -542,6 +550,7 @@ impl Default for StorageConfig {
             root: default_storage_root(),
             fsync_uploads: true,
             chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
+            partial_expiry: DEFAULT_PARTIAL_EXPIRY,
         }
     }
 }
@@ -584,6 +593,8 @@ struct RawStorageConfig {
     root: Option<PathBuf>,
     fsync_uploads: Option<bool>,
     chmod_mask: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    partial_expiry: Option<Duration>,
 }
 
 #[derive(Default, Deserialize)]
@@ -604,6 +615,7 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
                 chmod_mask: raw
                     .chmod_mask
                     .unwrap_or(ferroftp_storage_fs::DEFAULT_CHMOD_MASK),
+                partial_expiry: raw.partial_expiry.unwrap_or(DEFAULT_PARTIAL_EXPIRY),
             }),
         }
     }
@@ -1012,10 +1024,19 @@ impl Config {
 
         match &self.storage {
             StorageConfig::Fs {
-                root, chmod_mask, ..
+                root,
+                chmod_mask,
+                partial_expiry,
+                ..
             } => {
                 if root.as_os_str().is_empty() {
                     problems.push(ConfigProblem::new("storage.root", "must not be empty"));
+                }
+                if partial_expiry.is_zero() {
+                    problems.push(ConfigProblem::new(
+                        "storage.partial_expiry",
+                        "must be longer than 0s",
+                    ));
                 }
                 if *chmod_mask > 0o777 {
                     problems.push(ConfigProblem::new(
@@ -1174,6 +1195,7 @@ kind = "fs"
 root = "./ftp-root"
 fsync_uploads = false
 chmod_mask = 0o700
+partial_expiry = "2h"
 [auth]
 kind = "file"
 path = "users.toml"
@@ -1296,6 +1318,7 @@ advertise_tls = "0.0.0.0"
                 root: "./ftp-root".into(),
                 fsync_uploads: true,
                 chmod_mask: 0o755,
+                partial_expiry: DEFAULT_PARTIAL_EXPIRY,
             }
         );
         assert_eq!(
@@ -1328,6 +1351,7 @@ advertise_tls = "0.0.0.0"
                 root: "./ftp-root".into(),
                 fsync_uploads: false,
                 chmod_mask: 0o700,
+                partial_expiry: Duration::from_secs(2 * 3600),
             },
             ..Config::default()
         };
@@ -1361,6 +1385,7 @@ advertise_tls = "0.0.0.0"
                 root: "/srv/ftp".into(),
                 fsync_uploads: true,
                 chmod_mask: 0o755,
+                partial_expiry: DEFAULT_PARTIAL_EXPIRY,
             }
         );
         assert!(config.auth.anonymous);

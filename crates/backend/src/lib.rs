@@ -11,7 +11,8 @@ mod storage;
 pub mod testing;
 
 pub use auth::{AccountState, AuthError, Authenticator, LoginAttempt, Password, User};
-pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
+pub use ferroftp_proto::listing::is_listable_name;
+pub use ferroftp_proto::{DirEntry, Escaped, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
     Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,
     StorageError, Upload, UploadTarget, WriteMode, make_dir_all,

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use ferroftp_backend::{AccountState, AuthError, LoginAttempt, Password, StorageError, Upload};
+use ferroftp_backend::{
+    AccountState, AuthError, LoginAttempt, Password, Storage, StorageError, Upload,
+};
 use ferroftp_proto::framing::{LineBuffer, LineError};
 use ferroftp_proto::listing::ListFormat;
 use ferroftp_proto::session::{
@@ -32,6 +34,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress};
 use crate::drain::{Phase, ServerSignal, SessionGuard};
+use crate::home;
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -50,6 +53,15 @@ const MAX_STAT_ENTRIES: usize = 10_000;
 
 /// Bytes read from the control connection at once.
 const CONTROL_READ: usize = 2048;
+
+/// How long after an upload's data connection ended its control connection must still be
+/// open for the upload to be published. A client killed mid-upload closes both connections,
+/// the data connection first (an orderly FIN, which stream mode takes for end-of-file), its
+/// control connection about 100 us later; without this wait an upload whose storage does not
+/// fsync (`storage.fsync_uploads = false`) was checked before that close arrived and a
+/// truncated file replaced the previous version (5 of 40 killed clients). With fsync, the
+/// fsync usually takes longer than this already and nothing is added. docs/uploads.md.
+const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Numbers sessions in the logs (`session{id=…}`) and transfer records, from 1.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -263,6 +275,28 @@ enum ControlStream {
 }
 
 impl ControlStream {
+    /// Whether the client has closed (or reset) the TCP connection, asked of the kernel
+    /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`) rather than of the event loop's readiness,
+    /// which is only as fresh as its last turn: a FIN that arrived since is seen here.
+    /// Bytes waiting (a command) mean the client is there; nothing is consumed.
+    fn closed_by_peer(&self) -> bool {
+        let tcp = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+            Self::Closed => return true,
+        };
+        let mut probe = [0u8; 1];
+        match rustix::net::recv(
+            tcp,
+            &mut probe,
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(errno) => errno != rustix::io::Errno::AGAIN && errno != rustix::io::Errno::INTR,
+        }
+    }
+
     fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
@@ -387,6 +421,7 @@ async fn serve_session(
         check_for_proxy_header: via_proxy.is_none()
             && context.proxy_protocol.is_enabled()
             && !stream.is_tls(),
+        storage: Arc::clone(&context.storage),
         context,
         stream,
         lineage,
@@ -425,6 +460,10 @@ async fn serve_session(
 
 struct ControlConnection {
     context: Arc<ServerContext>,
+    /// The storage as the logged-in user sees it: confined to their home by the storage
+    /// itself (`Storage::scoped`), not only by the session's mapping of paths. Until a login,
+    /// the server's storage (no command reaches it before one).
+    storage: Arc<dyn Storage>,
     /// Counts this session as open and tells it when the server shuts down.
     shutdown: SessionGuard,
     stream: ControlStream,
@@ -551,7 +590,7 @@ impl ControlConnection {
                     self.session.handle_outcome(outcome, now());
                 }
                 Action::Storage(request) => {
-                    let outcome = Outcome::Storage(storage_operation(&self.context, request).await);
+                    let outcome = Outcome::Storage(storage_operation(&self.storage, request).await);
                     self.session.handle_outcome(outcome, now());
                 }
                 Action::OpenPassive => {
@@ -712,6 +751,7 @@ impl ControlConnection {
                     .homes
                     .ensure(storage, &user.name, &user.home)
                     .await;
+                self.storage = home::scoped(&self.context.storage, &user.name, &user.home).await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(AuthError::Rejected) => {
@@ -908,7 +948,7 @@ impl ControlConnection {
                 data_complete: None,
             });
         }
-        let storage = Arc::clone(&self.context.storage);
+        let storage = Arc::clone(&self.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
             data::prepare(request, storage, source, tls, &options).await
@@ -972,15 +1012,18 @@ impl ControlConnection {
                 if let Some(transfer) = &mut self.transfer {
                     transfer.data_complete = Some(now());
                 }
-                self.stage = TransferStage::Securing(Box::pin(secure(upload)));
+                let publish_after = tokio::time::Instant::now() + CLIENT_GONE_GRACE;
+                self.stage = TransferStage::Securing(Box::pin(secure(upload, publish_after)));
             }
             StageEvent::Secured(Ok(upload)) => {
                 // Stream mode marks end of file by closing the data connection, which a
-                // client that is killed also does, and the kernel may close its control
-                // connection a little later. Checking only now, after the data was made
-                // durable (an fsync), leaves that close time to arrive: a killed client's
-                // upload stays partial and the previous version stays whole.
-                if !self.control_still_open()? {
+                // client that is killed also does, and the kernel closes its control
+                // connection some 100 us later. Checking only now, at least
+                // CLIENT_GONE_GRACE after the data connection ended (and after the fsync),
+                // leaves that close time to arrive, with or without fsync: a killed client's
+                // upload stays partial and the previous version stays whole. The kernel is
+                // asked too, in case the event loop has not seen the close yet.
+                if !self.control_still_open()? || self.stream.closed_by_peer() {
                     self.log_transfer(TransferEnd::Failed(
                         "client gone, upload kept as partial".to_owned(),
                     ));
@@ -1192,16 +1235,15 @@ fn hand_line_to(
 }
 
 async fn storage_operation(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     request: StorageRequest,
 ) -> Result<StorageResult, StorageErrorKind> {
-    let storage = &context.storage;
     let result = match &request {
         StorageRequest::Metadata(path) => storage.metadata(path).await.map(StorageResult::Metadata),
         StorageRequest::ResumableSize(path) => {
             storage.resumable_size(path).await.map(StorageResult::Size)
         }
-        StorageRequest::StatListing(path) => stat_listing(context, path).await,
+        StorageRequest::StatListing(path) => stat_listing(storage, path).await,
         StorageRequest::MakeDir(path) => storage.make_dir(path).await.map(|()| StorageResult::Done),
         StorageRequest::RemoveDir(path) => {
             storage.remove_dir(path).await.map(|()| StorageResult::Done)
@@ -1255,10 +1297,9 @@ async fn storage_operation(
 }
 
 async fn stat_listing(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     path: &ferroftp_proto::VirtualPath,
 ) -> Result<StorageResult, StorageError> {
-    let storage = &context.storage;
     let meta = storage.metadata(path).await?;
     if !meta.is_dir() {
         let name = path.file_name().unwrap_or("/").to_owned();
@@ -1282,8 +1323,19 @@ fn announced_port(listening: u16, offset: i32) -> u16 {
     u16::try_from(i32::from(listening) + offset).unwrap_or(listening)
 }
 
-async fn secure(mut upload: Box<dyn Upload>) -> Result<Box<dyn Upload>, StorageError> {
+/// Makes an upload's data durable (when the storage fsyncs), then waits until
+/// `publish_after` if that has not passed yet: see [`CLIENT_GONE_GRACE`].
+async fn secure(
+    mut upload: Box<dyn Upload>,
+    publish_after: tokio::time::Instant,
+) -> Result<Box<dyn Upload>, StorageError> {
     upload.make_durable().await?;
+    let remaining = publish_after.saturating_duration_since(tokio::time::Instant::now());
+    if !remaining.is_zero() {
+        // On a blocking thread: the async timer's resolution is a millisecond, which would
+        // double the wait. The control loop keeps watching the control connection meanwhile.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
+    }
     Ok(upload)
 }
 

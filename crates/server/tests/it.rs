@@ -21,7 +21,8 @@ use ferroftp_storage_fs::FsStorage;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Accepts alice/secret (read-write), reader/secret (read-only) and bob (home /home/bob).
+/// Accepts alice/secret (read-write), reader/secret (read-only), bob (home /home/bob) and
+/// carol (home /home/carol).
 #[derive(Debug)]
 struct TestUsers;
 
@@ -35,6 +36,7 @@ impl Authenticator for TestUsers {
             "alice" => ("/", false),
             "reader" => ("/", true),
             "bob" => ("/home/bob", false),
+            "carol" => ("/home/carol", false),
             _ => return Err(AuthError::Rejected),
         };
         Ok(User {
@@ -2336,4 +2338,184 @@ async fn a_missing_home_is_created_at_the_first_login() {
     drop(bob);
     let mut again = server.login("bob").await;
     assert_eq!(code(&mut again, "SIZE /mine").await, 213);
+}
+
+/// The code of the reply that refused a transfer command (sent after EPSV, answered before
+/// any data connection is used).
+async fn refused_transfer_code(client: &mut Client, line: &str) -> u16 {
+    assert_eq!(code(client, "EPSV").await, 229);
+    code(client, line).await
+}
+
+#[tokio::test]
+async fn a_symlink_in_a_home_cannot_lead_into_another_home() {
+    let (server, root) = fs_server().await;
+    let bob = root.join("home/bob");
+    std::fs::create_dir_all(bob.join("d")).unwrap();
+    std::fs::write(bob.join("secret"), b"bob only").unwrap();
+    std::fs::create_dir_all(root.join("home/carol")).unwrap();
+    std::os::unix::fs::symlink("../bob", root.join("home/carol/rel_bob")).unwrap();
+    std::os::unix::fs::symlink("rel_bob/secret", root.join("home/carol/via_link")).unwrap();
+    let mut carol = server.login("carol").await;
+    carol
+        .store("/mine", DataMode::ExtendedPassive, b"carol's")
+        .await
+        .unwrap();
+    // Every verb that reaches the storage, through the link to a directory and through a
+    // link to a file beyond it: the kernel refuses the walk out of the home (550). (STOU
+    // works in the working directory, which CWD cannot move through the link.)
+    for line in [
+        "SIZE /rel_bob/secret",
+        "SIZE /via_link",
+        "MDTM /rel_bob/secret",
+        "MLST /rel_bob/secret",
+        "CWD /rel_bob",
+        "DELE /rel_bob/secret",
+        "RMD /rel_bob/d",
+        "MKD /rel_bob/new",
+        "MFMT 20200102030405 /rel_bob/secret",
+        "SITE CHMOD 600 /rel_bob/secret",
+        "RNFR /rel_bob/secret",
+        "STAT /rel_bob",
+        "STAT /rel_bob/secret",
+    ] {
+        assert_eq!(code(&mut carol, line).await, 550, "{line}");
+    }
+    assert_eq!(code(&mut carol, "RNFR /mine").await, 350);
+    assert_eq!(code(&mut carol, "RNTO /rel_bob/stolen").await, 550);
+    for line in [
+        "RETR /rel_bob/secret",
+        "RETR /via_link",
+        "STOR /rel_bob/new",
+        "STOR /rel_bob/secret",
+        "APPE /rel_bob/secret",
+        "LIST /rel_bob",
+        "NLST /rel_bob",
+        "MLSD /rel_bob",
+    ] {
+        assert_eq!(refused_transfer_code(&mut carol, line).await, 550, "{line}");
+    }
+    // REST + STOR and SIZE of a partial go the same way.
+    assert_eq!(code(&mut carol, "REST 3").await, 350);
+    assert_eq!(
+        refused_transfer_code(&mut carol, "STOR /rel_bob/secret").await,
+        550
+    );
+    // Nothing of bob's changed, nothing was added, no partial file was left there.
+    assert_eq!(std::fs::read(bob.join("secret")).unwrap(), b"bob only");
+    let mut names: Vec<_> = std::fs::read_dir(&bob)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["d", "secret"]);
+    assert!(std::fs::read_dir(bob.join("d")).unwrap().next().is_none());
+    // The link itself is listed as what it is, a link, its target unexamined.
+    let listing = carol
+        .list("MLSD", Some("/"), DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    let listing = String::from_utf8(listing).unwrap();
+    assert!(listing.contains("; mine\r\n"), "{listing}");
+    let link_line = listing
+        .lines()
+        .find(|line| line.ends_with(" rel_bob"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(!link_line.contains("type=dir;"), "{listing}");
+    // Links that stay inside the home still work.
+    std::os::unix::fs::symlink("mine", root.join("home/carol/alias")).unwrap();
+    assert_eq!(
+        carol
+            .retrieve("/alias", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"carol's"
+    );
+    // alice, whose home is the root, still reaches bob's directory through the same link.
+    let mut alice = server.login("alice").await;
+    assert_eq!(
+        code(&mut alice, "SIZE /home/carol/rel_bob/secret").await,
+        213
+    );
+}
+
+#[tokio::test]
+async fn a_modification_time_before_1970_is_kept_and_listed() {
+    let (server, _root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    client
+        .store("/old", DataMode::ExtendedPassive, b"old")
+        .await
+        .unwrap();
+    client
+        .store("/new", DataMode::ExtendedPassive, b"new")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "MFMT 19691231235959 /old").await, 213);
+    let reply = client.command("MDTM /old").await.unwrap();
+    assert_eq!((reply.code.0, reply.text()), (213, "19691231235959".into()));
+    assert_eq!(code(&mut client, "SIZE /old").await, 213);
+    let reply = client.command("MLST /old").await.unwrap();
+    assert_eq!(reply.code.0, 250);
+    assert!(reply.text().contains("modify=19691231235959;"), "{reply:?}");
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert!(
+            listing.contains("old") && listing.contains("new"),
+            "{verb}: {listing}"
+        );
+    }
+    let reply = client.command("STAT /").await.unwrap();
+    assert_eq!(reply.code.0, 213);
+    let text = reply.text();
+    assert!(text.contains("old") && text.contains("new"), "{text}");
+}
+
+#[tokio::test]
+async fn names_with_line_breaks_are_refused_and_never_listed_raw() {
+    let (server, root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let forged = "x\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake";
+    for line in [
+        format!("STOR {forged}"),
+        format!("APPE {forged}"),
+        format!("MKD {forged}"),
+        "MKD a\rb".to_owned(),
+    ] {
+        // A bare CR inside the line reaches the server (only CRLF or LF end a line); the
+        // client library would refuse to send it, hence raw bytes.
+        let line = line.replace("\r\n", "\r");
+        client
+            .send_raw(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 553, "{line:?}");
+    }
+    client
+        .store("/plain", DataMode::ExtendedPassive, b"x")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "RNFR /plain").await, 350);
+    client.send_raw(b"RNTO a\rb\r\n").await.unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 553);
+    // Names put on disk by other means are left out of every listing.
+    std::fs::write(root.join("y\nfake"), b"x").unwrap();
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert_eq!(listing.lines().count(), 1, "{verb}: {listing:?}");
+        assert!(listing.contains("plain"), "{verb}: {listing:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
 }

@@ -895,6 +895,21 @@ impl Session {
         Ok((client, storage))
     }
 
+    /// [`resolve`](Self::resolve) for a command that creates the name (STOR, APPE, MKD,
+    /// RNTO): a name holding CR or LF is refused with 553 (RFC 959 §4.2.1, "File name not
+    /// allowed"), since a listing could not show it without breaking its line into forged
+    /// entries (see [`listing::is_listable_name`]).
+    fn resolve_new_name(&self, argument: &str) -> Result<(VirtualPath, VirtualPath), Reply> {
+        let (client, storage) = self.resolve(argument)?;
+        if !client.file_name().is_none_or(listing::is_listable_name) {
+            return Err(Reply::new(
+                ReplyCode::NAME_NOT_ALLOWED,
+                "File name not allowed (line break)",
+            ));
+        }
+        Ok((client, storage))
+    }
+
     fn refuse_if_read_only(&mut self) -> bool {
         if self.is_read_only() {
             self.reply(Reply::new(
@@ -1075,7 +1090,7 @@ impl Session {
         if self.refuse_if_read_only() {
             return;
         }
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, storage)) => {
                 let success = Reply::new(
                     ReplyCode::PATH_CREATED,
@@ -1152,7 +1167,7 @@ impl Session {
             self.reply(Reply::new(ReplyCode::BAD_SEQUENCE, "RNFR required first"));
             return;
         };
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, to)) => self.start(
                 InFlight::Simple {
                     client_path: client.to_string(),
@@ -1578,7 +1593,7 @@ impl Session {
             ));
             return;
         }
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, path)) => self.start_transfer(
                 TransferKind::Store {
                     target: UploadTarget::Path(path),

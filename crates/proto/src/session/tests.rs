@@ -1322,3 +1322,28 @@ fn shutdown_deadline_closes_an_idle_session_at_once() {
     assert_eq!(codes(h.actions()), [421]);
     assert!(h.session.is_closed());
 }
+
+#[test]
+fn names_with_line_breaks_cannot_be_created() {
+    let mut h = Harness::new();
+    h.login_alice();
+    for line in [
+        "MKD a\rb",
+        "MKD a\rb/",
+        "STOR x\r-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake",
+        "APPE x\rb",
+        "STOR d/x\rb",
+    ] {
+        assert_eq!(h.expect(line, 553), "File name not allowed (line break)");
+    }
+    h.expect("REST 5", 350);
+    h.expect("STOR x\rb", 553);
+    h.line("RNFR a");
+    h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))));
+    h.expect("RNTO a\rb", 553);
+    // The name without the line break is fine.
+    assert!(matches!(
+        &h.line("MKD ab")[..],
+        [Action::Storage(StorageRequest::MakeDir(_))]
+    ));
+}
