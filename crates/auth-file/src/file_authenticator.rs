@@ -97,12 +97,17 @@ impl FileStamp {
             .map(|stat| Self::from_stat(&stat))
     }
 
-    // The stat field types differ between architectures (unsigned on x86_64).
-    #[allow(clippy::useless_conversion)]
+    // The stat field types differ between architectures (unsigned on x86_64, although the
+    // kernel's time_t is signed: a time before 1970 reads as a huge number there).
+    #[allow(clippy::useless_conversion, clippy::cast_possible_wrap)]
     fn from_stat(stat: &rustix::fs::Stat) -> Self {
-        let modified = u64::try_from(stat.st_mtime).ok().map(|seconds| {
-            UNIX_EPOCH + Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).unwrap_or(0))
-        });
+        let seconds = stat.st_mtime as i64;
+        let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
+        // Checked both ways: any time the kernel can store gives a stamp or none, no panic.
+        let modified = match u64::try_from(seconds) {
+            Ok(after) => UNIX_EPOCH.checked_add(Duration::new(after, nanos)),
+            Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(seconds.unsigned_abs())),
+        };
         Self {
             modified,
             length: u64::try_from(stat.st_size).unwrap_or(0),

@@ -447,3 +447,20 @@ async fn logins_arriving_together_share_one_verification() {
     // A wrong password queued among them would still have been verified and refused.
     assert!(login(&*authenticator, "alice", "wrong").await.is_none());
 }
+
+/// A users file whose modification time is before 1970 (touch -d 1969-12-31) is read and
+/// watched like any other: no panic in the change detection, logins work.
+#[tokio::test]
+async fn a_users_file_dated_before_1970_is_served() {
+    let fixture = fixture();
+    let before_1970 = std::time::UNIX_EPOCH - std::time::Duration::from_secs(1);
+    std::fs::File::options()
+        .write(true)
+        .open(&fixture.path)
+        .unwrap()
+        .set_modified(before_1970)
+        .unwrap();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert!(login(&authenticator, "bob", "builder").await.is_some());
+}
