@@ -660,6 +660,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
         failed_login_delay: config.server.failed_login_delay,
         tls: certificate.map(|certificate| tls_options(config, certificate)),
         shutdown_grace: config.server.shutdown_grace,
+        defender: config.defender.options(),
         ..ServerOptions::default()
     }
 }
