@@ -768,7 +768,7 @@ impl ControlConnection {
     fn open_passive(&mut self) -> Result<SocketAddr, PassiveFailure> {
         if self.passive.take().is_some() {
             self.unused_passives += 1;
-            if self.unused_passives % PASSIVE_FLOOD_UNUSED == 0 {
+            if self.unused_passives.is_multiple_of(PASSIVE_FLOOD_UNUSED) {
                 self.context
                     .defender
                     .record(self.peer.ip(), DefenderEvent::PassiveFlood);
