@@ -46,6 +46,10 @@ use crate::telemetry;
 /// How often scores and bans that are over are removed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Most addresses tracked at once (scoring or banned): about 40 MiB. A wave of more addresses
+/// than this within one window is not a password guesser the defender can help against.
+pub const MAX_TRACKED: usize = 1_000_000;
+
 /// The longest a change of the bans waits before the persist file is written.
 pub const PERSIST_DELAY: Duration = Duration::from_secs(1);
 
@@ -330,6 +334,14 @@ impl Defender {
         let window = u32::try_from(options.window.as_secs()).unwrap_or(u32::MAX);
         let banned_for = {
             let mut entries = self.lock();
+            if entries.len() >= MAX_TRACKED && !entries.contains_key(&key) {
+                // Full: what is over goes now rather than at the next sweep; if the table is
+                // still full, the event is not scored (bans in force stay enforced).
+                retain_live(&mut entries, &options, second);
+                if entries.len() >= MAX_TRACKED {
+                    return Verdict::Counted;
+                }
+            }
             let entry = entries.entry(key).or_default();
             if entry.banned_until > second {
                 // Already banned (an in-flight session): nothing more to count.
@@ -426,15 +438,8 @@ impl Defender {
     fn sweep_at(&self, now: Instant) -> usize {
         let options = self.options();
         let second = self.second(now);
-        let window = u32::try_from(options.window.as_secs()).unwrap_or(u32::MAX);
-        let memory = u32::try_from(options.max_ban_time.as_secs()).unwrap_or(u32::MAX);
         let mut entries = self.lock();
-        entries.retain(|_, entry| {
-            let scoring = entry.score > 0 && second.saturating_sub(entry.window_start) < window;
-            let banned = entry.banned_until > second;
-            let remembered = entry.bans > 0 && second.saturating_sub(entry.banned_until) <= memory;
-            scoring || banned || remembered
-        });
+        retain_live(&mut entries, &options, second);
         // Gives memory back after a wave of addresses has passed.
         if entries.capacity() > 1024 && entries.len() < entries.capacity() / 4 {
             entries.shrink_to_fit();
@@ -540,6 +545,18 @@ impl Defender {
             }
         }
     }
+}
+
+/// Keeps the entries still scoring, banned, or remembering earlier bans at `second`.
+fn retain_live(entries: &mut HashMap<Key, Entry>, options: &DefenderOptions, second: u32) {
+    let window = u32::try_from(options.window.as_secs()).unwrap_or(u32::MAX);
+    let memory = u32::try_from(options.max_ban_time.as_secs()).unwrap_or(u32::MAX);
+    entries.retain(|_, entry| {
+        let scoring = entry.score > 0 && second.saturating_sub(entry.window_start) < window;
+        let banned = entry.banned_until > second;
+        let remembered = entry.bans > 0 && second.saturating_sub(entry.banned_until) <= memory;
+        scoring || banned || remembered
+    });
 }
 
 /// How long ban number `earlier + 1` lasts.

@@ -117,6 +117,8 @@ pub struct StatusSnapshot {
     pub accepting: bool,
     /// The server is stopping (see [`ServerStatus::set_draining`]).
     pub draining: bool,
+    /// Client addresses the defender bans now.
+    pub banned_addresses: usize,
 }
 
 impl ServerStatus {
@@ -266,6 +268,9 @@ impl ServerStatus {
             passive_capacity: self.passive_ports_capacity(),
             accepting: self.is_accepting(),
             draining: self.is_draining(),
+            banned_addresses: self
+                .defender()
+                .map_or(0, |defender| defender.banned_count()),
         }
     }
 
