@@ -1300,6 +1300,37 @@ mod ftps {
         assert_eq!(client.quit().await.unwrap().code.0, 221);
     }
 
+    /// Failed TLS handshakes count against the address (weight 1 of 15 by default): a
+    /// scanner speaking plain text to the implicit listener is banned on every listener.
+    #[tokio::test]
+    async fn failed_tls_handshakes_ban_an_address_on_every_listener() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let connect_from_10 = |address: SocketAddr| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+            socket.connect(address).await
+        };
+        for _ in 0..15 {
+            let mut stream = connect_from_10(server.implicit).await.unwrap();
+            stream.write_all(b"USER alice\r\n").await.unwrap();
+            let mut rest = Vec::new();
+            // The server ends the failed handshake (an alert, then close, or a reset).
+            let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+                .await
+                .expect("the failed handshake did not end");
+        }
+        let mut received = Vec::new();
+        if let Ok(mut stream) = connect_from_10(server.explicit).await {
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+                    .await
+                    .expect("a banned address was not closed");
+            assert!(read.is_ok() || received.is_empty(), "{read:?}");
+        }
+        assert_eq!(received, b"");
+        connect_plain(server.explicit).await;
+    }
+
     #[tokio::test]
     async fn implicit_listener_speaks_tls_first_and_protects_data_by_default() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
@@ -2397,6 +2428,28 @@ mod defender {
         let stream = through_proxy("198.51.100.8").await;
         let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
         assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+    }
+
+    #[tokio::test]
+    async fn passive_listeners_opened_and_abandoned_again_and_again_count_as_a_flood() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 5,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.8").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        // The first EPSV's listener and nine replacements: nine abandoned, no flood yet.
+        for _ in 0..10 {
+            assert_eq!(code(&mut client, "EPSV").await, 229);
+        }
+        client_from(server.address, "127.0.0.8").await;
+        // The tenth abandoned listener scores one passive flood (5).
+        assert_eq!(code(&mut client, "EPSV").await, 229);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.8").await).await,
+            b""
+        );
     }
 
     #[tokio::test]
