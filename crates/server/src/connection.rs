@@ -709,7 +709,16 @@ impl ControlConnection {
         if self.context.defender.is_banned(attempt.peer) {
             return Outcome::Authenticated(Err(LoginFailure::Banned));
         }
-        match self.context.authenticator.authenticate(&attempt).await {
+        // Logins sent in parallel over many connections wait in the verification queue; the
+        // ban that one of them causes answers the others at once (their queued verifications
+        // are skipped, see `PasswordVerifier::run`).
+        let verified = tokio::select! {
+            verified = self.context.authenticator.authenticate(&attempt) => verified,
+            () = self.context.defender.until_banned(attempt.peer) => {
+                return Outcome::Authenticated(Err(LoginFailure::Banned));
+            }
+        };
+        match verified {
             Ok(user) => {
                 self.span.record("user", user.name.as_str());
                 if let Some(lineage) = &mut self.lineage {

@@ -239,6 +239,8 @@ pub struct Defender {
     base_wall: SystemTime,
     /// Bans changed since the persist file was written.
     dirty: AtomicBool,
+    /// Counts bans made: logins waiting for a verification watch it (`until_banned`).
+    ban_epoch: tokio::sync::watch::Sender<u64>,
     changed: tokio::sync::Notify,
 }
 
@@ -251,6 +253,7 @@ impl Defender {
             base: Instant::now(),
             base_wall: SystemTime::now(),
             dirty: AtomicBool::new(false),
+            ban_epoch: tokio::sync::watch::channel(0).0,
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -316,6 +319,22 @@ impl Defender {
             .is_some_and(|entry| entry.banned_until > second)
     }
 
+    /// Completes once `ip` is banned (at once if it is now): a login waiting for its password
+    /// verification gives up, and, with the file authenticator, a verification still queued
+    /// is skipped.
+    pub async fn until_banned(&self, ip: IpAddr) {
+        // Subscribed before the check, so a ban between the two is not missed.
+        let mut bans = self.ban_epoch.subscribe();
+        loop {
+            if self.is_banned(ip) {
+                return;
+            }
+            if bans.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Counts `event` against `ip`; bans it when its score reaches the threshold. The ban is
     /// logged here, once.
     pub fn record(&self, ip: IpAddr, event: DefenderEvent) -> Verdict {
@@ -375,6 +394,7 @@ impl Defender {
             "client address banned"
         );
         telemetry::defender_ban();
+        self.ban_epoch.send_modify(|epoch| *epoch += 1);
         self.mark_changed();
         Verdict::Banned(length)
     }

@@ -2218,6 +2218,10 @@ mod defender {
     impl Authenticator for CountingUsers {
         async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
             self.attempts.fetch_add(1, Ordering::Relaxed);
+            if attempt.password.expose() == "never-verified" {
+                // A verification stuck in a long queue.
+                std::future::pending::<()>().await;
+            }
             TestUsers.authenticate(attempt).await
         }
     }
@@ -2311,6 +2315,34 @@ mod defender {
         // Another address is not affected.
         let mut other = client_from(server.address, "127.0.0.2").await;
         assert_eq!(other.login("alice", "secret").await.unwrap().code.0, 230);
+    }
+
+    #[tokio::test]
+    async fn a_login_waiting_for_verification_is_answered_when_its_address_is_banned() {
+        let (server, users) = defended_server(DefenderOptions {
+            threshold: 6,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut waiting = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(code(&mut waiting, "USER alice").await, 331);
+        let waiting = tokio::spawn(async move { waiting.command("PASS never-verified").await });
+        for _ in 0..200 {
+            if users.attempts.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 1);
+        let mut guessing = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(wrong_password(&mut guessing).await, 530);
+        assert_eq!(wrong_password(&mut guessing).await, 421);
+        let reply = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the waiting login was not answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.code.0, 421);
     }
 
     #[tokio::test]
