@@ -263,4 +263,19 @@ ipv6_prefix = 0
         );
         assert!(Config::parse("[defender]\nscore = 1\n").is_err());
     }
+
+    /// Bans in force are keyed by the running prefix: another one needs a restart; the rest
+    /// of the section applies on SIGHUP.
+    #[test]
+    fn only_the_ipv6_prefix_needs_a_restart() {
+        let running = Config::parse("").unwrap();
+        let reloaded = Config::parse(
+            "[defender]\nthreshold = 30\nipv6_prefix = 56\nallow = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            crate::serve::restart_only_changes(&running, &reloaded),
+            ["defender.ipv6_prefix"]
+        );
+    }
 }
