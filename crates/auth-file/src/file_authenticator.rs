@@ -20,8 +20,9 @@ use crate::verified_credentials_cache::{DEFAULT_CACHE_TTL, VerifiedCredentialsCa
 ///   one per CPU). Each thread reuses its argon2 memory (19 MiB by default), so a login
 ///   flood queues instead of exhausting memory (see `password_verifier`).
 /// - An unknown name costs the same as a wrong password: its attempt is verified against a
-///   dummy hash made with the same parameters, and both return [`AuthError::Rejected`], so
-///   neither the reply nor its timing tells which names exist.
+///   dummy hash made with the same parameters, and it returns [`AuthError::UnknownUser`],
+///   which the server answers exactly like [`AuthError::Rejected`], so neither the reply nor
+///   its timing tells which names exist (only the defender's score tells them apart).
 /// - Each login first compares the file's modification time, length and inode with those of
 ///   the last load (one `stat`), and re-reads the file when they differ: `ferroftp user add`
 ///   takes effect on a running server. A changed file that fails to load is reported once in
@@ -290,7 +291,7 @@ impl Shared {
             None => {
                 // Spend the time a real verification takes; the result does not matter.
                 let _ = memory.verify(&self.dummy_hash, password);
-                Err(AuthError::Rejected)
+                Err(AuthError::UnknownUser)
             }
         }
     }

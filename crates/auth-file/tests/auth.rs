@@ -46,7 +46,7 @@ fn fixture() -> Fixture {
 async fn login(authenticator: &impl Authenticator, name: &str, password: &str) -> Option<User> {
     match authenticator.authenticate(&attempt(name, password)).await {
         Ok(user) => Some(user),
-        Err(AuthError::Rejected) => None,
+        Err(AuthError::Rejected | AuthError::UnknownUser) => None,
         Err(other) => panic!("unexpected error: {other}"),
     }
 }
@@ -74,6 +74,19 @@ async fn verifies_passwords_and_rejects_wrong_ones_and_unknown_names() {
     assert_eq!(login(&authenticator, "Alice", "wonderland").await, None);
     assert_eq!(login(&authenticator, "carol", "wonderland").await, None);
     assert_eq!(login(&authenticator, "", "").await, None);
+    // A wrong password and an unknown name are told apart for the defender only.
+    assert!(matches!(
+        authenticator
+            .authenticate(&attempt("alice", "builder"))
+            .await,
+        Err(AuthError::Rejected)
+    ));
+    assert!(matches!(
+        authenticator
+            .authenticate(&attempt("carol", "wonderland"))
+            .await,
+        Err(AuthError::UnknownUser)
+    ));
 }
 
 #[tokio::test]
