@@ -50,7 +50,12 @@
 //! anonymous_home = "/pub"
 //! [admin]
 //! listen = "127.0.0.1:9121"
+//! [defender]
+//! threshold = 15
+//! ban_time = "15m"
 //! ```
+//!
+//! `[defender]` is described in `defender_config.rs`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -90,6 +95,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The event log's format and file, the transfer log.
     pub log: LogConfig,
+    /// Auto-ban of misbehaving client addresses (`defender_config.rs`).
+    pub defender: crate::defender_config::DefenderConfig,
 }
 
 /// `[admin]`: the HTTP listener for metrics (`/metrics`), health (`/healthz`, `/readyz`) and
@@ -846,6 +853,7 @@ impl Config {
             self.tls.client_ca.as_mut(),
             self.log.file.as_mut(),
             self.log.transfer_log.as_mut(),
+            self.defender.persist.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -1015,6 +1023,7 @@ impl Config {
         }
         self.validate_tls(&mut problems);
         self.admin.validate(&mut problems);
+        self.defender.validate(&mut problems);
         if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
             problems.push(ConfigProblem::new(
                 "proxy_protocol.header_timeout",

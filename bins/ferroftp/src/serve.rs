@@ -480,6 +480,8 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
     config.storage = running.config.storage.clone();
     config.admin.listen = running.config.admin.listen;
     config.log = running.config.log.clone();
+    // Bans in force are keyed by their IPv6 network: another prefix would not find them.
+    config.defender.ipv6_prefix = running.config.defender.ipv6_prefix;
     let authenticator = if config.auth == running.config.auth {
         Arc::clone(&running.authenticator)
     } else {
@@ -514,7 +516,7 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
 }
 
 /// The settings that changed between `old` and `new` and only a restart applies.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.server.threads != new.server.threads {
         keys.push("server.threads".to_owned());
@@ -527,6 +529,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen".to_owned());
+    }
+    if old.defender.ipv6_prefix != new.defender.ipv6_prefix {
+        keys.push("defender.ipv6_prefix".to_owned());
     }
     if old.log != new.log {
         // The files are reopened on every SIGHUP; another format or path needs a restart.
@@ -706,6 +711,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
         failed_login_delay: config.server.failed_login_delay,
         tls: certificate.map(|certificate| tls_options(config, certificate)),
         shutdown_grace: config.server.shutdown_grace,
+        defender: config.defender.options(),
         ..ServerOptions::default()
     }
 }

@@ -43,8 +43,8 @@ use crate::telemetry::{self, LoginResult, TransferResult};
 use crate::tls;
 use crate::tls_lineage::ControlLineage;
 use crate::{
-    ActiveSourcePort, ListenerTls, ServerContext, TransferCompletion, TransferDirection,
-    TransferObserver, TransferRecord,
+    ActiveSourcePort, DefenderEvent, DefenderVerdict, ListenerTls, ServerContext,
+    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
 };
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
@@ -65,6 +65,11 @@ const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_millis(
 
 /// Numbers sessions in the logs (`session{id=…}`) and transfer records, from 1.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Every this many passive listeners replaced unused (PASV after PASV with no transfer), one
+/// passive flood is scored: a client that lost a data connection retries a few times, one
+/// that cycles the port range to map it or to starve others does not stop.
+const PASSIVE_FLOOD_UNUSED: u32 = 10;
 
 /// Direct reads after a read that ended inside a line (see `read_past_urgent_mark`).
 const URGENT_MARK_READS: usize = 4;
@@ -244,6 +249,11 @@ pub(crate) async fn serve_proxied(
             return;
         }
     };
+    // The ban of the real client, known only now (see the accept loop).
+    if context.defender.is_banned(client.ip()) {
+        crate::refuse_banned(stream);
+        return;
+    }
     let permit = match limiter.try_acquire(client.ip()) {
         Ok(permit) => permit,
         Err(exceeded) => {
@@ -403,6 +413,9 @@ async fn serve_session(
                 Err(error) => {
                     debug!(%peer, error = %Escaped(&error), "implicit TLS handshake failed");
                     telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
+                    context
+                        .defender
+                        .record(peer.ip(), DefenderEvent::TlsHandshakeFailure);
                     return;
                 }
             }
@@ -443,6 +456,8 @@ async fn serve_session(
         registration,
         transfer: None,
         refused_active_targets: 0,
+        unused_passives: 0,
+        flood_scored: false,
     };
     async move {
         debug!("connected");
@@ -501,6 +516,10 @@ struct ControlConnection {
     transfer: Option<RunningTransfer>,
     /// The session's count of refused PORT/EPRT targets when last looked at.
     refused_active_targets: u64,
+    /// Passive listeners replaced by a new PASV/EPSV before any transfer used them.
+    unused_passives: u32,
+    /// Whether the session's flood of queued lines was scored already.
+    flood_scored: bool,
 }
 
 fn now() -> StdInstant {
@@ -514,7 +533,7 @@ impl ControlConnection {
             if !self.perform_actions().await? {
                 return Ok(());
             }
-            self.count_bounce_attempts();
+            self.count_misbehaviour();
             self.flush().await?;
             let deadline = self
                 .session
@@ -660,6 +679,9 @@ impl ControlConnection {
             Err(error) => {
                 debug!(error = %Escaped(&error), "TLS handshake after AUTH TLS failed");
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::TlsHandshakeFailure);
                 Err(error.to_string())
             }
         }
@@ -733,7 +755,21 @@ impl ControlConnection {
             password: Password::new(request.password),
             peer: self.peer.ip().to_canonical(),
         };
-        match self.context.authenticator.authenticate(&attempt).await {
+        // A session opened before its address was banned: refused without spending a
+        // password verification (argon2) on it.
+        if self.context.defender.is_banned(attempt.peer) {
+            return Outcome::Authenticated(Err(LoginFailure::Banned));
+        }
+        // Logins sent in parallel over many connections wait in the verification queue; the
+        // ban that one of them causes answers the others at once (their queued verifications
+        // are skipped, see `PasswordVerifier::run`).
+        let verified = tokio::select! {
+            verified = self.context.authenticator.authenticate(&attempt) => verified,
+            () = self.context.defender.until_banned(attempt.peer) => {
+                return Outcome::Authenticated(Err(LoginFailure::Banned));
+            }
+        };
+        match verified {
             Ok(user) => {
                 self.span
                     .record("user", tracing::field::debug(Escaped(&user.name)));
@@ -754,7 +790,7 @@ impl ControlConnection {
                 self.storage = home::scoped(&self.context.storage, &user.name, &user.home).await;
                 Outcome::Authenticated(Ok(user))
             }
-            Err(AuthError::Rejected) => {
+            Err(rejection @ (AuthError::Rejected | AuthError::UnknownUser)) => {
                 // One stable line per failed login, for fail2ban
                 // (contrib/fail2ban/filter.d/ferroftp.conf): the client's address first, then
                 // what the client sent, quoted and escaped, so that a user name can neither
@@ -767,6 +803,17 @@ impl ControlConnection {
                     "login failed"
                 );
                 telemetry::login(LoginResult::Rejected, None);
+                let event = match rejection {
+                    AuthError::UnknownUser => DefenderEvent::UnknownUser,
+                    _ => DefenderEvent::FailedLogin,
+                };
+                if let DefenderVerdict::Banned(_) =
+                    self.context.defender.record(attempt.peer, event)
+                {
+                    // The reply says so and the connection closes: the next one is refused
+                    // at accept anyway.
+                    return Outcome::Authenticated(Err(LoginFailure::Banned));
+                }
                 // Slows password guessing on this connection; other sessions are not held up.
                 tokio::time::sleep(self.context.failed_login_delay).await;
                 Outcome::Authenticated(Err(LoginFailure::Rejected))
@@ -816,7 +863,14 @@ impl ControlConnection {
     /// Binds a new passive listener (the previous one, if any, is closed first: RFC 959 lets
     /// a new PASV replace the old, and one pending listener per session stops PASV floods).
     fn open_passive(&mut self) -> Result<SocketAddr, PassiveFailure> {
-        self.passive = None;
+        if self.passive.take().is_some() {
+            self.unused_passives += 1;
+            if self.unused_passives.is_multiple_of(PASSIVE_FLOOD_UNUSED) {
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::PassiveFlood);
+            }
+        }
         let local_ip = self.local.ip().to_canonical();
         let client_ip = self.peer.ip().to_canonical();
         match self
@@ -874,6 +928,7 @@ impl ControlConnection {
                     listener,
                     expected_peer: self.peer.ip(),
                     proxy: Arc::clone(&self.context.proxy_protocol),
+                    defender: Arc::clone(&self.context.defender),
                 },
                 None => {
                     let failure = TransferFailure::DataConnection("no passive listener".to_owned());
@@ -1113,18 +1168,30 @@ impl ControlConnection {
 
     /// Hands a received line to the session, counting it and the session's activity.
     fn handle_line(&mut self, line: Result<Vec<u8>, LineError>) {
+        score_line(&self.context, self.peer, &line);
         hand_line_to(&mut self.session, &self.registration, line);
     }
 
-    /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts).
-    fn count_bounce_attempts(&mut self) {
+    /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts),
+    /// and a flood of queued lines: counted in the metrics and scored by the defender.
+    fn count_misbehaviour(&mut self) {
         let refused = self.session.refused_active_targets();
         if refused > self.refused_active_targets {
             telemetry::data_connection_refused(
                 telemetry::RefusedDataConnection::Bounce,
                 refused - self.refused_active_targets,
             );
+            for _ in self.refused_active_targets..refused {
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::Bounce);
+            }
             self.refused_active_targets = refused;
+        }
+        if self.session.flooded() && !std::mem::replace(&mut self.flood_scored, true) {
+            self.context
+                .defender
+                .record(self.peer.ip(), DefenderEvent::ProtocolError);
         }
     }
 
@@ -1193,6 +1260,7 @@ impl ControlConnection {
                 Ok(read) => {
                     self.lines.push(&buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
+                        score_line(&self.context, self.peer, &line);
                         hand_line_to(&mut self.session, &self.registration, line);
                     }
                 }
@@ -1217,6 +1285,15 @@ impl ControlConnection {
                 "client closed the control connection".to_owned(),
             )),
         }
+    }
+}
+
+/// A line over the length cap counts against the client's address (a protocol error).
+fn score_line(context: &ServerContext, peer: SocketAddr, line: &Result<Vec<u8>, LineError>) {
+    if matches!(line, Err(LineError::TooLong)) {
+        context
+            .defender
+            .record(peer.ip(), DefenderEvent::ProtocolError);
     }
 }
 

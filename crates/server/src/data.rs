@@ -91,6 +91,8 @@ pub(crate) enum DataSource {
         listener: PassiveListener,
         expected_peer: IpAddr,
         proxy: Arc<ProxyProtocolOptions>,
+        /// Scores a foreign address that connects (port stealing).
+        defender: Arc<crate::Defender>,
     },
     /// Connect from `local_ip` (and `source_port` when it can be bound) to `target`.
     Active {
@@ -244,9 +246,16 @@ async fn open_data_connection(
             listener,
             expected_peer,
             proxy,
+            defender,
         } => {
-            let (stream, lease) =
-                accept_from(listener, expected_peer, &proxy, options.accept_timeout).await?;
+            let (stream, lease) = accept_from(
+                listener,
+                expected_peer,
+                &proxy,
+                &defender,
+                options.accept_timeout,
+            )
+            .await?;
             (stream, Some(lease))
         }
         DataSource::Active {
@@ -270,6 +279,7 @@ async fn accept_from(
     mut passive: PassiveListener,
     expected_peer: IpAddr,
     proxy: &ProxyProtocolOptions,
+    defender: &crate::Defender,
     accept_timeout: Duration,
 ) -> Result<(TcpStream, PortLease), TransferFailure> {
     let expected_peer = expected_peer.to_canonical();
@@ -306,6 +316,7 @@ async fn accept_from(
             return Ok((stream, passive.into_lease()));
         }
         telemetry::data_connection_refused(RefusedDataConnection::ForeignPeer, 1);
+        defender.record(peer.ip(), crate::DefenderEvent::ForeignDataConnection);
         tracing::warn!(
             %peer,
             expected = %expected_peer,

@@ -1471,6 +1471,37 @@ mod ftps {
         assert_eq!(client.quit().await.unwrap().code.0, 221);
     }
 
+    /// Failed TLS handshakes count against the address (weight 1 of 15 by default): a
+    /// scanner speaking plain text to the implicit listener is banned on every listener.
+    #[tokio::test]
+    async fn failed_tls_handshakes_ban_an_address_on_every_listener() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let connect_from_10 = |address: SocketAddr| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+            socket.connect(address).await
+        };
+        for _ in 0..15 {
+            let mut stream = connect_from_10(server.implicit).await.unwrap();
+            stream.write_all(b"USER alice\r\n").await.unwrap();
+            let mut rest = Vec::new();
+            // The server ends the failed handshake (an alert, then close, or a reset).
+            let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+                .await
+                .expect("the failed handshake did not end");
+        }
+        let mut received = Vec::new();
+        if let Ok(mut stream) = connect_from_10(server.explicit).await {
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+                    .await
+                    .expect("a banned address was not closed");
+            assert!(read.is_ok() || received.is_empty(), "{read:?}");
+        }
+        assert_eq!(received, b"");
+        connect_plain(server.explicit).await;
+    }
+
     #[tokio::test]
     async fn implicit_listener_speaks_tls_first_and_protects_data_by_default() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
@@ -2518,4 +2549,310 @@ async fn names_with_line_breaks_are_refused_and_never_listed_raw() {
         .map(|entry| entry.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+mod defender {
+    use std::sync::atomic::AtomicUsize;
+
+    use ferroftp_server::{DefenderOptions, DefenderWeights, ProxyProtocolOptions};
+
+    use super::*;
+
+    /// [`TestUsers`], counting the attempts that reach it (each would be an argon2
+    /// verification with the users file).
+    #[derive(Debug, Default)]
+    struct CountingUsers {
+        attempts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Authenticator for CountingUsers {
+        async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            if attempt.password.expose() == "never-verified" {
+                // A verification stuck in a long queue.
+                std::future::pending::<()>().await;
+            }
+            TestUsers.authenticate(attempt).await
+        }
+    }
+
+    async fn defended_server(defender: DefenderOptions) -> (TestServer, Arc<CountingUsers>) {
+        let users = Arc::new(CountingUsers::default());
+        let options = ServerOptions {
+            defender,
+            ..test_options()
+        };
+        let server = Server::bind(options, Arc::new(MemoryStorage::new()), users.clone())
+            .await
+            .unwrap();
+        let address = server.local_addrs()[0];
+        let task = tokio::spawn(server.run(std::future::pending()));
+        let server = TestServer {
+            address,
+            _root: None,
+            task,
+        };
+        (server, users)
+    }
+
+    /// A TCP connection to `address` from the loopback address `source`.
+    async fn connect_from(address: SocketAddr, source: &str) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(address).await.unwrap()
+    }
+
+    /// What the server sent before it closed the connection (it must close within the
+    /// bound: a reset counts as closed).
+    async fn bytes_until_closed(mut stream: tokio::net::TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+            .await
+            .expect("the server did not close the connection");
+        if let Err(error) = read {
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+        }
+        received
+    }
+
+    async fn client_from(address: SocketAddr, source: &str) -> Client {
+        let stream = connect_from(address, source).await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+        client
+    }
+
+    /// USER alice, PASS wrong: the PASS reply's code.
+    async fn wrong_password(client: &mut Client) -> u16 {
+        assert_eq!(code(client, "USER alice").await, 331);
+        code(client, "PASS wrong").await
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_over_several_connections_ban_the_address_and_no_other() {
+        let (server, users) = defended_server(DefenderOptions::default()).await;
+        // Three per connection (server.max_failed_logins), five in all (weight 3 of 15).
+        let mut first = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(wrong_password(&mut first).await, 530);
+        assert_eq!(wrong_password(&mut first).await, 530);
+        // A session opened before the ban, logging in after it.
+        let mut waiting = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(code(&mut waiting, "USER alice").await, 331);
+        let mut second = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(wrong_password(&mut second).await, 530);
+        assert_eq!(wrong_password(&mut second).await, 530);
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 4);
+        // The fifth failure bans: 421 and the connection closes.
+        let reply = {
+            assert_eq!(code(&mut second, "USER alice").await, 331);
+            second.command("PASS wrong").await.unwrap()
+        };
+        assert_eq!(reply.code.0, 421);
+        assert_eq!(
+            reply.lines,
+            ["Too many failures from your address, closing connection"]
+        );
+        // New connections are closed before any greeting.
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.1").await).await,
+            b""
+        );
+        // The open session's login is refused without asking the authenticator, even with
+        // the right password.
+        let reply = waiting.command("PASS secret").await.unwrap();
+        assert_eq!(reply.code.0, 421);
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 5);
+        // Another address is not affected.
+        let mut other = client_from(server.address, "127.0.0.2").await;
+        assert_eq!(other.login("alice", "secret").await.unwrap().code.0, 230);
+    }
+
+    #[tokio::test]
+    async fn a_login_waiting_for_verification_is_answered_when_its_address_is_banned() {
+        let (server, users) = defended_server(DefenderOptions {
+            threshold: 6,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut waiting = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(code(&mut waiting, "USER alice").await, 331);
+        let waiting = tokio::spawn(async move { waiting.command("PASS never-verified").await });
+        for _ in 0..200 {
+            if users.attempts.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 1);
+        let mut guessing = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(wrong_password(&mut guessing).await, 530);
+        assert_eq!(wrong_password(&mut guessing).await, 421);
+        let reply = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the waiting login was not answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.code.0, 421);
+    }
+
+    #[tokio::test]
+    async fn a_ban_ends_after_ban_time() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 3,
+            ban_time: Duration::from_secs(1),
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.3").await;
+        assert_eq!(wrong_password(&mut client).await, 421);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.3").await).await,
+            b""
+        );
+        // Readiness, not a timing assertion: the greeting comes back within the bound.
+        let mut greeted = false;
+        for _ in 0..100 {
+            let mut stream = connect_from(server.address, "127.0.0.3").await;
+            let mut first = [0u8; 3];
+            if stream.read_exact(&mut first).await.is_ok() {
+                assert_eq!(&first, b"220");
+                greeted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(greeted, "still banned after 10 s");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_network_is_never_banned() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 3,
+            allow: vec!["127.0.0.4/32".parse().unwrap()],
+            ..DefenderOptions::default()
+        })
+        .await;
+        for _ in 0..4 {
+            let mut client = client_from(server.address, "127.0.0.4").await;
+            assert_eq!(wrong_password(&mut client).await, 530);
+            assert_eq!(wrong_password(&mut client).await, 530);
+        }
+        let mut client = client_from(server.address, "127.0.0.4").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+    }
+
+    #[tokio::test]
+    async fn bans_survive_a_reload_and_new_weights_apply_at_once() {
+        let options = ServerOptions {
+            defender: DefenderOptions {
+                threshold: 6,
+                ..DefenderOptions::default()
+            },
+            ..test_options()
+        };
+        let server = drainable_server(options.clone()).await;
+        let mut client = client_from(server.address, "127.0.0.5").await;
+        assert_eq!(wrong_password(&mut client).await, 530);
+        assert_eq!(wrong_password(&mut client).await, 421);
+
+        let mut lenient = options;
+        lenient.defender.weights = DefenderWeights {
+            failed_login: 1,
+            ..DefenderWeights::default()
+        };
+        server
+            .handle
+            .reload(lenient, Arc::new(TestUsers))
+            .await
+            .unwrap();
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.5").await).await,
+            b""
+        );
+        assert_eq!(server.handle.defender().bans().len(), 1);
+        // Two failures no longer ban (2 of 6).
+        let mut client = client_from(server.address, "127.0.0.6").await;
+        assert_eq!(wrong_password(&mut client).await, 530);
+        assert_eq!(wrong_password(&mut client).await, 530);
+        client_from(server.address, "127.0.0.6").await;
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_the_client_named_by_the_header_is_banned() {
+        let options = ServerOptions {
+            proxy_protocol: ProxyProtocolOptions {
+                trusted: vec!["127.0.0.0/8".parse().unwrap()],
+                header_timeout: Duration::from_secs(5),
+            },
+            defender: DefenderOptions {
+                threshold: 3,
+                ..DefenderOptions::default()
+            },
+            ..test_options()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let address = server.address;
+        let through_proxy = |client: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 {}\r\n", address.port());
+            stream.write_all(header.as_bytes()).await.unwrap();
+            stream
+        };
+        let stream = through_proxy("198.51.100.7").await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+        assert_eq!(wrong_password(&mut client).await, 421);
+        // The proxy itself is not banned: only connections naming that client are closed.
+        assert_eq!(
+            bytes_until_closed(through_proxy("198.51.100.7").await).await,
+            b""
+        );
+        let stream = through_proxy("198.51.100.8").await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+    }
+
+    #[tokio::test]
+    async fn passive_listeners_opened_and_abandoned_again_and_again_count_as_a_flood() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 5,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.8").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        // The first EPSV's listener and nine replacements: nine abandoned, no flood yet.
+        for _ in 0..10 {
+            assert_eq!(code(&mut client, "EPSV").await, 229);
+        }
+        client_from(server.address, "127.0.0.8").await;
+        // The tenth abandoned listener scores one passive flood (5).
+        assert_eq!(code(&mut client, "EPSV").await, 229);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.8").await).await,
+            b""
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_over_the_cap_and_bounce_attempts_count_too() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 7,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.7").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        // A bounce attempt (5) and a line over the cap (2) reach the threshold.
+        assert_eq!(code(&mut client, "PORT 192,0,2,1,200,10").await, 504);
+        let long = format!("NOOP {}", "x".repeat(10_000));
+        assert_eq!(code(&mut client, &long).await, 500);
+        // The open session goes on; new connections are refused.
+        assert_eq!(code(&mut client, "NOOP").await, 200);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.7").await).await,
+            b""
+        );
+    }
 }

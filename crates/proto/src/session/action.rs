@@ -225,6 +225,8 @@ pub enum LoginFailure {
     Rejected,
     /// The user database could not be consulted.
     Unavailable,
+    /// The client's address is banned (the driver's defender); no password was verified.
+    Banned,
 }
 
 /// Why no passive listener could be opened.

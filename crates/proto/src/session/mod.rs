@@ -276,6 +276,8 @@ pub struct Session {
     tls_client_name: Option<String>,
     /// Lines dropped because they arrived between AUTH TLS and the end of the handshake.
     discarded_lines: u64,
+    /// Set when the client queued more than [`MAX_QUEUED_LINES`] lines (the session closed).
+    flooded: bool,
     /// PORT/EPRT targets refused by the RFC 2577 checks (bounce attempts).
     refused_active_targets: u64,
     /// The server is shutting down: no new command runs, and the session closes with 421
@@ -335,6 +337,7 @@ impl Session {
             protect_data: implicit.is_some(),
             tls_client_name: implicit.and_then(|info| info.client_name),
             discarded_lines: 0,
+            flooded: false,
             refused_active_targets: 0,
             shutting_down: false,
             closing_text: SHUTDOWN_TEXT,
@@ -372,6 +375,12 @@ impl Session {
     /// Lines received between AUTH TLS and the end of its handshake, discarded unexecuted.
     pub fn discarded_lines(&self) -> u64 {
         self.discarded_lines
+    }
+
+    /// Whether the session closed because the client queued too many lines (a protocol
+    /// error the driver's defender counts).
+    pub fn flooded(&self) -> bool {
+        self.flooded
     }
 
     /// PORT/EPRT targets refused so far because they named a third party or a privileged port
@@ -516,6 +525,7 @@ impl Session {
                     ReplyCode::SERVICE_UNAVAILABLE,
                     "Too many queued commands",
                 ));
+                self.flooded = true;
                 self.close();
                 return;
             }
@@ -853,6 +863,14 @@ impl Session {
                 self.reply(Reply::new(
                     ReplyCode::SERVICE_UNAVAILABLE,
                     "Authentication service unavailable, try later",
+                ));
+                self.close();
+            }
+            // RFC 959 §4.2: 421 is the reply of a service closing the control connection.
+            Err(LoginFailure::Banned) => {
+                self.reply(Reply::new(
+                    ReplyCode::SERVICE_UNAVAILABLE,
+                    "Too many failures from your address, closing connection",
                 ));
                 self.close();
             }

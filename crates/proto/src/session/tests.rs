@@ -1347,3 +1347,37 @@ fn names_with_line_breaks_cannot_be_created() {
         [Action::Storage(StorageRequest::MakeDir(_))]
     ));
 }
+
+#[test]
+fn a_login_from_a_banned_address_gets_421_and_the_session_closes() {
+    let mut h = Harness::new();
+    h.expect("USER alice", 331);
+    let actions = h.line("PASS secret");
+    assert!(matches!(&actions[..], [Action::Authenticate(_)]));
+    let actions = h.outcome(Outcome::Authenticated(Err(LoginFailure::Banned)));
+    assert_eq!(
+        replies(actions.clone()),
+        vec![(
+            421,
+            "Too many failures from your address, closing connection".to_owned()
+        )]
+    );
+    assert!(matches!(actions.last(), Some(Action::Close)));
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn a_flood_of_queued_lines_is_reported_to_the_driver() {
+    let mut h = Harness::new();
+    h.expect("USER alice", 331);
+    let _ = h.line("PASS secret");
+    assert!(!h.session.flooded());
+    for _ in 0..=MAX_QUEUED_LINES {
+        h.session.handle_line(Ok(b"NOOP".to_vec()), h.now);
+    }
+    assert_eq!(
+        h.replies(),
+        vec![(421, "Too many queued commands".to_owned())]
+    );
+    assert!(h.session.flooded());
+}
