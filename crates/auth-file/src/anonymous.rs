@@ -49,6 +49,7 @@ impl<A: Authenticator> Authenticator for AnonymousAuthenticator<A> {
                 name: ANONYMOUS_USER_NAME.to_owned(),
                 home: VirtualPath::root(),
                 read_only: true,
+                policy: Default::default(),
             });
         }
         self.inner.authenticate(attempt).await

@@ -57,7 +57,12 @@ impl std::error::Error for QuantityError {}
 /// 1024 (`KiB`, `MiB`, `GiB`, `TiB`); `B` or nothing means bytes. Case does not matter,
 /// except that a unit ending in a lowercase `b` (`Mb`, `kb`) would be bits and is refused.
 pub fn parse_byte_size(text: &str) -> Result<u64, QuantityError> {
-    let trimmed = text.trim();
+    parse_size_shown_as(text, text)
+}
+
+/// [`parse_byte_size`] of `size`, naming `text` (what the user wrote) in errors.
+fn parse_size_shown_as(size: &str, text: &str) -> Result<u64, QuantityError> {
+    let trimmed = size.trim();
     let split = trimmed
         .find(|character: char| !(character.is_ascii_digit() || character == '.'))
         .unwrap_or(trimmed.len());
@@ -108,7 +113,7 @@ pub fn parse_byte_rate(text: &str) -> Result<u64, QuantityError> {
         .strip_suffix("/s")
         .or_else(|| trimmed.strip_suffix("/S"))
         .unwrap_or(trimmed);
-    let rate = parse_byte_size(size)?;
+    let rate = parse_size_shown_as(size, text)?;
     if rate == 0 {
         return Err(QuantityError(format!(
             "{text:?}: a rate of zero would stop every transfer (leave it out for no limit)"

@@ -39,6 +39,7 @@ impl Authenticator for TestUsers {
             name: attempt.username.clone(),
             home: VirtualPath::root().resolve(home).unwrap(),
             read_only,
+            policy: Default::default(),
         })
     }
 }
