@@ -1298,6 +1298,28 @@ mod ftps {
     }
 
     #[tokio::test]
+    async fn rates_throttle_protected_transfers_in_both_modes() {
+        let server = tls_server(TlsPolicy::default(), tls_options(&server_certificate())).await;
+        let mut alice = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        let data = pattern(250_000);
+        alice
+            .store("/big", DataMode::ExtendedPassive, &data)
+            .await
+            .unwrap();
+        let mut slow = connect_plain(server.explicit).await;
+        slow.auth_tls(ClientTls::accept_any()).await.unwrap();
+        assert_eq!(slow.login("slow", "secret").await.unwrap().code.0, 230);
+        slow.protect_data().await.unwrap();
+        // 100 kB/s with a one-second burst: 250 kB take at least 1.5 s (a lower bound only).
+        for mode in [DataMode::ExtendedPassive, DataMode::Active] {
+            let started = std::time::Instant::now();
+            let back = slow.retrieve("/big", mode).await.unwrap();
+            assert!(started.elapsed() >= Duration::from_millis(1400), "{mode:?}");
+            assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn explicit_tls_round_trip_in_every_data_mode_is_byte_exact() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
         let mut client = explicit_login(server.explicit, ClientTls::accept_any()).await;
