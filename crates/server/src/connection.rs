@@ -467,7 +467,7 @@ struct ControlConnection {
     /// The logged-in account's session count, buckets and quota usage.
     user_session: Option<UserSession>,
     /// The running upload's quota, charged when it is published.
-    upload_quota: Option<UploadQuota>,
+    upload_quota: Option<Box<UploadQuota>>,
 }
 
 fn now() -> StdInstant {

@@ -130,7 +130,7 @@ pub(crate) struct Prepared {
     pub(crate) stored_as: Option<VirtualPath>,
     throttle: Throttle,
     /// An upload under a quota: its room, and what publishing it will charge.
-    pub(crate) upload_quota: Option<UploadQuota>,
+    pub(crate) upload_quota: Option<Box<UploadQuota>>,
 }
 
 enum Work {
@@ -210,7 +210,7 @@ pub(crate) async fn prepare(
                         .map(|meta| meta.size),
                     UploadTarget::UniqueIn(_) => None,
                 };
-                upload_quota = Some(
+                upload_quota = Some(Box::new(
                     UploadQuota::check(
                         counter,
                         limits,
@@ -220,7 +220,7 @@ pub(crate) async fn prepare(
                         request.allocated_size,
                     )
                     .map_err(TransferFailure::Storage)?,
-                );
+                ));
             }
             let mut upload = storage
                 .start_upload(&target, mode)
