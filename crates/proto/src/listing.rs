@@ -288,4 +288,54 @@ mod tests {
         );
         assert_eq!(out, b"type=dir;size=0; d\r\n");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_entry() -> impl Strategy<Value = DirEntry> {
+            (
+                "[^\r\n/]{1,64}",
+                prop_oneof![
+                    Just(FileKind::File),
+                    Just(FileKind::Directory),
+                    Just(FileKind::Symlink)
+                ],
+                any::<u64>(),
+                proptest::option::of(0u64..(400 * 365 * 86_400)),
+                0u32..0o10000,
+            )
+                .prop_map(|(name, kind, size, at, mode)| DirEntry {
+                    name,
+                    meta: FileMeta {
+                        kind,
+                        size,
+                        modified: at.map(|at| UNIX_EPOCH + Duration::from_secs(at)),
+                        mode,
+                    },
+                })
+        }
+
+        proptest! {
+            /// One entry is one line in every listing format: CRLF-terminated, no other CR
+            /// or LF, ending with the entry's name (LIST, NLST, MLSD).
+            #[test]
+            fn every_format_gives_one_line_per_entry_ending_with_its_name(entry in any_entry()) {
+                let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+                let mut long = Vec::new();
+                format_long(&entry, now, &mut long);
+                let mut name = Vec::new();
+                format_name(&entry, &mut name);
+                let mut machine = Vec::new();
+                format_machine(&entry, MlstFacts::default(), true, &mut machine);
+                for line in [long, name, machine] {
+                    let text = String::from_utf8(line).unwrap();
+                    let body = text.strip_suffix("\r\n").expect("CRLF-terminated");
+                    prop_assert!(!body.contains('\r') && !body.contains('\n'), "{:?}", text);
+                    prop_assert!(body.ends_with(&entry.name), "{:?}", text);
+                }
+            }
+        }
+    }
 }

@@ -345,4 +345,39 @@ mod tests {
     fn parser_rejects_garbage() {
         assert!(ReplyParser::new().feed_line("hello").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever text a reply carries (client bytes echoed in it included), its wire
+            /// form is CRLF-terminated lines with no other CR or LF, and a client's parser
+            /// reads back the same code and as many lines.
+            #[test]
+            fn any_reply_encodes_to_well_formed_lines_that_parse_back(
+                code in 100u16..600,
+                lines in proptest::collection::vec(any::<String>(), 0..6),
+            ) {
+                let reply = Reply::multiline(ReplyCode(code), lines.clone());
+                let wire = reply.encode();
+                prop_assert!(wire.ends_with(b"\r\n"));
+                let text = String::from_utf8(wire).unwrap();
+                let wire_lines: Vec<&str> = text.split_terminator("\r\n").collect();
+                prop_assert_eq!(wire_lines.len(), lines.len().max(1));
+                for line in &wire_lines {
+                    prop_assert!(!line.contains('\r') && !line.contains('\n'), "{:?}", line);
+                }
+                let mut parser = ReplyParser::new();
+                let mut parsed = None;
+                for line in &wire_lines {
+                    parsed = parser.feed_line(line).unwrap();
+                }
+                let parsed = parsed.expect("the last line completes the reply");
+                prop_assert_eq!(parsed.code, ReplyCode(code));
+                prop_assert_eq!(parsed.lines.len(), wire_lines.len());
+            }
+        }
+    }
 }

@@ -49,6 +49,8 @@ pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
 pub use passive::PassivePortPool;
 pub use proxy_protocol::ProxyProtocolOptions;
+#[cfg(feature = "fuzzing")]
+pub use proxy_protocol::read_header_from_bytes;
 use reload::Swappable;
 pub use reload::{ReloadReport, ServerHandle};
 pub use session_threads::SessionThreads;

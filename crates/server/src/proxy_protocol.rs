@@ -77,7 +77,9 @@ pub(crate) async fn read_header(
         .and_then(|bytes| parse_source(&bytes))
 }
 
-async fn read_header_bytes(stream: &mut TcpStream) -> Result<Vec<u8>, ProxyHeaderError> {
+async fn read_header_bytes<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+) -> Result<Vec<u8>, ProxyHeaderError> {
     let mut first = [0u8; 1];
     stream.read_exact(&mut first).await?;
     if first[0] == V2_SIGNATURE[0] {
@@ -108,6 +110,18 @@ async fn read_header_bytes(stream: &mut TcpStream) -> Result<Vec<u8>, ProxyHeade
         header.push(byte[0]);
     }
     Ok(header)
+}
+
+/// The header reader and parser on a byte string, for the fuzzer (`fuzz/`): what a
+/// connection would yield if these were its first bytes.
+#[cfg(feature = "fuzzing")]
+pub fn read_header_from_bytes(mut bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime
+        .block_on(async { parse_source(&read_header_bytes(&mut bytes).await?) })
+        .map_err(|error| error.to_string())
 }
 
 fn parse_source(bytes: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
