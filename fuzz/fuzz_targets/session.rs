@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
                             name: request.username.clone(),
                             home: VirtualPath::root(),
                             read_only: pick % 4 == 2,
+                            policy: Default::default(),
                         })
                     } else {
                         Err(LoginFailure::Rejected)
