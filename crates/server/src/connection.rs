@@ -598,6 +598,10 @@ impl ControlConnection {
                 }
             }
         }
+        // REIN logged the account out: its session slot is free again.
+        if self.user_session.is_some() && self.session.user_name().is_none() {
+            self.user_session = None;
+        }
         Ok(true)
     }
 

@@ -2325,9 +2325,14 @@ async fn max_sessions_per_user_refuses_the_next_login_with_530_until_one_ends() 
     assert!(reply.text().contains("max_sessions"), "{}", reply.text());
     // Other accounts are not limited by it.
     let _alice = server.login("alice").await;
-    assert_eq!(first.quit().await.unwrap().code.0, 221);
-    drop(first);
-    // The first session's end is seen once its connection is closed on the server.
+    // REIN logs out and frees the slot at once.
+    assert_eq!(code(&mut first, "REIN").await, 220);
+    let mut third = server.connect().await;
+    assert_eq!(third.login("capped", "secret").await.unwrap().code.0, 230);
+    assert_eq!(refused_login(&mut first, "capped").await.code.0, 530);
+    assert_eq!(third.quit().await.unwrap().code.0, 221);
+    drop(third);
+    // The session's end is seen once its connection is closed on the server.
     let mut logged_in = false;
     for _ in 0..100 {
         if second.login("capped", "secret").await.is_ok() {
@@ -2337,6 +2342,7 @@ async fn max_sessions_per_user_refuses_the_next_login_with_530_until_one_ends() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(logged_in);
+    assert_eq!(refused_login(&mut first, "capped").await.code.0, 530);
 }
 
 #[tokio::test]
