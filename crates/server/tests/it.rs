@@ -2392,3 +2392,28 @@ async fn download_and_upload_rates_slow_transfers_down_and_keep_every_byte() {
         sha256(&data)
     );
 }
+
+#[tokio::test]
+async fn reload_applies_the_default_session_cap_per_user() {
+    let options = test_options();
+    let server = drainable_server(options.clone()).await;
+    let _first = login_to(server.address, "alice").await;
+    let mut capped = options.clone();
+    capped.limits.max_sessions_per_user = Some(1);
+    let report = server
+        .handle
+        .reload(capped, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let mut second = connect_to(server.address).await;
+    assert_eq!(refused_login(&mut second, "alice").await.code.0, 530);
+    // Each account has its own count.
+    let _bob = login_to(server.address, "bob").await;
+    server
+        .handle
+        .reload(options, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert_eq!(second.login("alice", "secret").await.unwrap().code.0, 230);
+}
