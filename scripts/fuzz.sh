@@ -40,7 +40,7 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
         >"$log" 2>&1 || status=$?
     # The run's summary: executions, coverage, corpus size.
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|Done [0-9]+ runs)' "$log" \
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss|Done [0-9]+ runs)' "$log" \
         || true
     if [ "$status" != 0 ]; then
         tail -40 "$log" >&2

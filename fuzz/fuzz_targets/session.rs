@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferroftp_proto::session::{
-    Action, LoginFailure, Outcome, PassiveFailure, StorageResult, TransferFailure,
-    TransferSummary, User,
+    Action, LoginFailure, Outcome, PassiveFailure, StorageRequest, StorageResult,
+    TransferFailure, TransferSummary, User,
 };
-use ferroftp_proto::{Session, SessionConfig, StorageErrorKind, VirtualPath};
+use ferroftp_proto::{FileKind, FileMeta, Session, SessionConfig, StorageErrorKind, VirtualPath};
 use libfuzzer_sys::fuzz_target;
 
 /// Reads the fuzzer's bytes as a script.
@@ -99,11 +99,22 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         Err(LoginFailure::Rejected)
                     }),
-                    Action::Storage(_) => Outcome::Storage(match pick % 4 {
-                        0 => Ok(StorageResult::Done),
-                        1 => Ok(StorageResult::Size(u64::from(pick) << 20)),
-                        2 => Ok(StorageResult::Entries(Vec::new())),
-                        _ => Err(StorageErrorKind::NotFound),
+                    // Success of the kind the request asks for (the session asserts that, as
+                    // a driver bug), or one of the errors a storage can give.
+                    Action::Storage(request) => Outcome::Storage(match (pick % 4, request) {
+                        (0, _) => Err(StorageErrorKind::NotFound),
+                        (1, _) => Err(StorageErrorKind::PermissionDenied),
+                        (_, StorageRequest::Metadata(_)) => Ok(StorageResult::Metadata(FileMeta {
+                            kind: if pick % 8 < 4 { FileKind::File } else { FileKind::Directory },
+                            size: u64::from(pick) << 20,
+                            modified: None,
+                            mode: 0o644,
+                        })),
+                        (_, StorageRequest::ResumableSize(_)) => {
+                            Ok(StorageResult::Size(u64::from(pick)))
+                        }
+                        (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries(Vec::new())),
+                        _ => Ok(StorageResult::Done),
                     }),
                     Action::OpenPassive => Outcome::PassiveOpened(if pick % 3 == 0 {
                         Err(PassiveFailure::Exhausted)
