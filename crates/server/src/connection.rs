@@ -728,7 +728,7 @@ impl ControlConnection {
                     reply = 530,
                     "login refused"
                 );
-                telemetry::login(LoginResult::Rejected, None);
+                telemetry::login(LoginResult::Refused, None);
                 Outcome::Authenticated(Ok(user))
             }
             Ok(user) => {
@@ -742,7 +742,7 @@ impl ControlConnection {
                             reply = 530,
                             "login refused"
                         );
-                        telemetry::login(LoginResult::Rejected, None);
+                        telemetry::login(LoginResult::Refused, None);
                         return Outcome::Authenticated(Err(LoginFailure::SessionLimit));
                     }
                 }
