@@ -236,7 +236,10 @@ def test_fail2ban_filter_matches_every_failed_login_and_only_its_address(
         start_server, tmp_path, log_format):
     log = tmp_path / f"ferroftp-{log_format}.log"
     config = tmp_path / f"log-{log_format}.toml"
-    config.write_text(f'[log]\nformat = "{log_format}"\nfile = "{log}"\n')
+    # Without the defender, which bans 127.0.0.1 at the third unknown name: this test is
+    # about the lines fail2ban reads (docs/security.md).
+    config.write_text(f'[log]\nformat = "{log_format}"\nfile = "{log}"\n'
+                      '[defender]\nenabled = false\n')
     server = start_server(extra_args=["--config", str(config)])
     # User names are the client's to choose: one tries to end the line and forge an address.
     names = [b"bob", b"root", b'x\x1b[31m" reason=x client=198.51.100.7 \\', "\u00e9lan".encode()]

@@ -43,13 +43,19 @@
 //! root = "./ftp-root"
 //! fsync_uploads = true
 //! chmod_mask = 0o755
+//! partial_expiry = "24h"
 //! [auth]
 //! kind = "file"
 //! path = "users.toml"
 //! anonymous = false
 //! [admin]
 //! listen = "127.0.0.1:9121"
+//! [defender]
+//! threshold = 15
+//! ban_time = "15m"
 //! ```
+//!
+//! `[defender]` is described in `defender_config.rs`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -90,6 +96,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The event log's format and file, the transfer log.
     pub log: LogConfig,
+    /// Auto-ban of misbehaving client addresses (`defender_config.rs`).
+    pub defender: crate::defender_config::DefenderConfig,
 }
 
 /// `[admin]`: the HTTP listener for metrics (`/metrics`), health (`/healthz`, `/readyz`) and
@@ -558,8 +566,15 @@ pub enum StorageConfig {
         /// client's mode is ANDed with it (see `FsStorage::with_chmod_mask`). At most
         /// `0o777`: setuid, setgid and sticky are never set.
         chmod_mask: u32,
+        /// `partial_expiry` (default 24 h): the hidden partial data an interrupted upload
+        /// left for a resume is removed once it is older than this (last written), at start
+        /// and then in the background (see `FsStorage::partial_sweeper`, docs/uploads.md).
+        partial_expiry: Duration,
     },
 }
+
+/// `storage.partial_expiry` when not set.
+pub const DEFAULT_PARTIAL_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -567,6 +582,7 @@ impl Default for StorageConfig {
             root: default_storage_root(),
             fsync_uploads: true,
             chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
+            partial_expiry: DEFAULT_PARTIAL_EXPIRY,
         }
     }
 }
@@ -609,6 +625,8 @@ struct RawStorageConfig {
     root: Option<PathBuf>,
     fsync_uploads: Option<bool>,
     chmod_mask: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    partial_expiry: Option<Duration>,
 }
 
 #[derive(Default, Deserialize)]
@@ -629,6 +647,7 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
                 chmod_mask: raw
                     .chmod_mask
                     .unwrap_or(ferroftp_storage_fs::DEFAULT_CHMOD_MASK),
+                partial_expiry: raw.partial_expiry.unwrap_or(DEFAULT_PARTIAL_EXPIRY),
             }),
         }
     }
@@ -843,6 +862,7 @@ impl Config {
             self.tls.client_ca.as_mut(),
             self.log.file.as_mut(),
             self.log.transfer_log.as_mut(),
+            self.defender.persist.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -1009,6 +1029,7 @@ impl Config {
         }
         self.validate_tls(&mut problems);
         self.admin.validate(&mut problems);
+        self.defender.validate(&mut problems);
         if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
             problems.push(ConfigProblem::new(
                 "proxy_protocol.header_timeout",
@@ -1018,10 +1039,19 @@ impl Config {
 
         match &self.storage {
             StorageConfig::Fs {
-                root, chmod_mask, ..
+                root,
+                chmod_mask,
+                partial_expiry,
+                ..
             } => {
                 if root.as_os_str().is_empty() {
                     problems.push(ConfigProblem::new("storage.root", "must not be empty"));
+                }
+                if partial_expiry.is_zero() {
+                    problems.push(ConfigProblem::new(
+                        "storage.partial_expiry",
+                        "must be longer than 0s",
+                    ));
                 }
                 if *chmod_mask > 0o777 {
                     problems.push(ConfigProblem::new(
@@ -1180,6 +1210,7 @@ kind = "fs"
 root = "./ftp-root"
 fsync_uploads = false
 chmod_mask = 0o700
+partial_expiry = "2h"
 [auth]
 kind = "file"
 path = "users.toml"
@@ -1302,6 +1333,7 @@ advertise_tls = "0.0.0.0"
                 root: "./ftp-root".into(),
                 fsync_uploads: true,
                 chmod_mask: 0o755,
+                partial_expiry: DEFAULT_PARTIAL_EXPIRY,
             }
         );
         assert_eq!(
@@ -1334,6 +1366,7 @@ advertise_tls = "0.0.0.0"
                 root: "./ftp-root".into(),
                 fsync_uploads: false,
                 chmod_mask: 0o700,
+                partial_expiry: Duration::from_secs(2 * 3600),
             },
             ..Config::default()
         };
@@ -1359,6 +1392,7 @@ advertise_tls = "0.0.0.0"
                 root: "/srv/ftp".into(),
                 fsync_uploads: true,
                 chmod_mask: 0o755,
+                partial_expiry: DEFAULT_PARTIAL_EXPIRY,
             }
         );
         assert!(config.auth.anonymous);

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod config;
 mod config_report;
+mod defender_config;
 mod doctor;
 mod firewall;
 mod logging;

@@ -120,6 +120,7 @@ async fn serve(
         root,
         fsync_uploads,
         chmod_mask,
+        partial_expiry,
     } = &config.storage;
     let created_root = !root.exists();
     std::fs::create_dir_all(root)
@@ -131,6 +132,7 @@ async fn serve(
         .with_context(|| format!("opening the storage root {}", root.display()))?
         .with_fsync_uploads(*fsync_uploads)
         .with_chmod_mask(*chmod_mask);
+    let sweeper = storage.partial_sweeper(*partial_expiry);
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     if ensure_users_file(users_path)?
@@ -176,6 +178,8 @@ async fn serve(
         account.switch_to()?;
         tracing::info!(user = account.name(), "switched to an unprivileged account");
     }
+    // After the switch: the sweep removes files as the account that serves them.
+    let expiring = tokio::spawn(expire_partial_uploads(sweeper));
     let mut stdout = std::io::stdout().lock();
     for (address, listener) in addresses.iter().zip(&listeners) {
         match listener.tls {
@@ -226,8 +230,42 @@ async fn serve(
     let reporting = tokio::spawn(report_to_service_manager(handle));
     server.run_until(drain, stop).await;
     reporting.abort();
+    expiring.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Entries one pass of the partial-upload expiry looks at: a pass takes milliseconds on the
+/// blocking pool, however large the tree (the next pass goes on where it stopped).
+const EXPIRY_PASS_BUDGET: u64 = 10_000;
+
+/// Removes the partial data of uploads abandoned longer than `storage.partial_expiry`: a
+/// pass at start, then one every quarter of the expiry (at least every second, at most every
+/// hour), and at once again while a round of the tree is unfinished.
+async fn expire_partial_uploads(mut sweeper: ferroftp_storage_fs::PartialSweeper) {
+    let interval = (sweeper.max_age() / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        let pass = tokio::task::spawn_blocking(move || {
+            let report = sweeper.pass(std::time::SystemTime::now(), EXPIRY_PASS_BUDGET);
+            (sweeper, report)
+        })
+        .await;
+        let Ok((returned, report)) = pass else {
+            tracing::warn!("the partial-upload expiry stopped: its pass failed");
+            return;
+        };
+        sweeper = returned;
+        let pause = if report.round_complete {
+            interval
+        } else {
+            // Large tree: go on soon, but leave the blocking pool to the sessions meanwhile.
+            std::time::Duration::from_millis(100)
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 fn status_line(handle: &ServerHandle) -> String {
@@ -442,6 +480,8 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
     config.storage = running.config.storage.clone();
     config.admin.listen = running.config.admin.listen;
     config.log = running.config.log.clone();
+    // Bans in force are keyed by their IPv6 network: another prefix would not find them.
+    config.defender.ipv6_prefix = running.config.defender.ipv6_prefix;
     let authenticator = if config.auth == running.config.auth {
         Arc::clone(&running.authenticator)
     } else {
@@ -476,7 +516,7 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
 }
 
 /// The settings that changed between `old` and `new` and only a restart applies.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.server.threads != new.server.threads {
         keys.push("server.threads".to_owned());
@@ -489,6 +529,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.admin.listen != new.admin.listen {
         keys.push("admin.listen".to_owned());
+    }
+    if old.defender.ipv6_prefix != new.defender.ipv6_prefix {
+        keys.push("defender.ipv6_prefix".to_owned());
     }
     if old.log != new.log {
         // The files are reopened on every SIGHUP; another format or path needs a restart.
@@ -665,6 +708,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
             upload_rate: config.limits.upload_rate,
             max_sessions_per_user: config.limits.max_sessions_per_user,
         },
+        defender: config.defender.options(),
         ..ServerOptions::default()
     }
 }

@@ -362,6 +362,28 @@ fn check_config_reports_every_problem_at_once() {
     assert!(stdout.contains("5 problem(s)"), "{stdout}");
 }
 
+/// `check-config` checks the `[defender]` section with the rest (docs/security.md).
+#[test]
+fn check_config_reports_defender_problems() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("ferroftp.toml");
+    std::fs::write(
+        &config,
+        "[defender]\nthreshold = 0\nban_time = \"1h\"\nmax_ban_time = \"1m\"\n\
+         allow = [\"10.0.0.0/8\"]\n[defender.weights]\nfailed_login = 3\n",
+    )
+    .unwrap();
+    let mut command = ferroftp();
+    command.arg("check-config").arg(&config);
+    let output = run_bounded(command, "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for field in ["defender.threshold:", "defender.max_ban_time:"] {
+        assert!(stdout.contains(field), "{field} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("2 problem(s)"), "{stdout}");
+}
+
 /// The README's own example: `echo 's3cret' | ferroftp user add alice --users users.toml
 /// --home /alice`, then `ferroftp serve --users users.toml …`: alice logs in, stores and
 /// lists (the server creates her home at the first login). With `--root` the home is

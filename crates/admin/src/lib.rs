@@ -5,6 +5,8 @@
 //! | `/metrics` | Prometheus text exposition of the server's series (`ferroftp_server::telemetry`) |
 //! | `/healthz` | 200 while the process serves HTTP at all |
 //! | `/readyz` | 200 when every control listener accepts and the storage answers; 503 while draining, before the listeners run, or when the storage check fails |
+//! | `/bans` | the defender's bans in force, JSON: `address`, `until` (RFC 3339), `until_unix`, `bans` (count, this one included) |
+//! | `DELETE /bans/ADDR` | lifts the ban of `ADDR` (or of the IPv6 network it is in): 200, or 404 when it was not banned |
 //! | `/status` (and `/`) | one HTML page, refreshing itself: uptime, sessions and their transfers, passive pool, recent warnings and errors |
 //!
 //! It runs on the background runtime, never on the session threads, and answers at most
@@ -17,12 +19,12 @@ mod status_page;
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferroftp_server::telemetry;
-use ferroftp_server::{RecentErrors, ServerStatus};
+use ferroftp_server::{BanRecord, RecentErrors, ServerStatus};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -194,6 +196,13 @@ impl AdminServer {
 
 impl AdminState {
     async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        // The one change the listener makes: lifting a ban. Browsers preflight a cross-origin
+        // DELETE, and nothing here answers CORS, so a web page cannot send it.
+        if request.method() == Method::DELETE
+            && let Some(address) = request.uri().path().strip_prefix("/bans/")
+        {
+            return self.unban(address);
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
             response
@@ -206,6 +215,7 @@ impl AdminState {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness().await,
             "/" | "/status" => self.status_page(),
+            "/bans" => self.bans(),
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "not found: try /status, /metrics, /readyz\n",
@@ -227,6 +237,10 @@ impl AdminState {
         metrics::gauge!(telemetry::PASSIVE_PORTS_IN_USE).set(status.passive_ports_in_use() as f64);
         metrics::gauge!(telemetry::PASSIVE_PORTS_CAPACITY)
             .set(status.passive_ports_capacity() as f64);
+        if let Some(defender) = status.defender() {
+            metrics::gauge!(telemetry::DEFENDER_BANNED_ADDRESSES)
+                .set(defender.banned_count() as f64);
+        }
         let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
         set_common_headers(&mut response, "text/plain; version=0.0.4; charset=utf-8");
         response
@@ -256,6 +270,36 @@ impl AdminState {
         }
     }
 
+    /// `GET /bans`: the bans in force, as JSON.
+    fn bans(&self) -> Response<Full<Bytes>> {
+        let bans = self
+            .status
+            .defender()
+            .map(|defender| defender.bans())
+            .unwrap_or_default();
+        let mut response = Response::new(Full::new(Bytes::from(bans_json(&bans))));
+        set_common_headers(&mut response, "application/json");
+        response
+    }
+
+    /// `DELETE /bans/ADDR`: lifts the ban of an address (or of the IPv6 network it is in).
+    fn unban(&self, address: &str) -> Response<Full<Bytes>> {
+        let Ok(address) = address.parse::<IpAddr>() else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "not an IP address: DELETE /bans/192.0.2.7 or /bans/2001:db8::1\n",
+            );
+        };
+        let Some(defender) = self.status.defender() else {
+            return plain(StatusCode::NOT_FOUND, "no defender\n");
+        };
+        if defender.unban(address) {
+            plain(StatusCode::OK, "ban lifted\n")
+        } else {
+            plain(StatusCode::NOT_FOUND, "not banned\n")
+        }
+    }
+
     fn status_page(&self) -> Response<Full<Bytes>> {
         let page = render_status_page(
             &self.status.snapshot(),
@@ -272,6 +316,29 @@ impl AdminState {
         );
         response
     }
+}
+
+/// `[{"address": "192.0.2.7", "until": "2026-01-01T00:00:00Z", "until_unix": 1767225600,
+/// "bans": 1}, …]`. Addresses and times need no escaping (digits, dots, colons, a slash).
+fn bans_json(bans: &[BanRecord]) -> String {
+    let mut json = String::from("[");
+    for (index, ban) in bans.iter().enumerate() {
+        let until_unix = ban
+            .until
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if index > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "\n  {{\"address\": \"{}\", \"until\": \"{}\", \"until_unix\": {until_unix}, \"bans\": {}}}",
+            ban.address,
+            humantime::format_rfc3339_seconds(ban.until),
+            ban.bans
+        ));
+    }
+    json.push_str(if bans.is_empty() { "]\n" } else { "\n]\n" });
+    json
 }
 
 fn plain(code: StatusCode, text: &str) -> Response<Full<Bytes>> {

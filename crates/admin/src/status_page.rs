@@ -61,6 +61,16 @@ fn write_page(
         snapshot.passive_in_use,
         snapshot.passive_capacity,
     )?;
+    writeln!(
+        page,
+        "<p id=\"defender\">Defender: {} address{} banned (<code>GET /bans</code>)</p>",
+        snapshot.banned_addresses,
+        if snapshot.banned_addresses == 1 {
+            ""
+        } else {
+            "es"
+        },
+    )?;
 
     page.push_str("<h2>Sessions</h2>\n");
     if snapshot.sessions.is_empty() {
@@ -198,6 +208,7 @@ mod tests {
             passive_capacity: 101,
             accepting: true,
             draining: false,
+            banned_addresses: 0,
         }
     }
 
@@ -279,6 +290,10 @@ mod tests {
         let page = render_status_page(&idle, &[], SystemTime::now(), 5);
         assert!(page.contains("No session is open."));
         assert!(page.contains("· 0 sessions ·"));
+        assert!(page.contains("Defender: 0 addresses banned"));
+        idle.banned_addresses = 1;
+        let page = render_status_page(&idle, &[], SystemTime::now(), 5);
+        assert!(page.contains("Defender: 1 address banned (<code>GET /bans</code>)"));
         idle.draining = true;
         let page = render_status_page(&idle, &[], SystemTime::now(), 5);
         assert!(page.contains("<span class=\"draining\">draining</span>"));

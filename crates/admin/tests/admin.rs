@@ -17,9 +17,13 @@ use ferroftp_backend::{
     StorageError, StorageErrorKind, Upload, UploadTarget, User, VirtualPath, WriteMode,
 };
 use ferroftp_client::{Client, ClientOptions, DataMode};
-use ferroftp_server::{Server, ServerOptions, ServerStatus, TransferDirection};
+use ferroftp_server::{DefenderEvent, Server, ServerOptions, ServerStatus, TransferDirection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Taken by the tests that assert counters their FTP traffic moves (logins, commands,
+/// replies), so that no other test's traffic lands between their two scrapes.
+static FTP_TRAFFIC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug)]
 struct TestUsers;
@@ -207,7 +211,11 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
+    let _alone = FTP_TRAFFIC.lock().await;
     let server = start(12100).await;
+    // Counters are process-wide: what this test did is the difference to this scrape.
+    let (_, baseline) = get(server.admin, "/metrics").await;
+    let counted = |metrics: &str, series: &str| sample(metrics, series) - sample(&baseline, series);
     let mut client = login(server.ftp).await;
     let upload: Vec<u8> = (0..300_000u32).map(|index| (index % 251) as u8).collect();
 
@@ -256,7 +264,7 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
     let (code, metrics) = get(server.admin, "/metrics").await;
     assert_eq!(code, 200);
     let bytes = |direction: &str| {
-        sample(
+        counted(
             &metrics,
             &format!("ferroftp_transfer_bytes_total{{direction=\"{direction}\",result=\"ok\"}}"),
         )
@@ -264,14 +272,14 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
     assert_eq!(bytes("upload"), 300_000.0, "{metrics}");
     assert_eq!(bytes("download"), 300_000.0, "{metrics}");
     assert_eq!(
-        sample(
+        counted(
             &metrics,
             "ferroftp_transfers_total{direction=\"upload\",result=\"ok\"}"
         ),
         1.0
     );
     assert_eq!(
-        sample(
+        counted(
             &metrics,
             "ferroftp_user_transfer_bytes_total{user=\"alice\",direction=\"download\",result=\"ok\"}"
         ),
@@ -279,19 +287,19 @@ async fn metrics_count_the_bytes_moved_and_status_shows_the_running_upload() {
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, "ferroftp_logins_total{result=\"ok\"}"),
+        counted(&metrics, "ferroftp_logins_total{result=\"ok\"}"),
         1.0
     );
     assert_eq!(
-        sample(&metrics, "ferroftp_commands_total{verb=\"STOR\"}"),
+        counted(&metrics, "ferroftp_commands_total{verb=\"STOR\"}"),
         1.0
     );
     assert_eq!(
-        sample(&metrics, "ferroftp_commands_total{verb=\"other\"}"),
+        counted(&metrics, "ferroftp_commands_total{verb=\"other\"}"),
         1.0
     );
     assert_eq!(
-        sample(&metrics, "ferroftp_replies_total{class=\"5xx\"}"),
+        counted(&metrics, "ferroftp_replies_total{class=\"5xx\"}"),
         1.0
     );
     let listener = format!("ferroftp_sessions_open{{listener=\"{}\"}}", server.ftp);
@@ -358,6 +366,7 @@ async fn unknown_paths_and_methods_are_refused() {
 
 #[tokio::test]
 async fn refused_data_connections_are_counted_by_cause() {
+    let _alone = FTP_TRAFFIC.lock().await;
     let server = start_with(
         12180,
         Arc::new(MemoryStorage::new()),
@@ -421,4 +430,70 @@ async fn refused_data_connections_are_counted_by_cause() {
         ),
         1.0
     );
+}
+
+/// The only test that bans: the defender's counters are exact. The events are recorded
+/// through the defender itself: FTP replies here would change the reply counters another
+/// test asserts.
+#[tokio::test]
+async fn bans_are_listed_counted_and_lifted() {
+    let server = start(12190).await;
+    assert_eq!(get(server.admin, "/bans").await, (200, "[]\n".to_owned()));
+    let defender = server.status.defender().unwrap();
+    let client = "127.0.0.1".parse().unwrap();
+    for _ in 0..5 {
+        defender.record(client, DefenderEvent::FailedLogin);
+    }
+    // The next connection is closed before any greeting.
+    assert!(Client::connect(server.ftp).await.is_err());
+
+    let (code, bans) = get(server.admin, "/bans").await;
+    assert_eq!(code, 200);
+    assert!(
+        bans.starts_with("[\n  {\"address\": \"127.0.0.1\", \"until\": \"")
+            && bans.ends_with("\"bans\": 1}\n]\n"),
+        "{bans}"
+    );
+    let (_, metrics) = get(server.admin, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "ferroftp_defender_bans_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "ferroftp_defender_refused_connections_total"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferroftp_defender_events_total{event=\"failed_login\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferroftp_defender_events_total{event=\"unknown_user\"}"
+        ),
+        0.0
+    );
+    assert!(metrics.contains("ferroftp_defender_events_total{event=\"unknown_user\"} 0"));
+    assert_eq!(sample(&metrics, "ferroftp_defender_banned_addresses"), 1.0);
+
+    assert_eq!(
+        request(server.admin, "DELETE", "/bans/nonsense").await.0,
+        400
+    );
+    assert_eq!(
+        request(server.admin, "DELETE", "/bans/192.0.2.1").await.0,
+        404
+    );
+    assert_eq!(
+        request(server.admin, "DELETE", "/bans/127.0.0.1").await.0,
+        200
+    );
+    assert_eq!(get(server.admin, "/bans").await.1, "[]\n");
+    let (_client, greeting) = Client::connect(server.ftp).await.unwrap();
+    assert_eq!(greeting.code.0, 220);
 }

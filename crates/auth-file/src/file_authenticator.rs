@@ -20,8 +20,9 @@ use crate::verified_credentials_cache::{DEFAULT_CACHE_TTL, VerifiedCredentialsCa
 ///   one per CPU). Each thread reuses its argon2 memory (19 MiB by default), so a login
 ///   flood queues instead of exhausting memory (see `password_verifier`).
 /// - An unknown name costs the same as a wrong password: its attempt is verified against a
-///   dummy hash made with the same parameters, and both return [`AuthError::Rejected`], so
-///   neither the reply nor its timing tells which names exist.
+///   dummy hash made with the same parameters, and it returns [`AuthError::UnknownUser`],
+///   which the server answers exactly like [`AuthError::Rejected`], so neither the reply nor
+///   its timing tells which names exist (only the defender's score tells them apart).
 /// - Each login first compares the file's modification time, length and inode with those of
 ///   the last load (one `stat`), and re-reads the file when they differ: `ferroftp user add`
 ///   takes effect on a running server. A changed file that fails to load is reported once in
@@ -97,12 +98,17 @@ impl FileStamp {
             .map(|stat| Self::from_stat(&stat))
     }
 
-    // The stat field types differ between architectures (unsigned on x86_64).
-    #[allow(clippy::useless_conversion)]
+    // The stat field types differ between architectures (unsigned on x86_64, although the
+    // kernel's time_t is signed: a time before 1970 reads as a huge number there).
+    #[allow(clippy::useless_conversion, clippy::cast_possible_wrap)]
     fn from_stat(stat: &rustix::fs::Stat) -> Self {
-        let modified = u64::try_from(stat.st_mtime).ok().map(|seconds| {
-            UNIX_EPOCH + Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).unwrap_or(0))
-        });
+        let seconds = stat.st_mtime as i64;
+        let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
+        // Checked both ways: any time the kernel can store gives a stamp or none, no panic.
+        let modified = match u64::try_from(seconds) {
+            Ok(after) => UNIX_EPOCH.checked_add(Duration::new(after, nanos)),
+            Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(seconds.unsigned_abs())),
+        };
         Self {
             modified,
             length: u64::try_from(stat.st_size).unwrap_or(0),
@@ -285,7 +291,7 @@ impl Shared {
             None => {
                 // Spend the time a real verification takes; the result does not matter.
                 let _ = memory.verify(&self.dummy_hash, password);
-                Err(AuthError::Rejected)
+                Err(AuthError::UnknownUser)
             }
         }
     }

@@ -94,6 +94,11 @@ impl PasswordVerifier {
     ) -> Option<T> {
         let (sender, receiver) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
+            // Nobody waits any more (the login gave up: its client left, or its address was
+            // banned meanwhile): no argon2 for it.
+            if sender.is_closed() {
+                return;
+            }
             let _ = sender.send(check(memory));
         });
         match self.jobs.try_send(job) {
@@ -139,6 +144,40 @@ mod tests {
         let hash = hash_password("pw");
         let results = futures_join(&verifier, &hash).await;
         assert_eq!(results, [true, false]);
+    }
+
+    /// A job whose login gave up while it was queued is skipped: no argon2 for nobody.
+    #[tokio::test]
+    async fn a_job_nobody_waits_for_is_skipped() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let verifier = PasswordVerifier::start(1);
+        // The one worker is busy until `release` is sent.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = verifier.run(move |_| held.recv().is_ok());
+        tokio::pin!(busy);
+        assert!(poll_once(&mut busy).await.is_none());
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        // Boxed, so that dropping it drops the future (and its answer's receiver).
+        let mut given_up = Box::pin(verifier.run(move |_| flag.store(true, Ordering::Relaxed)));
+        assert!(poll_once(&mut given_up).await.is_none());
+        drop(given_up);
+        release.send(()).unwrap();
+        assert_eq!(busy.await, Some(true));
+        // Jobs run in order: once a later one answered, the given-up one was skipped.
+        assert_eq!(verifier.run(|_| 7).await, Some(7));
+        assert!(!ran.load(Ordering::Relaxed));
+    }
+
+    /// Polls `future` once: `Some` when it completed.
+    async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|context| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(context) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     async fn futures_join(verifier: &PasswordVerifier, hash: &str) -> [bool; 2] {

@@ -46,7 +46,7 @@ fn fixture() -> Fixture {
 async fn login(authenticator: &impl Authenticator, name: &str, password: &str) -> Option<User> {
     match authenticator.authenticate(&attempt(name, password)).await {
         Ok(user) => Some(user),
-        Err(AuthError::Rejected) => None,
+        Err(AuthError::Rejected | AuthError::UnknownUser) => None,
         Err(other) => panic!("unexpected error: {other}"),
     }
 }
@@ -75,6 +75,19 @@ async fn verifies_passwords_and_rejects_wrong_ones_and_unknown_names() {
     assert_eq!(login(&authenticator, "Alice", "wonderland").await, None);
     assert_eq!(login(&authenticator, "carol", "wonderland").await, None);
     assert_eq!(login(&authenticator, "", "").await, None);
+    // A wrong password and an unknown name are told apart for the defender only.
+    assert!(matches!(
+        authenticator
+            .authenticate(&attempt("alice", "builder"))
+            .await,
+        Err(AuthError::Rejected)
+    ));
+    assert!(matches!(
+        authenticator
+            .authenticate(&attempt("carol", "wonderland"))
+            .await,
+        Err(AuthError::UnknownUser)
+    ));
 }
 
 #[tokio::test]
@@ -512,4 +525,21 @@ fn bad_limits_are_reported_with_their_line() {
         parse_error(&entry("allow_from = [\"10.0.0.0/40\"]"))
             .contains("line 4: user \"alice\": allow_from")
     );
+}
+
+/// A users file whose modification time is before 1970 (touch -d 1969-12-31) is read and
+/// watched like any other: no panic in the change detection, logins work.
+#[tokio::test]
+async fn a_users_file_dated_before_1970_is_served() {
+    let fixture = fixture();
+    let before_1970 = std::time::UNIX_EPOCH - std::time::Duration::from_secs(1);
+    std::fs::File::options()
+        .write(true)
+        .open(&fixture.path)
+        .unwrap()
+        .set_modified(before_1970)
+        .unwrap();
+    let authenticator = FileAuthenticator::open(&fixture.path).unwrap();
+    assert!(login(&authenticator, "alice", "wonderland").await.is_some());
+    assert!(login(&authenticator, "bob", "builder").await.is_some());
 }

@@ -50,6 +50,11 @@ pub enum AuthError {
     /// (no user enumeration): the client gets 530 either way.
     #[error("login rejected")]
     Rejected,
+    /// No user of that name. The client gets the same 530 as for [`Rejected`](Self::Rejected),
+    /// after the same time, so it cannot tell which; only the server's defender weighs it
+    /// differently (guessing names is a scan, not a mistyped password).
+    #[error("login rejected: unknown user")]
+    UnknownUser,
     /// The user database could not be consulted: 421, and it does not count as a failure.
     #[error("authentication backend unavailable: {0}")]
     Unavailable(String),

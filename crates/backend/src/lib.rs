@@ -11,6 +11,7 @@ mod storage;
 pub mod testing;
 
 pub use auth::{AuthError, Authenticator, LoginAttempt, Password, User};
+pub use ferroftp_proto::listing::is_listable_name;
 pub use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
     Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Seek, SeekFrom};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -177,6 +178,19 @@ pub trait Upload: AsyncWrite + Send + Unpin {
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// What this backend supports.
     fn capabilities(&self) -> Capabilities;
+
+    /// This storage as a user whose home is `home` sees it, for that user's whole session:
+    /// every operation must stay beneath `home` by the backend's own means, as it stays
+    /// beneath the root (a symlink in one home that leads into another is refused). Paths
+    /// keep their full form (`home/...`); one outside `home` is `PermissionDenied`.
+    ///
+    /// `Ok(None)`: this backend has nothing that could lead out of a directory (no links),
+    /// so the session's textual mapping of paths under the home is confinement enough, and
+    /// the storage itself is used. A backend with links must override this.
+    async fn scoped(&self, home: &VirtualPath) -> Result<Option<Arc<dyn Storage>>, StorageError> {
+        let _ = home;
+        Ok(None)
+    }
 
     /// Facts about a file or directory.
     async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError>;

@@ -118,8 +118,20 @@ fn mode_string(meta: &FileMeta) -> [u8; 10] {
     text
 }
 
-/// Appends one LIST line (with CRLF). `now` decides between time-of-day and year.
+/// Whether `name` can be written as a listing line. A name holding CR or LF would end its
+/// line and start forged ones (one crafted name showing as several entries): such names
+/// are refused when created (553) and never written in a listing (the storage logs what it
+/// skipped). RFC 959 §4.1.3 and RFC 3659 §7.2 list one entry per CRLF-terminated line.
+pub fn is_listable_name(name: &str) -> bool {
+    !name.bytes().any(|byte| byte == b'\r' || byte == b'\n')
+}
+
+/// Appends one LIST line (with CRLF). `now` decides between time-of-day and year. Nothing
+/// for a name that is not [listable](is_listable_name).
 pub fn format_long(entry: &DirEntry, now: SystemTime, out: &mut Vec<u8>) {
+    if !is_listable_name(&entry.name) {
+        return;
+    }
     let meta = &entry.meta;
     out.extend_from_slice(&mode_string(meta));
     let modified = meta.modified.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -146,8 +158,12 @@ pub fn format_long(entry: &DirEntry, now: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one NLST line (with CRLF).
+/// Appends one NLST line (with CRLF); nothing for a name that is not
+/// [listable](is_listable_name).
 pub fn format_name(entry: &DirEntry, out: &mut Vec<u8>) {
+    if !is_listable_name(&entry.name) {
+        return;
+    }
     out.extend_from_slice(entry.name.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -197,8 +213,12 @@ fn write_facts(meta: &FileMeta, facts: MlstFacts, writable: bool, out: &mut Vec<
     out.push(b' ');
 }
 
-/// Appends one MLSD line (with CRLF).
+/// Appends one MLSD line (with CRLF); nothing for a name that is not
+/// [listable](is_listable_name).
 pub fn format_machine(entry: &DirEntry, facts: MlstFacts, writable: bool, out: &mut Vec<u8>) {
+    if !is_listable_name(&entry.name) {
+        return;
+    }
     write_facts(&entry.meta, facts, writable, out);
     out.extend_from_slice(entry.name.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -223,6 +243,41 @@ pub fn format_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_line_breaks_are_never_written() {
+        let entry = |name: &str| DirEntry {
+            name: name.to_owned(),
+            meta: FileMeta {
+                kind: crate::metadata::FileKind::File,
+                size: 1,
+                modified: None,
+                mode: 0o644,
+            },
+        };
+        let now = SystemTime::UNIX_EPOCH;
+        for name in [
+            "a\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake",
+            "a\rb",
+            "a\nb",
+        ] {
+            for format in [ListFormat::Long, ListFormat::NamesOnly, ListFormat::Machine] {
+                let mut out = Vec::new();
+                format_entry(
+                    format,
+                    &entry(name),
+                    now,
+                    MlstFacts::default(),
+                    true,
+                    &mut out,
+                );
+                assert!(out.is_empty(), "{format:?} {name:?}: {out:?}");
+            }
+        }
+        let mut out = Vec::new();
+        format_name(&entry("plain"), &mut out);
+        assert_eq!(out, b"plain\r\n");
+    }
     use std::time::UNIX_EPOCH;
 
     fn entry(name: &str, kind: FileKind, size: u64, at: u64) -> DirEntry {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use ferroftp_backend::{AuthError, LoginAttempt, Password, StorageError, Upload};
+use ferroftp_backend::{AuthError, LoginAttempt, Password, Storage, StorageError, Upload};
 use ferroftp_proto::framing::{LineBuffer, LineError};
 use ferroftp_proto::listing::ListFormat;
 use ferroftp_proto::session::{
@@ -34,6 +34,7 @@ use crate::data::{
     self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress, TransferPolicy,
 };
 use crate::drain::{Phase, SessionGuard};
+use crate::home;
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
@@ -44,8 +45,8 @@ use crate::tls;
 use crate::tls_lineage::ControlLineage;
 use crate::user_policy::UserSession;
 use crate::{
-    ActiveSourcePort, ListenerTls, ServerContext, TransferCompletion, TransferDirection,
-    TransferObserver, TransferRecord,
+    ActiveSourcePort, DefenderEvent, DefenderVerdict, ListenerTls, ServerContext,
+    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
 };
 
 /// Most entries `STAT path` sends over the control connection; larger directories are
@@ -55,8 +56,22 @@ const MAX_STAT_ENTRIES: usize = 10_000;
 /// Bytes read from the control connection at once.
 const CONTROL_READ: usize = 2048;
 
+/// How long after an upload's data connection ended its control connection must still be
+/// open for the upload to be published. A client killed mid-upload closes both connections,
+/// the data connection first (an orderly FIN, which stream mode takes for end-of-file), its
+/// control connection about 100 us later; without this wait an upload whose storage does not
+/// fsync (`storage.fsync_uploads = false`) was checked before that close arrived and a
+/// truncated file replaced the previous version (5 of 40 killed clients). With fsync, the
+/// fsync usually takes longer than this already and nothing is added. docs/uploads.md.
+const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Numbers sessions in the logs (`session{id=…}`) and transfer records, from 1.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Every this many passive listeners replaced unused (PASV after PASV with no transfer), one
+/// passive flood is scored: a client that lost a data connection retries a few times, one
+/// that cycles the port range to map it or to starve others does not stop.
+const PASSIVE_FLOOD_UNUSED: u32 = 10;
 
 /// Direct reads after a read that ended inside a line (see `read_past_urgent_mark`).
 const URGENT_MARK_READS: usize = 4;
@@ -236,6 +251,11 @@ pub(crate) async fn serve_proxied(
             return;
         }
     };
+    // The ban of the real client, known only now (see the accept loop).
+    if context.defender.is_banned(client.ip()) {
+        crate::refuse_banned(stream);
+        return;
+    }
     let permit = match limiter.try_acquire(client.ip()) {
         Ok(permit) => permit,
         Err(exceeded) => {
@@ -267,6 +287,28 @@ enum ControlStream {
 }
 
 impl ControlStream {
+    /// Whether the client has closed (or reset) the TCP connection, asked of the kernel
+    /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`) rather than of the event loop's readiness,
+    /// which is only as fresh as its last turn: a FIN that arrived since is seen here.
+    /// Bytes waiting (a command) mean the client is there; nothing is consumed.
+    fn closed_by_peer(&self) -> bool {
+        let tcp = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+            Self::Closed => return true,
+        };
+        let mut probe = [0u8; 1];
+        match rustix::net::recv(
+            tcp,
+            &mut probe,
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(errno) => errno != rustix::io::Errno::AGAIN && errno != rustix::io::Errno::INTR,
+        }
+    }
+
     fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
@@ -373,6 +415,9 @@ async fn serve_session(
                 Err(error) => {
                     debug!(%peer, %error, "implicit TLS handshake failed");
                     telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
+                    context
+                        .defender
+                        .record(peer.ip(), DefenderEvent::TlsHandshakeFailure);
                     return;
                 }
             }
@@ -391,6 +436,7 @@ async fn serve_session(
         check_for_proxy_header: via_proxy.is_none()
             && context.proxy_protocol.is_enabled()
             && !stream.is_tls(),
+        storage: Arc::clone(&context.storage),
         context,
         stream,
         lineage,
@@ -413,6 +459,8 @@ async fn serve_session(
         refused_active_targets: 0,
         user_session: None,
         upload_quota: None,
+        unused_passives: 0,
+        flood_scored: false,
     };
     async move {
         debug!("connected");
@@ -430,6 +478,10 @@ async fn serve_session(
 
 struct ControlConnection {
     context: Arc<ServerContext>,
+    /// The storage as the logged-in user sees it: confined to their home by the storage
+    /// itself (`Storage::scoped`), not only by the session's mapping of paths. Until a login,
+    /// the server's storage (no command reaches it before one).
+    storage: Arc<dyn Storage>,
     /// Counts this session as open and tells it when the server shuts down.
     shutdown: SessionGuard,
     stream: ControlStream,
@@ -468,6 +520,10 @@ struct ControlConnection {
     user_session: Option<UserSession>,
     /// The running upload's quota, charged when it is published.
     upload_quota: Option<Box<UploadQuota>>,
+    /// Passive listeners replaced by a new PASV/EPSV before any transfer used them.
+    unused_passives: u32,
+    /// Whether the session's flood of queued lines was scored already.
+    flood_scored: bool,
 }
 
 fn now() -> StdInstant {
@@ -481,7 +537,7 @@ impl ControlConnection {
             if !self.perform_actions().await? {
                 return Ok(());
             }
-            self.count_bounce_attempts();
+            self.count_misbehaviour();
             self.flush().await?;
             let deadline = self
                 .session
@@ -565,15 +621,16 @@ impl ControlConnection {
                         .as_ref()
                         .and_then(UserSession::quota)
                         .map(|(counter, _)| counter);
-                    let storage = Arc::clone(&self.context.storage);
+                    let storage = Arc::clone(&self.storage);
                     let change = usage_change(counter, &*storage, &request).await;
-                    let result = storage_operation(&self.context, request).await;
+                    let result = storage_operation(&storage, request).await;
                     if result.is_ok()
                         && let Some((counter, bytes, files)) = change
                     {
                         counter.apply(bytes, files);
                     }
-                    self.session.handle_outcome(Outcome::Storage(result), now());
+                    let outcome = Outcome::Storage(result);
+                    self.session.handle_outcome(outcome, now());
                 }
                 Action::OpenPassive => {
                     let outcome = Outcome::PassiveOpened(self.open_passive());
@@ -643,6 +700,9 @@ impl ControlConnection {
             Err(error) => {
                 debug!(%error, "TLS handshake after AUTH TLS failed");
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::TlsHandshakeFailure);
                 Err(error.to_string())
             }
         }
@@ -718,7 +778,21 @@ impl ControlConnection {
         };
         // A new login ends the account's previous one on this connection (after REIN).
         self.user_session = None;
-        match self.context.authenticator.authenticate(&attempt).await {
+        // A session opened before its address was banned: refused without spending a
+        // password verification (argon2) on it.
+        if self.context.defender.is_banned(attempt.peer) {
+            return Outcome::Authenticated(Err(LoginFailure::Banned));
+        }
+        // Logins sent in parallel over many connections wait in the verification queue; the
+        // ban that one of them causes answers the others at once (their queued verifications
+        // are skipped, see `PasswordVerifier::run`).
+        let verified = tokio::select! {
+            verified = self.context.authenticator.authenticate(&attempt) => verified,
+            () = self.context.defender.until_banned(attempt.peer) => {
+                return Outcome::Authenticated(Err(LoginFailure::Banned));
+            }
+        };
+        match verified {
             Ok(user) if !user.policy.allows_address(attempt.peer) => {
                 // The session refuses it (530, the rule lives in proto); nothing is counted.
                 warn!(
@@ -732,7 +806,15 @@ impl ControlConnection {
                 Outcome::Authenticated(Ok(user))
             }
             Ok(user) => {
-                match self.context.users.login(&user, &self.context.storage) {
+                let storage = &*self.context.storage;
+                self.context
+                    .homes
+                    .ensure(storage, &user.name, &user.home)
+                    .await;
+                let scoped = home::scoped(&self.context.storage, &user.name, &user.home).await;
+                // The account's session cap; its quota usage is counted through the storage
+                // confined to its home.
+                match self.context.users.login(&user, &scoped) {
                     Ok(account) => self.user_session = Some(account),
                     Err(_) => {
                         warn!(
@@ -746,6 +828,7 @@ impl ControlConnection {
                         return Outcome::Authenticated(Err(LoginFailure::SessionLimit));
                     }
                 }
+                self.storage = scoped;
                 self.span.record("user", user.name.as_str());
                 if let Some(lineage) = &mut self.lineage {
                     lineage.logged_in(&user.name);
@@ -755,14 +838,9 @@ impl ControlConnection {
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
                 info!(user = %user.name, reply = 230, "logged in");
-                let storage = &*self.context.storage;
-                self.context
-                    .homes
-                    .ensure(storage, &user.name, &user.home)
-                    .await;
                 Outcome::Authenticated(Ok(user))
             }
-            Err(AuthError::Rejected) => {
+            Err(rejection @ (AuthError::Rejected | AuthError::UnknownUser)) => {
                 // One stable line per failed login, for fail2ban
                 // (contrib/fail2ban/filter.d/ferroftp.conf): the client's address first, then
                 // what the client sent, quoted and escaped (Debug), so that a user name can
@@ -775,6 +853,17 @@ impl ControlConnection {
                     "login failed"
                 );
                 telemetry::login(LoginResult::Rejected, None);
+                let event = match rejection {
+                    AuthError::UnknownUser => DefenderEvent::UnknownUser,
+                    _ => DefenderEvent::FailedLogin,
+                };
+                if let DefenderVerdict::Banned(_) =
+                    self.context.defender.record(attempt.peer, event)
+                {
+                    // The reply says so and the connection closes: the next one is refused
+                    // at accept anyway.
+                    return Outcome::Authenticated(Err(LoginFailure::Banned));
+                }
                 // Slows password guessing on this connection; other sessions are not held up.
                 tokio::time::sleep(self.context.failed_login_delay).await;
                 Outcome::Authenticated(Err(LoginFailure::Rejected))
@@ -790,7 +879,14 @@ impl ControlConnection {
     /// Binds a new passive listener (the previous one, if any, is closed first: RFC 959 lets
     /// a new PASV replace the old, and one pending listener per session stops PASV floods).
     fn open_passive(&mut self) -> Result<SocketAddr, PassiveFailure> {
-        self.passive = None;
+        if self.passive.take().is_some() {
+            self.unused_passives += 1;
+            if self.unused_passives.is_multiple_of(PASSIVE_FLOOD_UNUSED) {
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::PassiveFlood);
+            }
+        }
         let local_ip = self.local.ip().to_canonical();
         let client_ip = self.peer.ip().to_canonical();
         match self.context.passive_pool.bind(local_ip, client_ip) {
@@ -830,6 +926,7 @@ impl ControlConnection {
                     listener,
                     expected_peer: self.peer.ip(),
                     proxy: Arc::clone(&self.context.proxy_protocol),
+                    defender: Arc::clone(&self.context.defender),
                 },
                 None => {
                     let failure = TransferFailure::DataConnection("no passive listener".to_owned());
@@ -916,7 +1013,7 @@ impl ControlConnection {
             _ => TransferPolicy::default(),
         };
         self.upload_quota = None;
-        let storage = Arc::clone(&self.context.storage);
+        let storage = Arc::clone(&self.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
             data::prepare(request, storage, source, tls, &options, policy).await
@@ -981,15 +1078,18 @@ impl ControlConnection {
                 if let Some(transfer) = &mut self.transfer {
                     transfer.data_complete = Some(now());
                 }
-                self.stage = TransferStage::Securing(Box::pin(secure(upload)));
+                let publish_after = tokio::time::Instant::now() + CLIENT_GONE_GRACE;
+                self.stage = TransferStage::Securing(Box::pin(secure(upload, publish_after)));
             }
             StageEvent::Secured(Ok(upload)) => {
                 // Stream mode marks end of file by closing the data connection, which a
-                // client that is killed also does, and the kernel may close its control
-                // connection a little later. Checking only now, after the data was made
-                // durable (an fsync), leaves that close time to arrive: a killed client's
-                // upload stays partial and the previous version stays whole.
-                if !self.control_still_open()? {
+                // client that is killed also does, and the kernel closes its control
+                // connection some 100 us later. Checking only now, at least
+                // CLIENT_GONE_GRACE after the data connection ended (and after the fsync),
+                // leaves that close time to arrive, with or without fsync: a killed client's
+                // upload stays partial and the previous version stays whole. The kernel is
+                // asked too, in case the event loop has not seen the close yet.
+                if !self.control_still_open()? || self.stream.closed_by_peer() {
                     self.log_transfer(TransferEnd::Failed(
                         "client gone, upload kept as partial".to_owned(),
                     ));
@@ -1103,18 +1203,30 @@ impl ControlConnection {
 
     /// Hands a received line to the session, counting it and the session's activity.
     fn handle_line(&mut self, line: Result<Vec<u8>, LineError>) {
+        score_line(&self.context, self.peer, &line);
         hand_line_to(&mut self.session, &self.registration, line);
     }
 
-    /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts).
-    fn count_bounce_attempts(&mut self) {
+    /// PORT/EPRT targets the session refused since the last look (RFC 2577 bounce attempts),
+    /// and a flood of queued lines: counted in the metrics and scored by the defender.
+    fn count_misbehaviour(&mut self) {
         let refused = self.session.refused_active_targets();
         if refused > self.refused_active_targets {
             telemetry::data_connection_refused(
                 telemetry::RefusedDataConnection::Bounce,
                 refused - self.refused_active_targets,
             );
+            for _ in self.refused_active_targets..refused {
+                self.context
+                    .defender
+                    .record(self.peer.ip(), DefenderEvent::Bounce);
+            }
             self.refused_active_targets = refused;
+        }
+        if self.session.flooded() && !std::mem::replace(&mut self.flood_scored, true) {
+            self.context
+                .defender
+                .record(self.peer.ip(), DefenderEvent::ProtocolError);
         }
     }
 
@@ -1183,6 +1295,7 @@ impl ControlConnection {
                 Ok(read) => {
                     self.lines.push(&buffer[..read]);
                     while let Some(line) = self.lines.next_line() {
+                        score_line(&self.context, self.peer, &line);
                         hand_line_to(&mut self.session, &self.registration, line);
                     }
                 }
@@ -1211,6 +1324,15 @@ impl ControlConnection {
                 "client closed the control connection".to_owned(),
             )),
         }
+    }
+}
+
+/// A line over the length cap counts against the client's address (a protocol error).
+fn score_line(context: &ServerContext, peer: SocketAddr, line: &Result<Vec<u8>, LineError>) {
+    if matches!(line, Err(LineError::TooLong)) {
+        context
+            .defender
+            .record(peer.ip(), DefenderEvent::ProtocolError);
     }
 }
 
@@ -1250,16 +1372,15 @@ async fn usage_change(
 }
 
 async fn storage_operation(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     request: StorageRequest,
 ) -> Result<StorageResult, StorageErrorKind> {
-    let storage = &context.storage;
     let result = match &request {
         StorageRequest::Metadata(path) => storage.metadata(path).await.map(StorageResult::Metadata),
         StorageRequest::ResumableSize(path) => {
             storage.resumable_size(path).await.map(StorageResult::Size)
         }
-        StorageRequest::StatListing(path) => stat_listing(context, path).await,
+        StorageRequest::StatListing(path) => stat_listing(storage, path).await,
         StorageRequest::MakeDir(path) => storage.make_dir(path).await.map(|()| StorageResult::Done),
         StorageRequest::RemoveDir(path) => {
             storage.remove_dir(path).await.map(|()| StorageResult::Done)
@@ -1315,10 +1436,9 @@ async fn storage_operation(
 }
 
 async fn stat_listing(
-    context: &ServerContext,
+    storage: &Arc<dyn Storage>,
     path: &ferroftp_proto::VirtualPath,
 ) -> Result<StorageResult, StorageError> {
-    let storage = &context.storage;
     let meta = storage.metadata(path).await?;
     if !meta.is_dir() {
         let name = path.file_name().unwrap_or("/").to_owned();
@@ -1342,8 +1462,19 @@ fn announced_port(listening: u16, offset: i32) -> u16 {
     u16::try_from(i32::from(listening) + offset).unwrap_or(listening)
 }
 
-async fn secure(mut upload: Box<dyn Upload>) -> Result<Box<dyn Upload>, StorageError> {
+/// Makes an upload's data durable (when the storage fsyncs), then waits until
+/// `publish_after` if that has not passed yet: see [`CLIENT_GONE_GRACE`].
+async fn secure(
+    mut upload: Box<dyn Upload>,
+    publish_after: tokio::time::Instant,
+) -> Result<Box<dyn Upload>, StorageError> {
     upload.make_durable().await?;
+    let remaining = publish_after.saturating_duration_since(tokio::time::Instant::now());
+    if !remaining.is_zero() {
+        // On a blocking thread: the async timer's resolution is a millisecond, which would
+        // double the wait. The control loop keeps watching the control connection meanwhile.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
+    }
     Ok(upload)
 }
 

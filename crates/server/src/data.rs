@@ -105,6 +105,8 @@ pub(crate) enum DataSource {
         listener: PassiveListener,
         expected_peer: IpAddr,
         proxy: Arc<ProxyProtocolOptions>,
+        /// Scores a foreign address that connects (port stealing).
+        defender: Arc<crate::Defender>,
     },
     /// Connect from `local_ip` (and `source_port` when it can be bound) to `target`.
     Active {
@@ -294,9 +296,16 @@ async fn open_data_connection(
             listener,
             expected_peer,
             proxy,
+            defender,
         } => {
-            let (stream, lease) =
-                accept_from(listener, expected_peer, &proxy, options.accept_timeout).await?;
+            let (stream, lease) = accept_from(
+                listener,
+                expected_peer,
+                &proxy,
+                &defender,
+                options.accept_timeout,
+            )
+            .await?;
             (stream, Some(lease))
         }
         DataSource::Active {
@@ -320,6 +329,7 @@ async fn accept_from(
     mut passive: PassiveListener,
     expected_peer: IpAddr,
     proxy: &ProxyProtocolOptions,
+    defender: &crate::Defender,
     accept_timeout: Duration,
 ) -> Result<(TcpStream, PortLease), TransferFailure> {
     let expected_peer = expected_peer.to_canonical();
@@ -356,6 +366,7 @@ async fn accept_from(
             return Ok((stream, passive.into_lease()));
         }
         telemetry::data_connection_refused(RefusedDataConnection::ForeignPeer, 1);
+        defender.record(peer.ip(), crate::DefenderEvent::ForeignDataConnection);
         tracing::warn!(
             %peer,
             expected = %expected_peer,

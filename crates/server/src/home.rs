@@ -7,10 +7,102 @@
 //! [`VirtualPath`]).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use ferroftp_backend::{Storage, VirtualPath, make_dir_all};
+use async_trait::async_trait;
+use ferroftp_backend::{
+    Capabilities, Download, EntryStream, FileMeta, Storage, StorageError, Upload, UploadTarget,
+    VirtualPath, WriteMode, make_dir_all,
+};
 use tracing::{info, warn};
+
+/// The storage a user's session works with: `storage` confined to `home` by the storage's
+/// own means (`Storage::scoped`: for local directories, the kernel resolves every path
+/// beneath the open home, so a symlink in one home cannot lead into another). A home that
+/// cannot be opened is logged, and the session gets a storage that answers every operation
+/// with that failure: the login still succeeds, as for a home that could not be created,
+/// and nothing is ever reached through the unconfined storage.
+pub(crate) async fn scoped(
+    storage: &Arc<dyn Storage>,
+    user: &str,
+    home: &VirtualPath,
+) -> Arc<dyn Storage> {
+    match storage.scoped(home).await {
+        Ok(Some(scoped)) => scoped,
+        Ok(None) => Arc::clone(storage),
+        Err(error) => {
+            warn!(user, home = %home, %error, "cannot open the user's home directory");
+            Arc::new(UnreachableHome {
+                capabilities: storage.capabilities(),
+                error: error.kind,
+                home: home.clone(),
+            })
+        }
+    }
+}
+
+/// The storage of a session whose home could not be opened: every operation fails as the
+/// opening did.
+#[derive(Debug)]
+struct UnreachableHome {
+    capabilities: Capabilities,
+    error: ferroftp_backend::StorageErrorKind,
+    home: VirtualPath,
+}
+
+impl UnreachableHome {
+    fn fail<T>(&self) -> Result<T, StorageError> {
+        Err(StorageError::new(
+            self.error,
+            format!("the home {} could not be opened", self.home),
+        ))
+    }
+}
+
+#[async_trait]
+impl Storage for UnreachableHome {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+    async fn metadata(&self, _: &VirtualPath) -> Result<FileMeta, StorageError> {
+        self.fail()
+    }
+    async fn list(&self, _: &VirtualPath) -> Result<EntryStream, StorageError> {
+        self.fail()
+    }
+    async fn read(&self, _: &VirtualPath, _: u64) -> Result<Download, StorageError> {
+        self.fail()
+    }
+    async fn resumable_size(&self, _: &VirtualPath) -> Result<u64, StorageError> {
+        self.fail()
+    }
+    async fn start_upload(
+        &self,
+        _: &UploadTarget,
+        _: WriteMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        self.fail()
+    }
+    async fn make_dir(&self, _: &VirtualPath) -> Result<(), StorageError> {
+        self.fail()
+    }
+    async fn remove_dir(&self, _: &VirtualPath) -> Result<(), StorageError> {
+        self.fail()
+    }
+    async fn remove_file(&self, _: &VirtualPath) -> Result<(), StorageError> {
+        self.fail()
+    }
+    async fn rename(&self, _: &VirtualPath, _: &VirtualPath) -> Result<(), StorageError> {
+        self.fail()
+    }
+    async fn set_modified(&self, _: &VirtualPath, _: SystemTime) -> Result<(), StorageError> {
+        self.fail()
+    }
+    async fn set_mode(&self, _: &VirtualPath, _: u32) -> Result<(), StorageError> {
+        self.fail()
+    }
+}
 
 /// The homes known to exist, so that only a user's first login since the start pays for a
 /// lookup (logins are frequent; a lookup may wait for the disk). A home removed while the

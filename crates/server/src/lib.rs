@@ -11,6 +11,7 @@
 mod advertise;
 mod connection;
 mod data;
+mod defender;
 mod drain;
 mod home;
 mod limits;
@@ -44,6 +45,10 @@ use tracing::{error, info, warn};
 use advertise::PassiveAddressPolicy;
 pub use advertise::{AdvertiseOptions, AdvertiseTarget};
 pub use data::DataChannelOptions;
+pub use defender::{
+    BanRecord, Defender, DefenderEvent, DefenderOptions, DefenderWeights,
+    Verdict as DefenderVerdict,
+};
 use drain::{Drain, Phase};
 pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
@@ -150,6 +155,8 @@ pub struct ServerOptions {
     pub transfer_observer: Option<Arc<dyn TransferObserver>>,
     /// Server-wide bandwidth limits and the default session cap per account (`[limits]`).
     pub limits: UserLimitsOptions,
+    /// Auto-ban of misbehaving client addresses (`defender.rs`).
+    pub defender: DefenderOptions,
 }
 
 impl Default for ServerOptions {
@@ -172,6 +179,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(30),
             transfer_observer: None,
             limits: UserLimitsOptions::default(),
+            defender: DefenderOptions::default(),
         }
     }
 }
@@ -233,6 +241,9 @@ pub(crate) struct ServerContext {
     pub(crate) transfer_observer: Option<Arc<dyn TransferObserver>>,
     /// The live view (sessions, transfers, draining), shared by every generation.
     pub(crate) status: Arc<ServerStatus>,
+    /// Scores and bans of client addresses, shared by every generation (a reload gives it
+    /// the new policy; bans stay).
+    pub(crate) defender: Arc<Defender>,
 }
 
 /// Builds a TLS context from `options` and drops it: loads the certificate, the key and
@@ -316,6 +327,15 @@ impl Server {
                 .collect(),
             Arc::clone(&storage),
         ));
+        let defender = Arc::new(Defender::new(options.defender.clone()));
+        match defender.load() {
+            Ok(0) => {}
+            Ok(loaded) => info!(bans = loaded, "defender: bans loaded from the persist file"),
+            Err(error) => {
+                warn!(%error, "defender: cannot read the persist file; starting without its bans")
+            }
+        }
+        status.set_defender(Arc::clone(&defender));
         let context = reload::build_context(
             options,
             None,
@@ -323,6 +343,7 @@ impl Server {
             authenticator,
             Arc::new(Drain::new()),
             Arc::clone(&status),
+            defender,
         )
         .await?;
         status.set_passive_pool(Arc::clone(&context.passive_pool));
@@ -454,6 +475,9 @@ impl Server {
             );
         }
         self.handle.stop_background_jobs();
+        if let Err(error) = self.contexts.current().defender.save() {
+            warn!(%error, "defender: cannot write the persist file");
+        }
     }
 }
 
@@ -503,6 +527,13 @@ async fn accept_loop(
             }
         };
         let context = contexts.current();
+        // A banned address costs nothing more: no task, no greeting, no log line (its ban
+        // was logged once). Behind a trusted proxy the address is known only after the
+        // header, where the same check follows.
+        if context.defender.is_banned(peer.ip()) && !context.proxy_protocol.is_trusted(peer.ip()) {
+            refuse_banned(stream);
+            continue;
+        }
         // Behind a trusted proxy the limits apply to the real client, known only once its
         // header is read: that happens in the connection's own task, and the limit with it.
         if context.proxy_protocol.is_trusted(peer.ip()) {
@@ -539,6 +570,14 @@ pub(crate) async fn refuse(
     warn!(%peer, ?exceeded, "session refused");
     let _ = stream.write_all(text).await;
     let _ = stream.shutdown().await;
+}
+
+/// Closes a connection from a banned address at once: a reset (linger 0), so that a flood
+/// of refused connections leaves no TIME_WAIT sockets on the server.
+pub(crate) fn refuse_banned(stream: tokio::net::TcpStream) {
+    telemetry::defender_refused();
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
 }
 
 /// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`, 4096 by

@@ -14,6 +14,7 @@
 //! | passive port pool | kept unless the range or the reuse delay changed (open sessions return their ports to the pool they took them from) |
 //! | passive-address rules | replaced for every session, open ones included (read at each PASV) |
 //! | session caps | changed in place |
+//! | defender (scores, bans) | kept; its new policy (weights, threshold, allowlist) applies at once |
 //! | everything else | the new generation's, for new sessions |
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,6 +23,7 @@ use ferroftp_backend::{Authenticator, Storage};
 use tracing::info;
 
 use crate::advertise::PassiveAddressPolicy;
+use crate::defender::Defender;
 use crate::drain::Drain;
 use crate::limits::SessionLimiter;
 use crate::passive::PassivePortPool;
@@ -60,6 +62,7 @@ pub(crate) async fn build_context(
     authenticator: Arc<dyn Authenticator>,
     drain: Arc<Drain>,
     status: Arc<ServerStatus>,
+    defender: Arc<Defender>,
 ) -> Result<ServerContext, ServerError> {
     // Everything that can fail comes first, so that a failed reload changes nothing.
     let tls = match (&options.tls, previous) {
@@ -143,6 +146,7 @@ pub(crate) async fn build_context(
         options,
         drain,
         status,
+        defender,
     })
 }
 
@@ -222,8 +226,13 @@ impl ServerHandle {
             authenticator,
             Arc::clone(&running.drain),
             Arc::clone(&running.status),
+            Arc::clone(&running.defender),
         )
         .await?;
+        // Bans and scores stay; the new weights, threshold and allowlist apply from now on.
+        context
+            .defender
+            .set_options(context.options.defender.clone());
         self.inner.limiter.set_limits(
             context.options.max_sessions,
             context.options.max_sessions_per_ip,
@@ -249,6 +258,11 @@ impl ServerHandle {
         Arc::clone(&self.inner.contexts.current().status)
     }
 
+    /// Scores and bans of client addresses (the same for every generation).
+    pub fn defender(&self) -> Arc<Defender> {
+        Arc::clone(&self.inner.contexts.current().defender)
+    }
+
     /// Whether a shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.inner.contexts.current().drain.phase() != crate::Phase::Serving
@@ -270,6 +284,8 @@ impl ServerHandle {
         if let Some(tls) = context.tls.clone() {
             jobs.push(tokio::spawn(async move { tls.watch_files().await }).abort_handle());
         }
+        let defender = Arc::clone(&context.defender);
+        jobs.push(tokio::spawn(defender.maintain()).abort_handle());
     }
 
     pub(crate) fn stop_background_jobs(&self) {

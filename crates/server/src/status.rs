@@ -34,6 +34,8 @@ pub struct ServerStatus {
     accepting: AtomicBool,
     draining: AtomicBool,
     per_user_metrics: AtomicBool,
+    /// The defender's bans, for the admin listener (set once the server is built).
+    defender: Mutex<Option<Arc<crate::Defender>>>,
 }
 
 /// One open session, as the registry keeps it.
@@ -115,6 +117,8 @@ pub struct StatusSnapshot {
     pub accepting: bool,
     /// The server is stopping (see [`ServerStatus::set_draining`]).
     pub draining: bool,
+    /// Client addresses the defender bans now.
+    pub banned_addresses: usize,
 }
 
 impl ServerStatus {
@@ -128,6 +132,7 @@ impl ServerStatus {
             accepting: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             per_user_metrics: AtomicBool::new(false),
+            defender: Mutex::new(None),
         }
     }
 
@@ -170,6 +175,16 @@ impl ServerStatus {
     /// Since the server was bound.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    pub(crate) fn set_defender(&self, defender: Arc<crate::Defender>) {
+        *lock(&self.defender) = Some(defender);
+    }
+
+    /// The server's defender (`GET /bans`, `DELETE /bans/ADDR`); `None` before the server
+    /// is built.
+    pub fn defender(&self) -> Option<Arc<crate::Defender>> {
+        lock(&self.defender).clone()
     }
 
     pub(crate) fn set_passive_pool(&self, pool: Arc<PassivePortPool>) {
@@ -253,6 +268,9 @@ impl ServerStatus {
             passive_capacity: self.passive_ports_capacity(),
             accepting: self.is_accepting(),
             draining: self.is_draining(),
+            banned_addresses: self
+                .defender()
+                .map_or(0, |defender| defender.banned_count()),
         }
     }
 

@@ -61,6 +61,14 @@ pub const TLS_REUSE_REFUSED_TOTAL: &str = "ferroftp_tls_reuse_refused_total";
 /// PROXY protocol headers refused, by `reason`: `untrusted` (from a source not in
 /// `proxy_protocol.trusted`), `invalid` (from a trusted source, malformed or missing).
 pub const PROXY_HEADERS_REJECTED_TOTAL: &str = "ferroftp_proxy_headers_rejected_total";
+/// Addresses banned by the defender (each ban once).
+pub const DEFENDER_BANS_TOTAL: &str = "ferroftp_defender_bans_total";
+/// Connections refused at accept because their address is banned.
+pub const DEFENDER_REFUSED_TOTAL: &str = "ferroftp_defender_refused_connections_total";
+/// Events scored by the defender, by `event` (`DefenderEvent::as_str`).
+pub const DEFENDER_EVENTS_TOTAL: &str = "ferroftp_defender_events_total";
+/// Addresses banned now (a gauge set when scraped).
+pub const DEFENDER_BANNED_ADDRESSES: &str = "ferroftp_defender_banned_addresses";
 /// Configuration reloads, by `result` (`ok`, `failed`).
 pub const RELOADS_TOTAL: &str = "ferroftp_reloads_total";
 /// Per user (`admin.per_user_metrics`): logins that succeeded, by `user`.
@@ -125,6 +133,19 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         PROXY_HEADERS_REJECTED_TOTAL,
         "PROXY protocol headers refused, by reason (untrusted, invalid).",
     ),
+    (
+        DEFENDER_BANS_TOTAL,
+        "Client addresses banned by the defender.",
+    ),
+    (
+        DEFENDER_REFUSED_TOTAL,
+        "Connections closed at accept because their address is banned.",
+    ),
+    (
+        DEFENDER_EVENTS_TOTAL,
+        "Events scored against client addresses, by event.",
+    ),
+    (DEFENDER_BANNED_ADDRESSES, "Client addresses banned now."),
     (RELOADS_TOTAL, "Configuration reloads by result."),
     (USER_LOGINS_TOTAL, "Successful logins per user."),
     (
@@ -199,11 +220,28 @@ pub fn register_known_series() {
     metrics::counter!(PASSIVE_EXHAUSTED_TOTAL).increment(0);
     metrics::counter!(PASSIVE_EARLY_REUSE_TOTAL).increment(0);
     metrics::counter!(TLS_REUSE_REFUSED_TOTAL).increment(0);
+    metrics::counter!(DEFENDER_BANS_TOTAL).increment(0);
+    metrics::counter!(DEFENDER_REFUSED_TOTAL).increment(0);
+    for event in crate::DefenderEvent::ALL {
+        metrics::counter!(DEFENDER_EVENTS_TOTAL, "event" => event.as_str()).increment(0);
+    }
 }
 
 /// Records a configuration reload (the SIGHUP handler calls it).
 pub fn record_reload(ok: bool) {
     metrics::counter!(RELOADS_TOTAL, "result" => ok_or_failed(ok)).increment(1);
+}
+
+pub(crate) fn defender_event(event: crate::DefenderEvent) {
+    metrics::counter!(DEFENDER_EVENTS_TOTAL, "event" => event.as_str()).increment(1);
+}
+
+pub(crate) fn defender_ban() {
+    metrics::counter!(DEFENDER_BANS_TOTAL).increment(1);
+}
+
+pub(crate) fn defender_refused() {
+    metrics::counter!(DEFENDER_REFUSED_TOTAL).increment(1);
 }
 
 fn ok_or_failed(ok: bool) -> &'static str {
@@ -407,6 +445,10 @@ mod tests {
             TLS_HANDSHAKES_TOTAL,
             TLS_REUSE_REFUSED_TOTAL,
             PROXY_HEADERS_REJECTED_TOTAL,
+            DEFENDER_BANS_TOTAL,
+            DEFENDER_REFUSED_TOTAL,
+            DEFENDER_EVENTS_TOTAL,
+            DEFENDER_BANNED_ADDRESSES,
             RELOADS_TOTAL,
             USER_LOGINS_TOTAL,
             USER_TRANSFERS_TOTAL,

@@ -20,7 +20,8 @@ use ferroftp_storage_fs::FsStorage;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Accepts alice/secret (read-write), reader/secret (read-only) and bob (home /home/bob).
+/// Accepts alice/secret (read-write), reader/secret (read-only), bob (home /home/bob) and
+/// carol (home /home/carol).
 #[derive(Debug)]
 struct TestUsers;
 
@@ -35,6 +36,7 @@ impl Authenticator for TestUsers {
             "alice" => ("/", false),
             "reader" => ("/", true),
             "bob" => ("/home/bob", false),
+            "carol" => ("/home/carol", false),
             // Limits (docs/security.md, "Limits and quotas").
             "quota" => {
                 policy.quota_bytes = Some(1000);
@@ -1344,6 +1346,37 @@ mod ftps {
         assert_eq!(client.quit().await.unwrap().code.0, 221);
     }
 
+    /// Failed TLS handshakes count against the address (weight 1 of 15 by default): a
+    /// scanner speaking plain text to the implicit listener is banned on every listener.
+    #[tokio::test]
+    async fn failed_tls_handshakes_ban_an_address_on_every_listener() {
+        let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
+        let connect_from_10 = |address: SocketAddr| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+            socket.connect(address).await
+        };
+        for _ in 0..15 {
+            let mut stream = connect_from_10(server.implicit).await.unwrap();
+            stream.write_all(b"USER alice\r\n").await.unwrap();
+            let mut rest = Vec::new();
+            // The server ends the failed handshake (an alert, then close, or a reset).
+            let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+                .await
+                .expect("the failed handshake did not end");
+        }
+        let mut received = Vec::new();
+        if let Ok(mut stream) = connect_from_10(server.explicit).await {
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+                    .await
+                    .expect("a banned address was not closed");
+            assert!(read.is_ok() || received.is_empty(), "{read:?}");
+        }
+        assert_eq!(received, b"");
+        connect_plain(server.explicit).await;
+    }
+
     #[tokio::test]
     async fn implicit_listener_speaks_tls_first_and_protects_data_by_default() {
         let server = tls_server(strict_policy(), tls_options(&server_certificate())).await;
@@ -2211,6 +2244,492 @@ async fn a_missing_home_is_created_at_the_first_login() {
     drop(bob);
     let mut again = server.login("bob").await;
     assert_eq!(code(&mut again, "SIZE /mine").await, 213);
+}
+
+/// The code of the reply that refused a transfer command (sent after EPSV, answered before
+/// any data connection is used).
+async fn refused_transfer_code(client: &mut Client, line: &str) -> u16 {
+    assert_eq!(code(client, "EPSV").await, 229);
+    code(client, line).await
+}
+
+#[tokio::test]
+async fn a_symlink_in_a_home_cannot_lead_into_another_home() {
+    let (server, root) = fs_server().await;
+    let bob = root.join("home/bob");
+    std::fs::create_dir_all(bob.join("d")).unwrap();
+    std::fs::write(bob.join("secret"), b"bob only").unwrap();
+    std::fs::create_dir_all(root.join("home/carol")).unwrap();
+    std::os::unix::fs::symlink("../bob", root.join("home/carol/rel_bob")).unwrap();
+    std::os::unix::fs::symlink("rel_bob/secret", root.join("home/carol/via_link")).unwrap();
+    let mut carol = server.login("carol").await;
+    carol
+        .store("/mine", DataMode::ExtendedPassive, b"carol's")
+        .await
+        .unwrap();
+    // Every verb that reaches the storage, through the link to a directory and through a
+    // link to a file beyond it: the kernel refuses the walk out of the home (550). (STOU
+    // works in the working directory, which CWD cannot move through the link.)
+    for line in [
+        "SIZE /rel_bob/secret",
+        "SIZE /via_link",
+        "MDTM /rel_bob/secret",
+        "MLST /rel_bob/secret",
+        "CWD /rel_bob",
+        "DELE /rel_bob/secret",
+        "RMD /rel_bob/d",
+        "MKD /rel_bob/new",
+        "MFMT 20200102030405 /rel_bob/secret",
+        "SITE CHMOD 600 /rel_bob/secret",
+        "RNFR /rel_bob/secret",
+        "STAT /rel_bob",
+        "STAT /rel_bob/secret",
+    ] {
+        assert_eq!(code(&mut carol, line).await, 550, "{line}");
+    }
+    assert_eq!(code(&mut carol, "RNFR /mine").await, 350);
+    assert_eq!(code(&mut carol, "RNTO /rel_bob/stolen").await, 550);
+    for line in [
+        "RETR /rel_bob/secret",
+        "RETR /via_link",
+        "STOR /rel_bob/new",
+        "STOR /rel_bob/secret",
+        "APPE /rel_bob/secret",
+        "LIST /rel_bob",
+        "NLST /rel_bob",
+        "MLSD /rel_bob",
+    ] {
+        assert_eq!(refused_transfer_code(&mut carol, line).await, 550, "{line}");
+    }
+    // REST + STOR and SIZE of a partial go the same way.
+    assert_eq!(code(&mut carol, "REST 3").await, 350);
+    assert_eq!(
+        refused_transfer_code(&mut carol, "STOR /rel_bob/secret").await,
+        550
+    );
+    // Nothing of bob's changed, nothing was added, no partial file was left there.
+    assert_eq!(std::fs::read(bob.join("secret")).unwrap(), b"bob only");
+    let mut names: Vec<_> = std::fs::read_dir(&bob)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["d", "secret"]);
+    assert!(std::fs::read_dir(bob.join("d")).unwrap().next().is_none());
+    // The link itself is listed as what it is, a link, its target unexamined.
+    let listing = carol
+        .list("MLSD", Some("/"), DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    let listing = String::from_utf8(listing).unwrap();
+    assert!(listing.contains("; mine\r\n"), "{listing}");
+    let link_line = listing
+        .lines()
+        .find(|line| line.ends_with(" rel_bob"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(!link_line.contains("type=dir;"), "{listing}");
+    // Links that stay inside the home still work.
+    std::os::unix::fs::symlink("mine", root.join("home/carol/alias")).unwrap();
+    assert_eq!(
+        carol
+            .retrieve("/alias", DataMode::ExtendedPassive)
+            .await
+            .unwrap(),
+        b"carol's"
+    );
+    // alice, whose home is the root, still reaches bob's directory through the same link.
+    let mut alice = server.login("alice").await;
+    assert_eq!(
+        code(&mut alice, "SIZE /home/carol/rel_bob/secret").await,
+        213
+    );
+}
+
+#[tokio::test]
+async fn a_modification_time_before_1970_is_kept_and_listed() {
+    let (server, _root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    client
+        .store("/old", DataMode::ExtendedPassive, b"old")
+        .await
+        .unwrap();
+    client
+        .store("/new", DataMode::ExtendedPassive, b"new")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "MFMT 19691231235959 /old").await, 213);
+    let reply = client.command("MDTM /old").await.unwrap();
+    assert_eq!((reply.code.0, reply.text()), (213, "19691231235959".into()));
+    assert_eq!(code(&mut client, "SIZE /old").await, 213);
+    let reply = client.command("MLST /old").await.unwrap();
+    assert_eq!(reply.code.0, 250);
+    assert!(reply.text().contains("modify=19691231235959;"), "{reply:?}");
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert!(
+            listing.contains("old") && listing.contains("new"),
+            "{verb}: {listing}"
+        );
+    }
+    let reply = client.command("STAT /").await.unwrap();
+    assert_eq!(reply.code.0, 213);
+    let text = reply.text();
+    assert!(text.contains("old") && text.contains("new"), "{text}");
+}
+
+#[tokio::test]
+async fn names_with_line_breaks_are_refused_and_never_listed_raw() {
+    let (server, root) = fs_server().await;
+    let mut client = server.login("alice").await;
+    let forged = "x\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake";
+    for line in [
+        format!("STOR {forged}"),
+        format!("APPE {forged}"),
+        format!("MKD {forged}"),
+        "MKD a\rb".to_owned(),
+    ] {
+        // A bare CR inside the line reaches the server (only CRLF or LF end a line); the
+        // client library would refuse to send it, hence raw bytes.
+        let line = line.replace("\r\n", "\r");
+        client
+            .send_raw(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 553, "{line:?}");
+    }
+    client
+        .store("/plain", DataMode::ExtendedPassive, b"x")
+        .await
+        .unwrap();
+    assert_eq!(code(&mut client, "RNFR /plain").await, 350);
+    client.send_raw(b"RNTO a\rb\r\n").await.unwrap();
+    assert_eq!(client.read_reply().await.unwrap().code.0, 553);
+    // Names put on disk by other means are left out of every listing.
+    std::fs::write(root.join("y\nfake"), b"x").unwrap();
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let listing = client
+            .list(verb, Some("/"), DataMode::ExtendedPassive)
+            .await
+            .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert_eq!(listing.lines().count(), 1, "{verb}: {listing:?}");
+        assert!(listing.contains("plain"), "{verb}: {listing:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+mod defender {
+    use std::sync::atomic::AtomicUsize;
+
+    use ferroftp_server::{DefenderOptions, DefenderWeights, ProxyProtocolOptions};
+
+    use super::*;
+
+    /// [`TestUsers`], counting the attempts that reach it (each would be an argon2
+    /// verification with the users file).
+    #[derive(Debug, Default)]
+    struct CountingUsers {
+        attempts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Authenticator for CountingUsers {
+        async fn authenticate(&self, attempt: &LoginAttempt) -> Result<User, AuthError> {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            if attempt.password.expose() == "never-verified" {
+                // A verification stuck in a long queue.
+                std::future::pending::<()>().await;
+            }
+            TestUsers.authenticate(attempt).await
+        }
+    }
+
+    async fn defended_server(defender: DefenderOptions) -> (TestServer, Arc<CountingUsers>) {
+        let users = Arc::new(CountingUsers::default());
+        let options = ServerOptions {
+            defender,
+            ..test_options()
+        };
+        let server = Server::bind(options, Arc::new(MemoryStorage::new()), users.clone())
+            .await
+            .unwrap();
+        let address = server.local_addrs()[0];
+        let task = tokio::spawn(server.run(std::future::pending()));
+        let server = TestServer {
+            address,
+            _root: None,
+            task,
+        };
+        (server, users)
+    }
+
+    /// A TCP connection to `address` from the loopback address `source`.
+    async fn connect_from(address: SocketAddr, source: &str) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(address).await.unwrap()
+    }
+
+    /// What the server sent before it closed the connection (it must close within the
+    /// bound: a reset counts as closed).
+    async fn bytes_until_closed(mut stream: tokio::net::TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+            .await
+            .expect("the server did not close the connection");
+        if let Err(error) = read {
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+        }
+        received
+    }
+
+    async fn client_from(address: SocketAddr, source: &str) -> Client {
+        let stream = connect_from(address, source).await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+        client
+    }
+
+    /// USER alice, PASS wrong: the PASS reply's code.
+    async fn wrong_password(client: &mut Client) -> u16 {
+        assert_eq!(code(client, "USER alice").await, 331);
+        code(client, "PASS wrong").await
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_over_several_connections_ban_the_address_and_no_other() {
+        let (server, users) = defended_server(DefenderOptions::default()).await;
+        // Three per connection (server.max_failed_logins), five in all (weight 3 of 15).
+        let mut first = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(wrong_password(&mut first).await, 530);
+        assert_eq!(wrong_password(&mut first).await, 530);
+        // A session opened before the ban, logging in after it.
+        let mut waiting = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(code(&mut waiting, "USER alice").await, 331);
+        let mut second = client_from(server.address, "127.0.0.1").await;
+        assert_eq!(wrong_password(&mut second).await, 530);
+        assert_eq!(wrong_password(&mut second).await, 530);
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 4);
+        // The fifth failure bans: 421 and the connection closes.
+        let reply = {
+            assert_eq!(code(&mut second, "USER alice").await, 331);
+            second.command("PASS wrong").await.unwrap()
+        };
+        assert_eq!(reply.code.0, 421);
+        assert_eq!(
+            reply.lines,
+            ["Too many failures from your address, closing connection"]
+        );
+        // New connections are closed before any greeting.
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.1").await).await,
+            b""
+        );
+        // The open session's login is refused without asking the authenticator, even with
+        // the right password.
+        let reply = waiting.command("PASS secret").await.unwrap();
+        assert_eq!(reply.code.0, 421);
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 5);
+        // Another address is not affected.
+        let mut other = client_from(server.address, "127.0.0.2").await;
+        assert_eq!(other.login("alice", "secret").await.unwrap().code.0, 230);
+    }
+
+    #[tokio::test]
+    async fn a_login_waiting_for_verification_is_answered_when_its_address_is_banned() {
+        let (server, users) = defended_server(DefenderOptions {
+            threshold: 6,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut waiting = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(code(&mut waiting, "USER alice").await, 331);
+        let waiting = tokio::spawn(async move { waiting.command("PASS never-verified").await });
+        for _ in 0..200 {
+            if users.attempts.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(users.attempts.load(Ordering::Relaxed), 1);
+        let mut guessing = client_from(server.address, "127.0.0.11").await;
+        assert_eq!(wrong_password(&mut guessing).await, 530);
+        assert_eq!(wrong_password(&mut guessing).await, 421);
+        let reply = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the waiting login was not answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.code.0, 421);
+    }
+
+    #[tokio::test]
+    async fn a_ban_ends_after_ban_time() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 3,
+            ban_time: Duration::from_secs(1),
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.3").await;
+        assert_eq!(wrong_password(&mut client).await, 421);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.3").await).await,
+            b""
+        );
+        // Readiness, not a timing assertion: the greeting comes back within the bound.
+        let mut greeted = false;
+        for _ in 0..100 {
+            let mut stream = connect_from(server.address, "127.0.0.3").await;
+            let mut first = [0u8; 3];
+            if stream.read_exact(&mut first).await.is_ok() {
+                assert_eq!(&first, b"220");
+                greeted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(greeted, "still banned after 10 s");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_network_is_never_banned() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 3,
+            allow: vec!["127.0.0.4/32".parse().unwrap()],
+            ..DefenderOptions::default()
+        })
+        .await;
+        for _ in 0..4 {
+            let mut client = client_from(server.address, "127.0.0.4").await;
+            assert_eq!(wrong_password(&mut client).await, 530);
+            assert_eq!(wrong_password(&mut client).await, 530);
+        }
+        let mut client = client_from(server.address, "127.0.0.4").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+    }
+
+    #[tokio::test]
+    async fn bans_survive_a_reload_and_new_weights_apply_at_once() {
+        let options = ServerOptions {
+            defender: DefenderOptions {
+                threshold: 6,
+                ..DefenderOptions::default()
+            },
+            ..test_options()
+        };
+        let server = drainable_server(options.clone()).await;
+        let mut client = client_from(server.address, "127.0.0.5").await;
+        assert_eq!(wrong_password(&mut client).await, 530);
+        assert_eq!(wrong_password(&mut client).await, 421);
+
+        let mut lenient = options;
+        lenient.defender.weights = DefenderWeights {
+            failed_login: 1,
+            ..DefenderWeights::default()
+        };
+        server
+            .handle
+            .reload(lenient, Arc::new(TestUsers))
+            .await
+            .unwrap();
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.5").await).await,
+            b""
+        );
+        assert_eq!(server.handle.defender().bans().len(), 1);
+        // Two failures no longer ban (2 of 6).
+        let mut client = client_from(server.address, "127.0.0.6").await;
+        assert_eq!(wrong_password(&mut client).await, 530);
+        assert_eq!(wrong_password(&mut client).await, 530);
+        client_from(server.address, "127.0.0.6").await;
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_the_client_named_by_the_header_is_banned() {
+        let options = ServerOptions {
+            proxy_protocol: ProxyProtocolOptions {
+                trusted: vec!["127.0.0.0/8".parse().unwrap()],
+                header_timeout: Duration::from_secs(5),
+            },
+            defender: DefenderOptions {
+                threshold: 3,
+                ..DefenderOptions::default()
+            },
+            ..test_options()
+        };
+        let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+        let address = server.address;
+        let through_proxy = |client: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 {}\r\n", address.port());
+            stream.write_all(header.as_bytes()).await.unwrap();
+            stream
+        };
+        let stream = through_proxy("198.51.100.7").await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+        assert_eq!(wrong_password(&mut client).await, 421);
+        // The proxy itself is not banned: only connections naming that client are closed.
+        assert_eq!(
+            bytes_until_closed(through_proxy("198.51.100.7").await).await,
+            b""
+        );
+        let stream = through_proxy("198.51.100.8").await;
+        let mut client = Client::from_stream(stream, ClientOptions::default()).unwrap();
+        assert_eq!(client.read_reply().await.unwrap().code.0, 220);
+    }
+
+    #[tokio::test]
+    async fn passive_listeners_opened_and_abandoned_again_and_again_count_as_a_flood() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 5,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.8").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        // The first EPSV's listener and nine replacements: nine abandoned, no flood yet.
+        for _ in 0..10 {
+            assert_eq!(code(&mut client, "EPSV").await, 229);
+        }
+        client_from(server.address, "127.0.0.8").await;
+        // The tenth abandoned listener scores one passive flood (5).
+        assert_eq!(code(&mut client, "EPSV").await, 229);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.8").await).await,
+            b""
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_over_the_cap_and_bounce_attempts_count_too() {
+        let (server, _) = defended_server(DefenderOptions {
+            threshold: 7,
+            ..DefenderOptions::default()
+        })
+        .await;
+        let mut client = client_from(server.address, "127.0.0.7").await;
+        assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
+        // A bounce attempt (5) and a line over the cap (2) reach the threshold.
+        assert_eq!(code(&mut client, "PORT 192,0,2,1,200,10").await, 504);
+        let long = format!("NOOP {}", "x".repeat(10_000));
+        assert_eq!(code(&mut client, &long).await, 500);
+        // The open session goes on; new connections are refused.
+        assert_eq!(code(&mut client, "NOOP").await, 200);
+        assert_eq!(
+            bytes_until_closed(connect_from(server.address, "127.0.0.7").await).await,
+            b""
+        );
+    }
 }
 
 // ---- per-user limits and quotas (docs/security.md, "Limits and quotas") ----

@@ -6,6 +6,12 @@
 //! the walk cannot take us out either, since the kernel checks the walk itself. Operations
 //! that name an entry (mkdir, unlink, rename) run `*at` calls on a single name inside a
 //! directory opened that way: a single name has no component left to escape through.
+//!
+//! The directory every lookup starts from is an [`Anchor`]: the storage root, or, for a
+//! user's session, that user's home ([`crate::FsStorage::scoped`]). Paths keep their full
+//! form (`/alice/docs/a.txt`) everywhere, for messages and for the session; only the part
+//! below the anchor is handed to the kernel, so a symlink in alice's home that points to
+//! `../bob` is refused by the kernel like one that points out of the root.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -53,9 +59,29 @@ pub(crate) fn open_beneath<RelativePath: rustix::path::Arg + Copy>(
     }
 }
 
-/// `path` relative to the root, as `openat2` wants it (`.` for the root itself), after
-/// refusing names that would address a hidden partial upload.
-pub(crate) fn relative(path: &VirtualPath) -> Result<&str, StorageError> {
+/// An open directory that lookups stay beneath, and where it is in the path namespace.
+#[derive(Debug)]
+pub(crate) struct Anchor {
+    /// The directory itself.
+    pub(crate) fd: OwnedFd,
+    /// Its path: the root (`/`) for the whole storage, the home for a user's session.
+    pub(crate) base: VirtualPath,
+}
+
+impl Anchor {
+    /// Whether `path` names the anchor directory itself (which has no parent to work in).
+    pub(crate) fn is_top(&self, path: &VirtualPath) -> bool {
+        *path == self.base
+    }
+}
+
+/// `path` relative to `anchor`, as `openat2` wants it (`.` for the anchor itself), after
+/// refusing names that would address a hidden partial upload. A path outside the anchor (a
+/// session's storage asked about another user's directory) is `PermissionDenied`.
+pub(crate) fn relative<'path>(
+    anchor: &Anchor,
+    path: &'path VirtualPath,
+) -> Result<&'path str, StorageError> {
     if let Some(segment) = path
         .segments()
         .find(|segment| segment.starts_with(PARTIAL_PREFIX))
@@ -65,22 +91,32 @@ pub(crate) fn relative(path: &VirtualPath) -> Result<&str, StorageError> {
             format!("{path}: {segment:?} is reserved for partial uploads"),
         ));
     }
-    Ok(if path.is_root() {
-        "."
-    } else {
-        path.relative_str()
-    })
+    if anchor.base.is_root() {
+        return Ok(if path.is_root() {
+            "."
+        } else {
+            path.relative_str()
+        });
+    }
+    match path.as_str().strip_prefix(anchor.base.as_str()) {
+        Some("") => Ok("."),
+        Some(rest) if rest.starts_with('/') => Ok(&rest[1..]),
+        _ => Err(StorageError::new(
+            StorageErrorKind::PermissionDenied,
+            format!("{path} is outside {}", anchor.base),
+        )),
+    }
 }
 
 /// Opens `path` below `root`, following symlinks only while they stay inside.
 pub(crate) fn open_path(
-    root: &OwnedFd,
+    anchor: &Anchor,
     path: &VirtualPath,
     flags: OFlags,
 ) -> Result<OwnedFd, StorageError> {
     open_beneath(
-        root,
-        relative(path)?,
+        &anchor.fd,
+        relative(anchor, path)?,
         flags,
         Mode::empty(),
         ResolveFlags::empty(),
@@ -93,13 +129,13 @@ pub(crate) fn open_path(
 /// an async thread. `Ok(None)` when the walk would need the disk (or the kernel does not
 /// know the flag): the caller goes to the blocking pool.
 pub(crate) fn open_path_cached(
-    root: &OwnedFd,
+    anchor: &Anchor,
     path: &VirtualPath,
     flags: OFlags,
 ) -> Result<Option<OwnedFd>, StorageError> {
     match openat2(
-        root,
-        relative(path)?,
+        &anchor.fd,
+        relative(anchor, path)?,
         flags | OFlags::CLOEXEC,
         Mode::empty(),
         CONFINED | ResolveFlags::CACHED,
@@ -113,22 +149,27 @@ pub(crate) fn open_path_cached(
 }
 
 /// Opens the directory `path`, readable (so it can be listed and fsynced).
-pub(crate) fn open_directory(root: &OwnedFd, path: &VirtualPath) -> Result<OwnedFd, StorageError> {
-    open_path(root, path, OFlags::RDONLY | OFlags::DIRECTORY)
+pub(crate) fn open_directory(anchor: &Anchor, path: &VirtualPath) -> Result<OwnedFd, StorageError> {
+    open_path(anchor, path, OFlags::RDONLY | OFlags::DIRECTORY)
 }
 
 /// The directory containing `path`, opened, and `path`'s last name inside it. The root has
 /// no parent: callers decide what an operation on the root means before asking.
 pub(crate) fn open_parent<'path>(
-    root: &OwnedFd,
+    anchor: &Anchor,
     path: &'path VirtualPath,
 ) -> Result<(OwnedFd, &'path str), StorageError> {
     // Checks the last name for the partial prefix too, which `parent()` would not.
-    relative(path)?;
+    if relative(anchor, path)? == "." {
+        return Err(StorageError::new(
+            StorageErrorKind::PermissionDenied,
+            format!("{path} is the top of this storage: it has no parent here"),
+        ));
+    }
     let name = path.file_name().ok_or_else(|| {
         StorageError::new(StorageErrorKind::PermissionDenied, "the root has no parent")
     })?;
-    Ok((open_directory(root, &path.parent())?, name))
+    Ok((open_directory(anchor, &path.parent())?, name))
 }
 
 /// Facts about an open file or directory (an `O_PATH` descriptor is enough).
@@ -137,22 +178,39 @@ pub(crate) fn meta_of(fd: OwnedFd) -> io::Result<FileMeta> {
 }
 
 /// What the protocol needs from a `stat`.
-// The stat field types differ between architectures (unsigned on x86_64, signed elsewhere).
-#[allow(clippy::useless_conversion)]
+// The stat field types differ between architectures (unsigned on x86_64, signed elsewhere);
+// the kernel's values are signed (`time_t`): a time before 1970 is negative, and read as
+// unsigned it became a date billions of years ahead, whose `SystemTime` overflowed (a
+// panic that killed the listing of the whole directory).
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
 pub(crate) fn stat_meta(stat: &rustix::fs::Stat) -> FileMeta {
     let kind = match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
         rustix::fs::FileType::Directory => FileKind::Directory,
         rustix::fs::FileType::Symlink => FileKind::Symlink,
         _ => FileKind::File,
     };
-    let modified = u64::try_from(stat.st_mtime).ok().map(|seconds| {
-        std::time::UNIX_EPOCH
-            + std::time::Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).unwrap_or(0))
-    });
+    let modified = modified_time(stat.st_mtime as i64, stat.st_mtime_nsec as i64);
     FileMeta {
         kind,
         size: u64::try_from(stat.st_size).unwrap_or(0),
         modified,
         mode: stat.st_mode & 0o7777,
     }
+}
+
+/// The modification time `seconds` (negative before 1970) and `nanoseconds` after it, or
+/// `None` when `SystemTime` cannot hold it: any time a filesystem stores is shown, never a
+/// panic.
+pub(crate) fn modified_time(seconds: i64, nanoseconds: i64) -> Option<std::time::SystemTime> {
+    let nanoseconds = u64::try_from(nanoseconds)
+        .ok()
+        .filter(|nanoseconds| *nanoseconds < 1_000_000_000)
+        .unwrap_or(0);
+    let whole = std::time::Duration::from_secs(seconds.unsigned_abs());
+    let second = if seconds >= 0 {
+        std::time::UNIX_EPOCH.checked_add(whole)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(whole)
+    }?;
+    second.checked_add(std::time::Duration::from_nanos(nanoseconds))
 }

@@ -16,6 +16,7 @@
 
 mod confine;
 mod error;
+mod expiry;
 mod listing;
 mod upload;
 mod write_behind;
@@ -37,13 +38,14 @@ use ferroftp_backend::{
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
 use crate::confine::{
-    meta_of, open_beneath, open_directory, open_parent, open_path, open_path_cached,
+    Anchor, meta_of, open_beneath, open_directory, open_parent, open_path, open_path_cached,
 };
 pub use crate::error::error_kind;
 use crate::error::fs_error;
+pub use crate::expiry::{PartialSweeper, SweepReport};
 
 /// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
-/// of an unfinished upload of `report.pdf`. Listings hide such files and client paths with a
+/// of an unfinished upload of `report.pdf` (names too long for that get a hash instead). Listings hide such files and client paths with a
 /// segment starting with it are refused as `InvalidName`.
 pub const PARTIAL_PREFIX: &str = ".ferroftp-partial.";
 
@@ -68,12 +70,13 @@ pub struct FsStorage {
 
 /// What the blocking tasks share.
 struct Inner {
-    /// The root directory: every lookup starts here and stays beneath it.
-    root: OwnedFd,
+    /// The directory every lookup starts from and stays beneath: the root, or a user's home
+    /// for a [scoped](FsStorage::scoped) storage.
+    anchor: Anchor,
     /// For messages only; never used to open anything.
     root_path: PathBuf,
     /// Source of STOU names; seeded from the clock so restarts rarely retry.
-    next_unique: AtomicU64,
+    next_unique: Arc<AtomicU64>,
     /// Whether an upload is fsynced before it is published (see
     /// [`FsStorage::with_fsync_uploads`]).
     fsync_uploads: bool,
@@ -97,9 +100,12 @@ impl FsStorage {
             .map_or(0, |elapsed| elapsed.as_nanos() as u64);
         Ok(Self {
             inner: Arc::new(Inner {
-                root,
+                anchor: Anchor {
+                    fd: root,
+                    base: VirtualPath::root(),
+                },
                 root_path,
-                next_unique: AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40)),
+                next_unique: Arc::new(AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40))),
                 fsync_uploads: true,
                 chmod_mask: DEFAULT_CHMOD_MASK,
             }),
@@ -130,6 +136,44 @@ impl FsStorage {
             .expect("configured before the storage is shared")
             .chmod_mask = mask & PERMISSION_BITS;
         self
+    }
+
+    /// This storage as one user sees it: every lookup starts at `home` and stays beneath it,
+    /// enforced by the kernel (`RESOLVE_BENEATH` from an open descriptor of the home) like
+    /// the root's own confinement, so a symlink in the home that leads to another user's
+    /// directory (`rel_bob -> ../bob`) is refused, not followed. Paths keep their full form
+    /// (`/alice/...`); one outside `home` is `PermissionDenied`. The home is opened here
+    /// (beneath the root, following in-root symlinks: where a home is, is the operator's
+    /// choice). Blocking.
+    pub fn scoped_to(&self, home: &VirtualPath) -> Result<Self, StorageError> {
+        if *home == self.inner.anchor.base {
+            return Ok(self.clone());
+        }
+        let fd = open_directory(&self.inner.anchor, home)?;
+        Ok(self.anchored_at(fd, home))
+    }
+
+    /// This storage's settings, with lookups starting at `fd`, the directory `home`.
+    fn anchored_at(&self, fd: OwnedFd, home: &VirtualPath) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                anchor: Anchor {
+                    fd,
+                    base: home.clone(),
+                },
+                root_path: self.inner.root_path.clone(),
+                next_unique: Arc::clone(&self.inner.next_unique),
+                fsync_uploads: self.inner.fsync_uploads,
+                chmod_mask: self.inner.chmod_mask,
+            }),
+        }
+    }
+
+    /// A sweeper that removes the partial data of uploads abandoned for longer than
+    /// `max_age` (`storage.partial_expiry`), in passes of bounded work: see
+    /// [`PartialSweeper::pass`].
+    pub fn partial_sweeper(&self, max_age: std::time::Duration) -> PartialSweeper {
+        PartialSweeper::new(Arc::clone(&self.inner), max_age)
     }
 
     /// The directory served, as given to [`new`](Self::new).
@@ -210,13 +254,13 @@ impl Inner {
     }
 
     fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
-        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        let fd = open_path(&self.anchor, path, OFlags::PATH)?;
         meta_of(fd).map_err(|error| fs_error(error, "stat", path))
     }
 
     /// Opens a regular file for reading.
     fn open_for_reading(&self, path: &VirtualPath) -> Result<(File, u64), StorageError> {
-        let file = File::from(open_path(&self.root, path, READ_FLAGS)?);
+        let file = File::from(open_path(&self.anchor, path, READ_FLAGS)?);
         regular_file(file, path)
     }
 
@@ -234,7 +278,7 @@ impl Inner {
         path: &VirtualPath,
         offset: u64,
     ) -> Result<Option<(File, u64)>, StorageError> {
-        let Some(fd) = open_path_cached(&self.root, path, READ_FLAGS)? else {
+        let Some(fd) = open_path_cached(&self.anchor, path, READ_FLAGS)? else {
             return Ok(None);
         };
         let (file, size) = regular_file(File::from(fd), path)?;
@@ -249,8 +293,8 @@ impl Inner {
                 format!("{path} is a directory"),
             )),
             Ok(meta) => Ok(meta.size),
-            Err(error) if error.kind == StorageErrorKind::NotFound && !path.is_root() => {
-                let (directory, name) = open_parent(&self.root, path)?;
+            Err(error) if error.kind == StorageErrorKind::NotFound && !self.anchor.is_top(path) => {
+                let (directory, name) = open_parent(&self.anchor, path)?;
                 let partial = open_beneath(
                     &directory,
                     &upload::partial_name(name),
@@ -268,25 +312,25 @@ impl Inner {
     }
 
     fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
-        if path.is_root() {
+        if self.anchor.is_top(path) {
             return Err(StorageError::new(
                 StorageErrorKind::AlreadyExists,
                 "the root exists",
             ));
         }
-        let (directory, name) = open_parent(&self.root, path)?;
+        let (directory, name) = open_parent(&self.anchor, path)?;
         rustix::fs::mkdirat(&directory, name, Mode::from_raw_mode(NEW_DIRECTORY_MODE))
             .map_err(|error| fs_error(error, "mkdir", path))
     }
 
     fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
-        if path.is_root() {
+        if self.anchor.is_top(path) {
             return Err(StorageError::new(
                 StorageErrorKind::PermissionDenied,
                 "the root cannot be removed",
             ));
         }
-        let (directory, name) = open_parent(&self.root, path)?;
+        let (directory, name) = open_parent(&self.anchor, path)?;
         match rustix::fs::unlinkat(&directory, name, AtFlags::REMOVEDIR) {
             // The client saw an empty directory; hidden leftovers of abandoned uploads must
             // not make RMD fail for a reason it cannot see or fix.
@@ -300,19 +344,19 @@ impl Inner {
     }
 
     fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
-        if path.is_root() {
+        if self.anchor.is_top(path) {
             return Err(StorageError::new(
                 StorageErrorKind::IsADirectory,
                 "the root",
             ));
         }
-        let (directory, name) = open_parent(&self.root, path)?;
+        let (directory, name) = open_parent(&self.anchor, path)?;
         rustix::fs::unlinkat(&directory, name, AtFlags::empty())
             .map_err(|error| fs_error(error, "unlink", path))
     }
 
     fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
-        if from.is_root() || to.is_root() {
+        if self.anchor.is_top(from) || self.anchor.is_top(to) {
             return Err(StorageError::new(
                 StorageErrorKind::PermissionDenied,
                 "the root cannot be renamed or replaced",
@@ -324,14 +368,14 @@ impl Inner {
                 format!("cannot move {from} into itself ({to})"),
             ));
         }
-        let (from_directory, from_name) = open_parent(&self.root, from)?;
-        let (to_directory, to_name) = open_parent(&self.root, to)?;
+        let (from_directory, from_name) = open_parent(&self.anchor, from)?;
+        let (to_directory, to_name) = open_parent(&self.anchor, to)?;
         rustix::fs::renameat(&from_directory, from_name, &to_directory, to_name)
             .map_err(|error| fs_error(error, &format!("rename to {to} from"), from))
     }
 
     fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
-        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        let fd = open_path(&self.anchor, path, OFlags::PATH)?;
         let times = Timestamps {
             last_access: Timespec {
                 tv_sec: 0,
@@ -359,7 +403,7 @@ impl Inner {
         // The inode is found the way every other operation finds it (beneath the root,
         // in-root symlinks followed), then changed through that very descriptor: a path
         // swapped for a symlink after the lookup changes nothing outside.
-        let fd = open_path(&self.root, path, OFlags::PATH)?;
+        let fd = open_path(&self.anchor, path, OFlags::PATH)?;
         let stat = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
         match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
             rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory => {}
@@ -413,6 +457,24 @@ impl Storage for FsStorage {
         }
     }
 
+    async fn scoped(&self, home: &VirtualPath) -> Result<Option<Arc<dyn Storage>>, StorageError> {
+        if *home == self.inner.anchor.base {
+            return Ok(Some(Arc::new(self.clone())));
+        }
+        // A returning user's home is in the kernel's lookup cache: open it right here
+        // rather than pay two thread hand-offs at every login.
+        let cached = open_path_cached(&self.inner.anchor, home, OFlags::RDONLY | OFlags::DIRECTORY);
+        let scoped = match cached {
+            Ok(Some(fd)) => self.anchored_at(fd, home),
+            _ => {
+                let storage = self.clone();
+                let home = home.clone();
+                self.blocking(move |_| storage.scoped_to(&home)).await?
+            }
+        };
+        Ok(Some(Arc::new(scoped)))
+    }
+
     async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
         let path = path.clone();
         self.blocking(move |inner| inner.metadata(&path)).await
@@ -421,7 +483,7 @@ impl Storage for FsStorage {
     async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError> {
         let directory_path = path.clone();
         let directory = self
-            .blocking(move |inner| open_directory(&inner.root, &directory_path))
+            .blocking(move |inner| open_directory(&inner.anchor, &directory_path))
             .await?;
         Ok(listing::stream(
             Arc::clone(&self.inner),
@@ -504,6 +566,48 @@ mod tests {
     use super::*;
     use crate::confine::relative;
 
+    fn anchor_at(base: &str) -> Anchor {
+        let fd = rustix::fs::open(".", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        Anchor {
+            fd,
+            base: VirtualPath::root().resolve(base).unwrap(),
+        }
+    }
+
+    #[test]
+    fn modified_times_cover_the_whole_range() {
+        use crate::confine::modified_time;
+        use std::time::Duration;
+        assert_eq!(
+            modified_time(-1, 0),
+            Some(UNIX_EPOCH - Duration::from_secs(1))
+        );
+        assert_eq!(
+            modified_time(-2, 500_000_000),
+            Some(UNIX_EPOCH - Duration::from_millis(1500))
+        );
+        assert_eq!(modified_time(7, 3), Some(UNIX_EPOCH + Duration::new(7, 3)));
+        // Whatever the platform's SystemTime can hold, the extremes never panic.
+        let _ = modified_time(i64::MIN, 0);
+        let _ = modified_time(i64::MAX, 999_999_999);
+        assert_eq!(modified_time(0, -5), Some(UNIX_EPOCH));
+    }
+
+    #[test]
+    fn paths_are_taken_relative_to_the_anchor() {
+        let home = anchor_at("/alice");
+        let path = |text: &str| VirtualPath::root().resolve(text).unwrap();
+        assert_eq!(relative(&home, &path("/alice")).unwrap(), ".");
+        assert_eq!(relative(&home, &path("/alice/a/b")).unwrap(), "a/b");
+        for outside in ["/", "/bob", "/alicex", "/alicex/a"] {
+            assert_eq!(
+                relative(&home, &path(outside)).unwrap_err().kind,
+                StorageErrorKind::PermissionDenied,
+                "{outside}"
+            );
+        }
+    }
+
     #[test]
     fn timespec_handles_times_before_the_epoch() {
         let before = UNIX_EPOCH - std::time::Duration::from_millis(1500);
@@ -519,14 +623,15 @@ mod tests {
         let path = VirtualPath::root()
             .resolve("/a/.ferroftp-partial.x/b")
             .unwrap();
+        let root = anchor_at("/");
         assert_eq!(
-            relative(&path).unwrap_err().kind,
+            relative(&root, &path).unwrap_err().kind,
             StorageErrorKind::InvalidName
         );
         let path = VirtualPath::root()
             .resolve("/a/ferroftp-partial.x")
             .unwrap();
-        assert_eq!(relative(&path).unwrap(), "a/ferroftp-partial.x");
-        assert_eq!(relative(&VirtualPath::root()).unwrap(), ".");
+        assert_eq!(relative(&root, &path).unwrap(), "a/ferroftp-partial.x");
+        assert_eq!(relative(&root, &VirtualPath::root()).unwrap(), ".");
     }
 }

@@ -6,13 +6,15 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use ferroftp_backend::is_listable_name;
 use ferroftp_backend::{
     DirEntry, EntryStream, FileKind, FileMeta, StorageError, StorageErrorKind, VirtualPath,
 };
-use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Dir, OFlags};
 use tokio::sync::mpsc;
+use tracing::warn;
 
-use crate::confine::{meta_of, open_beneath, stat_meta};
+use crate::confine::{meta_of, open_path, stat_meta};
 use crate::error::fs_error;
 use crate::{Inner, PARTIAL_PREFIX};
 
@@ -26,16 +28,30 @@ type Item = Result<DirEntry, StorageError>;
 /// The entries of the already opened `directory` (at `path`), as a stream.
 pub(crate) fn stream(inner: Arc<Inner>, path: VirtualPath, directory: OwnedFd) -> EntryStream {
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-    tokio::task::spawn_blocking(move || produce(&inner, &path, &directory, &sender));
+    let listed = path.clone();
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&inner, &listed, &directory, &sender));
     let batch: std::vec::IntoIter<Item> = Vec::new().into_iter();
     Box::pin(futures_util::stream::unfold(
-        (receiver, batch),
-        |(mut receiver, mut batch)| async move {
+        (receiver, batch, Some(producer), path),
+        |(mut receiver, mut batch, mut producer, path)| async move {
             loop {
                 if let Some(item) = batch.next() {
-                    return Some((item, (receiver, batch)));
+                    return Some((item, (receiver, batch, producer, path)));
                 }
-                batch = receiver.recv().await?.into_iter();
+                match receiver.recv().await {
+                    Some(next) => batch = next.into_iter(),
+                    None => {
+                        // The reader is done. If it died instead (a panic), the listing is
+                        // incomplete: say so rather than end it as if it were whole.
+                        let failed = producer.take()?.await.err()?;
+                        let error = StorageError::new(
+                            StorageErrorKind::Local,
+                            format!("listing {path} failed: {failed}"),
+                        );
+                        return Some((Err(error), (receiver, batch, None, path)));
+                    }
+                }
             }
         },
     ))
@@ -57,14 +73,21 @@ fn produce(
         }
     };
     let mut batch = Vec::with_capacity(BATCH);
+    let mut unlistable = Unlistable::default();
     for entry in entries {
         let item = match entry {
             Err(error) => Err(fs_error(error, "read directory", path)),
             Ok(entry) => {
                 // A name that is not UTF-8 cannot be expressed as a VirtualPath, so a client
-                // could not address it anyway.
-                let Ok(name) = entry.file_name().to_str() else {
-                    continue;
+                // could not address it anyway; one holding CR or LF would break the listing
+                // into forged lines. Both are left out, and counted for the log below
+                // (docs/protocol.md, "Names in listings").
+                let name = match entry.file_name().to_str() {
+                    Ok(name) if is_listable_name(name) => name,
+                    _ => {
+                        unlistable.note(entry.file_name().to_bytes());
+                        continue;
+                    }
                 };
                 if name == "." || name == ".." || name.starts_with(PARTIAL_PREFIX) {
                     continue;
@@ -76,7 +99,20 @@ fn produce(
                     }),
                     // Removed between readdir and stat: it is simply no longer there.
                     Err(error) if error.kind == StorageErrorKind::NotFound => continue,
-                    Err(error) => Err(error),
+                    // One entry that cannot be examined must not end the listing of all the
+                    // others: it is shown with what is known (its name), and logged.
+                    Err(error) => {
+                        warn!(directory = %path, entry = ?name, %error, "listing an entry that cannot be examined");
+                        Ok(DirEntry {
+                            name: name.to_owned(),
+                            meta: FileMeta {
+                                kind: FileKind::File,
+                                size: 0,
+                                modified: None,
+                                mode: 0,
+                            },
+                        })
+                    }
                 }
             }
         };
@@ -85,12 +121,43 @@ fn produce(
         if failed || batch.len() == BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if sender.blocking_send(full).is_err() || failed {
+                unlistable.log(path);
                 return;
             }
         }
     }
+    unlistable.log(path);
     if !batch.is_empty() {
         let _ = sender.blocking_send(batch);
+    }
+}
+
+/// Entries left out of one listing because their names cannot be sent: one log line per
+/// listing, not one per entry.
+#[derive(Default)]
+struct Unlistable {
+    count: u64,
+    /// The first one, escaped (`Debug` of the lossy text: no raw control characters).
+    example: Option<String>,
+}
+
+impl Unlistable {
+    fn note(&mut self, name: &[u8]) {
+        self.count += 1;
+        if self.example.is_none() {
+            self.example = Some(format!("{:?}", String::from_utf8_lossy(name)));
+        }
+    }
+
+    fn log(&self, path: &VirtualPath) {
+        if let Some(example) = &self.example {
+            warn!(
+                directory = %path,
+                left_out = self.count,
+                first = %example,
+                "listing left out names that are not UTF-8 or hold CR or LF"
+            );
+        }
     }
 }
 
@@ -124,15 +191,10 @@ fn entry_meta(
         return Ok(own);
     }
     let entry_path = entry_path()?;
-    // From the root, not from `directory`: a link to `../other` that stays inside the root
-    // is fine, only leaving the root is not.
-    let target = open_beneath(
-        &inner.root,
-        entry_path.relative_str(),
-        OFlags::PATH,
-        Mode::empty(),
-        ResolveFlags::empty(),
-    )
-    .and_then(meta_of);
+    // From the anchor (the root, or the user's home), not from `directory`: a link to
+    // `../other` that stays inside it is fine, only leaving it is not.
+    let target = open_path(&inner.anchor, &entry_path, OFlags::PATH)
+        .ok()
+        .and_then(|fd| meta_of(fd).ok());
     Ok(target.unwrap_or(own))
 }

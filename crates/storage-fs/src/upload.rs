@@ -1,6 +1,7 @@
 //! Uploads: hidden, locked partial files beside their target, renamed over it on commit.
 //!
-//! The partial file of `name` is `PARTIAL_PREFIX + name` in the same directory, so the
+//! The partial file of `name` is `PARTIAL_PREFIX + name` (or, for a name too long for that,
+//! a fixed-length name derived from its hash: [`partial_name`]) in the same directory, so the
 //! commit is a rename within one directory (atomic, never a copy) and an abandoned upload
 //! is found again by name for a resume. An exclusive `flock` on the partial file marks the
 //! upload in progress: a second upload of the same name is refused as `Transient` instead of
@@ -18,6 +19,7 @@ use ferroftp_backend::{
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
 use crate::confine::{open_beneath, open_directory, open_parent};
@@ -30,9 +32,29 @@ const UNIQUE_ATTEMPTS: usize = 64;
 /// How often to reopen a partial file that a finishing upload renamed under us.
 const LOCK_ATTEMPTS: usize = 8;
 
-/// The hidden name holding the partial upload of `name`.
+/// The longest file name Linux filesystems take (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// The hidden name holding the partial upload of `name`: [`PARTIAL_PREFIX`] + `name`, so an
+/// operator sees whose data it is, as long as that fits in a file name. A longer name (over
+/// 237 bytes, which MKD and every other command accept up to 255) gets a fixed-length
+/// partial name instead, [`PARTIAL_PREFIX`] + `sha256-` + the first 128 bits of the name's
+/// SHA-256 in hex, so the partial file never limits the final name. Both forms are
+/// deterministic: a resume (REST + STOR, APPE) and SIZE find the partial data again from
+/// the name alone. A readable form can never equal a hashed one of another name except by
+/// a SHA-256 collision.
 pub(crate) fn partial_name(name: &str) -> String {
-    format!("{PARTIAL_PREFIX}{name}")
+    if PARTIAL_PREFIX.len() + name.len() <= NAME_MAX {
+        return format!("{PARTIAL_PREFIX}{name}");
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let mut partial = String::with_capacity(PARTIAL_PREFIX.len() + 7 + 32);
+    partial.push_str(PARTIAL_PREFIX);
+    partial.push_str("sha256-");
+    for byte in &digest[..16] {
+        partial.push_str(&format!("{byte:02x}"));
+    }
+    partial
 }
 
 /// An upload opened and positioned on the blocking pool, ready to become an [`FsUpload`].
@@ -73,19 +95,19 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, StorageError> {
     let (directory, final_name, path, file, unique) = match target {
         UploadTarget::Path(path) => {
-            if path.is_root() {
+            if inner.anchor.is_top(path) {
                 return Err(StorageError::new(
                     StorageErrorKind::IsADirectory,
                     "the root",
                 ));
             }
-            let (directory, name) = open_parent(&inner.root, path)?;
+            let (directory, name) = open_parent(&inner.anchor, path)?;
             refuse_directory(&directory, name, path)?;
             let file = lock_partial(&directory, &partial_name(name), path, false)?;
             (directory, name.to_owned(), path.clone(), file, false)
         }
         UploadTarget::UniqueIn(directory_path) => {
-            let directory = open_directory(&inner.root, directory_path)?;
+            let directory = open_directory(&inner.anchor, directory_path)?;
             let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
                 StorageError::new(
@@ -558,6 +580,30 @@ fn rename_into_place(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_names_fit_whatever_the_final_name() {
+        assert_eq!(partial_name("report.pdf"), ".ferroftp-partial.report.pdf");
+        let longest_readable = "r".repeat(NAME_MAX - PARTIAL_PREFIX.len());
+        assert_eq!(
+            partial_name(&longest_readable),
+            format!("{PARTIAL_PREFIX}{longest_readable}")
+        );
+        for length in [NAME_MAX - PARTIAL_PREFIX.len() + 1, NAME_MAX] {
+            let long = "l".repeat(length);
+            let partial = partial_name(&long);
+            assert!(
+                partial.starts_with(".ferroftp-partial.sha256-"),
+                "{partial}"
+            );
+            assert_eq!(partial.len(), PARTIAL_PREFIX.len() + 7 + 32);
+            assert_eq!(partial, partial_name(&long), "deterministic");
+        }
+        assert_ne!(
+            partial_name(&"a".repeat(250)),
+            partial_name(&"b".repeat(250))
+        );
+    }
 
     #[test]
     fn kept_length_follows_the_write_mode() {

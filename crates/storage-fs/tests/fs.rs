@@ -644,3 +644,253 @@ async fn set_mode_refuses_special_files() {
         .await;
     assert_kind(refused, StorageErrorKind::PermissionDenied, "FIFO");
 }
+
+#[tokio::test]
+async fn times_before_1970_are_kept_and_listed() {
+    let directory = tempfile::tempdir().unwrap();
+    let storage = FsStorage::new(directory.path()).unwrap();
+    put_file(&storage, "/old", b"old").await;
+    put_file(&storage, "/new", b"new").await;
+    // 1969 and 1920 (within the 32-bit time_t range every filesystem stores).
+    for seconds_before in [1, 86_400 * 365 * 50] {
+        let time = std::time::UNIX_EPOCH - std::time::Duration::from_secs(seconds_before);
+        storage
+            .set_modified(&virtual_path("/old"), time)
+            .await
+            .unwrap();
+        let meta = storage.metadata(&virtual_path("/old")).await.unwrap();
+        assert_eq!(meta.modified, Some(time));
+        assert_eq!(meta.size, 3);
+        assert_eq!(
+            list_names(&storage, "/").await.unwrap(),
+            ["new", "old"],
+            "{seconds_before} s before 1970"
+        );
+    }
+}
+
+#[tokio::test]
+async fn names_that_cannot_be_sent_are_left_out_of_listings() {
+    use std::os::unix::ffi::OsStrExt;
+    let directory = tempfile::tempdir().unwrap();
+    let storage = FsStorage::new(directory.path()).unwrap();
+    std::fs::write(directory.path().join("plain"), b"x").unwrap();
+    std::fs::write(
+        directory
+            .path()
+            .join("a\r\n-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(directory.path().join("b\nc"), b"x").unwrap();
+    std::fs::write(
+        directory
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9")),
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(list_names(&storage, "/").await.unwrap(), ["plain"]);
+}
+
+#[tokio::test]
+async fn names_up_to_255_bytes_upload_resume_and_stay_hidden_while_partial() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    for length in [237, 238, 255] {
+        let name = format!("{}.bin", "n".repeat(length - 4));
+        let path = format!("/{name}");
+        let data = pattern(50_000, 3);
+        // Interrupted: hidden, and its size is what SIZE reports for a resume.
+        let mut upload = storage
+            .start_upload(&at(&path), WriteMode::Create)
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, &data[..20_000]).await;
+        upload.abandon().await.unwrap();
+        assert_eq!(
+            list_names(storage, "/").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            storage.resumable_size(&virtual_path(&path)).await.unwrap(),
+            20_000
+        );
+        // Resumed and published under the full name.
+        let mut upload = storage
+            .start_upload(&at(&path), WriteMode::ResumeAt(20_000))
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, &data[20_000..]).await;
+        assert_eq!(upload.commit().await.unwrap(), 50_000);
+        assert_bytes_eq(
+            &std::fs::read(sandbox.on_disk(&name)).unwrap(),
+            &data,
+            &format!("{length}-byte name"),
+        );
+        assert_eq!(
+            list_names(storage, "/").await.unwrap(),
+            std::slice::from_ref(&name)
+        );
+        storage.remove_file(&virtual_path(&path)).await.unwrap();
+        assert_eq!(tree_of(&sandbox.root()), Vec::<String>::new());
+    }
+}
+
+/// Sets the modification time of a file on disk `age` before now.
+fn age_file(path: &Path, age: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn expired_partial_data_is_removed_in_bounded_passes() {
+    let sandbox = Sandbox::new();
+    let storage = &sandbox.storage;
+    let hour = std::time::Duration::from_secs(3600);
+    // Abandoned uploads: two old ones (one nested), one recent; one old one still running.
+    for path in ["/old", "/d/e/nested-old", "/recent", "/running"] {
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && parent != std::path::Path::new("/")
+        {
+            std::fs::create_dir_all(sandbox.on_disk(&parent.to_string_lossy()[1..])).unwrap();
+        }
+        let mut upload = storage
+            .start_upload(&at(path), WriteMode::Create)
+            .await
+            .unwrap();
+        write_chunks(&mut *upload, b"partial data").await;
+        upload.abandon().await.unwrap();
+    }
+    put_file(storage, "/committed", b"kept").await;
+    let running = storage
+        .start_upload(&at("/running"), WriteMode::Append)
+        .await
+        .unwrap();
+    for partial in ["old", "d/e/nested-old", "running"] {
+        let (directory, name) = partial.rsplit_once('/').unwrap_or(("", partial));
+        let on_disk = sandbox
+            .root()
+            .join(directory)
+            .join(format!("{PARTIAL_PREFIX}{name}"));
+        age_file(&on_disk, 3 * hour);
+    }
+    age_file(&sandbox.on_disk("committed"), 3 * hour);
+    // A symlink under a partial name, pointing outside: never followed, never removed.
+    symlink(
+        sandbox.outside().join("secret.txt"),
+        sandbox.on_disk(&format!("{PARTIAL_PREFIX}link")),
+    )
+    .unwrap();
+
+    let mut sweeper = storage.partial_sweeper(2 * hour);
+    // A budget of one entry: each pass visits one directory, so the round takes several.
+    let mut removed = 0;
+    let mut passes = 0;
+    loop {
+        let report = sweeper.pass(std::time::SystemTime::now(), 1);
+        removed += report.removed;
+        passes += 1;
+        if report.round_complete {
+            break;
+        }
+        assert!(passes < 10, "the round never ends");
+    }
+    assert!(passes >= 3, "{passes} passes for root, d and d/e");
+    assert_eq!(removed, 2);
+    assert_eq!(
+        tree_of(&sandbox.root()),
+        [
+            format!("{PARTIAL_PREFIX}link"),
+            format!("{PARTIAL_PREFIX}recent"),
+            format!("{PARTIAL_PREFIX}running"),
+            "committed".to_owned(),
+            "d".to_owned(),
+        ]
+    );
+    assert_eq!(tree_of(&sandbox.on_disk("d/e")), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read(sandbox.outside().join("secret.txt")).unwrap(),
+        b"secret"
+    );
+    // Once the upload that held it is gone, the old partial goes at the next round.
+    drop(running);
+    let report = sweeper.pass(std::time::SystemTime::now(), 1000);
+    assert_eq!((report.removed, report.round_complete), (1, true));
+    assert!(
+        !sandbox
+            .on_disk(&format!("{PARTIAL_PREFIX}running"))
+            .exists()
+    );
+    assert_eq!(
+        storage
+            .resumable_size(&virtual_path("/recent"))
+            .await
+            .unwrap(),
+        12
+    );
+}
+
+#[tokio::test]
+async fn a_scoped_storage_stays_beneath_the_home() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.on_disk("home/alice")).unwrap();
+    std::fs::create_dir_all(sandbox.on_disk("home/bob")).unwrap();
+    std::fs::write(sandbox.on_disk("home/bob/secret"), b"bob").unwrap();
+    std::fs::write(sandbox.on_disk("home/alice/mine"), b"alice").unwrap();
+    symlink("../bob", sandbox.on_disk("home/alice/rel_bob")).unwrap();
+    symlink("mine", sandbox.on_disk("home/alice/alias")).unwrap();
+    let alice = sandbox
+        .storage
+        .scoped_to(&virtual_path("/home/alice"))
+        .unwrap();
+    let alice: &dyn Storage = &alice;
+    assert_refused(
+        alice
+            .metadata(&virtual_path("/home/alice/rel_bob/secret"))
+            .await,
+        "metadata through ../bob",
+    );
+    assert_refused(
+        read_file(alice, "/home/alice/rel_bob/secret", 0).await,
+        "read through ../bob",
+    );
+    assert_refused(
+        alice
+            .start_upload(&at("/home/alice/rel_bob/new"), WriteMode::Create)
+            .await
+            .map(|_| ()),
+        "upload through ../bob",
+    );
+    assert_refused(
+        alice
+            .rename(
+                &virtual_path("/home/alice/mine"),
+                &virtual_path("/home/alice/rel_bob/stolen"),
+            )
+            .await,
+        "rename into ../bob",
+    );
+    // Paths outside the home are refused outright, the home itself cannot be removed.
+    assert_refused(
+        alice.metadata(&virtual_path("/home/bob/secret")).await,
+        "another home by name",
+    );
+    assert_kind(
+        alice.remove_dir(&virtual_path("/home/alice")).await,
+        StorageErrorKind::PermissionDenied,
+        "removing the home",
+    );
+    // Inside, everything works, links included, and paths keep their full form.
+    assert_eq!(
+        read_file(alice, "/home/alice/alias", 0).await.unwrap(),
+        b"alice"
+    );
+    put_file(alice, "/home/alice/new", b"new").await;
+    assert_eq!(
+        list_names(alice, "/home/alice").await.unwrap(),
+        ["alias", "mine", "new", "rel_bob"]
+    );
+    assert_eq!(tree_of(&sandbox.on_disk("home/bob")), ["secret".to_owned()]);
+}

@@ -248,6 +248,8 @@ pub enum LoginFailure {
     /// The account has as many sessions as `max_sessions` allows (530, not counted as a
     /// failed login: the password was right).
     SessionLimit,
+    /// The client's address is banned (the driver's defender); no password was verified.
+    Banned,
 }
 
 /// Why no passive listener could be opened.

@@ -270,6 +270,8 @@ pub struct Session {
     tls_client_name: Option<String>,
     /// Lines dropped because they arrived between AUTH TLS and the end of the handshake.
     discarded_lines: u64,
+    /// Set when the client queued more than [`MAX_QUEUED_LINES`] lines (the session closed).
+    flooded: bool,
     /// PORT/EPRT targets refused by the RFC 2577 checks (bounce attempts).
     refused_active_targets: u64,
     /// The server is shutting down: no new command runs, and the session closes with 421
@@ -326,6 +328,7 @@ impl Session {
             protect_data: implicit.is_some(),
             tls_client_name: implicit.and_then(|info| info.client_name),
             discarded_lines: 0,
+            flooded: false,
             refused_active_targets: 0,
             shutting_down: false,
             stopping: false,
@@ -359,6 +362,12 @@ impl Session {
     /// Lines received between AUTH TLS and the end of its handshake, discarded unexecuted.
     pub fn discarded_lines(&self) -> u64 {
         self.discarded_lines
+    }
+
+    /// Whether the session closed because the client queued too many lines (a protocol
+    /// error the driver's defender counts).
+    pub fn flooded(&self) -> bool {
+        self.flooded
     }
 
     /// PORT/EPRT targets refused so far because they named a third party or a privileged port
@@ -473,6 +482,7 @@ impl Session {
                     ReplyCode::SERVICE_UNAVAILABLE,
                     "Too many queued commands",
                 ));
+                self.flooded = true;
                 self.close();
                 return;
             }
@@ -824,6 +834,14 @@ impl Session {
                 ));
                 self.close();
             }
+            // RFC 959 §4.2: 421 is the reply of a service closing the control connection.
+            Err(LoginFailure::Banned) => {
+                self.reply(Reply::new(
+                    ReplyCode::SERVICE_UNAVAILABLE,
+                    "Too many failures from your address, closing connection",
+                ));
+                self.close();
+            }
         }
     }
 
@@ -861,6 +879,21 @@ impl Session {
             .user_account()
             .map_or_else(VirtualPath::root, |user| user.home.clone());
         let storage = home.join(&client);
+        Ok((client, storage))
+    }
+
+    /// [`resolve`](Self::resolve) for a command that creates the name (STOR, APPE, MKD,
+    /// RNTO): a name holding CR or LF is refused with 553 (RFC 959 §4.2.1, "File name not
+    /// allowed"), since a listing could not show it without breaking its line into forged
+    /// entries (see [`listing::is_listable_name`]).
+    fn resolve_new_name(&self, argument: &str) -> Result<(VirtualPath, VirtualPath), Reply> {
+        let (client, storage) = self.resolve(argument)?;
+        if !client.file_name().is_none_or(listing::is_listable_name) {
+            return Err(Reply::new(
+                ReplyCode::NAME_NOT_ALLOWED,
+                "File name not allowed (line break)",
+            ));
+        }
         Ok((client, storage))
     }
 
@@ -1131,7 +1164,7 @@ impl Session {
         if self.refuse_if_read_only() {
             return;
         }
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, storage)) => {
                 let success = Reply::new(
                     ReplyCode::PATH_CREATED,
@@ -1208,7 +1241,7 @@ impl Session {
             self.reply(Reply::new(ReplyCode::BAD_SEQUENCE, "RNFR required first"));
             return;
         };
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, to)) => self.start(
                 InFlight::Simple {
                     client_path: client.to_string(),
@@ -1638,7 +1671,7 @@ impl Session {
             ));
             return;
         }
-        match self.resolve(argument) {
+        match self.resolve_new_name(argument) {
             Ok((client, path)) => self.start_transfer(
                 TransferKind::Store {
                     target: UploadTarget::Path(path),

@@ -1366,3 +1366,62 @@ fn site_quota_reports_usage_and_stat_the_limits() {
         "{status:?}"
     );
 }
+
+#[test]
+fn names_with_line_breaks_cannot_be_created() {
+    let mut h = Harness::new();
+    h.login_alice();
+    for line in [
+        "MKD a\rb",
+        "MKD a\rb/",
+        "STOR x\r-rw-r--r-- 1 ftp ftp 1 Jan  1  1970 fake",
+        "APPE x\rb",
+        "STOR d/x\rb",
+    ] {
+        assert_eq!(h.expect(line, 553), "File name not allowed (line break)");
+    }
+    h.expect("REST 5", 350);
+    h.expect("STOR x\rb", 553);
+    h.line("RNFR a");
+    h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))));
+    h.expect("RNTO a\rb", 553);
+    // The name without the line break is fine.
+    assert!(matches!(
+        &h.line("MKD ab")[..],
+        [Action::Storage(StorageRequest::MakeDir(_))]
+    ));
+}
+
+#[test]
+fn a_login_from_a_banned_address_gets_421_and_the_session_closes() {
+    let mut h = Harness::new();
+    h.expect("USER alice", 331);
+    let actions = h.line("PASS secret");
+    assert!(matches!(&actions[..], [Action::Authenticate(_)]));
+    let actions = h.outcome(Outcome::Authenticated(Err(LoginFailure::Banned)));
+    assert_eq!(
+        replies(actions.clone()),
+        vec![(
+            421,
+            "Too many failures from your address, closing connection".to_owned()
+        )]
+    );
+    assert!(matches!(actions.last(), Some(Action::Close)));
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn a_flood_of_queued_lines_is_reported_to_the_driver() {
+    let mut h = Harness::new();
+    h.expect("USER alice", 331);
+    let _ = h.line("PASS secret");
+    assert!(!h.session.flooded());
+    for _ in 0..=MAX_QUEUED_LINES {
+        h.session.handle_line(Ok(b"NOOP".to_vec()), h.now);
+    }
+    assert_eq!(
+        h.replies(),
+        vec![(421, "Too many queued commands".to_owned())]
+    );
+    assert!(h.session.flooded());
+}
