@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferroftp_proto::session::{
-    Action, LoginFailure, Outcome, PassiveFailure, StorageRequest, StorageResult,
+    Action, LoginFailure, Outcome, PassiveFailure, QuotaUsage, StorageRequest, StorageResult,
     TransferFailure, TransferSummary, User,
 };
 use ferroftp_proto::{FileKind, FileMeta, Session, SessionConfig, StorageErrorKind, VirtualPath};
@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
                             name: request.username.clone(),
                             home: VirtualPath::root(),
                             read_only: pick % 4 == 2,
+                            policy: Default::default(),
                         })
                     } else {
                         Err(LoginFailure::Rejected)
@@ -113,6 +114,12 @@ fuzz_target!(|data: &[u8]| {
                             Ok(StorageResult::Size(u64::from(pick)))
                         }
                         (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries(Vec::new())),
+                        (_, StorageRequest::QuotaUsage) => {
+                            Ok(StorageResult::QuotaUsage((pick % 8 < 4).then_some(QuotaUsage {
+                                bytes: u64::from(pick) << 20,
+                                files: u64::from(pick),
+                            })))
+                        }
                         _ => Ok(StorageResult::Done),
                     }),
                     Action::OpenPassive => Outcome::PassiveOpened(if pick % 3 == 0 {

@@ -37,6 +37,10 @@
 //! connect_timeout = "10s"
 //! [data]
 //! idle_timeout = "5m"
+//! [limits]
+//! download_rate = "100MB/s"
+//! upload_rate = "50MB/s"
+//! max_sessions_per_user = 8
 //! [storage]
 //! kind = "fs"
 //! root = "./ftp-root"
@@ -83,6 +87,8 @@ pub struct Config {
     pub active: ActiveConfig,
     /// Data connections in either mode.
     pub data: DataConfig,
+    /// Server-wide bandwidth and the default session cap per account.
+    pub limits: LimitsConfig,
     /// Where files live.
     pub storage: StorageConfig,
     /// Who may log in.
@@ -525,6 +531,43 @@ impl Default for DataConfig {
     }
 }
 
+/// `[limits]`: bandwidth shared by every session of the server, and the session cap of
+/// accounts without their own `max_sessions` (docs/security.md, "Limits and quotas").
+/// Applied on reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes per second sent by the whole server (`"100MB/s"`, `"1GiB/s"`, or a number).
+    #[serde(deserialize_with = "deserialize_rate")]
+    pub download_rate: Option<u64>,
+    /// Bytes per second received by the whole server.
+    #[serde(deserialize_with = "deserialize_rate")]
+    pub upload_rate: Option<u64>,
+    /// Logged-in sessions per account (530 beyond), unless the account sets `max_sessions`.
+    pub max_sessions_per_user: Option<u32>,
+}
+
+/// A rate: a number of bytes per second, or text with a unit (`"10MB/s"`: MB = 10^6 bytes,
+/// MiB = 2^20).
+fn deserialize_rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Bytes(u64),
+        Text(String),
+    }
+    let rate = match Rate::deserialize(deserializer)? {
+        Rate::Bytes(0) => {
+            Err("a rate of 0 would stop every transfer (leave it out for no limit)".to_owned())
+        }
+        Rate::Bytes(bytes) => Ok(bytes),
+        Rate::Text(text) => {
+            ferroftp_proto::policy::parse_byte_rate(&text).map_err(|error| error.to_string())
+        }
+    };
+    rate.map(Some).map_err(serde::de::Error::custom)
+}
+
 /// `[storage]`: the storage backend, chosen by `kind` (default `"fs"`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawStorageConfig")]
@@ -894,6 +937,12 @@ impl Config {
             problems.push(ConfigProblem::new(
                 "server.max_sessions_per_ip",
                 "must be at least 1",
+            ));
+        }
+        if self.limits.max_sessions_per_user == Some(0) {
+            problems.push(ConfigProblem::new(
+                "limits.max_sessions_per_user",
+                "must be at least 1 (leave it out for no limit)",
             ));
         }
         if server.threads == Some(0) {
@@ -1549,6 +1598,30 @@ root = ""
             ..Config::default()
         };
         assert_eq!(fields(&no_listener.validate()), ["server.listeners"]);
+    }
+
+    #[test]
+    fn limits_take_rates_with_units() {
+        let config = Config::parse(
+            "[limits]\ndownload_rate = \"10MB/s\"\nupload_rate = 1048576\nmax_sessions_per_user = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits,
+            LimitsConfig {
+                download_rate: Some(10_000_000),
+                upload_rate: Some(1 << 20),
+                max_sessions_per_user: Some(3),
+            }
+        );
+        assert_eq!(Config::parse("").unwrap().limits, LimitsConfig::default());
+        let error = Config::parse("[limits]\ndownload_rate = \"10Mb/s\"\n").unwrap_err();
+        assert!(error.to_string().contains("not bits"), "{error}");
+        assert!(Config::parse("[limits]\nupload_rate = 0\n").is_err());
+        let problems = Config::parse("[limits]\nmax_sessions_per_user = 0\n")
+            .unwrap()
+            .validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 }
 

@@ -12,7 +12,7 @@ use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
     DataChannelOptions, ListenerOptions, ListenerTls, PassiveLimits, ProxyProtocolOptions, Server,
-    ServerHandle, ServerOptions, SessionThreads, TlsOptions, TlsVersion,
+    ServerHandle, ServerOptions, SessionThreads, TlsOptions, TlsVersion, UserLimitsOptions,
 };
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
@@ -711,6 +711,11 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
         failed_login_delay: config.server.failed_login_delay,
         tls: certificate.map(|certificate| tls_options(config, certificate)),
         shutdown_grace: config.server.shutdown_grace,
+        limits: UserLimitsOptions {
+            download_rate: config.limits.download_rate,
+            upload_rate: config.limits.upload_rate,
+            max_sessions_per_user: config.limits.max_sessions_per_user,
+        },
         defender: config.defender.options(),
         ..ServerOptions::default()
     }

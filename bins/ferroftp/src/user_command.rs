@@ -1,4 +1,4 @@
-//! `ferroftp user add|del|list|passwd`: manage the users file.
+//! `ferroftp user add|del|list|passwd|limits`: manage the users file.
 //!
 //! Passwords come from standard input when it is not a terminal (its first line, so
 //! `echo secret | ferroftp user add alice --users users.toml` works in scripts), otherwise
@@ -10,7 +10,59 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{UsersFile, parse_home};
-use ferroftp_proto::VirtualPath;
+use ferroftp_proto::policy::{parse_byte_rate, parse_byte_size};
+use ferroftp_proto::{Cidr, UserPolicy, VirtualPath};
+
+/// An account's limits on the command line (docs/security.md, "Limits and quotas").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LimitArgs {
+    /// Logged-in sessions of the account at once (530 beyond).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: Option<u32>,
+    /// Bytes per second sent to the account, shared by its sessions: "10MB/s" (MB = 10^6
+    /// bytes), "1MiB/s" (2^20), or a number.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    download_rate: Option<u64>,
+    /// Bytes per second received from the account, shared by its sessions.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    upload_rate: Option<u64>,
+    /// Bytes of files under the home: "5GB", "500MiB", or a number (552 beyond).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    quota_bytes: Option<u64>,
+    /// Number of files under the home (552 beyond).
+    #[arg(long, value_name = "N")]
+    quota_files: Option<u64>,
+    /// A network the account may log in from (repeat for several; 530 from elsewhere).
+    #[arg(long, value_name = "CIDR", value_parser = network)]
+    allow_from: Vec<Cidr>,
+}
+
+impl LimitArgs {
+    /// `policy` with every limit given here set.
+    fn apply_to(self, mut policy: UserPolicy) -> UserPolicy {
+        policy.max_sessions = self.max_sessions.or(policy.max_sessions);
+        policy.download_rate = self.download_rate.or(policy.download_rate);
+        policy.upload_rate = self.upload_rate.or(policy.upload_rate);
+        policy.quota_bytes = self.quota_bytes.or(policy.quota_bytes);
+        policy.quota_files = self.quota_files.or(policy.quota_files);
+        if !self.allow_from.is_empty() {
+            policy.allow_from = self.allow_from;
+        }
+        policy
+    }
+}
+
+fn rate(text: &str) -> Result<u64, String> {
+    parse_byte_rate(text).map_err(|error| error.to_string())
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    parse_byte_size(text).map_err(|error| error.to_string())
+}
+
+fn network(text: &str) -> Result<Cidr, String> {
+    text.parse()
+}
 
 /// The `user` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -35,6 +87,22 @@ pub enum UserCommand {
         /// A config file: the home is created now in its storage.root.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show or change a user's limits (sessions, rates, quotas, allowed networks); those
+    /// not given stay as they are.
+    Limits {
+        /// Account name.
+        name: String,
+        /// The users file.
+        #[arg(long, value_name = "FILE")]
+        users: PathBuf,
+        /// Remove every limit first (then set those given).
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Remove a user.
     #[command(alias = "remove")]
@@ -82,6 +150,7 @@ fn execute(
             read_only,
             root,
             config,
+            limits,
         } => {
             // A config that does not load is reported before anything changes.
             let root = match (root, config) {
@@ -98,6 +167,7 @@ fn execute(
             }
             let password = read_password(&name)?;
             file.add(&name, &password, home.clone(), read_only)?;
+            file.set_policy(&name, limits.apply_to(UserPolicy::default()))?;
             file.save(&users)?;
             let access = if read_only { "read-only" } else { "read-write" };
             writeln!(
@@ -108,6 +178,28 @@ fn execute(
             if !home.is_root() {
                 writeln!(output, "{}", prepare_home(root.as_deref(), &home, &name))?;
             }
+        }
+        UserCommand::Limits {
+            name,
+            users,
+            clear,
+            limits,
+        } => {
+            let mut file = UsersFile::load(&users)?;
+            let Some(entry) = file.get(&name) else {
+                bail!("no user named {name:?} in {}", users.display());
+            };
+            let before = if clear {
+                UserPolicy::default()
+            } else {
+                entry.policy().clone()
+            };
+            let policy = limits.apply_to(before);
+            if policy != *entry.policy() {
+                file.set_policy(&name, policy.clone())?;
+                file.save(&users)?;
+            }
+            writeln!(output, "{name}: {}", describe_policy(&policy))?;
         }
         UserCommand::Del { name, users } => {
             let mut file = UsersFile::load(&users)?;
@@ -135,6 +227,36 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// One line: every limit of `policy`, as the users file writes them.
+fn describe_policy(policy: &UserPolicy) -> String {
+    use ferroftp_proto::policy::{format_byte_rate, format_byte_size};
+    let mut parts = Vec::new();
+    if let Some(sessions) = policy.max_sessions {
+        parts.push(format!("max_sessions {sessions}"));
+    }
+    if let Some(rate) = policy.download_rate {
+        parts.push(format!("download_rate {}", format_byte_rate(rate)));
+    }
+    if let Some(rate) = policy.upload_rate {
+        parts.push(format!("upload_rate {}", format_byte_rate(rate)));
+    }
+    if let Some(bytes) = policy.quota_bytes {
+        parts.push(format!("quota_bytes {}", format_byte_size(bytes)));
+    }
+    if let Some(files) = policy.quota_files {
+        parts.push(format!("quota_files {files}"));
+    }
+    if !policy.allow_from.is_empty() {
+        let networks: Vec<String> = policy.allow_from.iter().map(Cidr::to_string).collect();
+        parts.push(format!("allow_from {}", networks.join(",")));
+    }
+    if parts.is_empty() {
+        "no limits".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The `storage.root` of the config file `path` (relative to the file's directory).
@@ -492,5 +614,96 @@ mod tests {
         );
         assert!(refused.is_err());
         assert!(UsersFile::load(&users).unwrap().get("erin").is_none());
+    }
+
+    #[test]
+    fn limits_are_set_at_add_and_changed_later() {
+        let directory = tempfile::tempdir().unwrap();
+        let users = directory.path().join("users.toml");
+        let users_argument = users.to_str().unwrap();
+        run_with_password(
+            command(&[
+                "add",
+                "alice",
+                "--users",
+                users_argument,
+                "--download-rate",
+                "1MB/s",
+                "--quota-bytes",
+                "5GiB",
+                "--allow-from",
+                "192.0.2.0/24",
+                "--allow-from",
+                "::1",
+            ]),
+            "secret",
+        )
+        .unwrap();
+        let policy = UsersFile::load(&users)
+            .unwrap()
+            .get("alice")
+            .unwrap()
+            .policy()
+            .clone();
+        assert_eq!(policy.download_rate, Some(1_000_000));
+        assert_eq!(policy.quota_bytes, Some(5 << 30));
+        assert_eq!(policy.allow_from.len(), 2);
+
+        let report = run_with_password(
+            command(&[
+                "limits",
+                "alice",
+                "--users",
+                users_argument,
+                "--max-sessions",
+                "2",
+                "--upload-rate",
+                "512KiB/s",
+            ]),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            report,
+            "alice: max_sessions 2, download_rate 1MB/s, upload_rate 512KiB/s, quota_bytes \
+             5GiB, allow_from 192.0.2.0/24,::1/128\n"
+        );
+        let report = run_with_password(
+            command(&["limits", "alice", "--users", users_argument, "--clear"]),
+            "",
+        )
+        .unwrap();
+        assert_eq!(report, "alice: no limits\n");
+        assert_eq!(
+            UsersFile::load(&users)
+                .unwrap()
+                .get("alice")
+                .unwrap()
+                .policy(),
+            &UserPolicy::default()
+        );
+        for bad in [
+            &[
+                "limits",
+                "alice",
+                "--users",
+                "u",
+                "--download-rate",
+                "10Mb/s",
+            ][..],
+            &["limits", "alice", "--users", "u", "--max-sessions", "0"],
+            &[
+                "limits",
+                "alice",
+                "--users",
+                "u",
+                "--allow-from",
+                "10.0.0.0/99",
+            ],
+        ] {
+            let parsed =
+                TestCli::try_parse_from(std::iter::once("user").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?}");
+        }
     }
 }

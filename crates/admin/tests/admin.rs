@@ -38,6 +38,7 @@ impl Authenticator for TestUsers {
             name: attempt.username.clone(),
             home: VirtualPath::root(),
             read_only: false,
+            policy: Default::default(),
         })
     }
 }

@@ -75,6 +75,7 @@ impl<A: Authenticator> Authenticator for AnonymousAuthenticator<A> {
                 name: ANONYMOUS_USER_NAME.to_owned(),
                 home: self.home.clone(),
                 read_only: true,
+                policy: Default::default(),
             });
         }
         self.inner.authenticate(attempt).await

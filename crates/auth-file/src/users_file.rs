@@ -7,6 +7,13 @@
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
 //! home = "/alice"        # optional, default "/"
 //! read_only = false      # optional, default false
+//! # Optional limits (docs/security.md, "Limits and quotas"):
+//! max_sessions = 4                 # logged-in sessions at once (530 beyond)
+//! download_rate = "10MB/s"         # shared by all of the user's sessions; MB = 10^6, MiB = 2^20
+//! upload_rate = "1MiB/s"
+//! quota_bytes = "5GB"              # everything under the home
+//! quota_files = 10000
+//! allow_from = ["192.0.2.0/24", "2001:db8::/32"]   # 530 from elsewhere
 //! ```
 
 use std::collections::HashMap;
@@ -18,7 +25,10 @@ use std::path::{Path, PathBuf};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params};
 use ferroftp_backend::User;
-use ferroftp_proto::VirtualPath;
+use ferroftp_proto::policy::{
+    format_byte_rate, format_byte_size, parse_byte_rate, parse_byte_size,
+};
+use ferroftp_proto::{Cidr, UserPolicy, VirtualPath};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -188,6 +198,7 @@ pub struct UserEntry {
     password_hash: String,
     home: VirtualPath,
     read_only: bool,
+    policy: UserPolicy,
 }
 
 impl UserEntry {
@@ -211,6 +222,11 @@ impl UserEntry {
         self.read_only
     }
 
+    /// The account's limits.
+    pub fn policy(&self) -> &UserPolicy {
+        &self.policy
+    }
+
     /// Checks `password` against this entry's hash (slow on purpose: not on an async thread).
     pub fn verify_password(&self, password: &str) -> bool {
         crate::password_verifier::ArgonMemory::default().verify(&self.password_hash, password)
@@ -222,6 +238,7 @@ impl UserEntry {
             name: self.name.clone(),
             home: self.home.clone(),
             read_only: self.read_only,
+            policy: self.policy.clone(),
         }
     }
 }
@@ -234,6 +251,7 @@ impl fmt::Debug for UserEntry {
             .field("name", &self.name)
             .field("home", &self.home)
             .field("read_only", &self.read_only)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +273,45 @@ struct RawUser {
     home: Option<Spanned<String>>,
     #[serde(default)]
     read_only: bool,
+    #[serde(default)]
+    max_sessions: Option<Spanned<u32>>,
+    #[serde(default)]
+    download_rate: Option<Spanned<Quantity>>,
+    #[serde(default)]
+    upload_rate: Option<Spanned<Quantity>>,
+    #[serde(default)]
+    quota_bytes: Option<Spanned<Quantity>>,
+    #[serde(default)]
+    quota_files: Option<u64>,
+    #[serde(default)]
+    allow_from: Option<Spanned<Vec<String>>>,
+}
+
+/// A rate or size: a plain number of bytes, or text with a unit (`"10MB/s"`, `"5GiB"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Quantity {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Quantity {
+    fn rate(&self) -> Result<u64, String> {
+        match self {
+            Self::Bytes(0) => {
+                Err("a rate of 0 would stop every transfer (leave it out for no limit)".to_owned())
+            }
+            Self::Bytes(bytes) => Ok(*bytes),
+            Self::Text(text) => parse_byte_rate(text).map_err(|error| error.to_string()),
+        }
+    }
+
+    fn size(&self) -> Result<u64, String> {
+        match self {
+            Self::Bytes(bytes) => Ok(*bytes),
+            Self::Text(text) => parse_byte_size(text).map_err(|error| error.to_string()),
+        }
+    }
 }
 
 /// The file as it is written.
@@ -269,6 +326,18 @@ struct SavedUser<'a> {
     password: &'a str,
     home: &'a str,
     read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_sessions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download_rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_bytes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_files: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allow_from: Vec<String>,
 }
 
 /// The contents of a users file: accounts in file order, each name unique.
@@ -320,6 +389,7 @@ impl UsersFile {
         let mut first_line_of_name: HashMap<String, usize> = HashMap::new();
         let mut users = Vec::with_capacity(raw.users.len());
         for raw_user in raw.users {
+            let policy = parse_policy(&raw_user);
             let name_span = raw_user.name.span();
             let name = raw_user.name.into_inner();
             if let Err(problem) = validate_user_name(&name) {
@@ -351,11 +421,14 @@ impl UsersFile {
                     })?
                 }
             };
+            let policy = policy
+                .map_err(|(span, message)| invalid(span, format!("user {name:?}: {message}")))?;
             users.push(UserEntry {
                 name,
                 password_hash,
                 home,
                 read_only: raw_user.read_only,
+                policy,
             });
         }
         Ok(Self { users })
@@ -372,6 +445,12 @@ impl UsersFile {
                     password: &user.password_hash,
                     home: user.home.as_str(),
                     read_only: user.read_only,
+                    max_sessions: user.policy.max_sessions,
+                    download_rate: user.policy.download_rate.map(format_byte_rate),
+                    upload_rate: user.policy.upload_rate.map(format_byte_rate),
+                    quota_bytes: user.policy.quota_bytes.map(format_byte_size),
+                    quota_files: user.policy.quota_files,
+                    allow_from: user.policy.allow_from.iter().map(Cidr::to_string).collect(),
                 })
                 .collect(),
         };
@@ -440,6 +519,7 @@ impl UsersFile {
             password_hash: hash_password(password),
             home,
             read_only,
+            policy: UserPolicy::default(),
         });
         Ok(self.users.last().expect("just pushed"))
     }
@@ -457,6 +537,13 @@ impl UsersFile {
             return Err(UsersFileError::EmptyPassword);
         }
         self.users[index].password_hash = hash_password(password);
+        Ok(())
+    }
+
+    /// Replaces an account's limits.
+    pub fn set_policy(&mut self, name: &str, policy: UserPolicy) -> Result<(), UsersFileError> {
+        let index = self.index_of(name)?;
+        self.users[index].policy = policy;
         Ok(())
     }
 
@@ -486,6 +573,46 @@ impl UsersFile {
             .position(|user| user.name == name)
             .ok_or_else(|| UsersFileError::NoSuchUser(name.to_owned()))
     }
+}
+
+/// The limits of one entry; errors carry the span of the offending value.
+fn parse_policy(raw: &RawUser) -> Result<UserPolicy, (std::ops::Range<usize>, String)> {
+    let quantity = |value: &Option<Spanned<Quantity>>,
+                    key: &str,
+                    read: fn(&Quantity) -> Result<u64, String>| {
+        value
+            .as_ref()
+            .map(|value| {
+                read(value.get_ref()).map_err(|message| (value.span(), format!("{key}: {message}")))
+            })
+            .transpose()
+    };
+    let max_sessions = match &raw.max_sessions {
+        Some(value) if *value.get_ref() == 0 => {
+            return Err((
+                value.span(),
+                "max_sessions = 0 would refuse every login (leave it out for no limit)".to_owned(),
+            ));
+        }
+        value => value.as_ref().map(|value| *value.get_ref()),
+    };
+    let allow_from = match &raw.allow_from {
+        None => Vec::new(),
+        Some(networks) => networks
+            .get_ref()
+            .iter()
+            .map(|network| network.parse::<Cidr>())
+            .collect::<Result<_, _>>()
+            .map_err(|message| (networks.span(), format!("allow_from: {message}")))?,
+    };
+    Ok(UserPolicy {
+        max_sessions,
+        download_rate: quantity(&raw.download_rate, "download_rate", Quantity::rate)?,
+        upload_rate: quantity(&raw.upload_rate, "upload_rate", Quantity::rate)?,
+        quota_bytes: quantity(&raw.quota_bytes, "quota_bytes", Quantity::size)?,
+        quota_files: raw.quota_files,
+        allow_from,
+    })
 }
 
 /// Parses a home directory: an absolute virtual path such as `/alice` or `/`.

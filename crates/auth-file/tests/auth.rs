@@ -64,7 +64,8 @@ async fn verifies_passwords_and_rejects_wrong_ones_and_unknown_names() {
         User {
             name: "alice".into(),
             home: home("/alice"),
-            read_only: false
+            read_only: false,
+            policy: Default::default(),
         }
     );
     let bob = login(&authenticator, "bob", "builder").await.unwrap();
@@ -205,6 +206,7 @@ async fn anonymous_decorator_lets_anonymous_in_read_only_when_enabled() {
         name: "anonymous".into(),
         home: VirtualPath::root().resolve("/pub").unwrap(),
         read_only: true,
+        policy: Default::default(),
     };
     for name in ["anonymous", "ftp", "FTP", "Anonymous"] {
         assert_eq!(
@@ -531,6 +533,70 @@ async fn logins_arriving_together_share_one_verification() {
     assert_eq!(authenticator.cache_hits(), 7);
     // A wrong password queued among them would still have been verified and refused.
     assert!(login(&*authenticator, "alice", "wrong").await.is_none());
+}
+
+#[test]
+fn limits_are_read_with_units_carried_on_the_user_and_saved_back() {
+    let hash = hash_password("x");
+    let text = format!(
+        "[[users]]\nname = \"alice\"\npassword = \"{hash}\"\nmax_sessions = 2\n\
+         download_rate = \"1MB/s\"\nupload_rate = 524288\nquota_bytes = \"4MiB\"\n\
+         quota_files = 10\nallow_from = [\"192.0.2.0/24\", \"::1\"]\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"{hash}\"\n"
+    );
+    let file = UsersFile::parse(&text, Path::new("users.toml")).unwrap();
+    let policy = file.get("alice").unwrap().to_user().policy;
+    assert_eq!(
+        policy,
+        ferroftp_proto::UserPolicy {
+            max_sessions: Some(2),
+            download_rate: Some(1_000_000),
+            upload_rate: Some(524_288),
+            quota_bytes: Some(4 << 20),
+            quota_files: Some(10),
+            allow_from: vec!["192.0.2.0/24".parse().unwrap(), "::1".parse().unwrap()],
+        }
+    );
+    assert_eq!(file.get("bob").unwrap().policy(), &Default::default());
+    let saved = file.to_toml();
+    assert!(saved.contains("download_rate = \"1MB/s\""), "{saved}");
+    assert!(saved.contains("quota_bytes = \"4MiB\""), "{saved}");
+    // Accounts without limits are written as before.
+    assert!(
+        !saved[saved.find("name = \"bob\"").unwrap()..].contains("rate"),
+        "{saved}"
+    );
+    assert_eq!(
+        UsersFile::parse(&saved, Path::new("again.toml")).unwrap(),
+        file
+    );
+}
+
+#[test]
+fn bad_limits_are_reported_with_their_line() {
+    let hash = hash_password("x");
+    let entry =
+        |line: &str| format!("[[users]]\nname = \"alice\"\npassword = \"{hash}\"\n{line}\n");
+    assert_eq!(
+        parse_error(&entry("download_rate = \"10Mb/s\"")),
+        "users file users.toml, line 4: user \"alice\": download_rate: \"10Mb/s\": units are bytes (B), not bits (b)"
+    );
+    assert!(
+        parse_error(&entry("upload_rate = 0"))
+            .contains("line 4: user \"alice\": upload_rate: a rate of 0")
+    );
+    assert!(
+        parse_error(&entry("quota_bytes = \"lots\""))
+            .contains("line 4: user \"alice\": quota_bytes")
+    );
+    assert!(
+        parse_error(&entry("max_sessions = 0"))
+            .contains("line 4: user \"alice\": max_sessions = 0")
+    );
+    assert!(
+        parse_error(&entry("allow_from = [\"10.0.0.0/40\"]"))
+            .contains("line 4: user \"alice\": allow_from")
+    );
 }
 
 /// A users file whose modification time is before 1970 (touch -d 1969-12-31) is read and

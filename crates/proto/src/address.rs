@@ -64,6 +64,42 @@ impl Cidr {
     }
 }
 
+/// Reads `192.0.2.0/24`, `2001:db8::/32` or a bare address (a network of one).
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or network such as 192.0.2.0/24"))?;
+        let full = if address.to_canonical().is_ipv4() {
+            32
+        } else {
+            128
+        };
+        let prefix = match prefix {
+            None => full,
+            Some(prefix) => prefix
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: the prefix length is not a number"))?,
+        };
+        Self::new(address, prefix)
+            .ok_or_else(|| format!("{text:?}: the prefix length is longer than the address"))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}/{}", self.network, self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +118,19 @@ mod tests {
         assert!(net("2001:db8::", 32).contains(ip("2001:db8:1::1")));
         assert!(!net("2001:db8::", 32).contains(ip("2001:db9::1")));
         assert!(Cidr::new(ip("10.0.0.0"), 33).is_none());
+    }
+
+    #[test]
+    fn cidr_parses_and_displays() {
+        let parsed: Cidr = "192.0.2.0/24".parse().unwrap();
+        assert_eq!(parsed.to_string(), "192.0.2.0/24");
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
+        assert_eq!(
+            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("example.com/8".parse::<Cidr>().is_err());
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub enum StorageErrorKind {
     NotEmpty,
     /// The name is not allowed by the backend (reserved, too long, invalid).
     InvalidName,
-    /// Out of space or quota.
+    /// Out of space.
     InsufficientSpace,
+    /// The account's quota (`quota_bytes`, `quota_files`) would be exceeded.
+    QuotaExceeded,
     /// A REST offset beyond the end of the file.
     InvalidRange,
     /// The backend cannot do this at all (append on an object store without it, say).
@@ -45,7 +47,7 @@ impl StorageErrorKind {
             | Self::AlreadyExists
             | Self::NotEmpty => ReplyCode::FILE_UNAVAILABLE,
             Self::InvalidName => ReplyCode::NAME_NOT_ALLOWED,
-            Self::InsufficientSpace => ReplyCode::EXCEEDED_STORAGE,
+            Self::InsufficientSpace | Self::QuotaExceeded => ReplyCode::EXCEEDED_STORAGE,
             Self::InvalidRange => ReplyCode::INVALID_RANGE,
             Self::Unsupported => ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
             Self::Transient => ReplyCode::FILE_BUSY,
@@ -64,6 +66,7 @@ impl StorageErrorKind {
             Self::NotEmpty => "Directory not empty",
             Self::InvalidName => "File name not allowed",
             Self::InsufficientSpace => "Insufficient storage space",
+            Self::QuotaExceeded => "Quota exceeded",
             Self::InvalidRange => "Restart offset beyond the end of the file",
             Self::Unsupported => "Not supported by this storage",
             Self::Transient => "Temporarily unavailable, try again",

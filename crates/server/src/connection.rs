@@ -32,16 +32,20 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::data::{self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress};
+use crate::data::{
+    self, DataSource, DataTls, Leftovers, Moved, Prepared, Progress, TransferPolicy,
+};
 use crate::drain::{Phase, ServerSignal, SessionGuard};
 use crate::home;
 use crate::limits::SessionLimiter;
 use crate::passive::{PassiveError, PassiveListener};
 use crate::proxy_protocol;
+use crate::quota::UploadQuota;
 use crate::status::SessionHandle;
 use crate::telemetry::{self, LoginResult, TransferResult};
 use crate::tls;
 use crate::tls_lineage::ControlLineage;
+use crate::user_policy::UserSession;
 use crate::{
     ActiveSourcePort, DefenderEvent, DefenderVerdict, ListenerTls, ServerContext,
     TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
@@ -456,6 +460,8 @@ async fn serve_session(
         registration,
         transfer: None,
         refused_active_targets: 0,
+        user_session: None,
+        upload_quota: None,
         unused_passives: 0,
         flood_scored: false,
     };
@@ -516,6 +522,10 @@ struct ControlConnection {
     transfer: Option<RunningTransfer>,
     /// The session's count of refused PORT/EPRT targets when last looked at.
     refused_active_targets: u64,
+    /// The logged-in account's session count, buckets and quota usage.
+    user_session: Option<UserSession>,
+    /// The running upload's quota, charged when it is published.
+    upload_quota: Option<Box<UploadQuota>>,
     /// Passive listeners replaced by a new PASV/EPSV before any transfer used them.
     unused_passives: u32,
     /// Whether the session's flood of queued lines was scored already.
@@ -608,8 +618,29 @@ impl ControlConnection {
                     let outcome = self.authenticate(request).await;
                     self.session.handle_outcome(outcome, now());
                 }
+                Action::Storage(StorageRequest::QuotaUsage) => {
+                    let usage = self
+                        .user_session
+                        .as_ref()
+                        .and_then(|account| account.usage().current());
+                    let outcome = Outcome::Storage(Ok(StorageResult::QuotaUsage(usage)));
+                    self.session.handle_outcome(outcome, now());
+                }
                 Action::Storage(request) => {
-                    let outcome = Outcome::Storage(storage_operation(&self.storage, request).await);
+                    let counter = self
+                        .user_session
+                        .as_ref()
+                        .and_then(UserSession::quota)
+                        .map(|(counter, _)| counter);
+                    let storage = Arc::clone(&self.storage);
+                    let change = usage_change(counter, &*storage, &request).await;
+                    let result = storage_operation(&storage, request).await;
+                    if result.is_ok()
+                        && let Some((counter, bytes, files)) = change
+                    {
+                        counter.apply(bytes, files);
+                    }
+                    let outcome = Outcome::Storage(result);
                     self.session.handle_outcome(outcome, now());
                 }
                 Action::OpenPassive => {
@@ -634,6 +665,10 @@ impl ControlConnection {
                     self.clear_control_tls().await?;
                 }
             }
+        }
+        // REIN logged the account out: its session slot is free again.
+        if self.user_session.is_some() && self.session.user_name().is_none() {
+            self.user_session = None;
         }
         Ok(true)
     }
@@ -755,6 +790,8 @@ impl ControlConnection {
             password: Password::new(request.password),
             peer: self.peer.ip().to_canonical(),
         };
+        // A new login ends the account's previous one on this connection (after REIN).
+        self.user_session = None;
         // A session opened before its address was banned: refused without spending a
         // password verification (argon2) on it.
         if self.context.defender.is_banned(attempt.peer) {
@@ -770,7 +807,42 @@ impl ControlConnection {
             }
         };
         match verified {
+            Ok(user) if !user.policy.allows_address(attempt.peer) => {
+                // The session refuses it (530, the rule lives in proto); nothing is counted.
+                warn!(
+                    client = %attempt.peer,
+                    user = ?Escaped(&user.name),
+                    reason = %"allow-from",
+                    reply = 530,
+                    "login refused"
+                );
+                telemetry::login(LoginResult::Refused, None);
+                Outcome::Authenticated(Ok(user))
+            }
             Ok(user) => {
+                let storage = &*self.context.storage;
+                self.context
+                    .homes
+                    .ensure(storage, &user.name, &user.home)
+                    .await;
+                let scoped = home::scoped(&self.context.storage, &user.name, &user.home).await;
+                // The account's session cap; its quota usage is counted through the storage
+                // confined to its home.
+                match self.context.users.login(&user, &scoped) {
+                    Ok(account) => self.user_session = Some(account),
+                    Err(_) => {
+                        warn!(
+                            client = %attempt.peer,
+                            user = ?Escaped(&user.name),
+                            reason = %"max-sessions",
+                            reply = 530,
+                            "login refused"
+                        );
+                        telemetry::login(LoginResult::Refused, None);
+                        return Outcome::Authenticated(Err(LoginFailure::SessionLimit));
+                    }
+                }
+                self.storage = scoped;
                 self.span
                     .record("user", tracing::field::debug(Escaped(&user.name)));
                 if let Some(lineage) = &mut self.lineage {
@@ -782,12 +854,6 @@ impl ControlConnection {
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
                 info!(user = ?Escaped(&user.name), reply = 230, "logged in");
-                let storage = &*self.context.storage;
-                self.context
-                    .homes
-                    .ensure(storage, &user.name, &user.home)
-                    .await;
-                self.storage = home::scoped(&self.context.storage, &user.name, &user.home).await;
                 Outcome::Authenticated(Ok(user))
             }
             Err(rejection @ (AuthError::Rejected | AuthError::UnknownUser)) => {
@@ -1003,10 +1069,22 @@ impl ControlConnection {
                 data_complete: None,
             });
         }
+        let policy = match (&self.user_session, &request.kind) {
+            (Some(account), TransferKind::Retrieve { .. }) => TransferPolicy {
+                throttle: account.download_throttle(),
+                quota: None,
+            },
+            (Some(account), TransferKind::Store { .. }) => TransferPolicy {
+                throttle: account.upload_throttle(),
+                quota: account.quota(),
+            },
+            _ => TransferPolicy::default(),
+        };
+        self.upload_quota = None;
         let storage = Arc::clone(&self.storage);
         let options = self.context.data.clone();
         self.stage = TransferStage::Preparing(Box::pin(async move {
-            data::prepare(request, storage, source, tls, &options).await
+            data::prepare(request, storage, source, tls, &options, policy).await
         }));
     }
 
@@ -1058,6 +1136,7 @@ impl ControlConnection {
                 {
                     log.path = stored_as.clone();
                 }
+                self.upload_quota = prepared.upload_quota.clone();
                 let progress = self.progress.clone();
                 self.stage = TransferStage::Moving(Box::pin(data::run(prepared, progress)));
                 self.session.handle_outcome(outcome, now());
@@ -1085,6 +1164,18 @@ impl ControlConnection {
                     drop(upload);
                     return Ok(false);
                 }
+                // Charged before publishing, atomically for the account: two sessions that
+                // each fit alone cannot together publish past the quota.
+                if let Some(quota) = &self.upload_quota
+                    && !quota.charge(self.transfer_bytes)
+                {
+                    self.upload_quota = None;
+                    drop(upload);
+                    self.finish(Err(TransferFailure::Storage(
+                        StorageErrorKind::QuotaExceeded,
+                    )));
+                    return Ok(true);
+                }
                 self.stage = TransferStage::Committing(Box::pin(commit(upload)));
             }
             StageEvent::Secured(Err(error)) => {
@@ -1108,6 +1199,7 @@ impl ControlConnection {
             }
             StageEvent::Committed(result) => {
                 let received = self.transfer_bytes;
+                self.settle_quota(received, result.as_ref().ok().copied());
                 if result.is_ok()
                     && let Some(data_complete) = self
                         .transfer
@@ -1123,6 +1215,17 @@ impl ControlConnection {
             }
         }
         Ok(true)
+    }
+
+    /// After a charged upload's commit: the usage follows the published size, or the charge
+    /// is given back when nothing was published.
+    fn settle_quota(&mut self, received: u64, published_size: Option<u64>) {
+        if let Some(quota) = self.upload_quota.take() {
+            match published_size {
+                Some(size) => quota.correct(received, size),
+                None => quota.refund(received),
+            }
+        }
     }
 
     fn finish(&mut self, result: Result<u64, TransferFailure>) {
@@ -1277,10 +1380,14 @@ impl ControlConnection {
             TransferStage::Idle => {}
             // The client was still there when its upload was complete; the publication is
             // under way and finishes, only the 226 reply has no one to go to.
-            TransferStage::Committing(commit) => match commit.await {
-                Ok(_) => self.log_transfer(TransferEnd::Complete(self.transfer_bytes)),
-                Err(error) => self.log_transfer(TransferEnd::Failed(error.to_string())),
-            },
+            TransferStage::Committing(commit) => {
+                let result = commit.await;
+                self.settle_quota(self.transfer_bytes, result.as_ref().ok().copied());
+                match result {
+                    Ok(_) => self.log_transfer(TransferEnd::Complete(self.transfer_bytes)),
+                    Err(error) => self.log_transfer(TransferEnd::Failed(error.to_string())),
+                }
+            }
             _ => self.log_transfer(TransferEnd::Failed(
                 "client closed the control connection".to_owned(),
             )),
@@ -1309,6 +1416,27 @@ fn hand_line_to(
     }
     registration.touch(now);
     session.handle_line(line, now);
+}
+
+/// What a DELE or RNTO will take off the account's quota usage, when it has a quota
+/// (`counter`): the size of the file removed or renamed over (a rename inside the home moves
+/// usage, it does not change it).
+async fn usage_change(
+    counter: Option<Arc<crate::quota::UsageCounter>>,
+    storage: &dyn ferroftp_backend::Storage,
+    request: &StorageRequest,
+) -> Option<(Arc<crate::quota::UsageCounter>, i64, i64)> {
+    let counter = counter?;
+    let removed = match request {
+        StorageRequest::RemoveFile(path) => path,
+        StorageRequest::Rename { from, to } if from != to => to,
+        _ => return None,
+    };
+    let meta = storage.metadata(removed).await.ok()?;
+    if meta.is_dir() {
+        return None;
+    }
+    Some((counter, -i64::try_from(meta.size).unwrap_or(i64::MAX), -1))
 }
 
 async fn storage_operation(
@@ -1340,6 +1468,8 @@ async fn storage_operation(
             .set_mode(path, *mode)
             .await
             .map(|()| StorageResult::Done),
+        // Answered by the control loop from the account's usage.
+        StorageRequest::QuotaUsage => Ok(StorageResult::QuotaUsage(None)),
     };
     match result {
         Ok(result) => {
@@ -1347,7 +1477,8 @@ async fn storage_operation(
             let change = match &request {
                 StorageRequest::Metadata(_)
                 | StorageRequest::ResumableSize(_)
-                | StorageRequest::StatListing(_) => None,
+                | StorageRequest::StatListing(_)
+                | StorageRequest::QuotaUsage => None,
                 StorageRequest::MakeDir(path) => Some(("MKD", path, None)),
                 StorageRequest::RemoveDir(path) => Some(("RMD", path, None)),
                 StorageRequest::RemoveFile(path) => Some(("DELE", path, None)),

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use ferroftp_backend::{DownloadBody, LocalFile, LocalUploadFile, Storage, StorageError, Upload};
 use ferroftp_proto::ascii::{FromNetwork, ToNetwork};
 use ferroftp_proto::listing::{self, ListFormat, MlstFacts};
-use ferroftp_proto::session::{DataTlsFailure, TransferFailure, TransferKind, TransferRequest};
+use ferroftp_proto::session::{
+    DataTlsFailure, TransferFailure, TransferKind, TransferRequest, UploadTarget,
+};
 use ferroftp_proto::{DirEntry, StorageErrorKind, VirtualPath};
 use futures_util::FutureExt as _;
 use futures_util::StreamExt;
@@ -25,7 +27,9 @@ use tokio::time::timeout;
 
 use crate::passive::{PassiveListener, PortLease};
 use crate::proxy_protocol::{self, ProxyProtocolOptions};
+use crate::quota::{QuotaLimits, UploadQuota, UsageCounter};
 use crate::telemetry::{self, RefusedDataConnection};
+use crate::throttle::Throttle;
 use crate::{tls, tls_lineage};
 
 /// PROT P: how the data connection's TLS handshake is run and checked.
@@ -35,6 +39,16 @@ pub(crate) struct DataTls {
     pub(crate) lineage: tls_lineage::DataLineage,
     pub(crate) require_resumption: bool,
     pub(crate) handshake_timeout: Duration,
+}
+
+/// What the account's policy asks of one transfer (see `user_policy.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct TransferPolicy {
+    /// The bandwidth buckets of the transfer's direction; unlimited keeps the zero-copy
+    /// paths (`sendfile`, the blocking receive into the local file).
+    pub(crate) throttle: Throttle,
+    /// The account's quota, for uploads.
+    pub(crate) quota: Option<(Arc<UsageCounter>, QuotaLimits)>,
 }
 
 /// Timeouts and sizes of the data channel.
@@ -116,6 +130,9 @@ pub(crate) struct Prepared {
     pub(crate) size: Option<u64>,
     /// The name a STOU upload received.
     pub(crate) stored_as: Option<VirtualPath>,
+    throttle: Throttle,
+    /// An upload under a quota: its room, and what publishing it will charge.
+    pub(crate) upload_quota: Option<Box<UploadQuota>>,
 }
 
 enum Work {
@@ -165,9 +182,11 @@ pub(crate) async fn prepare(
     source: DataSource,
     tls: Option<DataTls>,
     options: &DataChannelOptions,
+    policy: TransferPolicy,
 ) -> Result<Prepared, TransferFailure> {
     let mut size = None;
     let mut stored_as = None;
+    let mut upload_quota = None;
     let work = match request.kind {
         TransferKind::Retrieve { path, offset } => {
             let download = storage
@@ -181,13 +200,42 @@ pub(crate) async fn prepare(
             }
         }
         TransferKind::Store { target, mode } => {
+            if let Some((counter, limits)) = policy.quota {
+                // Before anything is opened: a refusal is a 552 with no data connection.
+                let usage = counter.counted().await;
+                let existing = match &target {
+                    UploadTarget::Path(path) => storage
+                        .metadata(path)
+                        .await
+                        .ok()
+                        .filter(|meta| !meta.is_dir())
+                        .map(|meta| meta.size),
+                    UploadTarget::UniqueIn(_) => None,
+                };
+                upload_quota = Some(Box::new(
+                    UploadQuota::check(
+                        counter,
+                        limits,
+                        usage,
+                        mode,
+                        existing,
+                        request.allocated_size,
+                    )
+                    .map_err(TransferFailure::Storage)?,
+                ));
+            }
             let mut upload = storage
                 .start_upload(&target, mode)
                 .await
                 .map_err(|e| storage_failure(&e))?;
             stored_as = Some(upload.path().clone());
-            // Only a plain binary transfer receives straight into the file.
-            let local_file = if request.ascii || tls.is_some() {
+            // Only a plain binary transfer receives straight into the file, and only when
+            // no bucket or quota has to see each chunk.
+            let local_file = if request.ascii
+                || tls.is_some()
+                || !policy.throttle.is_unlimited()
+                || upload_quota.is_some()
+            {
                 None
             } else {
                 upload.local_file()
@@ -234,6 +282,8 @@ pub(crate) async fn prepare(
         idle_timeout: options.idle_timeout,
         size,
         stored_as,
+        throttle: policy.throttle,
+        upload_quota,
     })
 }
 
@@ -407,8 +457,14 @@ pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved,
         ascii,
         idle_timeout,
         lease,
+        throttle,
+        upload_quota,
         ..
     } = prepared;
+    let limits = Limits {
+        throttle,
+        room: upload_quota.map_or(u64::MAX, |quota| quota.room),
+    };
     match (tls, work) {
         (
             None,
@@ -416,7 +472,7 @@ pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved,
                 body: DownloadBody::LocalFile(file),
                 size,
             },
-        ) if !ascii => {
+        ) if !ascii && limits.throttle.is_unlimited() => {
             let mut data = data;
             let bytes = send_file_zero_copy(&data, &file, size, idle_timeout, &progress).await?;
             finish_sending(&mut data).await?;
@@ -438,12 +494,19 @@ pub(crate) async fn run(prepared: Prepared, progress: Progress) -> Result<Moved,
                 receive_local_upload(data, &mut upload, file, idle_timeout, progress).await?;
             Ok(Moved::Received { upload, bytes })
         }
-        (None, work) => move_bytes(data, work, ascii, idle_timeout, &progress).await,
+        (None, work) => move_bytes(data, work, ascii, idle_timeout, &progress, &limits).await,
         (Some(tls), work) => {
             let data = protect(data, &tls).await?;
-            move_bytes(data, work, ascii, idle_timeout, &progress).await
+            move_bytes(data, work, ascii, idle_timeout, &progress, &limits).await
         }
     }
+}
+
+/// What a transfer on the generic copy path must respect.
+struct Limits {
+    throttle: Throttle,
+    /// Most bytes an upload may receive (its quota's room).
+    room: u64,
 }
 
 /// A plain binary upload into a local file. The first [`FIRST_TRANSFER_BUFFER`] bytes are read
@@ -684,6 +747,7 @@ async fn move_bytes<S>(
     ascii: bool,
     idle_timeout: Duration,
     progress: &Progress,
+    limits: &Limits,
 ) -> Result<Moved, TransferFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -693,7 +757,15 @@ where
             let mut body = body
                 .into_stream()
                 .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
-            let bytes = send_file(&mut body, &mut data, ascii, idle_timeout, progress).await?;
+            let bytes = send_file(
+                &mut body,
+                &mut data,
+                ascii,
+                idle_timeout,
+                progress,
+                &limits.throttle,
+            )
+            .await?;
             finish_sending(&mut data).await?;
             Ok(Moved::Sent {
                 bytes,
@@ -701,7 +773,15 @@ where
             })
         }
         Work::Store { mut upload, .. } => {
-            let bytes = receive_file(&mut data, &mut upload, ascii, idle_timeout, progress).await?;
+            let bytes = receive_file(
+                &mut data,
+                &mut upload,
+                ascii,
+                idle_timeout,
+                progress,
+                limits,
+            )
+            .await?;
             // Answer the client's end of file with ours: over TLS a close_notify, which
             // clients that close TLS cleanly (Python's unwrap) wait for. All data is in, so
             // a failure here changes nothing.
@@ -746,20 +826,25 @@ async fn send_file(
     ascii: bool,
     idle_timeout: Duration,
     progress: &Progress,
+    throttle: &Throttle,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
     let mut converter = ToNetwork::default();
     let mut sent = 0u64;
+    let chunk_limit = throttle.chunk_limit();
     loop {
+        let want = buffer.len().min(chunk_limit);
         let read = body
-            .read(&mut buffer)
+            .read(&mut buffer[..want])
             .await
             .map_err(|error| TransferFailure::Storage(kind_of_io_error(&error)))?;
         if read == 0 {
             return Ok(sent);
         }
         grow_when_filled(&mut buffer, read);
+        // The bytes wait for their turn in the buckets before they leave.
+        throttle.pass(read).await;
         let chunk = if ascii {
             converted.clear();
             converter.convert(&buffer[..read], &mut converted);
@@ -781,23 +866,33 @@ async fn receive_file(
     ascii: bool,
     idle_timeout: Duration,
     progress: &Progress,
+    limits: &Limits,
 ) -> Result<u64, TransferFailure> {
     let mut buffer = vec![0u8; FIRST_TRANSFER_BUFFER];
     let mut converted = Vec::new();
     let mut converter = FromNetwork::default();
     let mut received = 0u64;
+    let chunk_limit = limits.throttle.chunk_limit();
     loop {
-        let read = match data.read(&mut buffer).now_or_never() {
+        let want = buffer.len().min(chunk_limit);
+        let read = match data.read(&mut buffer[..want]).now_or_never() {
             Some(read) => read.map_err(lost)?,
             None => {
                 // The client has nothing more for us yet: the upload may write what it holds
                 // meanwhile, so a pausing or dying client's bytes reach the partial file.
                 upload.write_soon();
-                with_idle_timeout(idle_timeout, data.read(&mut buffer))
+                with_idle_timeout(idle_timeout, data.read(&mut buffer[..want]))
                     .await
                     .map_err(lost)?
             }
         };
+        // Over the quota: stop before writing, so nothing past the room is kept; the
+        // upload is dropped unpublished and the previous version stays.
+        if received.saturating_add(read as u64) > limits.room {
+            return Err(TransferFailure::Storage(StorageErrorKind::QuotaExceeded));
+        }
+        // Not reading on until the buckets allow slows the client down (TCP flow control).
+        limits.throttle.pass(read).await;
         let filled = read == buffer.len();
         let chunk = if read == 0 {
             if !ascii {

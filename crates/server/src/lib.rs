@@ -18,13 +18,16 @@ mod home;
 mod limits;
 mod passive;
 mod proxy_protocol;
+mod quota;
 mod reload;
 mod session_threads;
 mod status;
 pub mod telemetry;
+mod throttle;
 mod tls;
 mod tls_lineage;
 mod transfer_record;
+mod user_policy;
 
 use std::future::Future;
 use std::io;
@@ -65,6 +68,7 @@ pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReload
 pub use transfer_record::{
     TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
 };
+pub use user_policy::UserLimitsOptions;
 
 /// One control listener.
 #[derive(Clone, Debug)]
@@ -153,6 +157,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Told about every transfer that ended (the transfer log, metrics).
     pub transfer_observer: Option<Arc<dyn TransferObserver>>,
+    /// Server-wide bandwidth limits and the default session cap per account (`[limits]`).
+    pub limits: UserLimitsOptions,
     /// Auto-ban of misbehaving client addresses (`defender.rs`).
     pub defender: DefenderOptions,
 }
@@ -177,6 +183,7 @@ impl Default for ServerOptions {
             tls: None,
             shutdown_grace: Duration::from_secs(30),
             transfer_observer: None,
+            limits: UserLimitsOptions::default(),
             defender: DefenderOptions::default(),
         }
     }
@@ -215,6 +222,9 @@ pub(crate) struct ServerContext {
     /// Homes created or found at a first login.
     /// Shared by every generation: a reload does not forget which homes exist.
     pub(crate) homes: Arc<home::KnownHomes>,
+    /// Logged-in accounts (session caps, bandwidth buckets, quota usage) and the server's
+    /// buckets; shared by every generation.
+    pub(crate) users: Arc<user_policy::UserRegistry>,
     pub(crate) session: Arc<SessionConfig>,
     pub(crate) passive_pool: Arc<PassivePortPool>,
     /// Shared by every generation: a reload replaces the rules for open sessions too.

@@ -126,8 +126,11 @@ pub(crate) async fn build_context(
         }
         None => Arc::new(Swappable::new(policy)),
     };
+    let users = previous.map_or_else(Default::default, |previous| Arc::clone(&previous.users));
+    users.set_defaults(&options.limits);
     Ok(ServerContext {
         homes: previous.map_or_else(Default::default, |previous| Arc::clone(&previous.homes)),
+        users,
         storage,
         authenticator,
         session: Arc::new(session),

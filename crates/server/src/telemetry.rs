@@ -258,6 +258,9 @@ pub(crate) enum LoginResult {
     Ok,
     Rejected,
     Unavailable,
+    /// The password was right, but the account's policy refused the login (`max_sessions`,
+    /// `allow_from`): not password guessing.
+    Refused,
 }
 
 pub(crate) fn login(result: LoginResult, user: Option<&str>) {
@@ -265,6 +268,7 @@ pub(crate) fn login(result: LoginResult, user: Option<&str>) {
         LoginResult::Ok => "ok",
         LoginResult::Rejected => "rejected",
         LoginResult::Unavailable => "unavailable",
+        LoginResult::Refused => "refused",
     };
     metrics::counter!(LOGINS_TOTAL, "result" => label).increment(1);
     if let Some(user) = user {

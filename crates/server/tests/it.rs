@@ -13,6 +13,7 @@ use ferroftp_backend::{
     AccountState, AuthError, Authenticator, LoginAttempt, Storage, User, VirtualPath,
 };
 use ferroftp_client::{Client, ClientError, ClientOptions, DataMode, Reply};
+use ferroftp_proto::UserPolicy;
 use ferroftp_server::{
     PassiveLimits, Server, ServerOptions, SessionThreads, TransferCompletion, TransferDirection,
     TransferObserver, TransferRecord,
@@ -32,17 +33,38 @@ impl Authenticator for TestUsers {
         if attempt.password.expose() != "secret" {
             return Err(AuthError::Rejected);
         }
+        let mut policy = UserPolicy::default();
         let (home, read_only) = match attempt.username.as_str() {
             "alice" => ("/", false),
             "reader" => ("/", true),
             "bob" => ("/home/bob", false),
             "carol" => ("/home/carol", false),
+            // Limits (docs/security.md, "Limits and quotas").
+            "quota" => {
+                policy.quota_bytes = Some(1000);
+                policy.quota_files = Some(3);
+                ("/home/quota", false)
+            }
+            "capped" => {
+                policy.max_sessions = Some(1);
+                ("/", false)
+            }
+            "remote" => {
+                policy.allow_from = vec!["192.0.2.0/24".parse().unwrap()];
+                ("/", false)
+            }
+            "slow" => {
+                policy.download_rate = Some(100_000);
+                policy.upload_rate = Some(100_000);
+                ("/", false)
+            }
             _ => return Err(AuthError::Rejected),
         };
         Ok(User {
             name: attempt.username.clone(),
             home: VirtualPath::root().resolve(home).unwrap(),
             read_only,
+            policy,
         })
     }
 }
@@ -73,6 +95,7 @@ impl Authenticator for ChangingUsers {
                 name: attempt.username.clone(),
                 home: VirtualPath::root(),
                 read_only,
+                policy: Default::default(),
             }),
             _ => Err(AuthError::Rejected),
         }
@@ -1444,6 +1467,28 @@ mod ftps {
         assert_eq!(client.login("alice", "secret").await.unwrap().code.0, 230);
         client.protect_data().await.unwrap();
         client
+    }
+
+    #[tokio::test]
+    async fn rates_throttle_protected_transfers_in_both_modes() {
+        let server = tls_server(TlsPolicy::default(), tls_options(&server_certificate())).await;
+        let mut alice = explicit_login(server.explicit, ClientTls::accept_any()).await;
+        let data = pattern(250_000);
+        alice
+            .store("/big", DataMode::ExtendedPassive, &data)
+            .await
+            .unwrap();
+        let mut slow = connect_plain(server.explicit).await;
+        slow.auth_tls(ClientTls::accept_any()).await.unwrap();
+        assert_eq!(slow.login("slow", "secret").await.unwrap().code.0, 230);
+        slow.protect_data().await.unwrap();
+        // 100 kB/s with a one-second burst: 250 kB take at least 1.5 s (a lower bound only).
+        for mode in [DataMode::ExtendedPassive, DataMode::Active] {
+            let started = std::time::Instant::now();
+            let back = slow.retrieve("/big", mode).await.unwrap();
+            assert!(started.elapsed() >= Duration::from_millis(1400), "{mode:?}");
+            assert_eq!(sha256(&back), sha256(&data), "{mode:?}");
+        }
     }
 
     #[tokio::test]
@@ -2855,4 +2900,209 @@ mod defender {
             b""
         );
     }
+}
+
+// ---- per-user limits and quotas (docs/security.md, "Limits and quotas") ----
+
+/// STOR that sends `data` whatever the server does, then returns the final reply (or the
+/// refusal that came instead of 150).
+async fn store_reply(client: &mut Client, path: &str, data: &[u8]) -> Reply {
+    let prepared = client.open_data(DataMode::ExtendedPassive).await.unwrap();
+    match client
+        .transfer_command(&format!("STOR {path}"), prepared)
+        .await
+    {
+        Ok((_preliminary, mut stream)) => {
+            // The server may cut the data connection once the quota is passed.
+            if stream.send(data).await.is_ok() {
+                let _ = stream.close().await;
+            }
+            client.finish().await.unwrap()
+        }
+        Err(ClientError::UnexpectedReply(reply)) => reply,
+        Err(error) => panic!("STOR {path}: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn quota_refuses_with_552_publishes_nothing_and_keeps_the_previous_version() {
+    let (server, root) = fs_server().await;
+    let home = root.join("home/quota");
+    let mut client = server.login("quota").await;
+    let first = pattern(600);
+    assert_eq!(store_reply(&mut client, "a", &first).await.code.0, 226);
+
+    // 600 + 600 > 1000: refused while receiving, "b" never appears.
+    let reply = store_reply(&mut client, "b", &pattern(600)).await;
+    assert_eq!(
+        (reply.code.0, reply.text()),
+        (552, "Transfer failed: Quota exceeded".to_owned())
+    );
+    assert!(!home.join("b").exists());
+    let names = client
+        .list("NLST", None, DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    assert_eq!(names, b"a\r\n");
+
+    // Replacing "a" frees its 600 bytes first: 900 fit.
+    let second = pattern(900);
+    assert_eq!(store_reply(&mut client, "a", &second).await.code.0, 226);
+    // 1200 bytes do not: the 900-byte version stays, byte for byte.
+    let reply = store_reply(&mut client, "a", &pattern(1200)).await;
+    assert_eq!(reply.code.0, 552);
+    assert_eq!(
+        sha256(&std::fs::read(home.join("a")).unwrap()),
+        sha256(&second)
+    );
+
+    // ALLO announces the size: refused before any data connection is used.
+    assert_eq!(code(&mut client, "ALLO 200").await, 200);
+    let reply = store_reply(&mut client, "c", b"").await;
+    assert_eq!(
+        (reply.code.0, reply.text()),
+        (552, "Quota exceeded".to_owned())
+    );
+    assert!(!home.join("c").exists());
+    assert_eq!(code(&mut client, "ALLO 100").await, 200);
+    assert_eq!(
+        store_reply(&mut client, "c", &pattern(100)).await.code.0,
+        226
+    );
+
+    let quota = client.command("SITE QUOTA").await.unwrap();
+    assert_eq!(quota.code.0, 200);
+    assert!(
+        quota.text().contains("Bytes: 1000 of 1000"),
+        "{}",
+        quota.text()
+    );
+    assert!(quota.text().contains("Files: 2 of 3"), "{}", quota.text());
+    // Deletes and renames keep the usage up to date, without a recount.
+    assert_eq!(code(&mut client, "DELE a").await, 250);
+    assert_eq!(code(&mut client, "RNFR c").await, 350);
+    assert_eq!(code(&mut client, "RNTO d").await, 250);
+    let quota = client.command("SITE QUOTA").await.unwrap();
+    assert!(
+        quota.text().contains("Bytes: 100 of 1000"),
+        "{}",
+        quota.text()
+    );
+    assert!(quota.text().contains("Files: 1 of 3"), "{}", quota.text());
+    let status = client.command("STAT").await.unwrap();
+    assert!(
+        status.text().contains("quota 1kB, 3 files"),
+        "{}",
+        status.text()
+    );
+}
+
+async fn refused_login(client: &mut Client, user: &str) -> Reply {
+    match client.login(user, "secret").await {
+        Err(ClientError::UnexpectedReply(reply)) => reply,
+        other => panic!("login as {user}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn max_sessions_per_user_refuses_the_next_login_with_530_until_one_ends() {
+    let server = memory_server().await;
+    let mut first = server.login("capped").await;
+    let mut second = server.connect().await;
+    let reply = refused_login(&mut second, "capped").await;
+    assert_eq!(reply.code.0, 530);
+    assert!(reply.text().contains("max_sessions"), "{}", reply.text());
+    // Other accounts are not limited by it.
+    let _alice = server.login("alice").await;
+    // REIN logs out and frees the slot at once.
+    assert_eq!(code(&mut first, "REIN").await, 220);
+    let mut third = server.connect().await;
+    assert_eq!(third.login("capped", "secret").await.unwrap().code.0, 230);
+    assert_eq!(refused_login(&mut first, "capped").await.code.0, 530);
+    assert_eq!(third.quit().await.unwrap().code.0, 221);
+    drop(third);
+    // The session's end is seen once its connection is closed on the server.
+    let mut logged_in = false;
+    for _ in 0..100 {
+        if second.login("capped", "secret").await.is_ok() {
+            logged_in = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged_in);
+    assert_eq!(refused_login(&mut first, "capped").await.code.0, 530);
+}
+
+#[tokio::test]
+async fn allow_from_refuses_a_login_from_another_network_with_530() {
+    let server = memory_server().await;
+    let mut client = server.connect().await;
+    let reply = refused_login(&mut client, "remote").await;
+    assert_eq!(
+        (reply.code.0, reply.text()),
+        (530, "Login as remote not allowed from 127.0.0.1".to_owned())
+    );
+    assert_eq!(code(&mut client, "PWD").await, 530);
+}
+
+#[tokio::test]
+async fn download_and_upload_rates_slow_transfers_down_and_keep_every_byte() {
+    let (server, _root) = fs_server().await;
+    let data = pattern(250_000);
+    let mut alice = server.login("alice").await;
+    alice
+        .store("/big", DataMode::ExtendedPassive, &data)
+        .await
+        .unwrap();
+    let mut slow = server.login("slow").await;
+    // 100 kB/s with a burst of one second: at least 1.5 s for 250 kB. Only the lower
+    // bound is asserted; a loaded machine can only make it slower.
+    let started = std::time::Instant::now();
+    let received = slow
+        .retrieve("/big", DataMode::ExtendedPassive)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(sha256(&received), sha256(&data));
+    let started = std::time::Instant::now();
+    slow.store("/big2", DataMode::Active, &data).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sha256(&alice.retrieve("/big2", DataMode::Passive).await.unwrap()),
+        sha256(&data)
+    );
+}
+
+#[tokio::test]
+async fn reload_applies_the_default_session_cap_per_user() {
+    let options = test_options();
+    let server = drainable_server(options.clone()).await;
+    let _first = login_to(server.address, "alice").await;
+    let mut capped = options.clone();
+    capped.limits.max_sessions_per_user = Some(1);
+    let report = server
+        .handle
+        .reload(capped, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let mut second = connect_to(server.address).await;
+    assert_eq!(refused_login(&mut second, "alice").await.code.0, 530);
+    // Each account has its own count.
+    let _bob = login_to(server.address, "bob").await;
+    server
+        .handle
+        .reload(options, Arc::new(TestUsers))
+        .await
+        .unwrap();
+    assert_eq!(second.login("alice", "secret").await.unwrap().code.0, 230);
 }

@@ -9,6 +9,7 @@ use crate::error::StorageErrorKind;
 use crate::listing::{ListFormat, MlstFacts};
 use crate::metadata::{DirEntry, FileMeta};
 use crate::path::VirtualPath;
+use crate::policy::UserPolicy;
 use crate::reply::Reply;
 
 /// A logged-in user as the protocol sees it.
@@ -20,6 +21,8 @@ pub struct User {
     pub home: VirtualPath,
     /// Refuse every command that changes storage.
     pub read_only: bool,
+    /// Sessions, bandwidth, quotas and allowed networks of the account.
+    pub policy: UserPolicy,
 }
 
 /// Credentials to check. `Debug` never shows the password.
@@ -78,6 +81,9 @@ pub enum StorageRequest {
         /// Permission bits only (at most `0o777`); the storage may narrow them further.
         mode: u32,
     },
+    /// SITE QUOTA: the account's usage as the server counts it (not a storage operation,
+    /// but answered the same way); [`StorageResult::QuotaUsage`].
+    QuotaUsage,
 }
 
 /// What a successful storage operation returned.
@@ -91,6 +97,17 @@ pub enum StorageResult {
     Size(u64),
     /// Directory entries.
     Entries(Vec<DirEntry>),
+    /// Bytes and files under the user's home; `None` while the first count runs.
+    QuotaUsage(Option<QuotaUsage>),
+}
+
+/// What an account stores under its home, as counted for its quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Number of files (directories are not counted).
+    pub files: u64,
 }
 
 /// How an upload combines with what is stored under its name (see the backend's docs).
@@ -178,6 +195,9 @@ pub struct TransferRequest {
     pub ascii: bool,
     /// PROT C or P.
     pub protection: DataProtection,
+    /// The size announced by ALLO before this upload (RFC 959 §4.1.3), checked against the
+    /// quota before any byte is received.
+    pub allocated_size: Option<u64>,
 }
 
 /// What the driver learned from a completed TLS handshake on the control connection.
@@ -225,6 +245,9 @@ pub enum LoginFailure {
     Rejected,
     /// The user database could not be consulted.
     Unavailable,
+    /// The account has as many sessions as `max_sessions` allows (530, not counted as a
+    /// failed login: the password was right).
+    SessionLimit,
     /// The client's address is banned (the driver's defender); no password was verified.
     Banned,
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use action::{
     Action, DataEndpoint, DataProtection, DataTlsFailure, LoginFailure, LoginRequest, Outcome,
-    PassiveFailure, StorageRequest, StorageResult, TlsInfo, TransferFailure, TransferKind,
-    TransferRequest, TransferSummary, UploadTarget, User, WriteMode,
+    PassiveFailure, QuotaUsage, StorageRequest, StorageResult, TlsInfo, TransferFailure,
+    TransferKind, TransferRequest, TransferSummary, UploadTarget, User, WriteMode,
 };
 
 use crate::address::{Cidr, is_private_address};
@@ -30,6 +30,7 @@ use crate::framing::LineError;
 use crate::host_port::{self, HostPortError};
 use crate::listing::{self, ListFormat, MlstFacts};
 use crate::path::{PathError, VirtualPath};
+use crate::policy::{format_byte_rate, format_byte_size};
 use crate::reply::{Reply, ReplyCode};
 use crate::time::{format_time_val, parse_time_val};
 
@@ -228,6 +229,8 @@ enum InFlight {
     StatListing {
         client_path: String,
     },
+    /// SITE QUOTA.
+    QuotaReport,
     Passive {
         extended: bool,
     },
@@ -251,6 +254,8 @@ pub struct Session {
     cwd: VirtualPath,
     transfer_type: TransferType,
     restart_offset: u64,
+    /// The size announced by ALLO, for the next upload only.
+    allocated_size: Option<u64>,
     rename_from: Option<VirtualPath>,
     data_endpoint: Option<DataEndpoint>,
     extended_passive_only: bool,
@@ -320,6 +325,7 @@ impl Session {
             cwd: VirtualPath::root(),
             transfer_type: TransferType::Binary,
             restart_offset: 0,
+            allocated_size: None,
             rename_from: None,
             data_endpoint: None,
             extended_passive_only: false,
@@ -713,8 +719,9 @@ impl Session {
                 _ => Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Unknown structure"),
             }),
             // RFC 959 §4.1.3: ALLO "should be treated as a NOOP" where storage needs no
-            // reservation; 202 says exactly that.
-            Verb::Allo => self.reply(Reply::new(ReplyCode::SUPERFLUOUS, "ALLO not needed")),
+            // reservation; 202 says exactly that. An account with a quota gets the size
+            // checked at the next upload instead (200).
+            Verb::Allo => self.allocate(&argument),
             Verb::Rest => self.restart(&argument),
             Verb::Retr => self.retrieve(&argument),
             Verb::Stor => self.store(&argument, Verb::Stor),
@@ -833,6 +840,19 @@ impl Session {
 
     fn finish_login(&mut self, result: Result<User, LoginFailure>) {
         match result {
+            Ok(user) if !user.policy.allows_address(self.peer.ip()) => {
+                // The password was right, so this is not a failed login; the account is
+                // simply not usable from here (`allow_from`).
+                self.login = Login::AwaitingUser;
+                self.reply(Reply::new(
+                    ReplyCode::NOT_LOGGED_IN,
+                    format!(
+                        "Login as {} not allowed from {}",
+                        user.name,
+                        self.peer.ip().to_canonical()
+                    ),
+                ));
+            }
             Ok(user) => {
                 self.failed_logins = 0;
                 self.login_deadline = None;
@@ -859,6 +879,13 @@ impl Session {
                     self.reply(Reply::new(ReplyCode::NOT_LOGGED_IN, "Login incorrect"));
                 }
             }
+            Err(LoginFailure::SessionLimit) => {
+                self.login = Login::AwaitingUser;
+                self.reply(Reply::new(
+                    ReplyCode::NOT_LOGGED_IN,
+                    "Too many sessions for this account (max_sessions), try later",
+                ));
+            }
             Err(LoginFailure::Unavailable) => {
                 self.reply(Reply::new(
                     ReplyCode::SERVICE_UNAVAILABLE,
@@ -882,6 +909,7 @@ impl Session {
         self.cwd = VirtualPath::root();
         self.transfer_type = TransferType::Binary;
         self.restart_offset = 0;
+        self.allocated_size = None;
         self.extended_passive_only = false;
         self.mlst_facts = MlstFacts::default();
         self.close_passive();
@@ -1001,6 +1029,7 @@ impl Session {
                     }
                 ),
                 data,
+                self.limits_line(),
                 match (self.control_tls, self.protect_data) {
                     (false, false) if !self.tls_available => "TLS: not available".to_owned(),
                     (control, data) => format!(
@@ -1045,12 +1074,98 @@ impl Session {
                     lines.push(site::CHMOD_SYNTAX.to_owned());
                 }
                 lines.push("HELP".to_owned());
+                lines.push("QUOTA".to_owned());
                 lines.push("End".to_owned());
                 self.reply(Reply::multiline(ReplyCode::HELP, lines));
             }
             Ok(site::SiteCommand::Chmod { mode, path }) => self.change_mode(mode, path),
+            Ok(site::SiteCommand::Quota) => {
+                self.start(
+                    InFlight::QuotaReport,
+                    Action::Storage(StorageRequest::QuotaUsage),
+                );
+            }
             Err(reply) => self.reply(reply),
         }
+    }
+
+    /// ALLO (RFC 959 §4.1.3): `ALLO n [R m]`. The size is kept for the next upload, whose
+    /// quota check uses it before any byte arrives.
+    fn allocate(&mut self, argument: &str) {
+        let size = argument
+            .split_whitespace()
+            .next()
+            .and_then(|size| size.parse::<u64>().ok());
+        let Some(size) = size else {
+            self.reply(Reply::new(
+                ReplyCode::SYNTAX_ERROR_ARGS,
+                "Syntax: ALLO <size in bytes> [R <record size>]",
+            ));
+            return;
+        };
+        let has_quota = self
+            .user_account()
+            .is_some_and(|user| user.policy.quota_bytes.is_some());
+        if has_quota {
+            self.allocated_size = Some(size);
+            self.reply(Reply::new(
+                ReplyCode::OK,
+                format!("ALLO {size} bytes noted for the next upload"),
+            ));
+        } else {
+            self.reply(Reply::new(ReplyCode::SUPERFLUOUS, "ALLO not needed"));
+        }
+    }
+
+    /// The STAT line that tells the user their limits (usage: SITE QUOTA).
+    fn limits_line(&self) -> String {
+        let Some(user) = self.user_account() else {
+            return "Limits: none until login".to_owned();
+        };
+        let policy = &user.policy;
+        let rate = |rate: Option<u64>| rate.map_or("unlimited".to_owned(), format_byte_rate);
+        let quota = match (policy.quota_bytes, policy.quota_files) {
+            (None, None) => "none".to_owned(),
+            (bytes, files) => format!(
+                "{}, {} files (usage: SITE QUOTA)",
+                bytes.map_or("unlimited bytes".to_owned(), format_byte_size),
+                files.map_or("unlimited".to_owned(), |files| files.to_string()),
+            ),
+        };
+        format!(
+            "Limits: download {}, upload {}, quota {quota}",
+            rate(policy.download_rate),
+            rate(policy.upload_rate),
+        )
+    }
+
+    /// The SITE QUOTA reply.
+    fn quota_report(&self, usage: Option<QuotaUsage>) -> Reply {
+        let policy = self
+            .user_account()
+            .map(|user| user.policy.clone())
+            .unwrap_or_default();
+        let of = |used: u64, limit: Option<u64>, format: fn(u64) -> String| match limit {
+            Some(limit) => format!("{} of {}", format(used), format(limit)),
+            None => format!("{} (no limit)", format(used)),
+        };
+        let mut lines = vec!["Quota:".to_owned()];
+        match usage {
+            Some(usage) => {
+                lines.push(format!(
+                    "Bytes: {}",
+                    of(usage.bytes, policy.quota_bytes, |bytes| format!("{bytes}"))
+                ));
+                lines.push(format!(
+                    "Files: {}",
+                    of(usage.files, policy.quota_files, |files| format!("{files}"))
+                ));
+            }
+            None => lines.push("Usage: being counted, ask again shortly".to_owned()),
+        }
+        lines.push(self.limits_line());
+        lines.push("End".to_owned());
+        Reply::multiline(ReplyCode::OK, lines)
     }
 
     /// SITE CHMOD: the storage narrows the mode to its mask; what is refused here is what
@@ -1279,6 +1394,7 @@ impl Session {
                 self.rename_from = Some(storage_path);
                 Reply::new(ReplyCode::PENDING_FURTHER_INFO, "Ready for RNTO")
             }
+            (InFlight::QuotaReport, StorageResult::QuotaUsage(usage)) => self.quota_report(usage),
             (InFlight::Size { .. }, StorageResult::Size(size)) => {
                 Reply::new(ReplyCode::FILE_STATUS, size.to_string())
             }
@@ -1565,7 +1681,10 @@ impl Session {
         let Some(endpoint) = self.take_endpoint() else {
             return;
         };
+        // ALLO announces the size of the next upload only.
+        let allocated_size = self.allocated_size.take();
         let request = TransferRequest {
+            allocated_size: allocated_size.filter(|_| matches!(kind, TransferKind::Store { .. })),
             kind,
             endpoint,
             ascii: self.transfer_type == TransferType::Ascii,
@@ -1753,7 +1872,9 @@ impl Session {
             }
             Err(TransferFailure::Storage(kind)) if started => {
                 let code = match kind {
-                    StorageErrorKind::InsufficientSpace => ReplyCode::EXCEEDED_STORAGE,
+                    StorageErrorKind::InsufficientSpace | StorageErrorKind::QuotaExceeded => {
+                        ReplyCode::EXCEEDED_STORAGE
+                    }
                     _ => ReplyCode::LOCAL_ERROR,
                 };
                 self.reply(Reply::new(

@@ -8,6 +8,8 @@ use crate::reply::{Reply, ReplyCode};
 pub(super) enum SiteCommand<'line> {
     /// `SITE HELP`.
     Help,
+    /// `SITE QUOTA`: the account's usage and limits.
+    Quota,
     /// `SITE CHMOD <octal mode> <path>` (the vsftpd and ProFTPD syntax, which lftp's
     /// `mirror -R`, `chmod` and FileZilla send).
     Chmod {
@@ -31,6 +33,9 @@ pub(super) fn parse(argument: &str) -> Result<SiteCommand<'_>, Reply> {
     let (name, rest) = argument.split_once(' ').unwrap_or((argument, ""));
     if name.eq_ignore_ascii_case("HELP") {
         return Ok(SiteCommand::Help);
+    }
+    if name.eq_ignore_ascii_case("QUOTA") {
+        return Ok(SiteCommand::Quota);
     }
     if name.eq_ignore_ascii_case("CHMOD") {
         return parse_chmod(rest);

@@ -80,6 +80,7 @@ fn alice() -> User {
         name: "alice".into(),
         home: VirtualPath::root().resolve("/home/alice").unwrap(),
         read_only: false,
+        policy: Default::default(),
     }
 }
 
@@ -343,7 +344,7 @@ fn site_help_lists_chmod_and_help_site_shows_the_syntax() {
         help,
         [(
             214,
-            "SITE commands recognized:\nCHMOD <octal mode> <path>\nHELP\nEnd".to_owned()
+            "SITE commands recognized:\nCHMOD <octal mode> <path>\nHELP\nQUOTA\nEnd".to_owned()
         )]
     );
     assert_eq!(
@@ -409,6 +410,7 @@ fn pasv_reply_announces_the_driver_address_and_transfer_uses_it() {
             endpoint: DataEndpoint::Passive,
             ascii: false,
             protection: DataProtection::Clear,
+            allocated_size: None,
         })]
     );
 }
@@ -1321,6 +1323,150 @@ fn shutdown_deadline_closes_an_idle_session_at_once() {
     h.session.handle_shutdown_deadline();
     assert_eq!(codes(h.actions()), [421]);
     assert!(h.session.is_closed());
+}
+
+fn alice_with(policy: crate::policy::UserPolicy) -> User {
+    User { policy, ..alice() }
+}
+
+#[test]
+fn allow_from_refuses_a_login_from_elsewhere_with_530_without_counting_a_failure() {
+    let mut h = Harness::new();
+    let outside = alice_with(crate::policy::UserPolicy {
+        allow_from: vec!["198.51.100.0/24".parse().unwrap()],
+        ..Default::default()
+    });
+    for _ in 0..SessionConfig::default().max_failed_logins + 1 {
+        h.expect("USER alice", 331);
+        h.line("PASS secret");
+        let got = replies(h.outcome(Outcome::Authenticated(Ok(outside.clone()))));
+        assert_eq!(
+            got,
+            vec![(530, "Login as alice not allowed from 192.0.2.10".to_owned())]
+        );
+    }
+    // Still not logged in, and the connection stays open.
+    h.expect("PWD", 530);
+    let inside = alice_with(crate::policy::UserPolicy {
+        allow_from: vec!["192.0.2.0/24".parse().unwrap()],
+        ..Default::default()
+    });
+    h.login(inside);
+    h.expect("PWD", 257);
+}
+
+#[test]
+fn a_session_limit_is_530_and_the_user_may_try_again() {
+    let mut h = Harness::new();
+    h.expect("USER alice", 331);
+    h.line("PASS secret");
+    let got = replies(h.outcome(Outcome::Authenticated(Err(LoginFailure::SessionLimit))));
+    assert_eq!(got[0].0, 530);
+    assert!(got[0].1.contains("max_sessions"), "{got:?}");
+    h.login_alice();
+}
+
+#[test]
+fn allo_is_kept_for_the_next_upload_only_when_a_quota_applies() {
+    let mut h = Harness::new();
+    h.login_alice();
+    assert_eq!(h.expect("ALLO 100", 202), "ALLO not needed");
+    open_passive(&mut h);
+    let actions = h.line("STOR a");
+    assert_eq!(transfer_request(&actions).allocated_size, None);
+
+    let mut h = Harness::new();
+    h.login(alice_with(crate::policy::UserPolicy {
+        quota_bytes: Some(1000),
+        ..Default::default()
+    }));
+    h.expect("ALLO", 501);
+    h.expect("ALLO x", 501);
+    assert_eq!(
+        h.expect("ALLO 5000 R 80", 200),
+        "ALLO 5000 bytes noted for the next upload"
+    );
+    open_passive(&mut h);
+    let actions = h.line("STOR a");
+    assert_eq!(transfer_request(&actions).allocated_size, Some(5000));
+    h.outcome(Outcome::TransferFinished(Err(TransferFailure::Storage(
+        StorageErrorKind::QuotaExceeded,
+    ))));
+    // The next upload has no size announced.
+    open_passive(&mut h);
+    let actions = h.line("STOR b");
+    assert_eq!(transfer_request(&actions).allocated_size, None);
+}
+
+#[test]
+fn quota_exceeded_is_552_before_and_during_the_transfer() {
+    let mut h = Harness::new();
+    h.login_alice();
+    open_passive(&mut h);
+    h.line("STOR a");
+    let got = replies(
+        h.outcome(Outcome::TransferFinished(Err(TransferFailure::Storage(
+            StorageErrorKind::QuotaExceeded,
+        )))),
+    );
+    assert_eq!(got, vec![(552, "Quota exceeded".to_owned())]);
+
+    open_passive(&mut h);
+    h.line("STOR a");
+    h.outcome(Outcome::TransferStarted {
+        size: None,
+        stored_as: None,
+    });
+    let got = replies(
+        h.outcome(Outcome::TransferFinished(Err(TransferFailure::Storage(
+            StorageErrorKind::QuotaExceeded,
+        )))),
+    );
+    assert_eq!(
+        got,
+        vec![(552, "Transfer failed: Quota exceeded".to_owned())]
+    );
+}
+
+#[test]
+fn site_quota_reports_usage_and_stat_the_limits() {
+    let mut h = Harness::new();
+    h.login(alice_with(crate::policy::UserPolicy {
+        quota_bytes: Some(10_000_000),
+        download_rate: Some(1_000_000),
+        ..Default::default()
+    }));
+    let actions = h.line("SITE QUOTA");
+    assert_eq!(actions, vec![Action::Storage(StorageRequest::QuotaUsage)]);
+    let got = replies(
+        h.outcome(Outcome::Storage(Ok(StorageResult::QuotaUsage(Some(
+            QuotaUsage {
+                bytes: 1234,
+                files: 2,
+            },
+        ))))),
+    );
+    assert_eq!(
+        got,
+        vec![(
+            200,
+            "Quota:\nBytes: 1234 of 10000000\nFiles: 2 (no limit)\n\
+             Limits: download 1MB/s, upload unlimited, quota 10MB, unlimited files \
+             (usage: SITE QUOTA)\nEnd"
+                .to_owned()
+        )]
+    );
+    h.line("SITE QUOTA");
+    let got = replies(h.outcome(Outcome::Storage(Ok(StorageResult::QuotaUsage(None)))));
+    assert!(got[0].1.contains("being counted"), "{got:?}");
+
+    let status = replies(h.line("STAT"));
+    assert!(
+        status[0]
+            .1
+            .contains("Limits: download 1MB/s, upload unlimited, quota 10MB, unlimited files"),
+        "{status:?}"
+    );
 }
 
 #[test]
