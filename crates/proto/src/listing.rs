@@ -358,7 +358,8 @@ mod tests {
                     Just(FileKind::Symlink)
                 ],
                 any::<u64>(),
-                proptest::option::of(0u64..(400 * 365 * 86_400)),
+                // Seconds from the epoch, before 1970 included (MFMT can set those).
+                proptest::option::of(-(400i64 * 365 * 86_400)..(400 * 365 * 86_400)),
                 0u32..0o10000,
             )
                 .prop_map(|(name, kind, size, at, mode)| DirEntry {
@@ -366,7 +367,10 @@ mod tests {
                     meta: FileMeta {
                         kind,
                         size,
-                        modified: at.map(|at| UNIX_EPOCH + Duration::from_secs(at)),
+                        modified: at.map(|at| match u64::try_from(at) {
+                            Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
+                            Err(_) => UNIX_EPOCH - Duration::from_secs(at.unsigned_abs()),
+                        }),
                         mode,
                     },
                 })
