@@ -809,14 +809,7 @@ impl ControlConnection {
         match verified {
             Ok(user) if !user.policy.allows_address(attempt.peer) => {
                 // The session refuses it (530, the rule lives in proto); nothing is counted.
-                warn!(
-                    client = %attempt.peer,
-                    user = ?Escaped(&user.name),
-                    reason = %"allow-from",
-                    reply = 530,
-                    "login refused"
-                );
-                telemetry::login(LoginResult::Refused, None);
+                login_refused(attempt.peer, &user.name, "allow-from");
                 Outcome::Authenticated(Ok(user))
             }
             Ok(user) => {
@@ -831,14 +824,7 @@ impl ControlConnection {
                 match self.context.users.login(&user, &scoped) {
                     Ok(account) => self.user_session = Some(account),
                     Err(_) => {
-                        warn!(
-                            client = %attempt.peer,
-                            user = ?Escaped(&user.name),
-                            reason = %"max-sessions",
-                            reply = 530,
-                            "login refused"
-                        );
-                        telemetry::login(LoginResult::Refused, None);
+                        login_refused(attempt.peer, &user.name, "max-sessions");
                         return Outcome::Authenticated(Err(LoginFailure::SessionLimit));
                     }
                 }
@@ -1437,6 +1423,19 @@ async fn usage_change(
         return None;
     }
     Some((counter, -i64::try_from(meta.size).unwrap_or(i64::MAX), -1))
+}
+
+/// A login with the right password that the account's policy refuses (530): logged and
+/// counted apart from wrong passwords, and never fed to the defender.
+fn login_refused(client: std::net::IpAddr, user: &str, reason: &'static str) {
+    warn!(
+        client = %client,
+        user = ?Escaped(user),
+        reason = %reason,
+        reply = 530,
+        "login refused"
+    );
+    telemetry::login(LoginResult::Refused, None);
 }
 
 async fn storage_operation(
