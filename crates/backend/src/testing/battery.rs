@@ -2,7 +2,8 @@
 //!
 //! Each function takes a fresh, empty storage and panics on the first violation. Backends run
 //! them all through [`storage_battery!`](crate::storage_battery); a function added here must
-//! also be listed in that macro.
+//! also be listed in that macro, and a test (`the_battery_macro_lists_every_battery_test`)
+//! fails until it is.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

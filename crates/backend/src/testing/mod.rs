@@ -265,4 +265,41 @@ mod tests {
         put_file(&storage, "/shared", b"data").await;
         assert_eq!(read_file(&clone, "/shared", 0).await.unwrap(), b"data");
     }
+
+    /// The battery's test list is written out in [`storage_battery!`]; this keeps it honest:
+    /// every `pub async fn` of battery.rs is listed there exactly once, and nothing else is, so
+    /// a battery test that was written but not listed cannot silently never run.
+    #[test]
+    fn the_battery_macro_lists_every_battery_test() {
+        fn names_after<'a>(source: &'a str, prefix: &str) -> Vec<&'a str> {
+            source
+                .lines()
+                .filter_map(|line| line.trim_start().strip_prefix(prefix))
+                .map(|rest| {
+                    rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                })
+                .map(|name| name.unwrap_or_default())
+                .collect()
+        }
+        let mut defined = names_after(include_str!("battery.rs"), "pub async fn ");
+        let macro_source = include_str!("mod.rs");
+        let list_start = macro_source
+            .find("storage_battery!(@module $name, $constructor;")
+            .expect("the battery macro's list");
+        let list_end = list_start + macro_source[list_start..].find(");").expect("list end");
+        let mut listed: Vec<&str> = macro_source[list_start..list_end]
+            .lines()
+            .skip(1)
+            .map(|line| line.trim().trim_end_matches(','))
+            .filter(|name| !name.is_empty())
+            .collect();
+        defined.sort_unstable();
+        listed.sort_unstable();
+        assert!(!defined.is_empty());
+        assert_eq!(
+            listed, defined,
+            "storage_battery! must list every pub async fn of testing/battery.rs exactly once"
+        );
+    }
 }
