@@ -10,7 +10,8 @@ Phases (each bounded in time):
      the idle timeout); WORKERS tasks keep picking a session and doing one item of the mix on
      it (LIST, a small RETR, a small STOR, a 1 MiB RETR, a RETR aborted with ABOR); a few
      other addresses (127.0.0.2-4) keep trying wrong passwords and get banned;
-  4. every session QUITs; 5. settle: sampled until RSS and descriptors stop falling.
+  4. every session QUITs; 5. settle: sampled until RSS and descriptors stop falling;
+  phases 2-5 run ROUNDS times (default 2): a leak grows the plateau round after round.
 
 Writes a CSV of samples and a summary (JSON) and exits non-zero when the server died, a
 transfer's bytes were wrong, or descriptors or passive ports did not return to the baseline.
@@ -108,14 +109,16 @@ class Soak:
                        "banned_refusals": 0, "wrong_passwords": 0}
         self.samples: list[dict] = []
         self.phase = "baseline"
+        self.round = 0
         self.started = time.monotonic()
 
     def sample(self):
-        row = {"t": round(time.monotonic() - self.started, 1), "phase": self.phase}
+        row = {"t": round(time.monotonic() - self.started, 1), "round": self.round,
+               "phase": self.phase}
         row.update(read_status(self.args.pid))
         row["passive_ports"] = passive_ports_in_use(self.args.admin)
         self.samples.append(row)
-        print(f"[{row['t']:7.1f}s] {row['phase']:9} rss={row['rss_mib']:.1f} MiB "
+        print(f"[{row['t']:7.1f}s] r{row['round']} {row['phase']:9} rss={row['rss_mib']:.1f} MiB "
               f"fds={row['fds']} passive={row['passive_ports']}", flush=True)
 
     async def sampler(self, stop: asyncio.Event):
@@ -246,7 +249,16 @@ class Soak:
         stop_sampling = asyncio.Event()
         sampling = asyncio.create_task(self.sampler(stop_sampling))
         await asyncio.sleep(self.args.settle)
+        for round_number in range(1, self.args.rounds + 1):
+            self.round = round_number
+            await self.one_round()
+        stop_sampling.set()
+        await sampling
+        return self.report()
 
+    async def one_round(self):
+        """Phases 2-5 once: a leak shows as a higher plateau in each round, while allocator
+        retention (freed memory the allocator keeps for reuse) shows as the same plateau."""
         self.phase = "ramp-up"
         sessions: list[Control] = []
         semaphore = asyncio.Semaphore(64)
@@ -258,7 +270,7 @@ class Soak:
         await asyncio.wait_for(
             asyncio.gather(*(open_one() for _ in range(self.args.sessions))),
             self.args.ramp_limit)
-        print(f"{len(sessions)} sessions logged in", flush=True)
+        print(f"round {self.round}: {len(sessions)} sessions logged in", flush=True)
 
         self.phase = "hold"
         stop = asyncio.Event()
@@ -283,9 +295,6 @@ class Soak:
 
         self.phase = "settle"
         await asyncio.sleep(self.args.settle)
-        stop_sampling.set()
-        await sampling
-        return self.report()
 
     def report(self) -> int:
         with open(self.args.csv, "w", newline="") as out:
@@ -293,20 +302,27 @@ class Soak:
             writer.writeheader()
             writer.writerows(self.samples)
         baseline = [s for s in self.samples if s["phase"] == "baseline"]
-        hold = [s for s in self.samples if s["phase"] == "hold"]
-        after = [s for s in self.samples if s["phase"] == "settle"]
+        rounds = []
+        for number in range(1, self.args.rounds + 1):
+            hold = [s for s in self.samples if s["round"] == number and s["phase"] == "hold"]
+            after = [s for s in self.samples if s["round"] == number and s["phase"] == "settle"]
+            rounds.append({
+                "round": number,
+                "hold_rss_mib": [min(s["rss_mib"] for s in hold), max(s["rss_mib"] for s in hold)]
+                if hold else None,
+                "hold_fds": [min(s["fds"] for s in hold), max(s["fds"] for s in hold)]
+                if hold else None,
+                "after": after[-1] if after else None,
+            })
+        after = [r["after"] for r in rounds if r["after"]]
         summary = {
             "sessions": self.args.sessions,
             "duration_s": self.args.duration,
+            "rounds": rounds,
             "counts": self.counts,
             "errors": len(self.errors),
             "first_errors": self.errors[:10],
             "baseline": baseline[-1] if baseline else None,
-            "hold_rss_mib": [min(s["rss_mib"] for s in hold), max(s["rss_mib"] for s in hold)]
-            if hold else None,
-            "hold_fds": [min(s["fds"] for s in hold), max(s["fds"] for s in hold)]
-            if hold else None,
-            "after": after[-1] if after else None,
         }
         with open(self.args.summary, "w") as out:
             json.dump(summary, out, indent=2)
@@ -319,6 +335,9 @@ class Soak:
             if after[-1]["passive_ports"] > 0:
                 print("passive ports still in use")
                 failed = True
+        if len(after) > 1 and after[-1]["rss_mib"] > after[0]["rss_mib"] * 1.10 + 4:
+            print("RSS after the last round is above the first round's: memory grows per round")
+            failed = True
         return 1 if failed else 0
 
 
@@ -331,6 +350,7 @@ def main() -> int:
     parser.add_argument("--password", required=True)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--duration", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--keepalive", type=float, default=120)
     parser.add_argument("--sample-every", type=float, default=10)

@@ -6,6 +6,9 @@
 #
 #   scripts/soak.sh [SESSIONS] [DURATION]          e.g. scripts/soak.sh 1000 120
 #
+# ROUNDS (default 2) repeats ramp-up, hold, quit and settle: memory that grows round after
+# round is a leak; the same plateau each round is the allocator keeping freed memory.
+#
 # Output in ${OUT:-target/soak}: samples.csv, summary.json, soak.png (gnuplot). Exits non-zero
 # when a transfer failed or descriptors / passive ports did not return to the baseline.
 # Builds the release binary unless FERROFTP_BIN points at one. Needs root only to raise the
@@ -81,7 +84,7 @@ echo "soak: server pid $server_pid on port $port, admin $admin; $sessions sessio
 
 status=0
 python3 scripts/soak.py --port "$port" --admin "$admin" --pid "$server_pid" \
-    --user soak --password "$password" --sessions "$sessions" --duration "$duration" \
+    --user soak --password "$password" --sessions "$sessions" --duration "$duration" --rounds "${ROUNDS:-2}" \
     --small-sha "$(sha256sum "$work/root/small.bin" | cut -d' ' -f1)" \
     --large-sha "$(sha256sum "$work/root/large.bin" | cut -d' ' -f1)" \
     --csv "$out/samples.csv" --summary "$out/summary.json" || status=$?
@@ -98,9 +101,9 @@ set y2label "open descriptors / passive ports"
 set ytics nomirror
 set y2tics
 set key top left
-plot "$out/samples.csv" using 1:3 skip 1 with lines lw 2 title "RSS (MiB)", \
-     "" using 1:4 skip 1 axes x1y2 with lines lw 2 title "open descriptors", \
-     "" using 1:5 skip 1 axes x1y2 with lines lw 2 title "passive ports in use"
+plot "$out/samples.csv" using 1:4 skip 1 with lines lw 2 title "RSS (MiB)", \
+     "" using 1:5 skip 1 axes x1y2 with lines lw 2 title "open descriptors", \
+     "" using 1:6 skip 1 axes x1y2 with lines lw 2 title "passive ports in use"
 EOF
 echo "soak: $out/samples.csv, $out/summary.json, $out/soak.png"
 exit "$status"
