@@ -1,6 +1,10 @@
 //! Session scenarios: lines and outcomes in, actions out. No sockets, virtual time.
 
+use std::time::{Duration, SystemTime};
+
 use super::*;
+use crate::address::Cidr;
+use crate::error::StorageErrorKind;
 use crate::metadata::{DirEntry, FileKind, FileMeta};
 
 const PEER: &str = "192.0.2.10:40000";
