@@ -1,10 +1,106 @@
 //! FTPS (RFC 4217): AUTH TLS, PBSZ, PROT, CCC, and the rules for data connections.
 
-use super::config::TlsRequirement;
-use super::{Action, InFlight, Login, Session};
+use super::config::{ControlTransport, TlsRequirement};
+use super::{Action, InFlight, Login, Session, TlsInfo};
 use crate::reply::{Reply, ReplyCode};
 
+/// Where a session stands with FTPS (RFC 4217): one value, whose state says what AUTH,
+/// PBSZ, PROT and CCC may do next.
+///
+/// The handshake after AUTH TLS is not a state of its own: it is the operation in flight
+/// ([`InFlight::TlsHandshake`]), during which received lines are discarded, and it ends in
+/// [`TlsState::Secured`] or in the session's close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum TlsState {
+    /// The listener offers no TLS (`tls = "off"`): AUTH, PBSZ, PROT and CCC get 502.
+    Unavailable,
+    /// The control connection is plain and has never been protected; AUTH TLS may come.
+    Plain,
+    /// The control connection is protected.
+    Secured(Negotiated),
+    /// CCC (RFC 4217 §12.3) returned the control connection to clear text; what was
+    /// negotiated for data connections still holds.
+    Cleared(Negotiated),
+}
+
+/// What a protected control connection established, and keeps through a CCC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Negotiated {
+    /// The verified client certificate's common name.
+    client_name: Option<String>,
+    /// What PBSZ and PROT set for data connections.
+    data: DataLevel,
+}
+
+/// The data connections' protection (RFC 4217 §8, §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataLevel {
+    /// No PBSZ yet: PROT is refused (it needs PBSZ first), data connections are clear.
+    AwaitingBufferSize,
+    /// PBSZ accepted, PROT C (the default, RFC 4217 §9): clear.
+    Clear,
+    /// PROT P: protected.
+    Private,
+}
+
+impl TlsState {
+    /// The state at connect for a listener's transport.
+    pub(super) fn at_connect(transport: ControlTransport) -> Self {
+        match transport {
+            ControlTransport::Plain => Self::Unavailable,
+            ControlTransport::Explicit => Self::Plain,
+            // Implicit FTPS: protected from the first byte, data connections too unless
+            // the client sends PROT C (PBSZ counts as done).
+            ControlTransport::Implicit(info) => Self::Secured(Negotiated {
+                client_name: info.client_name,
+                data: DataLevel::Private,
+            }),
+        }
+    }
+
+    /// AUTH and the rest are possible on this listener (explicit or implicit FTPS).
+    pub(super) fn is_available(&self) -> bool {
+        *self != Self::Unavailable
+    }
+
+    /// The control connection is protected now.
+    pub(super) fn control_protected(&self) -> bool {
+        matches!(self, Self::Secured(_))
+    }
+
+    /// PROT P is in effect: data connections are protected.
+    pub(super) fn data_protected(&self) -> bool {
+        self.negotiated()
+            .is_some_and(|negotiated| negotiated.data == DataLevel::Private)
+    }
+
+    /// The verified client certificate's common name.
+    pub(super) fn client_name(&self) -> Option<&str> {
+        self.negotiated()?.client_name.as_deref()
+    }
+
+    fn negotiated(&self) -> Option<&Negotiated> {
+        match self {
+            Self::Secured(negotiated) | Self::Cleared(negotiated) => Some(negotiated),
+            Self::Unavailable | Self::Plain => None,
+        }
+    }
+}
+
 impl Session {
+    /// The handshake that AUTH TLS started is done: the control connection is protected.
+    /// A session that was protected before (AUTH again after CCC) keeps its PBSZ and PROT.
+    pub(super) fn finish_tls_handshake(&mut self, info: TlsInfo) {
+        let data = match &self.tls {
+            TlsState::Cleared(negotiated) => negotiated.data,
+            _ => DataLevel::AwaitingBufferSize,
+        };
+        self.tls = TlsState::Secured(Negotiated {
+            client_name: info.client_name,
+            data,
+        });
+    }
+
     /// AUTH TLS (and AUTH SSL, its historical alias).
     pub(super) fn auth(&mut self, argument: &str) {
         let mechanism = argument.trim().to_ascii_uppercase();
@@ -15,7 +111,7 @@ impl Session {
             ));
             return;
         }
-        if self.control_tls {
+        if self.tls.control_protected() {
             self.reply(Reply::new(
                 ReplyCode::BAD_SEQUENCE,
                 "The control connection is already protected",
@@ -41,31 +137,34 @@ impl Session {
 
     /// PBSZ (RFC 4217 §8): only 0 makes sense for TLS; any number is answered PBSZ=0.
     pub(super) fn protection_buffer_size(&mut self, argument: &str) {
-        if !self.control_tls {
+        let TlsState::Secured(negotiated) = &mut self.tls else {
             self.reply(Reply::new(
                 ReplyCode::BAD_SEQUENCE,
                 "PBSZ needs a TLS connection: send AUTH TLS first",
             ));
             return;
-        }
+        };
         if argument.trim().parse::<u64>().is_err() {
             self.reply(Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Syntax: PBSZ 0"));
             return;
         }
-        self.pbsz_done = true;
+        if negotiated.data == DataLevel::AwaitingBufferSize {
+            negotiated.data = DataLevel::Clear;
+        }
         self.reply(Reply::new(ReplyCode::OK, "PBSZ=0"));
     }
 
     /// PROT (RFC 4217 §9): C and P; S and E do not exist for TLS.
     pub(super) fn protection_level(&mut self, argument: &str) {
-        if !self.control_tls {
+        let data_tls_required = self.data_tls_required();
+        let TlsState::Secured(negotiated) = &mut self.tls else {
             self.reply(Reply::new(
                 ReplyCode::BAD_SEQUENCE,
                 "PROT needs a TLS connection: send AUTH TLS first",
             ));
             return;
-        }
-        if !self.pbsz_done {
+        };
+        if negotiated.data == DataLevel::AwaitingBufferSize {
             self.reply(Reply::new(
                 ReplyCode::BAD_SEQUENCE,
                 "Send PBSZ 0 before PROT",
@@ -74,10 +173,10 @@ impl Session {
         }
         let reply = match argument.trim().to_ascii_uppercase().as_str() {
             "P" => {
-                self.protect_data = true;
+                negotiated.data = DataLevel::Private;
                 Reply::new(ReplyCode::OK, "Protection level set to Private")
             }
-            "C" if self.data_tls_required() => Reply::new(
+            "C" if data_tls_required => Reply::new(
                 ReplyCode::POLICY_DENIED,
                 format!(
                     "PROT C refused: data connections must be protected (tls.require_data = {})",
@@ -85,7 +184,7 @@ impl Session {
                 ),
             ),
             "C" => {
-                self.protect_data = false;
+                negotiated.data = DataLevel::Clear;
                 Reply::new(ReplyCode::OK, "Protection level set to Clear")
             }
             "S" | "E" => Reply::new(
@@ -102,13 +201,14 @@ impl Session {
 
     /// CCC (RFC 4217 §12.3): back to a plain control connection, when allowed.
     pub(super) fn clear_command_channel(&mut self) {
-        if !self.control_tls {
+        let TlsState::Secured(negotiated) = &self.tls else {
             self.reply(Reply::new(
                 ReplyCode::PROTECTION_DENIED,
                 "The control connection is not protected",
             ));
             return;
-        }
+        };
+        let cleared = TlsState::Cleared(negotiated.clone());
         if !self.config.tls.allow_ccc {
             self.reply(Reply::new(
                 ReplyCode::POLICY_DENIED,
@@ -120,7 +220,7 @@ impl Session {
             ReplyCode::OK,
             "Control connection in clear text from now on; data protection unchanged",
         ));
-        self.control_tls = false;
+        self.tls = cleared;
         self.actions.push_back(Action::ClearControlTls);
     }
 
@@ -135,7 +235,7 @@ impl Session {
 
     /// `tls.require_data` applies to this session (before USER only `all` is known to).
     pub(super) fn data_tls_required(&self) -> bool {
-        if !self.tls_available {
+        if !self.tls.is_available() {
             return false;
         }
         let require = self.config.tls.require_data;

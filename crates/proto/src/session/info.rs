@@ -19,7 +19,7 @@ impl Session {
             }
         }
         lines.push(self.mlst_facts.feature_line());
-        if self.tls_available {
+        if self.tls.is_available() {
             // RFC 4217 §6.
             lines.push("AUTH TLS".to_owned());
             lines.push("PBSZ".to_owned());
@@ -72,8 +72,8 @@ impl Session {
                 ),
                 data,
                 self.limits_line(),
-                match (self.control_tls, self.protect_data) {
-                    (false, false) if !self.tls_available => "TLS: not available".to_owned(),
+                match (self.tls.control_protected(), self.tls.data_protected()) {
+                    _ if !self.tls.is_available() => "TLS: not available".to_owned(),
                     (control, data) => format!(
                         "TLS: control {}, data {}",
                         if control { "protected" } else { "clear" },

@@ -12,7 +12,8 @@ impl Session {
         let require = self.config.tls.require_control;
         // The requirements bind listeners that offer TLS; on a plain listener nobody could
         // satisfy them.
-        if self.tls_available && !self.control_tls && require.applies_to(&username) {
+        if self.tls.is_available() && !self.tls.control_protected() && require.applies_to(&username)
+        {
             let who = match require {
                 TlsRequirement::All => "every login",
                 _ => "this account",
@@ -26,7 +27,7 @@ impl Session {
             return;
         }
         if self.config.tls.certificate_user == CertificateUser::CommonName
-            && let Some(name) = &self.tls_client_name
+            && let Some(name) = self.tls.client_name()
             && *name != username
         {
             let text = format!("Your client certificate is for user {name}");

@@ -44,6 +44,7 @@ use crate::listing::{ListFormat, MlstFacts};
 use crate::path::{PathError, VirtualPath};
 use crate::reply::{Reply, ReplyCode};
 use files::quote_path;
+use ftps::TlsState;
 use info::help;
 
 pub use config::{
@@ -145,16 +146,8 @@ pub struct Session {
     /// REIN), cleared by a successful login, never moved by other commands.
     login_deadline: Option<Instant>,
     closed: bool,
-    /// AUTH TLS is possible on this listener (explicit or implicit).
-    tls_available: bool,
-    /// The control connection is protected now.
-    control_tls: bool,
-    /// PBSZ was accepted (RFC 4217 §8: PROT needs it).
-    pbsz_done: bool,
-    /// PROT P in effect.
-    protect_data: bool,
-    /// The verified client certificate's CN.
-    tls_client_name: Option<String>,
+    /// FTPS (RFC 4217): whether the control connection is protected, PBSZ and PROT.
+    tls: TlsState,
     /// Lines dropped because they arrived between AUTH TLS and the end of the handshake.
     discarded_lines: u64,
     /// Set when the client queued more than [`MAX_QUEUED_LINES`] lines (the session closed).
@@ -186,11 +179,6 @@ impl Session {
         transport: ControlTransport,
         now: Instant,
     ) -> Self {
-        let (tls_available, implicit) = match transport {
-            ControlTransport::Plain => (false, None),
-            ControlTransport::Explicit => (true, None),
-            ControlTransport::Implicit(info) => (true, Some(info)),
-        };
         let greeting = Reply::new(ReplyCode::SERVICE_READY, config.greeting.clone());
         let idle_deadline = now + config.idle_timeout;
         let login_deadline = Some(now + config.login_timeout);
@@ -213,11 +201,7 @@ impl Session {
             idle_deadline,
             login_deadline,
             closed: false,
-            tls_available,
-            control_tls: implicit.is_some(),
-            pbsz_done: implicit.is_some(),
-            protect_data: implicit.is_some(),
-            tls_client_name: implicit.and_then(|info| info.client_name),
+            tls: TlsState::at_connect(transport),
             discarded_lines: 0,
             flooded: false,
             refused_active_targets: 0,
@@ -251,7 +235,7 @@ impl Session {
 
     /// Whether the control connection is protected by TLS now.
     pub fn control_protected(&self) -> bool {
-        self.control_tls
+        self.tls.control_protected()
     }
 
     /// Lines received between AUTH TLS and the end of its handshake, discarded unexecuted.
@@ -463,8 +447,7 @@ impl Session {
                 Outcome::TransferFinished(result),
             ) => self.finish_transfer(started, abort_requested, result),
             (InFlight::TlsHandshake, Outcome::TlsEstablished(Ok(info))) => {
-                self.control_tls = true;
-                self.tls_client_name = info.client_name;
+                self.finish_tls_handshake(info);
             }
             (InFlight::TlsHandshake, Outcome::TlsEstablished(Err(_))) => self.close(),
             (in_flight, outcome) => {
@@ -624,12 +607,11 @@ impl Session {
                 self.reply(Reply::new(ReplyCode::CLOSING_DATA, "No transfer to abort"));
             }
             Verb::Smnt => self.reply(Reply::new(ReplyCode::NOT_IMPLEMENTED, "SMNT not supported")),
-            Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc if !self.tls_available => {
-                self.reply(Reply::new(
+            Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc if !self.tls.is_available() => self
+                .reply(Reply::new(
                     ReplyCode::NOT_IMPLEMENTED,
                     "TLS is not configured on this listener",
-                ))
-            }
+                )),
             Verb::Auth => self.auth(&argument),
             Verb::Pbsz => self.protection_buffer_size(&argument),
             Verb::Prot => self.protection_level(&argument),

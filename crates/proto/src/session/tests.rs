@@ -1228,6 +1228,30 @@ fn ccc_is_refused_unless_allowed() {
 }
 
 #[test]
+fn after_ccc_data_protection_holds_and_pbsz_prot_need_tls_again() {
+    let mut h = explicit(TlsPolicy {
+        allow_ccc: true,
+        ..TlsPolicy::default()
+    });
+    upgrade(&mut h, None);
+    h.expect("PBSZ 0", 200);
+    h.expect("PROT P", 200);
+    h.login_alice();
+    h.expect("CCC", 200);
+    let status = h.line("STAT");
+    assert!(
+        replies(status)[0]
+            .1
+            .contains("TLS: control clear, data protected (PROT P)")
+    );
+    h.expect("PBSZ 0", 503);
+    h.expect("PROT C", 503);
+    open_passive(&mut h);
+    let request = transfer_request(&h.line("RETR f"));
+    assert!(matches!(request.protection, DataProtection::Private { .. }));
+}
+
+#[test]
 fn certificate_common_name_binds_the_account() {
     let mut h = explicit(TlsPolicy {
         certificate_user: CertificateUser::CommonName,

@@ -89,7 +89,7 @@ impl Session {
     }
 
     fn start_transfer(&mut self, kind: TransferKind, client_path: String, verb: Verb) {
-        let protection = if self.protect_data {
+        let protection = if self.tls.data_protected() {
             DataProtection::Private {
                 require_resumption: self.data_resumption_required(),
             }
