@@ -91,9 +91,6 @@ impl Session {
     }
 
     pub(super) fn make_directory(&mut self, argument: &str) {
-        if self.refuse_if_read_only() {
-            return;
-        }
         match self.resolve_new_name(argument) {
             Ok((client, storage)) => {
                 let success = Reply::new(
@@ -119,9 +116,6 @@ impl Session {
         request: fn(VirtualPath) -> StorageRequest,
         success_text: &str,
     ) {
-        if self.refuse_if_read_only() {
-            return;
-        }
         match self.resolve(argument) {
             Ok((client, storage)) => self.start(
                 InFlight::Simple {
@@ -151,9 +145,6 @@ impl Session {
     }
 
     pub(super) fn rename_from(&mut self, argument: &str) {
-        if self.refuse_if_read_only() {
-            return;
-        }
         match self.resolve(argument) {
             Ok((client, storage)) => self.start(
                 InFlight::RenameFrom {
@@ -184,9 +175,6 @@ impl Session {
     }
 
     pub(super) fn set_modification_time(&mut self, argument: &str) {
-        if self.refuse_if_read_only() {
-            return;
-        }
         // RFC draft-somers-ftp-mfxx: MFMT <time-val> <path>.
         let Some((time_text, path)) = argument.split_once(' ') else {
             self.reply(Reply::new(

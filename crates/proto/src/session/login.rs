@@ -152,6 +152,9 @@ impl Session {
         self.user_account().is_none_or(|user| user.read_only)
     }
 
+    /// Answers 550 if the account may not change the storage. Checked once before dispatch
+    /// for every command the table marks `modifies_storage`, and by SITE CHMOD (SITE's other
+    /// subcommands only read).
     pub(super) fn refuse_if_read_only(&mut self) -> bool {
         if self.is_read_only() {
             self.reply(Reply::new(

@@ -504,7 +504,8 @@ impl Session {
             }
         };
         let verb = command.verb;
-        if verb.spec().needs_login && !matches!(self.login, Login::LoggedIn(_)) {
+        let spec = verb.spec();
+        if spec.needs_login && !matches!(self.login, Login::LoggedIn(_)) {
             self.reply(Reply::new(
                 ReplyCode::NOT_LOGGED_IN,
                 "Please login with USER and PASS",
@@ -514,6 +515,14 @@ impl Session {
         // RFC 959 §4.1.3: RNTO must immediately follow RNFR.
         if verb != Verb::Rnto {
             self.rename_from = None;
+        }
+        if spec.modifies_storage && self.refuse_if_read_only() {
+            // An upload refused here uses up the REST before it as one that ran would:
+            // REST applies to the command right after it (RFC 959 §4.1.3).
+            if matches!(verb, Verb::Stor | Verb::Appe | Verb::Stou) {
+                self.restart_offset = 0;
+            }
+            return;
         }
         let argument = command.argument.unwrap_or_default();
         self.dispatch(verb, argument);

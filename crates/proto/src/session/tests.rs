@@ -271,6 +271,29 @@ fn read_only_users_cannot_write() {
 }
 
 #[test]
+fn a_read_only_upload_refused_uses_up_the_rest_before_it() {
+    let mut h = Harness::new();
+    h.login(User {
+        read_only: true,
+        ..alice()
+    });
+    h.expect("REST 100", 350);
+    h.expect("STOR a", 550);
+    h.line("EPSV");
+    h.outcome(Outcome::PassiveOpened(Ok("192.0.2.1:50001"
+        .parse()
+        .unwrap())));
+    let request = match &h.line("RETR f")[..] {
+        [Action::Transfer(request)] => request.clone(),
+        other => panic!("expected a transfer, got {other:?}"),
+    };
+    assert!(matches!(
+        request.kind,
+        TransferKind::Retrieve { offset: 0, .. }
+    ));
+}
+
+#[test]
 fn site_chmod_asks_the_storage_with_the_home_applied() {
     let mut h = Harness::new();
     h.login_alice();

@@ -143,9 +143,6 @@ impl Session {
 
     pub(super) fn store(&mut self, argument: &str, verb: Verb) {
         let offset = std::mem::take(&mut self.restart_offset);
-        if self.refuse_if_read_only() {
-            return;
-        }
         let mode = match (verb, offset) {
             (Verb::Appe, _) => WriteMode::Append,
             (_, 0) => WriteMode::Create,
@@ -173,9 +170,6 @@ impl Session {
 
     pub(super) fn store_unique(&mut self) {
         self.restart_offset = 0;
-        if self.refuse_if_read_only() {
-            return;
-        }
         match self.resolve(".") {
             Ok((client, directory)) => self.start_transfer(
                 TransferKind::Store {
