@@ -243,6 +243,7 @@ impl Verb {
             Self::Rnto => CommandSpec {
                 syntax: "RNTO <path>",
                 argument: Required,
+                modifies_storage: true,
                 ..LOGGED_IN
             },
             Self::Size => CommandSpec {
@@ -549,7 +550,9 @@ mod tests {
             .collect();
         assert_eq!(
             modifying,
-            ["MKD", "RMD", "DELE", "RNFR", "MFMT", "STOR", "APPE", "STOU"]
+            [
+                "MKD", "RMD", "DELE", "RNFR", "RNTO", "MFMT", "STOR", "APPE", "STOU"
+            ]
         );
         for verb in Verb::ALL {
             assert!(!verb.spec().modifies_storage || verb.spec().needs_login);

@@ -517,6 +517,8 @@ impl Session {
             self.rename_from = None;
         }
         if spec.modifies_storage && self.refuse_if_read_only() {
+            // A refused RNTO ends its RNFR sequence like any other command.
+            self.rename_from = None;
             // An upload refused here uses up the REST before it as one that ran would:
             // REST applies to the command right after it (RFC 959 §4.1.3).
             if matches!(verb, Verb::Stor | Verb::Appe | Verb::Stou) {

@@ -716,6 +716,18 @@ fn an_account_made_read_only_cannot_write_from_its_next_command() {
 }
 
 #[test]
+fn an_account_made_read_only_between_rnfr_and_rnto_does_not_rename() {
+    let mut h = Harness::new();
+    h.login_alice();
+    assert!(matches!(&h.line("RNFR a")[..], [Action::Storage(_)]));
+    h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))));
+    h.session.handle_account_read_only(true);
+    h.expect("RNTO b", 550);
+    h.session.handle_account_read_only(false);
+    h.expect("RNTO b", 503);
+}
+
+#[test]
 fn a_revoked_account_gets_421_at_once_or_after_its_transfer() {
     let mut h = Harness::new();
     // Before login there is no account to revoke.
