@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferroftp_proto::session::{
     Action, LoginFailure, Outcome, PassiveFailure, QuotaUsage, StorageRequest, StorageResult,
@@ -113,7 +113,10 @@ fuzz_target!(|data: &[u8]| {
                         (_, StorageRequest::ResumableSize(_)) => {
                             Ok(StorageResult::Size(u64::from(pick)))
                         }
-                        (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries(Vec::new())),
+                        (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries {
+                            entries: Vec::new(),
+                            now: SystemTime::UNIX_EPOCH,
+                        }),
                         (_, StorageRequest::QuotaUsage) => {
                             Ok(StorageResult::QuotaUsage((pick % 8 < 4).then_some(QuotaUsage {
                                 bytes: u64::from(pick) << 20,

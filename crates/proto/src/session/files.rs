@@ -1,8 +1,6 @@
 //! Navigation and file actions (RFC 959 §4.1.1, §4.1.3; RFC 3659; draft-somers-ftp-mfxx):
 //! paths mapped under the user's home, and the storage requests they become.
 
-use std::time::SystemTime;
-
 use super::site;
 use super::{Action, InFlight, Session, StorageRequest, StorageResult};
 use crate::error::StorageErrorKind;
@@ -276,9 +274,8 @@ impl Session {
                     [format!("Listing {client_path}"), line, "End".to_owned()],
                 )
             }
-            (InFlight::StatListing { client_path }, StorageResult::Entries(entries)) => {
+            (InFlight::StatListing { client_path }, StorageResult::Entries { entries, now }) => {
                 let mut out = Vec::new();
-                let now = SystemTime::now();
                 for entry in &entries {
                     listing::format_long(entry, now, &mut out);
                 }

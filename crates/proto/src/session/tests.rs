@@ -869,12 +869,27 @@ fn stat_path_lists_over_the_control_connection() {
         name: "a".into(),
         meta: file_meta(1),
     }];
-    let actions = h.outcome(Outcome::Storage(Ok(StorageResult::Entries(entries))));
+    let actions = h.outcome(Outcome::Storage(Ok(StorageResult::Entries {
+        entries: entries.clone(),
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(400 * 86_400),
+    })));
     let Action::Reply(reply) = &actions[0] else {
         panic!()
     };
     assert_eq!(reply.code.0, 213);
     assert!(reply.lines[1].ends_with(" a"));
+    // The driver's clock decides the format: a year-old file shows its year, a recent one
+    // the time of day.
+    assert!(reply.lines[1].ends_with("Jan  1  1970 a"), "{reply:?}");
+    h.line("STAT /");
+    let actions = h.outcome(Outcome::Storage(Ok(StorageResult::Entries {
+        entries,
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(60),
+    })));
+    let Action::Reply(reply) = &actions[0] else {
+        panic!()
+    };
+    assert!(reply.lines[1].ends_with("Jan  1 00:00 a"), "{reply:?}");
 }
 
 #[test]
