@@ -30,6 +30,49 @@ pub struct SessionConfig {
     pub active_nat_fallback: bool,
     /// FTPS rules (RFC 4217), for sessions of listeners with TLS.
     pub tls: TlsPolicy,
+    /// How replies name the settings behind a refusal.
+    pub setting_names: SettingNames,
+}
+
+/// The names of the settings that replies point to when a rule refuses something (`PROT C
+/// refused: data connections must be protected (tls.require_data = all)`). The binary fills
+/// them with its configuration's spelling, so that proto does not know the config file;
+/// the default is ferroftp's TOML keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingNames {
+    /// Who must protect the control connection before USER ([`TlsPolicy::require_control`]).
+    pub tls_require: &'static str,
+    /// Who must protect data connections ([`TlsPolicy::require_data`]).
+    pub tls_require_data: &'static str,
+    /// CCC accepted ([`TlsPolicy::allow_ccc`]).
+    pub tls_allow_ccc: &'static str,
+    /// Data connections must resume the control connection's TLS session
+    /// ([`TlsPolicy::require_reuse`]).
+    pub tls_require_reuse: &'static str,
+    /// [`TlsPolicy::reuse_exempt_users`].
+    pub tls_reuse_exempt_users: &'static str,
+    /// [`TlsPolicy::reuse_exempt_clients`].
+    pub tls_reuse_exempt_clients: &'static str,
+    /// The per-account session cap, whose refusal is [`LoginFailure::SessionLimit`].
+    ///
+    /// [`LoginFailure::SessionLimit`]: super::LoginFailure::SessionLimit
+    pub max_sessions: &'static str,
+}
+
+impl Default for SettingNames {
+    /// The names the replies used before the binary gave them (ferroftp's TOML keys, which
+    /// the binary passes still), for drivers and tests that have no configuration file.
+    fn default() -> Self {
+        Self {
+            tls_require: "tls.require",
+            tls_require_data: "tls.require_data",
+            tls_allow_ccc: "tls.allow_ccc",
+            tls_require_reuse: "tls.require_reuse",
+            tls_reuse_exempt_users: "tls.reuse_exempt_users",
+            tls_reuse_exempt_clients: "tls.reuse_exempt_clients",
+            max_sessions: "max_sessions",
+        }
+    }
 }
 
 /// Who must use TLS (`tls.require`, `tls.require_data`).
@@ -138,6 +181,7 @@ impl Default for SessionConfig {
             allow_chmod: true,
             active_nat_fallback: false,
             tls: TlsPolicy::default(),
+            setting_names: SettingNames::default(),
         }
     }
 }

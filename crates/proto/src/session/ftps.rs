@@ -179,7 +179,8 @@ impl Session {
             "C" if data_tls_required => Reply::new(
                 ReplyCode::POLICY_DENIED,
                 format!(
-                    "PROT C refused: data connections must be protected (tls.require_data = {})",
+                    "PROT C refused: data connections must be protected ({} = {})",
+                    self.config.setting_names.tls_require_data,
                     self.config.tls.require_data.as_str()
                 ),
             ),
@@ -212,7 +213,10 @@ impl Session {
         if !self.config.tls.allow_ccc {
             self.reply(Reply::new(
                 ReplyCode::POLICY_DENIED,
-                "CCC refused: the control connection stays protected (tls.allow_ccc = false)",
+                format!(
+                    "CCC refused: the control connection stays protected ({} = false)",
+                    self.config.setting_names.tls_allow_ccc
+                ),
             ));
             return;
         }

@@ -19,7 +19,8 @@ impl Session {
                 _ => "this account",
             };
             let text = format!(
-                "TLS required for {who}: send AUTH TLS first (tls.require = {})",
+                "TLS required for {who}: send AUTH TLS first ({} = {})",
+                self.config.setting_names.tls_require,
                 require.as_str()
             );
             self.reply(Reply::new(ReplyCode::NOT_LOGGED_IN, text.clone()));
@@ -105,7 +106,10 @@ impl Session {
                 self.login = Login::AwaitingUser;
                 self.reply(Reply::new(
                     ReplyCode::NOT_LOGGED_IN,
-                    "Too many sessions for this account (max_sessions), try later",
+                    format!(
+                        "Too many sessions for this account ({}), try later",
+                        self.config.setting_names.max_sessions
+                    ),
                 ));
             }
             Err(LoginFailure::Unavailable) => {

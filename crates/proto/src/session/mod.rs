@@ -48,7 +48,8 @@ use ftps::TlsState;
 use info::help;
 
 pub use config::{
-    CertificateUser, ControlTransport, SessionConfig, TlsPolicy, TlsRequirement, is_anonymous_name,
+    CertificateUser, ControlTransport, SessionConfig, SettingNames, TlsPolicy, TlsRequirement,
+    is_anonymous_name,
 };
 
 const SHUTDOWN_TEXT: &str = "Service shutting down, closing control connection";

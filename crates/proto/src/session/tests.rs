@@ -1302,6 +1302,35 @@ fn after_ccc_data_protection_holds_and_pbsz_prot_need_tls_again() {
 }
 
 #[test]
+fn replies_name_settings_as_the_driver_spells_them() {
+    // The default names give the texts of before, byte for byte.
+    let mut h = explicit(TlsPolicy::default());
+    upgrade(&mut h, None);
+    h.login_alice();
+    assert_eq!(
+        h.expect("CCC", 534),
+        "CCC refused: the control connection stays protected (tls.allow_ccc = false)"
+    );
+
+    let mut h = Harness::with_transport(
+        SessionConfig {
+            setting_names: SettingNames {
+                tls_allow_ccc: "ftps.allow-ccc",
+                ..SettingNames::default()
+            },
+            ..SessionConfig::default()
+        },
+        ControlTransport::Explicit,
+    );
+    upgrade(&mut h, None);
+    h.login_alice();
+    assert_eq!(
+        h.expect("CCC", 534),
+        "CCC refused: the control connection stays protected (ftps.allow-ccc = false)"
+    );
+}
+
+#[test]
 fn certificate_common_name_binds_the_account() {
     let mut h = explicit(TlsPolicy {
         certificate_user: CertificateUser::CommonName,

@@ -98,7 +98,8 @@ impl Session {
             self.reply(Reply::new(
                 ReplyCode::PROT_REFUSED,
                 format!(
-                    "Data connections must be protected: send PBSZ 0 and PROT P (tls.require_data = {})",
+                    "Data connections must be protected: send PBSZ 0 and PROT P ({} = {})",
+                    self.config.setting_names.tls_require_data,
                     self.config.tls.require_data.as_str()
                 ),
             ));
@@ -273,12 +274,15 @@ impl Session {
                 ));
             }
             Err(TransferFailure::DataTls(DataTlsFailure::NotResumed)) => {
-                self.reply(Reply::new(
-                    ReplyCode::PROTOCOL_NOT_SUPPORTED,
+                let names = &self.config.setting_names;
+                let text = format!(
                     "TLS session reuse required: the data connection did not resume a TLS \
-                     session of this login (tls.require_reuse; a client that cannot resume \
-                     needs tls.reuse_exempt_users or tls.reuse_exempt_clients)",
-                ));
+                     session of this login ({}; a client that cannot resume needs {} or {})",
+                    names.tls_require_reuse,
+                    names.tls_reuse_exempt_users,
+                    names.tls_reuse_exempt_clients
+                );
+                self.reply(Reply::new(ReplyCode::PROTOCOL_NOT_SUPPORTED, text));
             }
             Err(TransferFailure::DataTls(DataTlsFailure::Handshake(text))) => {
                 self.reply(Reply::new(
