@@ -1,15 +1,41 @@
-//! Navigation and file actions (RFC 959 §4.1.1, §4.1.3; RFC 3659; draft-somers-ftp-mfxx):
+//! Navigation (PWD, CWD, CDUP) and file actions (RFC 959 §4.1.1, §4.1.3; RFC 3659; draft-somers-ftp-mfxx):
 //! paths mapped under the user's home, and the storage requests they become.
 
 use super::site;
 use super::{Action, InFlight, Session, StorageRequest, StorageResult};
 use crate::error::StorageErrorKind;
 use crate::listing;
-use crate::path::VirtualPath;
+use crate::path::{PathError, VirtualPath};
 use crate::reply::{Reply, ReplyCode};
 use crate::time::{format_time_val, parse_time_val};
 
 impl Session {
+    /// PWD (RFC 959 §4.1.3); 257 with the path quoted (Appendix II).
+    pub(super) fn print_working_directory(&mut self) {
+        self.reply(Reply::new(
+            ReplyCode::PATH_CREATED,
+            format!("{} is the current directory", quote_path(self.cwd.as_str())),
+        ));
+    }
+
+    /// CDUP: at the top of the home it is refused like `CWD ..`: `..` never climbs out.
+    pub(super) fn change_to_parent(&mut self) {
+        if self.cwd.is_root() {
+            self.reply(PathError::EscapesRoot.reply());
+            return;
+        }
+        self.cwd = self.cwd.parent();
+        self.reply(Reply::new(ReplyCode::FILE_ACTION_OK, "Directory changed"));
+    }
+
+    /// MLST (RFC 3659 §7): the facts of one path, the working directory without argument.
+    pub(super) fn list_single(&mut self, argument: &str) {
+        let target = if argument.is_empty() { "." } else { argument };
+        self.lookup(target, StorageRequest::Metadata, |c| {
+            InFlight::MachineListSingle { client_path: c }
+        });
+    }
+
     /// Resolves a client path against the working directory and maps it into the storage
     /// namespace under the user's home. Returns (the path the client sees, the storage path).
     pub(super) fn resolve(&self, argument: &str) -> Result<(VirtualPath, VirtualPath), Reply> {
@@ -302,6 +328,6 @@ impl Session {
 }
 
 /// RFC 959 Appendix II: a quote inside a quoted path is doubled.
-pub(super) fn quote_path(path: &str) -> String {
+fn quote_path(path: &str) -> String {
     format!("\"{}\"", path.replace('"', "\"\""))
 }

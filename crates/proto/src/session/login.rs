@@ -1,10 +1,26 @@
 //! Access control (RFC 959 §4.1.1): USER, PASS, REIN, and what a login grants.
 
 use super::config::{CertificateUser, TlsRequirement};
-use super::{Action, InFlight, Login, LoginFailure, LoginRequest, Session, TransferType, User};
+use super::transfer::TransferType;
+use super::{Action, InFlight, LoginFailure, LoginRequest, Session, User};
 use crate::listing::MlstFacts;
 use crate::path::VirtualPath;
 use crate::reply::{Reply, ReplyCode};
+
+/// Where the login stands (RFC 959 §4.1.1: USER, then PASS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Login {
+    AwaitingUser,
+    /// USER was refused because the control connection is not protected: PASS is refused
+    /// with the same reason.
+    RefusedWithoutTls {
+        text: String,
+    },
+    AwaitingPassword {
+        username: String,
+    },
+    LoggedIn(User),
+}
 
 impl Session {
     pub(super) fn user(&mut self, username: String) {

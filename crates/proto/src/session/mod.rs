@@ -9,10 +9,11 @@
 //!
 //! This file holds the type, the driver-facing API and the dispatch of a parsed command to
 //! its handler. The handlers live in one file of `impl Session` per concern: `login`
-//! (USER, PASS, REIN), `info` (FEAT, OPTS, STAT, SITE, HELP), `files` (paths and the
-//! storage requests of file commands), `data_channel` (PASV, EPSV, PORT, EPRT), `transfer`
-//! (TYPE, REST, ALLO and the transfer commands), `ftps` (RFC 4217), with the shared policy
-//! in `config`, the driver's vocabulary in `action` and the SITE grammar in `site`.
+//! (USER, PASS, REIN), `info` (FEAT, OPTS, STAT, SITE, HELP), `files` (PWD, CWD, CDUP, paths
+//! and the storage requests of file commands), `data_channel` (PASV, EPSV, PORT, EPRT),
+//! `transfer` (TYPE, MODE, STRU, REST, ALLO, the transfer commands and ABOR), `ftps`
+//! (RFC 4217), with the shared policy in `config`, the driver's vocabulary in `action` and the
+//! SITE grammar in `site`.
 
 mod action;
 mod config;
@@ -41,11 +42,12 @@ use crate::command::{Command, Verb};
 use crate::framing::LineError;
 use crate::host_port;
 use crate::listing::{ListFormat, MlstFacts};
-use crate::path::{PathError, VirtualPath};
+use crate::path::VirtualPath;
 use crate::reply::{Reply, ReplyCode};
-use files::quote_path;
 use ftps::TlsState;
 use info::help;
+use login::Login;
+use transfer::{TransferType, file_structure, transfer_mode};
 
 pub use config::{
     CertificateUser, ControlTransport, SessionConfig, SettingNames, TlsPolicy, TlsRequirement,
@@ -57,26 +59,6 @@ const REVOKED_TEXT: &str = "Account removed or its password changed, closing con
 
 /// Most lines queued while an operation is in flight; a client pipelining more is flooding.
 const MAX_QUEUED_LINES: usize = 64;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Login {
-    AwaitingUser,
-    /// USER was refused because the control connection is not protected: PASS is refused
-    /// with the same reason.
-    RefusedWithoutTls {
-        text: String,
-    },
-    AwaitingPassword {
-        username: String,
-    },
-    LoggedIn(User),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TransferType {
-    Ascii,
-    Binary,
-}
 
 /// The operation whose outcome the session waits for.
 #[derive(Debug)]
@@ -549,17 +531,9 @@ impl Session {
             Verb::Stat => self.status(&argument),
             Verb::Site => self.site(&argument),
             Verb::Clnt => self.reply(Reply::new(ReplyCode::OK, "Noted")),
-            Verb::Pwd => self.reply(Reply::new(
-                ReplyCode::PATH_CREATED,
-                format!("{} is the current directory", quote_path(self.cwd.as_str())),
-            )),
+            Verb::Pwd => self.print_working_directory(),
             Verb::Cwd => self.change_directory(&argument),
-            // CDUP at the top of the home is refused like `CWD ..`: `..` never climbs out.
-            Verb::Cdup if self.cwd.is_root() => self.reply(PathError::EscapesRoot.reply()),
-            Verb::Cdup => {
-                self.cwd = self.cwd.parent();
-                self.reply(Reply::new(ReplyCode::FILE_ACTION_OK, "Directory changed"));
-            }
+            Verb::Cdup => self.change_to_parent(),
             Verb::Mkd => self.make_directory(&argument),
             Verb::Rmd => self.modify(&argument, StorageRequest::RemoveDir, "Directory removed"),
             Verb::Dele => self.modify(&argument, StorageRequest::RemoveFile, "File deleted"),
@@ -573,25 +547,8 @@ impl Session {
             }),
             Verb::Mfmt => self.set_modification_time(&argument),
             Verb::Type => self.set_type(&argument),
-            Verb::Mode => self.reply(match argument.to_ascii_uppercase().as_str() {
-                "S" => Reply::new(ReplyCode::OK, "Mode set to S"),
-                "B" | "C" | "Z" => Reply::new(
-                    ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
-                    "Only MODE S is supported",
-                ),
-                _ => Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Unknown mode"),
-            }),
-            Verb::Stru => self.reply(match argument.to_ascii_uppercase().as_str() {
-                "F" => Reply::new(ReplyCode::OK, "Structure set to F"),
-                "R" | "P" => Reply::new(
-                    ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
-                    "Only STRU F is supported",
-                ),
-                _ => Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Unknown structure"),
-            }),
-            // RFC 959 §4.1.3: ALLO "should be treated as a NOOP" where storage needs no
-            // reservation; 202 says exactly that. An account with a quota gets the size
-            // checked at the next upload instead (200).
+            Verb::Mode => self.reply(transfer_mode(&argument)),
+            Verb::Stru => self.reply(file_structure(&argument)),
             Verb::Allo => self.allocate(&argument),
             Verb::Rest => self.restart(&argument),
             Verb::Retr => self.retrieve(&argument),
@@ -601,23 +558,14 @@ impl Session {
             Verb::List => self.list(&argument, ListFormat::Long, Verb::List),
             Verb::Nlst => self.list(&argument, ListFormat::NamesOnly, Verb::Nlst),
             Verb::Mlsd => self.list(&argument, ListFormat::Machine, Verb::Mlsd),
-            Verb::Mlst => {
-                let target = if argument.is_empty() { "." } else { &argument };
-                self.lookup(target, StorageRequest::Metadata, |c| {
-                    InFlight::MachineListSingle { client_path: c }
-                })
-            }
+            Verb::Mlst => self.list_single(&argument),
             Verb::Pasv => self.passive(false),
             Verb::Epsv => self.extended_passive(&argument),
             Verb::Port => {
                 self.active(host_port::parse_port_argument(&argument).map(SocketAddr::V4))
             }
             Verb::Eprt => self.active(host_port::parse_eprt_argument(&argument)),
-            Verb::Abor => {
-                // No transfer runs (ABOR during one is handled by handle_during_transfer).
-                self.close_passive();
-                self.reply(Reply::new(ReplyCode::CLOSING_DATA, "No transfer to abort"));
-            }
+            Verb::Abor => self.abort_without_transfer(),
             Verb::Smnt => self.reply(Reply::new(ReplyCode::NOT_IMPLEMENTED, "SMNT not supported")),
             Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc if !self.tls.is_available() => self
                 .reply(Reply::new(
@@ -628,29 +576,6 @@ impl Session {
             Verb::Pbsz => self.protection_buffer_size(&argument),
             Verb::Prot => self.protection_level(&argument),
             Verb::Ccc => self.clear_command_channel(),
-        }
-    }
-
-    fn handle_during_transfer(&mut self, command: Command) {
-        match command.verb {
-            Verb::Abor => {
-                if let Some(InFlight::Transfer {
-                    abort_requested, ..
-                }) = &mut self.in_flight
-                    && !*abort_requested
-                {
-                    *abort_requested = true;
-                    self.actions.push_back(Action::AbortTransfer);
-                }
-            }
-            Verb::Stat => self.reply(Reply::multiline(
-                ReplyCode::SYSTEM_STATUS,
-                [
-                    "Transfer in progress".to_owned(),
-                    "End of status".to_owned(),
-                ],
-            )),
-            _ => {}
         }
     }
 }

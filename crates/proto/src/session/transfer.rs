@@ -1,19 +1,61 @@
-//! Transfer parameters and transfers (RFC 959 §4.1.2, §4.1.3, RFC 3659): TYPE, REST, ALLO,
-//! RETR, STOR, APPE, STOU, LIST, NLST, MLSD, and the replies around a transfer.
+//! Transfer parameters and transfers (RFC 959 §4.1.2, §4.1.3, RFC 3659): TYPE, MODE, STRU,
+//! REST, ALLO, RETR, STOR, APPE, STOU, LIST, NLST, MLSD, ABOR, and the replies around a
+//! transfer.
 
 use super::{
     Action, DataEndpoint, DataProtection, DataTlsFailure, InFlight, Session, TransferFailure,
-    TransferKind, TransferRequest, TransferSummary, TransferType, UploadTarget, WriteMode,
+    TransferKind, TransferRequest, TransferSummary, UploadTarget, WriteMode,
 };
-use crate::command::Verb;
+use crate::command::{Command, Verb};
 use crate::error::StorageErrorKind;
 use crate::listing::ListFormat;
 use crate::path::VirtualPath;
 use crate::reply::{Reply, ReplyCode};
 
+/// The representation type (RFC 959 §3.1.1): what TYPE sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TransferType {
+    Ascii,
+    Binary,
+}
+
 impl Session {
+    /// ABOR and STAT while a transfer runs (RFC 959 §4.1.3: the only commands answered
+    /// before its reply).
+    pub(super) fn handle_during_transfer(&mut self, command: Command) {
+        match command.verb {
+            Verb::Abor => {
+                if let Some(InFlight::Transfer {
+                    abort_requested, ..
+                }) = &mut self.in_flight
+                    && !*abort_requested
+                {
+                    *abort_requested = true;
+                    self.actions.push_back(Action::AbortTransfer);
+                }
+            }
+            Verb::Stat => self.reply(Reply::multiline(
+                ReplyCode::SYSTEM_STATUS,
+                [
+                    "Transfer in progress".to_owned(),
+                    "End of status".to_owned(),
+                ],
+            )),
+            _ => {}
+        }
+    }
+
+    /// ABOR with no transfer running: nothing to abort, but a passive listener waiting for
+    /// a transfer is closed.
+    pub(super) fn abort_without_transfer(&mut self) {
+        self.close_passive();
+        self.reply(Reply::new(ReplyCode::CLOSING_DATA, "No transfer to abort"));
+    }
+
     /// ALLO (RFC 959 §4.1.3): `ALLO n [R m]`. The size is kept for the next upload, whose
-    /// quota check uses it before any byte arrives.
+    /// quota check uses it before any byte arrives. RFC 959 says ALLO "should be treated as
+    /// a NOOP" where storage needs no reservation: 202 says exactly that; an account with a
+    /// quota gets the size checked at its next upload instead (200).
     pub(super) fn allocate(&mut self, argument: &str) {
         let size = argument
             .split_whitespace()
@@ -328,4 +370,28 @@ pub(super) fn strip_list_options(argument: &str) -> &str {
         }
     }
     rest
+}
+
+/// MODE (RFC 959 §3.4): stream only.
+pub(super) fn transfer_mode(argument: &str) -> Reply {
+    match argument.to_ascii_uppercase().as_str() {
+        "S" => Reply::new(ReplyCode::OK, "Mode set to S"),
+        "B" | "C" | "Z" => Reply::new(
+            ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+            "Only MODE S is supported",
+        ),
+        _ => Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Unknown mode"),
+    }
+}
+
+/// STRU (RFC 959 §3.1.2): file structure only.
+pub(super) fn file_structure(argument: &str) -> Reply {
+    match argument.to_ascii_uppercase().as_str() {
+        "F" => Reply::new(ReplyCode::OK, "Structure set to F"),
+        "R" | "P" => Reply::new(
+            ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER,
+            "Only STRU F is supported",
+        ),
+        _ => Reply::new(ReplyCode::SYNTAX_ERROR_ARGS, "Unknown structure"),
+    }
 }
