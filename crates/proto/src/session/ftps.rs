@@ -60,7 +60,7 @@ impl TlsState {
 
     /// AUTH and the rest are possible on this listener (explicit or implicit FTPS).
     pub(super) fn is_available(&self) -> bool {
-        *self != Self::Unavailable
+        !matches!(self, Self::Unavailable)
     }
 
     /// The control connection is protected now.
