@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferroftp_proto::session::{
     Action, LoginFailure, Outcome, PassiveFailure, QuotaUsage, StorageRequest, StorageResult,
@@ -89,15 +89,20 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let pick = script.byte().unwrap_or(0);
                 let outcome = match &action {
-                    Action::Authenticate(request) => Outcome::Authenticated(if pick % 2 == 0 {
-                        Ok(User {
+                    // Every way a login ends: accepted (read-only or not), a wrong password,
+                    // the account's session cap, the client's address banned, the
+                    // authenticator unavailable.
+                    Action::Authenticate(request) => Outcome::Authenticated(match pick % 10 {
+                        0 | 2 | 4 | 6 | 8 => Ok(User {
                             name: request.username.clone(),
                             home: VirtualPath::root(),
                             read_only: pick % 4 == 2,
                             policy: Default::default(),
-                        })
-                    } else {
-                        Err(LoginFailure::Rejected)
+                        }),
+                        1 | 3 => Err(LoginFailure::Rejected),
+                        5 => Err(LoginFailure::SessionLimit),
+                        7 => Err(LoginFailure::Banned),
+                        _ => Err(LoginFailure::Unavailable),
                     }),
                     // Success of the kind the request asks for (the session asserts that, as
                     // a driver bug), or one of the errors a storage can give.
@@ -113,7 +118,10 @@ fuzz_target!(|data: &[u8]| {
                         (_, StorageRequest::ResumableSize(_)) => {
                             Ok(StorageResult::Size(u64::from(pick)))
                         }
-                        (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries(Vec::new())),
+                        (_, StorageRequest::StatListing(_)) => Ok(StorageResult::Entries {
+                            entries: Vec::new(),
+                            now: SystemTime::UNIX_EPOCH,
+                        }),
                         (_, StorageRequest::QuotaUsage) => {
                             Ok(StorageResult::QuotaUsage((pick % 8 < 4).then_some(QuotaUsage {
                                 bytes: u64::from(pick) << 20,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
 use ferroftp_backend::Authenticator;
-use ferroftp_proto::session::{CertificateUser, TlsPolicy, TlsRequirement};
+use ferroftp_proto::session::{CertificateUser, SettingNames, TlsPolicy, TlsRequirement};
 use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
 use ferroftp_server::{
     ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
@@ -594,6 +594,17 @@ fn tls_options(config: &Config, certificate: CertificateSource) -> TlsOptions {
     }
 }
 
+/// How the config file spells the settings that the session's replies name.
+const SETTING_NAMES: SettingNames = SettingNames {
+    tls_require: "tls.require",
+    tls_require_data: "tls.require_data",
+    tls_allow_ccc: "tls.allow_ccc",
+    tls_require_reuse: "tls.require_reuse",
+    tls_reuse_exempt_users: "tls.reuse_exempt_users",
+    tls_reuse_exempt_clients: "tls.reuse_exempt_clients",
+    max_sessions: "max_sessions",
+};
+
 fn tls_policy(config: &Config) -> TlsPolicy {
     let tls = &config.tls;
     let requirement = |require: TlsRequire| match require {
@@ -669,6 +680,7 @@ fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOp
             allow_chmod: true,
             active_nat_fallback: config.active.nat_fallback,
             tls: tls_policy(config),
+            setting_names: SETTING_NAMES,
         },
         passive_ports: passive.ports.ports(),
         advertise: AdvertiseOptions {

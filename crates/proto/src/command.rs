@@ -1,7 +1,8 @@
 //! Commands: the verb table and the line parser.
 //!
 //! [`Verb::spec`] is the single description of every command: whether it needs a login,
-//! whether it takes an argument, what FEAT and HELP say about it. Adding a verb means a
+//! whether it takes an argument, whether it may run during a transfer, whether it changes
+//! the storage, what FEAT and HELP say about it. Adding a verb means a
 //! variant, a name in [`Verb::ALL`], a `spec` arm and a dispatch arm in the session; the
 //! compiler points at each.
 
@@ -27,6 +28,10 @@ pub struct CommandSpec {
     pub argument: Argument,
     /// The command may be answered while a transfer runs (RFC 959 §4.1.3: ABOR, STAT).
     pub during_transfer: bool,
+    /// The command changes the storage: a read-only account gets 550 for it before the
+    /// command's own checks (SITE CHMOD, one subcommand of SITE, checks the same rule
+    /// itself).
+    pub modifies_storage: bool,
     /// The line advertised in FEAT (RFC 2389), if any.
     pub feature: Option<&'static str>,
     /// The syntax shown by `HELP verb`.
@@ -116,84 +121,272 @@ verbs! {
     Ccc => "CCC";
 }
 
-const fn spec(
-    needs_login: bool,
-    argument: Argument,
-    syntax: &'static str,
-    feature: Option<&'static str>,
-) -> CommandSpec {
-    CommandSpec {
-        needs_login,
-        argument,
-        during_transfer: false,
-        feature,
-        syntax,
-    }
-}
+/// The table's starting point for a command anyone may send, logged in or not.
+const ANYONE: CommandSpec = CommandSpec {
+    needs_login: false,
+    argument: Argument::None,
+    during_transfer: false,
+    modifies_storage: false,
+    feature: None,
+    syntax: "",
+};
+
+/// The table's starting point for a command that needs a login.
+const LOGGED_IN: CommandSpec = CommandSpec {
+    needs_login: true,
+    ..ANYONE
+};
 
 impl Verb {
     /// The command table.
+    // One arm per verb, each field named: a table, which split into pieces would no longer
+    // be read as one.
+    #[allow(clippy::too_many_lines)]
     pub const fn spec(self) -> CommandSpec {
-        use Argument::{None as No, Optional, Required};
+        use Argument::{Optional, Required};
         match self {
-            Self::User => spec(false, Required, "USER <name>", None),
-            Self::Pass => spec(false, Optional, "PASS <password>", None),
-            Self::Acct => spec(false, Required, "ACCT <account>", None),
-            Self::Quit => spec(false, No, "QUIT", None),
-            Self::Rein => spec(false, No, "REIN", None),
-            Self::Noop => spec(false, No, "NOOP", None),
-            Self::Syst => spec(false, No, "SYST", None),
-            Self::Feat => spec(false, No, "FEAT", None),
-            Self::Opts => spec(false, Required, "OPTS <UTF8 ON | MLST facts>", None),
-            Self::Help => spec(false, Optional, "HELP [<verb>]", None),
+            Self::User => CommandSpec {
+                syntax: "USER <name>",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Pass => CommandSpec {
+                syntax: "PASS <password>",
+                argument: Optional,
+                ..ANYONE
+            },
+            Self::Acct => CommandSpec {
+                syntax: "ACCT <account>",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Quit => CommandSpec {
+                syntax: "QUIT",
+                ..ANYONE
+            },
+            Self::Rein => CommandSpec {
+                syntax: "REIN",
+                ..ANYONE
+            },
+            Self::Noop => CommandSpec {
+                syntax: "NOOP",
+                ..ANYONE
+            },
+            Self::Syst => CommandSpec {
+                syntax: "SYST",
+                ..ANYONE
+            },
+            Self::Feat => CommandSpec {
+                syntax: "FEAT",
+                ..ANYONE
+            },
+            Self::Opts => CommandSpec {
+                syntax: "OPTS <UTF8 ON | MLST facts>",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Help => CommandSpec {
+                syntax: "HELP [<verb>]",
+                argument: Optional,
+                ..ANYONE
+            },
             Self::Stat => CommandSpec {
+                syntax: "STAT [<path>]",
+                argument: Optional,
                 during_transfer: true,
-                ..spec(false, Optional, "STAT [<path>]", None)
+                ..ANYONE
             },
-            Self::Site => spec(
-                true,
-                Required,
-                "SITE <HELP | CHMOD <octal mode> <path>>",
-                None,
-            ),
-            Self::Clnt => spec(false, Optional, "CLNT <client name>", None),
-            Self::Pwd => spec(true, No, "PWD", None),
-            Self::Cwd => spec(true, Required, "CWD <path>", None),
-            Self::Cdup => spec(true, No, "CDUP", None),
-            Self::Mkd => spec(true, Required, "MKD <path>", None),
-            Self::Rmd => spec(true, Required, "RMD <path>", None),
-            Self::Dele => spec(true, Required, "DELE <path>", None),
-            Self::Rnfr => spec(true, Required, "RNFR <path>", None),
-            Self::Rnto => spec(true, Required, "RNTO <path>", None),
-            Self::Size => spec(true, Required, "SIZE <path>", Some("SIZE")),
-            Self::Mdtm => spec(true, Required, "MDTM <path>", Some("MDTM")),
-            Self::Mfmt => spec(true, Required, "MFMT <YYYYMMDDHHMMSS> <path>", Some("MFMT")),
-            Self::Type => spec(true, Required, "TYPE <A|I|L 8>", None),
-            Self::Mode => spec(true, Required, "MODE S", None),
-            Self::Stru => spec(true, Required, "STRU F", None),
-            Self::Allo => spec(true, Optional, "ALLO <bytes>", None),
-            Self::Rest => spec(true, Required, "REST <offset>", Some("REST STREAM")),
-            Self::Retr => spec(true, Required, "RETR <path>", None),
-            Self::Stor => spec(true, Required, "STOR <path>", None),
-            Self::Appe => spec(true, Required, "APPE <path>", None),
-            Self::Stou => spec(true, Optional, "STOU", None),
-            Self::List => spec(true, Optional, "LIST [<path>]", None),
-            Self::Nlst => spec(true, Optional, "NLST [<path>]", None),
-            Self::Mlsd => spec(true, Optional, "MLSD [<path>]", None),
-            Self::Mlst => spec(true, Optional, "MLST [<path>]", None),
-            Self::Pasv => spec(true, No, "PASV", None),
-            Self::Epsv => spec(true, Optional, "EPSV [<1|2|ALL>]", Some("EPSV")),
-            Self::Port => spec(true, Required, "PORT <h1,h2,h3,h4,p1,p2>", None),
-            Self::Eprt => spec(true, Required, "EPRT |<af>|<address>|<port>|", Some("EPRT")),
+            Self::Site => CommandSpec {
+                syntax: "SITE <HELP | CHMOD <octal mode> <path>>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Clnt => CommandSpec {
+                syntax: "CLNT <client name>",
+                argument: Optional,
+                ..ANYONE
+            },
+            Self::Pwd => CommandSpec {
+                syntax: "PWD",
+                ..LOGGED_IN
+            },
+            Self::Cwd => CommandSpec {
+                syntax: "CWD <path>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Cdup => CommandSpec {
+                syntax: "CDUP",
+                ..LOGGED_IN
+            },
+            Self::Mkd => CommandSpec {
+                syntax: "MKD <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Rmd => CommandSpec {
+                syntax: "RMD <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Dele => CommandSpec {
+                syntax: "DELE <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Rnfr => CommandSpec {
+                syntax: "RNFR <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Rnto => CommandSpec {
+                syntax: "RNTO <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Size => CommandSpec {
+                syntax: "SIZE <path>",
+                argument: Required,
+                feature: Some("SIZE"),
+                ..LOGGED_IN
+            },
+            Self::Mdtm => CommandSpec {
+                syntax: "MDTM <path>",
+                argument: Required,
+                feature: Some("MDTM"),
+                ..LOGGED_IN
+            },
+            Self::Mfmt => CommandSpec {
+                syntax: "MFMT <YYYYMMDDHHMMSS> <path>",
+                argument: Required,
+                modifies_storage: true,
+                feature: Some("MFMT"),
+                ..LOGGED_IN
+            },
+            Self::Type => CommandSpec {
+                syntax: "TYPE <A|I|L 8>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Mode => CommandSpec {
+                syntax: "MODE S",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Stru => CommandSpec {
+                syntax: "STRU F",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Allo => CommandSpec {
+                syntax: "ALLO <bytes>",
+                argument: Optional,
+                ..LOGGED_IN
+            },
+            Self::Rest => CommandSpec {
+                syntax: "REST <offset>",
+                argument: Required,
+                feature: Some("REST STREAM"),
+                ..LOGGED_IN
+            },
+            Self::Retr => CommandSpec {
+                syntax: "RETR <path>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Stor => CommandSpec {
+                syntax: "STOR <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Appe => CommandSpec {
+                syntax: "APPE <path>",
+                argument: Required,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::Stou => CommandSpec {
+                syntax: "STOU",
+                argument: Optional,
+                modifies_storage: true,
+                ..LOGGED_IN
+            },
+            Self::List => CommandSpec {
+                syntax: "LIST [<path>]",
+                argument: Optional,
+                ..LOGGED_IN
+            },
+            Self::Nlst => CommandSpec {
+                syntax: "NLST [<path>]",
+                argument: Optional,
+                ..LOGGED_IN
+            },
+            Self::Mlsd => CommandSpec {
+                syntax: "MLSD [<path>]",
+                argument: Optional,
+                ..LOGGED_IN
+            },
+            Self::Mlst => CommandSpec {
+                syntax: "MLST [<path>]",
+                argument: Optional,
+                ..LOGGED_IN
+            },
+            Self::Pasv => CommandSpec {
+                syntax: "PASV",
+                ..LOGGED_IN
+            },
+            Self::Epsv => CommandSpec {
+                syntax: "EPSV [<1|2|ALL>]",
+                argument: Optional,
+                feature: Some("EPSV"),
+                ..LOGGED_IN
+            },
+            Self::Port => CommandSpec {
+                syntax: "PORT <h1,h2,h3,h4,p1,p2>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Eprt => CommandSpec {
+                syntax: "EPRT |<af>|<address>|<port>|",
+                argument: Required,
+                feature: Some("EPRT"),
+                ..LOGGED_IN
+            },
             Self::Abor => CommandSpec {
+                syntax: "ABOR",
                 during_transfer: true,
-                ..spec(true, No, "ABOR", None)
+                ..LOGGED_IN
             },
-            Self::Smnt => spec(true, Required, "SMNT <path>", None),
-            Self::Auth => spec(false, Required, "AUTH TLS", None),
-            Self::Pbsz => spec(false, Required, "PBSZ 0", None),
-            Self::Prot => spec(false, Required, "PROT <C|P>", None),
-            Self::Ccc => spec(false, No, "CCC", None),
+            Self::Smnt => CommandSpec {
+                syntax: "SMNT <path>",
+                argument: Required,
+                ..LOGGED_IN
+            },
+            Self::Auth => CommandSpec {
+                syntax: "AUTH TLS",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Pbsz => CommandSpec {
+                syntax: "PBSZ 0",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Prot => CommandSpec {
+                syntax: "PROT <C|P>",
+                argument: Required,
+                ..ANYONE
+            },
+            Self::Ccc => CommandSpec {
+                syntax: "CCC",
+                ..ANYONE
+            },
         }
     }
 }
@@ -349,6 +542,24 @@ mod tests {
         let error = parse("A\u{1b}[31mB x").unwrap_err();
         assert_eq!(error.reply().code, ReplyCode::SYNTAX_ERROR);
         assert!(!error.reply().text().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn the_commands_that_change_the_storage_need_a_login() {
+        let modifying: Vec<&str> = Verb::ALL
+            .iter()
+            .filter(|verb| verb.spec().modifies_storage)
+            .map(|verb| verb.name())
+            .collect();
+        assert_eq!(
+            modifying,
+            [
+                "MKD", "RMD", "DELE", "RNFR", "RNTO", "MFMT", "STOR", "APPE", "STOU"
+            ]
+        );
+        for verb in Verb::ALL {
+            assert!(!verb.spec().modifies_storage || verb.spec().needs_login);
+        }
     }
 
     #[test]

@@ -1510,7 +1510,10 @@ async fn stat_listing(
     let meta = storage.metadata(path).await?;
     if !meta.is_dir() {
         let name = path.file_name().unwrap_or("/").to_owned();
-        return Ok(StorageResult::Entries(vec![DirEntry { name, meta }]));
+        return Ok(StorageResult::Entries {
+            entries: vec![DirEntry { name, meta }],
+            now: std::time::SystemTime::now(),
+        });
     }
     let mut stream = storage.list(path).await?;
     let mut entries = Vec::new();
@@ -1521,7 +1524,10 @@ async fn stat_listing(
         }
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(StorageResult::Entries(entries))
+    Ok(StorageResult::Entries {
+        entries,
+        now: std::time::SystemTime::now(),
+    })
 }
 
 /// The port announced for a listening passive port (`passive.advertise_ports` maps the range

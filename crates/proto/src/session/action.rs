@@ -96,7 +96,16 @@ pub enum StorageResult {
     /// A size in bytes.
     Size(u64),
     /// Directory entries.
-    Entries(Vec<DirEntry>),
+    Entries {
+        /// The entries, in the order to show.
+        entries: Vec<DirEntry>,
+        /// The wall-clock time the driver listed them at: a long listing shows the time
+        /// of day for recent files and the year for older ones ([`listing::format_long`]),
+        /// and proto reads no clock.
+        ///
+        /// [`listing::format_long`]: crate::listing::format_long
+        now: SystemTime,
+    },
     /// Bytes and files under the user's home; `None` while the first count runs.
     QuotaUsage(Option<QuotaUsage>),
 }
