@@ -73,6 +73,11 @@ impl Drain {
         }
     }
 
+    /// The count of open sessions, to watch it change.
+    pub(crate) fn watch_sessions(&self) -> watch::Receiver<usize> {
+        self.sessions.subscribe()
+    }
+
     /// Sessions open now.
     pub(crate) fn open_sessions(&self) -> usize {
         *self.sessions.borrow()

@@ -16,6 +16,7 @@ mod descriptors;
 mod drain;
 mod home;
 mod limits;
+mod memory_release;
 mod passive;
 mod proxy_protocol;
 mod quota;
@@ -442,6 +443,10 @@ impl Server {
             }
         }
         self.handle.start_background_jobs();
+        tasks.spawn(memory_release::release_after_peaks(
+            self.handle.drain().watch_sessions(),
+            memory_release::SETTLE,
+        ));
         // Ready (for `/readyz`) only when every listener accepts.
         self.status.set_accepting(every_listener_accepts);
         tokio::pin!(stop);
