@@ -262,12 +262,12 @@ fn describe_policy(policy: &UserPolicy) -> String {
 /// The `storage.root` of the config file `path` (relative to the file's directory).
 fn storage_root_of(path: &Path) -> anyhow::Result<PathBuf> {
     // A config that `serve` would refuse is refused here too: nothing is changed.
-    let loaded = crate::config_report::load(path, |_| {});
+    let loaded = ferroftp_config::report::load(path, |_| {});
     let (Some(config), true) = (loaded.config, loaded.problems.is_empty()) else {
         let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
         anyhow::bail!("{}: {}", path.display(), problems.join("; "));
     };
-    let crate::config::StorageConfig::Fs { root, .. } = config.storage;
+    let ferroftp_config::StorageConfig::Fs { root, .. } = config.storage;
     Ok(root)
 }
 

@@ -9,6 +9,7 @@
 
 mod address;
 mod checks;
+pub mod firewall;
 mod remedies;
 mod report;
 mod target;

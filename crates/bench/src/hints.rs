@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::TestId;
+use crate::plan::TestId;
 
 /// The flag that sets how many sessions `test` opens at once, if it is a sessions test.
 fn sessions_flag(test: TestId) -> Option<&'static str> {

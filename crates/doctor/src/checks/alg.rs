@@ -10,9 +10,9 @@
 use std::net::IpAddr;
 
 use super::Context;
-use crate::doctor::Finding;
-use crate::doctor::address::{PassiveAddressClass, classify_passive_address};
-use crate::doctor::remedies::{advertise_settings, join};
+use crate::Finding;
+use crate::address::{PassiveAddressClass, classify_passive_address};
+use crate::remedies::{advertise_settings, join};
 
 const CHECK: &str = "alg-rewrite";
 

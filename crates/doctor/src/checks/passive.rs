@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use ferroftp_client::{ClientError, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
 
 use super::{Context, PassiveObservation, command_refused, reply_line, transfer_evidence};
-use crate::doctor::Finding;
-use crate::doctor::address::{PassiveAddressClass, classify_passive_address};
-use crate::doctor::remedies::{
+use crate::Finding;
+use crate::address::{PassiveAddressClass, classify_passive_address};
+use crate::remedies::{
     advertise_settings, firewall_commands, forwarding_commands, join, passive_range_settings,
     range_for,
 };

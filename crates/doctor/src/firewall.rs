@@ -1,13 +1,12 @@
 //! Firewall rules that open exactly an FTP server's control port(s) and passive range, for
-//! `ferroftp check-config FILE --firewall KIND` and the remedies of `ferroftp doctor`.
+//! the remedies of `ferroftp doctor` and `ferroftp check-config FILE --firewall KIND` (which
+//! fills [`OpenPorts`] from the config).
 //!
 //! The rules are shell command lines (comments start with `#`), so they can be read, copied
 //! or piped to `sh`. Only inbound TCP is opened: replies and active-mode connections the
 //! server makes are outbound, which these firewalls allow by default.
 
 use std::ops::RangeInclusive;
-
-use crate::config::Config;
 
 /// A firewall front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,20 +54,6 @@ impl OpenPorts {
             passive,
             ipv6: false,
         }
-    }
-}
-
-impl OpenPorts {
-    /// The ports of a configuration: every listener's port and `passive.ports` (the ports
-    /// the server listens on; `passive.advertise_ports` belong to the device in front).
-    pub fn of_config(config: &Config) -> Self {
-        let listeners = &config.server.listeners;
-        let mut ports = Self::new(
-            listeners.iter().map(|listener| listener.listen.port()),
-            Some(config.passive.ports.ports()),
-        );
-        ports.ipv6 = listeners.iter().any(|listener| listener.listen.is_ipv6());
-        ports
     }
 }
 
@@ -200,20 +185,6 @@ mod tests {
                 "firewall-cmd --reload",
             ]
         );
-    }
-
-    #[test]
-    fn ports_of_a_config() {
-        let config = Config::parse(
-            "[[server.listeners]]\nlisten = \"0.0.0.0:2121\"\n\
-             [[server.listeners]]\nlisten = \"[::]:2121\"\n\
-             [passive]\nports = \"40000-40010\"\n",
-        )
-        .unwrap();
-        let ports = OpenPorts::of_config(&config);
-        assert_eq!(ports.control, [2121]);
-        assert_eq!(ports.passive, Some(40000..=40010));
-        assert!(ports.ipv6);
     }
 
     #[test]

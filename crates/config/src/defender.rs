@@ -28,7 +28,7 @@ use ferroftp_server::{DefenderOptions, DefenderWeights};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::ConfigProblem;
+use crate::ConfigProblem;
 
 /// `[defender]`. On by default: 5 wrong passwords (or 3 unknown user names) from one address
 /// within 10 minutes ban it for 15 minutes, twice as long at each repeat, at most a day.
@@ -192,7 +192,7 @@ impl DefenderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::Config;
 
     #[test]
     fn the_defaults_ban_after_five_wrong_passwords() {
@@ -274,7 +274,7 @@ ipv6_prefix = 0
         )
         .unwrap();
         assert_eq!(
-            crate::serve::restart_only_changes(&running, &reloaded),
+            running.restart_only_changes(&reloaded),
             ["defender.ipv6_prefix"]
         );
     }

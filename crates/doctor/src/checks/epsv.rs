@@ -8,8 +8,8 @@ use ferroftp_client::{ClientError, connect_timed};
 
 use super::passive::describe_failure;
 use super::{Context, command_refused, reply_line, transfer_evidence};
-use crate::doctor::Finding;
-use crate::doctor::remedies::{firewall_commands, join, passive_range_settings, range_for};
+use crate::Finding;
+use crate::remedies::{firewall_commands, join, passive_range_settings, range_for};
 
 const CHECK: &str = "epsv";
 

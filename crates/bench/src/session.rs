@@ -16,7 +16,7 @@ use ferroftp_client::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::config::PortRange;
+use ferroftp_config::PortRange;
 
 /// Most distinct failure kinds kept per run; more are counted under `other`.
 const MAX_FAILURE_KINDS: usize = 50;

@@ -17,7 +17,7 @@ use std::path::Path;
 use ferroftp_auth_file::UsersFile;
 use toml_edit::{ImDocument, Item, Table};
 
-use crate::config::{AdvertiseAddress, AuthBackendConfig, Config, ConfigProblem, config_directory};
+use crate::{AdvertiseAddress, AuthBackendConfig, Config, ConfigProblem, config_directory};
 
 /// Most parse-level problems reported before giving up (each costs one parse).
 const MAX_PARSE_PROBLEMS: usize = 64;
@@ -244,8 +244,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn check_referenced(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     if let (Some(_), Some(_)) = (&config.tls.cert, &config.tls.key)
-        && let Err(error) = crate::serve::check_tls(config)
+        && let Err(error) = config.check_tls()
     {
+        // With its causes (the file, the PEM problem), as anyhow prints a chain.
+        let error = anyhow::Error::from(error);
         problems.push(ConfigProblem::new("tls.cert", format!("{error:#}")));
     }
     let AuthBackendConfig::File { path } = &config.auth.backend;
@@ -259,8 +261,7 @@ fn check_referenced(config: &Config) -> Vec<ConfigProblem> {
         ));
     }
     if let Some(user) = &config.server.user
-        && let Err(error) =
-            crate::privileges::Account::look_up(user, config.server.group.as_deref())
+        && let Err(error) = crate::Account::look_up(user, config.server.group.as_deref())
     {
         problems.push(ConfigProblem::new("server.user", format!("{error:#}")));
     }
@@ -358,7 +359,7 @@ tls = \"sometimes\"
         .unwrap();
         let loaded = load(&path, |_| {});
         let config = loaded.config.unwrap();
-        let crate::config::StorageConfig::Fs { root, .. } = &config.storage;
+        let crate::StorageConfig::Fs { root, .. } = &config.storage;
         assert_eq!(root, &directory.path().join("files"));
         let AuthBackendConfig::File { path } = &config.auth.backend;
         assert_eq!(path, Path::new("/abs/users.toml"));

@@ -7,8 +7,8 @@ use ferroftp_client::{
 };
 
 use super::{Context, Options, doctor_tls, reply_line};
-use crate::doctor::remedies::{ServerKind, firewall_commands, join};
-use crate::doctor::{Finding, Security, Target};
+use crate::remedies::{ServerKind, firewall_commands, join};
+use crate::{Finding, Security, Target};
 
 const CHECK: &str = "login";
 

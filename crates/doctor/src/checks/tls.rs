@@ -28,8 +28,8 @@ use x509_parser::extensions::GeneralName;
 
 use super::passive::describe_failure;
 use super::{Context, TlsPassive, doctor_tls, reply_line, transfer_evidence};
-use crate::doctor::Finding;
-use crate::doctor::remedies::{join, session_reuse_settings};
+use crate::Finding;
+use crate::remedies::{join, session_reuse_settings};
 
 const CHECK: &str = "tls";
 

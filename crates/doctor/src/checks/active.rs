@@ -12,8 +12,8 @@ use ferroftp_client::TransferProbe;
 use ferroftp_proto::is_private_address;
 
 use super::{ActiveEcho, Context, command_refused, reply_line, transfer_evidence};
-use crate::doctor::Finding;
-use crate::doctor::remedies::join;
+use crate::Finding;
+use crate::remedies::join;
 
 const CHECK: &str = "active";
 

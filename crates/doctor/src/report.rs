@@ -114,7 +114,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::doctor::remedies::ServerKind;
+    use crate::remedies::ServerKind;
 
     fn outcome(findings: Vec<Finding>) -> Outcome {
         Outcome {
