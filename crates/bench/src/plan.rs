@@ -149,7 +149,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn from_args(args: &BenchArgs) -> anyhow::Result<Self> {
-        let target = Target::parse(&args.url).map_err(anyhow::Error::msg)?;
+        let target = Target::parse(&args.url)?;
         ensure!(
             target.security == Security::Plain,
             "ftps:// is not supported by the benchmark; use ftp://"

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-pub use target::{Security, Target};
+pub use target::{HostPortError, Security, Target, UrlError};
 
 /// `ferroftp doctor` arguments.
 #[derive(Debug, clap::Args)]
@@ -121,7 +121,7 @@ impl Finding {
 
 /// Runs the doctor and prints its report; exit code 0 when no finding is an error.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let mut target = Target::parse(&args.url).map_err(anyhow::Error::msg)?;
+    let mut target = Target::parse(&args.url)?;
     if target.password.is_none() {
         target.password = Some(password_for(&target)?);
     }

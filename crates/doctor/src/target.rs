@@ -34,17 +34,57 @@ impl fmt::Debug for Target {
     }
 }
 
+/// Why a URL names no server the doctor (or the benchmark) can talk to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not `ftp://` or `ftps://`.
+    #[error("{0:?} is not an ftp:// or ftps:// URL (e.g. ftp://alice@ftp.example.com:2121/)")]
+    Scheme(String),
+    /// `ftp://@host`.
+    #[error("{0:?}: empty user name")]
+    EmptyUser(String),
+    /// The host or port part.
+    #[error("{url}: {problem}")]
+    HostPort {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong with its host or port.
+        problem: HostPortError,
+    },
+    /// `%` not followed by two hex digits.
+    #[error("bad percent escape in the URL")]
+    PercentEscape,
+    /// Escapes that decode to bytes that are not UTF-8.
+    #[error("percent escapes in the URL are not UTF-8")]
+    NotUtf8,
+}
+
+/// What is wrong with the `host[:port]` of a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPortError {
+    /// `[2001:db8::1` without `]`.
+    #[error("unclosed [ in the host")]
+    UnclosedBracket,
+    /// `[::1]x`.
+    #[error("unexpected {0:?} after the host")]
+    AfterHost(String),
+    /// Nothing before the port.
+    #[error("no host")]
+    NoHost,
+    /// Not a number from 1 to 65535.
+    #[error("{0:?} is not a port number")]
+    BadPort(String),
+}
+
 impl Target {
     /// Parses `ftp://[user[:password]@]host[:port][/path]` (or `ftps://`).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
         let (security, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "ftp://") {
             (Security::Plain, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "ftps://") {
             (Security::Implicit, rest)
         } else {
-            return Err(format!(
-                "{url:?} is not an ftp:// or ftps:// URL (e.g. ftp://alice@ftp.example.com:2121/)"
-            ));
+            return Err(UrlError::Scheme(url.to_owned()));
         };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
@@ -62,14 +102,17 @@ impl Target {
             None => ("anonymous".to_owned(), None),
         };
         if user.is_empty() {
-            return Err(format!("{url:?}: empty user name"));
+            return Err(UrlError::EmptyUser(url.to_owned()));
         }
         let default_port = match security {
             Security::Plain => 21,
             Security::Implicit => 990,
         };
-        let (host, port) = split_host_port(hostport, default_port)
-            .map_err(|error| format!("{}: {error}", redact_url(url)))?;
+        let (host, port) =
+            split_host_port(hostport, default_port).map_err(|problem| UrlError::HostPort {
+                url: redact_url(url),
+                problem,
+            })?;
         let path = percent_decode(path.trim_end_matches('/'))?;
         Ok(Self {
             security,
@@ -103,16 +146,14 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), String> {
+fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), HostPortError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "unclosed [ in the host".to_owned())?;
+        let (host, after) = rest.split_once(']').ok_or(HostPortError::UnclosedBracket)?;
         match after {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
-                None => return Err(format!("unexpected {after:?} after the host")),
+                None => return Err(HostPortError::AfterHost(after.to_owned())),
             },
         }
     } else {
@@ -122,19 +163,19 @@ fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), S
         }
     };
     if host.is_empty() {
-        return Err("no host".to_owned());
+        return Err(HostPortError::NoHost);
     }
     let port = match port {
         None | Some("") => default_port,
         Some(text) => match text.parse::<u16>() {
             Ok(port) if port != 0 => port,
-            _ => return Err(format!("{text:?} is not a port number")),
+            _ => return Err(HostPortError::BadPort(text.to_owned())),
         },
     };
     Ok((host.to_owned(), port))
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, UrlError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -143,7 +184,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(index + 1..index + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| "bad percent escape in the URL".to_owned())?;
+                .ok_or(UrlError::PercentEscape)?;
             out.push(hex);
             index += 3;
         } else {
@@ -151,7 +192,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             index += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "percent escapes in the URL are not UTF-8".to_owned())
+    String::from_utf8(out).map_err(|_| UrlError::NotUtf8)
 }
 
 /// `url` with the password (if any) replaced by `***`, for error messages.

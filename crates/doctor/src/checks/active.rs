@@ -23,7 +23,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         Err(error) => {
             return vec![
                 Finding::error(CHECK, "could not log in again to test active mode")
-                    .evidence(vec![error]),
+                    .evidence(vec![error.to_string()]),
             ];
         }
     };

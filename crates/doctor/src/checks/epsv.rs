@@ -22,7 +22,8 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         Ok(client) => client,
         Err(error) => {
             return vec![
-                Finding::error(CHECK, "could not log in again to test EPSV").evidence(vec![error]),
+                Finding::error(CHECK, "could not log in again to test EPSV")
+                    .evidence(vec![error.to_string()]),
             ];
         }
     };

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use ferroftp_client::{
-    Client, ClientError, ClientOptions, ClientTls, ConnectFailure, connect_timed,
+    Client, ClientError, ClientOptions, ClientTls, ConnectFailure, Reply, connect_timed,
 };
 
 use super::{Context, Options, doctor_tls, reply_line};
@@ -19,7 +19,7 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         Ok(addresses) => addresses,
         Err(error) => {
             let finding = Finding::error(CHECK, format!("cannot resolve {}", target.host))
-                .evidence(vec![error])
+                .evidence(vec![error.to_string()])
                 .remedy("check the host name (DNS) or use the server's IP address");
             return (finding, None);
         }
@@ -255,9 +255,9 @@ async fn login_session(
     let password = target.password.as_deref().unwrap_or_default();
     login(&mut client, &target.user, password, evidence)
         .await
-        .map_err(|summary| {
+        .map_err(|error| {
             (
-                summary,
+                error.to_string(),
                 "check the user name and password (URL, FERROFTP_PASSWORD or the prompt); a \
                  server that requires TLS refuses plain logins: use --explicit-tls or ftps://"
                     .to_owned(),
@@ -314,24 +314,58 @@ async fn upgrade_to_tls(
     }
 }
 
-async fn resolve(target: &Target, options: Options) -> Result<Vec<SocketAddr>, String> {
+/// Why the server's name gave no address to connect to.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+    #[error("resolving {host}: {error}")]
+    Failed { host: String, error: std::io::Error },
+    #[error("resolving {host}: no answer within {:.1} s", .waited.as_secs_f64())]
+    TimedOut {
+        host: String,
+        waited: std::time::Duration,
+    },
+}
+
+async fn resolve(target: &Target, options: Options) -> Result<Vec<SocketAddr>, ResolveError> {
+    let host = || target.host.clone();
     let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
     match tokio::time::timeout(options.timeout, lookup).await {
         Ok(Ok(addresses)) => {
             let addresses: Vec<SocketAddr> = addresses.collect();
             if addresses.is_empty() {
-                Err(format!("{} has no address", target.host))
+                Err(ResolveError::NoAddress { host: host() })
             } else {
                 Ok(addresses)
             }
         }
-        Ok(Err(error)) => Err(format!("resolving {}: {error}", target.host)),
-        Err(_elapsed) => Err(format!(
-            "resolving {}: no answer within {:.1} s",
-            target.host,
-            options.timeout.as_secs_f64()
-        )),
+        Ok(Err(error)) => Err(ResolveError::Failed {
+            host: host(),
+            error,
+        }),
+        Err(_elapsed) => Err(ResolveError::TimedOut {
+            host: host(),
+            waited: options.timeout,
+        }),
     }
+}
+
+/// Why USER/PASS did not log in; the summary of the `login` finding.
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    /// USER or PASS got no reply.
+    #[error("no reply to {command}: {error}")]
+    NoReply {
+        command: &'static str,
+        error: ClientError,
+    },
+    /// USER was answered with neither 230 nor 331 (RFC 959 §5.4).
+    #[error("USER refused: {}", reply_line(.0))]
+    UserRefused(Reply),
+    /// PASS was answered with neither 230 nor 202.
+    #[error("login refused: {}", reply_line(.0))]
+    Refused(Reply),
 }
 
 /// USER, then PASS when asked; each reply goes to `evidence` (the password never does).
@@ -340,28 +374,30 @@ async fn login(
     user: &str,
     password: &str,
     evidence: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), LoginError> {
     let reply = client
         .command(&format!("USER {user}"))
         .await
-        .map_err(|error| describe_failure("USER", &error))?;
+        .map_err(|error| LoginError::NoReply {
+            command: "USER",
+            error,
+        })?;
     evidence.push(format!("USER {user} → {}", reply_line(&reply)));
     match reply.code.0 {
         230 => return Ok(()),
         331 => {}
-        _ => return Err(format!("USER refused: {}", reply_line(&reply))),
+        _ => return Err(LoginError::UserRefused(reply)),
     }
     let reply = client
         .command(&format!("PASS {password}"))
         .await
-        .map_err(|error| describe_failure("PASS", &error))?;
+        .map_err(|error| LoginError::NoReply {
+            command: "PASS",
+            error,
+        })?;
     evidence.push(format!("PASS **** → {}", reply_line(&reply)));
     match reply.code.0 {
         230 | 202 => Ok(()),
-        _ => Err(format!("login refused: {}", reply_line(&reply))),
+        _ => Err(LoginError::Refused(reply)),
     }
-}
-
-fn describe_failure(command: &str, error: &ClientError) -> String {
-    format!("no reply to {command}: {error}")
 }

@@ -14,7 +14,10 @@ mod tls;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use ferroftp_client::{Client, ClientOptions, ClientTls, Reply, ServerVerification, connect_timed};
+use ferroftp_client::{
+    Client, ClientError, ClientOptions, ClientTls, ConnectAttempt, Reply, ServerVerification,
+    connect_timed,
+};
 
 use super::remedies::ServerKind;
 use super::{Finding, Severity, Target};
@@ -112,7 +115,7 @@ impl Context {
 
     /// A new control connection, logged in, protected like every session of this run. The
     /// error is one line of evidence.
-    async fn open_session(&self) -> Result<Client, String> {
+    async fn open_session(&self) -> Result<Client, SessionError> {
         self.open_session_with(self.session_tls.clone(), &mut Vec::new())
             .await
     }
@@ -123,56 +126,52 @@ impl Context {
         &self,
         tls: Option<ClientTls>,
         evidence: &mut Vec<String>,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, SessionError> {
         let attempt = connect_timed(self.control, self.timeout()).await;
         let stream = match attempt.result {
             Ok(stream) => stream,
-            Err(_) => return Err(format!("opening another control connection: {attempt}")),
+            Err(_) => return Err(SessionError::Connect(attempt)),
         };
         let options = ClientOptions {
             timeout: self.timeout(),
         };
-        let mut client = Client::from_stream(stream, options)
-            .map_err(|error| format!("control connection: {error}"))?;
+        let mut client = Client::from_stream(stream, options).map_err(SessionError::Stream)?;
         if let (Some(tls), true) = (&tls, self.implicit) {
             client
                 .upgrade_to_tls(tls.clone())
                 .await
-                .map_err(|error| format!("implicit TLS handshake: {error}"))?;
+                .map_err(SessionError::ImplicitTls)?;
         }
-        let greeting = client
-            .read_reply()
-            .await
-            .map_err(|error| format!("waiting for the greeting: {error}"))?;
+        let greeting = client.read_reply().await.map_err(SessionError::Greeting)?;
         if greeting.code.0 != 220 {
-            return Err(format!("greeting: {}", reply_line(&greeting)));
+            return Err(SessionError::NotReady(greeting));
         }
         if let (Some(tls), false) = (&tls, self.implicit) {
             let reply = client
                 .auth_tls(tls.clone())
                 .await
-                .map_err(|error| format!("AUTH TLS: {error}"))?;
+                .map_err(SessionError::AuthTls)?;
             evidence.push(format!("AUTH TLS → {}", reply_line(&reply)));
         }
         let password = self.target.password.as_deref().unwrap_or_default();
         client
             .login(&self.target.user, password)
             .await
-            .map_err(|error| format!("login: {error}"))?;
+            .map_err(SessionError::Login)?;
         if tls.is_some() {
             for command in ["PBSZ 0", "PROT P"] {
                 let reply = client
                     .command(command)
                     .await
-                    .map_err(|error| format!("{command}: {error}"))?;
+                    .map_err(|error| SessionError::Command { command, error })?;
                 evidence.push(format!("{command} → {}", reply_line(&reply)));
                 if reply.code.0 != 200 {
-                    return Err(format!("{command} refused: {}", reply_line(&reply)));
+                    return Err(SessionError::Refused { command, reply });
                 }
             }
             client
                 .set_data_protection(true)
-                .map_err(|error| error.to_string())?;
+                .map_err(SessionError::Protection)?;
         }
         Ok(client)
     }
@@ -350,8 +349,54 @@ pub(super) fn transfer_evidence(probe: &ferroftp_client::TransferProbe) -> Vec<S
 
 /// TLS settings that accept any certificate (the `tls` check reports on the certificate
 /// separately) and name the server as in the URL.
-pub(super) fn doctor_tls(host: &str) -> Result<ClientTls, String> {
-    ClientTls::new(ServerVerification::AcceptAny, host, None).map_err(|error| error.to_string())
+pub(super) fn doctor_tls(host: &str) -> Result<ClientTls, ClientError> {
+    ClientTls::new(ServerVerification::AcceptAny, host, None)
+}
+
+/// Why another logged-in session for a check could not be opened. Shown as one line of
+/// evidence, its cause included.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    /// The TCP connect failed (the attempt: where, how long, why).
+    #[error("opening another control connection: {0}")]
+    Connect(ConnectAttempt),
+    /// The connected socket could not be set up.
+    #[error("control connection: {0}")]
+    Stream(ClientError),
+    /// Implicit FTPS: the handshake failed.
+    #[error("implicit TLS handshake: {0}")]
+    ImplicitTls(ClientError),
+    /// No greeting came.
+    #[error("waiting for the greeting: {0}")]
+    Greeting(ClientError),
+    /// The greeting was not 220 (RFC 959 §5.4: 421 when the server refuses the session).
+    #[error("greeting: {}", reply_line(.0))]
+    NotReady(Reply),
+    /// AUTH TLS failed (RFC 4217 §4).
+    #[error("AUTH TLS: {0}")]
+    AuthTls(ClientError),
+    /// USER/PASS failed.
+    #[error("login: {0}")]
+    Login(ClientError),
+    /// PBSZ or PROT got no reply.
+    #[error("{command}: {error}")]
+    Command {
+        /// The command.
+        command: &'static str,
+        /// Why there is no reply.
+        error: ClientError,
+    },
+    /// PBSZ or PROT was refused (RFC 4217 §8-§9).
+    #[error("{command} refused: {}", reply_line(.reply))]
+    Refused {
+        /// The command.
+        command: &'static str,
+        /// The refusal.
+        reply: Reply,
+    },
+    /// Data protection could not be turned on.
+    #[error("{0}")]
+    Protection(ClientError),
 }
 
 /// When the server refused the transfer command itself (a final 4yz/5yz reply other than

@@ -36,7 +36,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         Err(error) => {
             return vec![
                 Finding::error(ADDRESS, "could not log in again to test PASV")
-                    .evidence(vec![error]),
+                    .evidence(vec![error.to_string()]),
             ];
         }
     };

@@ -388,7 +388,7 @@ async fn protected_list(
     {
         Ok(client) => client,
         Err(error) => {
-            evidence.push(error);
+            evidence.push(error.to_string());
             result.evidence = evidence;
             return result;
         }
