@@ -16,7 +16,7 @@ const MAX_DEPTH: u32 = 3;
 
 /// What this run made on the server, and how to reach it.
 #[derive(Debug, Clone)]
-pub struct Cleanup {
+pub(crate) struct Cleanup {
     /// The server and account.
     pub endpoint: Arc<Endpoint>,
     /// Where the benchmark's directories are.
@@ -33,10 +33,10 @@ pub struct Cleanup {
 
 /// The record shared between the run and the interruption handler: set once the server is
 /// known, updated as directories are made. Never locked across an await.
-pub type CleanupRecord = Arc<Mutex<Option<Cleanup>>>;
+pub(crate) type CleanupRecord = Arc<Mutex<Option<Cleanup>>>;
 
 /// Updates the record, if set.
-pub fn record(cleanup: &CleanupRecord, update: impl FnOnce(&mut Cleanup)) {
+pub(crate) fn record(cleanup: &CleanupRecord, update: impl FnOnce(&mut Cleanup)) {
     if let Some(cleanup) = cleanup
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -47,7 +47,7 @@ pub fn record(cleanup: &CleanupRecord, update: impl FnOnce(&mut Cleanup)) {
 }
 
 /// A copy of the record.
-pub fn snapshot(cleanup: &CleanupRecord) -> Option<Cleanup> {
+pub(crate) fn snapshot(cleanup: &CleanupRecord) -> Option<Cleanup> {
     cleanup
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -57,7 +57,7 @@ pub fn snapshot(cleanup: &CleanupRecord) -> Option<Cleanup> {
 /// Removes what the run created; `progress` gets one line per directory. A directory that
 /// existed before the run loses only the run's own entries (`stor_*`, `put_*` in
 /// `bench_upload`) or nothing (`bench_fixtures`).
-pub async fn remove_created(
+pub(crate) async fn remove_created(
     cleanup: &Cleanup,
     buffer: &mut [u8],
     progress: &mut dyn FnMut(String),
@@ -97,7 +97,7 @@ pub async fn remove_created(
 /// Deletes `path`: a file with DELE, else a directory with its entries (as NLST names them,
 /// `depth` levels down) and RMD. Returns the entries removed below `path`; a missing path
 /// is nothing to do.
-pub async fn remove_tree(
+pub(crate) async fn remove_tree(
     session: &mut Session,
     path: &str,
     channel: DataChannel,

@@ -20,7 +20,7 @@ use super::session::{DataChannel, Endpoint, Failure, Session};
 
 /// Where the benchmark's files live on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The directory under which `bench_fixtures` and `bench_upload` are made, with a
     /// trailing `/`; empty for the login directory.
     base: String,
@@ -28,7 +28,7 @@ pub struct Layout {
 
 impl Layout {
     /// Under `base` (the URL's path), or the login directory when `None`.
-    pub fn new(base: Option<&str>) -> Self {
+    pub(crate) fn new(base: Option<&str>) -> Self {
         let base = match base.map(|base| base.trim_end_matches('/')) {
             None | Some("") => String::new(),
             Some(base) => format!("{base}/"),
@@ -37,61 +37,61 @@ impl Layout {
     }
 
     /// `bench_fixtures`.
-    pub fn fixtures(&self) -> String {
+    pub(crate) fn fixtures(&self) -> String {
         format!("{}bench_fixtures", self.base)
     }
 
     /// The large file.
-    pub fn big(&self) -> String {
+    pub(crate) fn big(&self) -> String {
         format!("{}/big.bin", self.fixtures())
     }
 
     /// The directory of small files.
-    pub fn small_dir(&self) -> String {
+    pub(crate) fn small_dir(&self) -> String {
         format!("{}/small", self.fixtures())
     }
 
     /// Small file `index`.
-    pub fn small(&self, index: u32) -> String {
+    pub(crate) fn small(&self, index: u32) -> String {
         format!("{}/{}", self.small_dir(), entry_name(index))
     }
 
     /// The directory listed by the listing tests.
-    pub fn list_dir(&self, entries: u32) -> String {
+    pub(crate) fn list_dir(&self, entries: u32) -> String {
         format!("{}/list{entries}", self.fixtures())
     }
 
     /// `bench_upload`.
-    pub fn upload_dir(&self) -> String {
+    pub(crate) fn upload_dir(&self) -> String {
         format!("{}bench_upload", self.base)
     }
 
     /// The large upload of run `run`.
-    pub fn stor_file(&self, run: u32) -> String {
+    pub(crate) fn stor_file(&self, run: u32) -> String {
         format!("{}/stor_{run}.bin", self.upload_dir())
     }
 
     /// The directory of run `run`'s small uploads.
-    pub fn put_dir(&self, run: u32) -> String {
+    pub(crate) fn put_dir(&self, run: u32) -> String {
         format!("{}/put_{run}", self.upload_dir())
     }
 }
 
 /// The name of entry `index` in a fixture directory: `f00000`, `f00001`, …
-pub fn entry_name(index: u32) -> String {
+pub(crate) fn entry_name(index: u32) -> String {
     format!("f{index:05}")
 }
 
 /// A fast deterministic byte stream (SplitMix64), so fixtures are incompressible without
 /// reading a random source: the same seed gives the same bytes.
 #[derive(Debug, Clone)]
-pub struct PseudoRandom {
+pub(crate) struct PseudoRandom {
     state: u64,
 }
 
 impl PseudoRandom {
     /// A stream started from `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
@@ -104,7 +104,7 @@ impl PseudoRandom {
     }
 
     /// Fills `buffer` with the next bytes of the stream.
-    pub fn fill(&mut self, buffer: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buffer: &mut [u8]) {
         let mut chunks = buffer.chunks_exact_mut(8);
         for chunk in &mut chunks {
             chunk.copy_from_slice(&self.next_word().to_le_bytes());
@@ -119,7 +119,7 @@ impl PseudoRandom {
 
 /// Which fixtures the selected tests need, and their sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixtureNeeds {
+pub(crate) struct FixtureNeeds {
     /// Size of `big.bin`, when a download test of it runs.
     pub big_bytes: Option<u64>,
     /// Count and size of the small files, when small_get or the burst runs.
@@ -132,7 +132,7 @@ pub struct FixtureNeeds {
 
 /// What [`prepare`] had to upload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// Whether big.bin was (re)written.
     pub big_written: bool,
     /// Small files (re)written.
@@ -144,7 +144,7 @@ pub struct Prepared {
 /// Creates whatever fixture is missing or has the wrong size, over one session, and checks
 /// the result with SIZE and NLST. `progress` gets one line per step that uploads; the
 /// directories it creates go into `created`.
-pub async fn prepare(
+pub(crate) async fn prepare(
     endpoint: &Endpoint,
     layout: &Layout,
     needs: FixtureNeeds,
@@ -276,7 +276,11 @@ async fn is_directory(session: &mut Session, dir: &str) -> Result<bool, Failure>
 }
 
 /// Requires SIZE `path` to be `bytes`.
-pub async fn check_size(session: &mut Session, path: &str, bytes: u64) -> Result<(), Failure> {
+pub(crate) async fn check_size(
+    session: &mut Session,
+    path: &str,
+    bytes: u64,
+) -> Result<(), Failure> {
     match session.size(path).await? {
         Some(size) if size == bytes => Ok(()),
         Some(_) => Err(Failure::new("SIZE:wrong-size")),
@@ -286,7 +290,7 @@ pub async fn check_size(session: &mut Session, path: &str, bytes: u64) -> Result
 
 /// The entry names in `dir` (NLST; a server may answer with paths, so only the last part
 /// counts). A refused NLST (some servers refuse an empty directory) is no names.
-pub async fn names_in(
+pub(crate) async fn names_in(
     session: &mut Session,
     dir: &str,
     channel: DataChannel,
@@ -306,7 +310,7 @@ pub async fn names_in(
 }
 
 /// The last path component of each line of an NLST listing.
-pub fn parse_names(listing: &[u8]) -> HashSet<String> {
+pub(crate) fn parse_names(listing: &[u8]) -> HashSet<String> {
     String::from_utf8_lossy(listing)
         .lines()
         .map(|line| line.trim_end_matches('\r'))
@@ -317,7 +321,7 @@ pub fn parse_names(listing: &[u8]) -> HashSet<String> {
 
 /// Deletes every entry of `dir` (as NLST names them) and then `dir`. Returns the entries
 /// deleted; a missing directory is nothing to do.
-pub async fn remove_dir(
+pub(crate) async fn remove_dir(
     session: &mut Session,
     dir: &str,
     channel: DataChannel,

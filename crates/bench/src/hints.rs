@@ -17,13 +17,13 @@ fn sessions_flag(test: TestId) -> Option<&'static str> {
 
 /// Whether the kinds show sessions refused at the greeting with 421 (RFC 959 §4.2: service
 /// not available, closing): how servers answer a connection over a session limit.
-pub fn sessions_refused(kinds: &BTreeMap<String, u64>) -> bool {
+pub(crate) fn sessions_refused(kinds: &BTreeMap<String, u64>) -> bool {
     kinds.keys().any(|kind| kind == "greeting:421")
 }
 
 /// Explanations for the error kinds of one run of `test`, one sentence each; `refusal` is
 /// the server's first refusing greeting (code and text), `upload_dir` where uploads go.
-pub fn explain(
+pub(crate) fn explain(
     test: TestId,
     kinds: &BTreeMap<String, u64>,
     refusal: Option<&str>,

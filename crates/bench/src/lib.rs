@@ -1,14 +1,16 @@
 //! `ferroftp bench URL`: the shared harness's measurements (`../shared/bench`) against any FTP
 //! server, with this project's client.
 //!
-//! [`measurements`] holds one function per test, [`fixtures`] creates the files they read
-//! through FTP itself, [`session`] is one logged-in session and its allocation-free transfer
-//! loops, [`process_stats`] reads the server's CPU and memory from `/proc`, and [`report`]
+//! `measurements` holds one function per test, `fixtures` creates the files they read
+//! through FTP itself, `session` is one logged-in session and its allocation-free transfer
+//! loops, `process_stats` reads the server's CPU and memory from `/proc`, and `report`
 //! turns the run records into the progress lines, the markdown table and the JSON document.
 //! This module parses the arguments and drives the runs: one test after the other, each run
 //! timed, its CPU sampled and bounded by `--run-timeout`, no new run after `--max-minutes`.
 //! What the run created on the server is removed at the end, after errors and on SIGINT or
-//! SIGTERM too ([`cleanup`]); failed runs are explained in words ([`hints`]).
+//! SIGTERM too (`cleanup`); failed runs are explained in words (`hints`).
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod cleanup;
 mod fixtures;

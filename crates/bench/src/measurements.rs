@@ -20,7 +20,7 @@ use super::report::{median, percentile};
 use super::session::{DataChannel, Endpoint, Failure, FailureTally, Session};
 
 /// Logins in flight at once in the burst and idle tests (as in the shared harness).
-pub const LOGIN_RAMP: usize = 50;
+pub(crate) const LOGIN_RAMP: usize = 50;
 
 /// Size of the per-session read buffer of the burst test (500 sessions read at once; the
 /// single-stream tests share one 256 KiB buffer).
@@ -31,11 +31,11 @@ const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
 /// How often the idle test sends NOOP on every session while it holds them (and once more at
 /// the end of the hold).
-pub const IDLE_NOOP_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_NOOP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The sizes and counts of the tests.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     /// The large file, bytes.
     pub big_bytes: u64,
     /// Small files per run.
@@ -60,7 +60,7 @@ pub struct Sizes {
 
 /// Everything a measurement needs to know about the target.
 #[derive(Debug, Clone)]
-pub struct Bench {
+pub(crate) struct Bench {
     /// Server address and account.
     pub endpoint: Arc<Endpoint>,
     /// Passive data connections: EPSV, or PASV with `--pasv`.
@@ -77,7 +77,7 @@ pub struct Bench {
 
 /// What one run measured.
 #[derive(Debug, Default)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// The figure in the test's unit.
     pub value: Option<f64>,
     /// Failures by kind; any makes the run failed.
@@ -90,7 +90,7 @@ pub struct Measurement {
 
 impl Measurement {
     /// A run that failed before it measured anything.
-    pub fn failed(failure: &Failure) -> Self {
+    pub(crate) fn failed(failure: &Failure) -> Self {
         let mut measurement = Self::default();
         measurement.failures.add(failure);
         measurement
@@ -129,7 +129,7 @@ async fn binary_session(endpoint: &Endpoint) -> Result<Session, Failure> {
 
 /// retr_pasv / retr_actv: RETR of the large file over `channel`, MB/s from the data-connection
 /// setup to the final reply. Verifies the byte count.
-pub async fn retrieve_big(
+pub(crate) async fn retrieve_big(
     bench: &Bench,
     channel: DataChannel,
     buffer: &mut [u8],
@@ -155,7 +155,11 @@ pub async fn retrieve_big(
 /// stor_pasv: STOR of `--big-mib` to bench_upload/stor_RUN.bin, sending `block` again and
 /// again; MB/s from the data-connection setup to the final reply. Verifies the stored size
 /// with SIZE, then deletes the file.
-pub async fn store_big(bench: &Bench, run: u32, block: &mut [u8]) -> Result<Measurement, Failure> {
+pub(crate) async fn store_big(
+    bench: &Bench,
+    run: u32,
+    block: &mut [u8],
+) -> Result<Measurement, Failure> {
     let path = bench.layout.stor_file(run);
     let mut session = binary_session(&bench.endpoint).await?;
     let started = Instant::now();
@@ -189,7 +193,7 @@ pub async fn store_big(bench: &Bench, run: u32, block: &mut [u8]) -> Result<Meas
 
 /// small_get: RETR of every small file, one session, files/s. Verifies each file's size;
 /// stops at the first failure.
-pub async fn small_get(bench: &Bench, buffer: &mut [u8]) -> Result<Measurement, Failure> {
+pub(crate) async fn small_get(bench: &Bench, buffer: &mut [u8]) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
     let mut session = binary_session(&bench.endpoint).await?;
     let mut measurement = Measurement::default();
@@ -224,7 +228,7 @@ pub async fn small_get(bench: &Bench, buffer: &mut [u8]) -> Result<Measurement, 
 /// small_put: STOR of `--small-count` files of `--small-size` bytes into
 /// bench_upload/put_RUN/, one session, files/s. Then checks every stored size with SIZE and
 /// deletes the files and the directory.
-pub async fn small_put(
+pub(crate) async fn small_put(
     bench: &Bench,
     run: u32,
     block: &mut [u8],
@@ -280,7 +284,11 @@ pub async fn small_put(
 /// list_LIST / list_MLSD: `--list-repeat` listings of the listing directory with `verb`, one
 /// session, ms per listing (median of the run), from the data-connection setup to the final
 /// reply. Verifies that each listing has at least one line per entry.
-pub async fn listing(bench: &Bench, verb: &str, buffer: &mut [u8]) -> Result<Measurement, Failure> {
+pub(crate) async fn listing(
+    bench: &Bench,
+    verb: &str,
+    buffer: &mut [u8],
+) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
     let dir = bench.layout.list_dir(sizes.list_entries);
     let (mut session, _greeting) = Session::open(&bench.endpoint).await?;
@@ -319,7 +327,7 @@ pub async fn listing(bench: &Bench, verb: &str, buffer: &mut [u8]) -> Result<Mea
 /// connrate: `--conn-concurrency` clients loop connect + greeting + USER/PASS + QUIT for
 /// `--conn-duration`; sessions completed per second of the whole run (in-flight sessions are
 /// finished after the duration and count).
-pub async fn connection_rate(bench: &Bench) -> Result<Measurement, Failure> {
+pub(crate) async fn connection_rate(bench: &Bench) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
     let started = Instant::now();
     let stop_at = started + Duration::from_secs_f64(sizes.conn_duration_s);
@@ -388,7 +396,7 @@ struct BurstSession {
 /// burst500: `--burst-sessions` sessions log in (at most 50 logins in flight) and set TYPE I,
 /// wait for each other, then all RETR one small file at the same moment. Seconds from the
 /// start to the last RETR's final reply; verifies every file's size.
-pub async fn burst(bench: &Bench) -> Result<Measurement, Failure> {
+pub(crate) async fn burst(bench: &Bench) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
     let count = usize::try_from(sizes.burst_sessions)
         .unwrap_or(usize::MAX)
@@ -499,7 +507,7 @@ enum IdleEvent {
 /// sessions are then held for `--idle-hold`, every one sending NOOP every 10 s and at the end,
 /// and QUIT. Login, NOOP and QUIT failures are counted. Without `--server-pid` there is no
 /// value.
-pub async fn idle(bench: &Bench) -> Result<Measurement, Failure> {
+pub(crate) async fn idle(bench: &Bench) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
     let timeout = bench.endpoint.timeout;
     let before = bench.server.map(|server| server.memory());
@@ -623,7 +631,7 @@ pub async fn idle(bench: &Bench) -> Result<Measurement, Failure> {
 
 /// Server memory before and with the idle sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct IdleMemory {
+pub(crate) struct IdleMemory {
     /// The tree before the sessions.
     pub before: TreeMemory,
     /// The tree with the sessions logged in.
@@ -637,7 +645,7 @@ pub struct IdleMemory {
 }
 
 /// The per-session growth of the server tree's memory.
-pub fn idle_memory(before: TreeMemory, loaded: TreeMemory, sessions: u32) -> IdleMemory {
+pub(crate) fn idle_memory(before: TreeMemory, loaded: TreeMemory, sessions: u32) -> IdleMemory {
     let per_session = |after: u64, before: u64| {
         let growth = after as f64 - before as f64;
         (growth / f64::from(sessions.max(1)) * 10.0).round() / 10.0

@@ -11,7 +11,7 @@ const MAX_TREE_PROCESSES: usize = 200_000;
 
 /// The fields of `/proc/PID/stat` the benchmark uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
+pub(crate) struct ProcStat {
     /// The parent's PID.
     pub parent: u32,
     /// utime + stime + cutime + cstime, in clock ticks: the process's CPU and that of its
@@ -21,7 +21,7 @@ pub struct ProcStat {
 
 /// Parses the text of `/proc/PID/stat`. The command name (field 2) may contain spaces and
 /// parentheses, so fields are counted from the last `)`.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let after_name = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // fields[0] is the state (field 3): ppid is field 4, utime..cstime fields 14..=17.
@@ -36,7 +36,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 
 /// Reads the value in KiB of the line starting with `key` (`VmRSS:`, `Pss:`) in a
 /// `/proc/PID/status`, `smaps_rollup` or `/proc/meminfo` text.
-pub fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
@@ -44,7 +44,7 @@ pub fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
 }
 
 /// The PIDs of `root` and all of its descendants, given every process's parent.
-pub fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+pub(crate) fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for &(pid, parent) in parents {
         children.entry(parent).or_default().push(pid);
@@ -89,14 +89,14 @@ fn all_parents() -> Vec<(u32, u32)> {
 
 /// The server's process tree: a root PID and everything it forked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     /// The root PID (`--server-pid`).
     pub pid: u32,
 }
 
 /// Memory of a process tree at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct TreeMemory {
+pub(crate) struct TreeMemory {
     /// Processes in the tree.
     pub processes: u64,
     /// Sum of VmRSS, KiB.
@@ -107,17 +107,17 @@ pub struct TreeMemory {
 
 impl ServerProcess {
     /// Whether the process exists.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
     /// The PIDs of the tree now.
-    pub fn tree(&self) -> Vec<u32> {
+    pub(crate) fn tree(&self) -> Vec<u32> {
         descendants(self.pid, &all_parents())
     }
 
     /// CPU seconds of the tree so far, reaped children included.
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         let ticks: u64 = self
             .tree()
             .iter()
@@ -128,7 +128,7 @@ impl ServerProcess {
     }
 
     /// RSS and PSS summed over the tree.
-    pub fn memory(&self) -> TreeMemory {
+    pub(crate) fn memory(&self) -> TreeMemory {
         let mut memory = TreeMemory::default();
         for pid in self.tree() {
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -145,13 +145,13 @@ impl ServerProcess {
 }
 
 /// CPU seconds this process has used so far (all threads, user + system).
-pub fn own_cpu_seconds() -> f64 {
+pub(crate) fn own_cpu_seconds() -> f64 {
     read_stat("self").map_or(0.0, |stat| stat.cpu_ticks as f64 / ticks_per_second())
 }
 
 /// Facts about the machine the benchmark ran on, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MachineFacts {
+pub(crate) struct MachineFacts {
     /// Cores this process may use.
     pub cores: usize,
     /// `uname -r`.
@@ -164,7 +164,7 @@ pub struct MachineFacts {
 
 impl MachineFacts {
     /// Reads them now.
-    pub fn read(open_files_limit: u64) -> Self {
+    pub(crate) fn read(open_files_limit: u64) -> Self {
         Self {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")

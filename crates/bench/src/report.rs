@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::process_stats::MachineFacts;
 
 /// The median (the mean of the two middle values for an even count), `None` for no values.
-pub fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
@@ -22,7 +22,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 }
 
 /// The value at `fraction` (0 to 1) of sorted `values`, nearest rank; `None` for no values.
-pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     let index = (last as f64 * fraction.clamp(0.0, 1.0)).round() as usize;
     sorted.get(index.min(last)).copied()
@@ -30,7 +30,7 @@ pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
 
 /// Median, minimum and maximum of a test's successful runs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Median.
     pub median: f64,
     /// Lowest.
@@ -40,7 +40,7 @@ pub struct Summary {
 }
 
 /// The summary of `values`, `None` for no values.
-pub fn summarize(values: &[f64]) -> Option<Summary> {
+pub(crate) fn summarize(values: &[f64]) -> Option<Summary> {
     Some(Summary {
         median: median(values)?,
         min: values.iter().copied().reduce(f64::min)?,
@@ -49,7 +49,7 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
 }
 
 /// A figure with three significant-ish digits: `2193`, `45.2`, `4.07`; `-` for none.
-pub fn format_value(value: Option<f64>) -> String {
+pub(crate) fn format_value(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
         Some(value) if value.abs() >= 100.0 => format!("{value:.0}"),
@@ -59,7 +59,7 @@ pub fn format_value(value: Option<f64>) -> String {
 }
 
 /// A byte count as the largest binary unit that divides it: `1 GiB`, `4 KiB`, `1000 B`.
-pub fn format_bytes(bytes: u64) -> String {
+pub(crate) fn format_bytes(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (size, unit) in UNITS {
         if bytes >= size && bytes.is_multiple_of(size) {
@@ -71,7 +71,7 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// One run of one test.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     /// 1 for the first run.
     pub run: u32,
     /// The figure, `null` when the run failed (any error) or could not measure.
@@ -96,7 +96,7 @@ pub struct RunRecord {
 
 /// One test's runs and their summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TestReport {
+pub(crate) struct TestReport {
     /// Test id: `retr_pasv`, `burst500`, …
     pub test: String,
     /// What it measures with the sizes used, e.g. `RETR 1 GiB, EPSV`.
@@ -128,7 +128,7 @@ pub struct TestReport {
 
 impl TestReport {
     /// Summarizes `runs` of test `test`.
-    pub fn new(
+    pub(crate) fn new(
         test: &str,
         measures: String,
         unit: &'static str,
@@ -179,7 +179,7 @@ impl TestReport {
 
 /// What is known about the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerFacts {
+pub(crate) struct ServerFacts {
     /// The greeting's text.
     pub greeting: String,
     /// The SYST reply's text, when the server answered 215.
@@ -190,7 +190,7 @@ pub struct ServerFacts {
 
 /// The whole report, as written by `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Document {
+pub(crate) struct Document {
     /// `ferroftp bench`.
     pub tool: &'static str,
     /// This ferroftp's version.
@@ -215,7 +215,7 @@ pub struct Document {
 
 /// The progress line for one run: `small_get run 2/5: 3024 files/s (wall 0.66 s)` or
 /// `… failed: 2 errors (RETR:550 ×2)`.
-pub fn progress_line(test: &str, runs: u32, unit: &str, record: &RunRecord) -> String {
+pub(crate) fn progress_line(test: &str, runs: u32, unit: &str, record: &RunRecord) -> String {
     let mut line = format!("{test} run {}/{runs}: ", record.run);
     match (record.value, record.errors) {
         (Some(value), 0) => {
@@ -254,7 +254,7 @@ pub fn progress_line(test: &str, runs: u32, unit: &str, record: &RunRecord) -> S
 
 /// The markdown report: a header with the target and the machine, one table row per test,
 /// then the notes and error kinds.
-pub fn markdown(document: &Document) -> String {
+pub(crate) fn markdown(document: &Document) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### ferroftp bench: {}", escape(&document.target));
     out.push('\n');

@@ -24,11 +24,11 @@ const MAX_FAILURE_KINDS: usize = 50;
 /// Why one operation failed: a short stable kind such as `RETR:550`, `login:timeout` or
 /// `data-read:ConnectionReset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure(pub String);
+pub(crate) struct Failure(pub String);
 
 impl Failure {
     /// A failure of `stage` caused by a client error.
-    pub fn client(stage: &str, error: &ClientError) -> Self {
+    pub(crate) fn client(stage: &str, error: &ClientError) -> Self {
         Self(match error {
             ClientError::Io(io) => format!("{stage}:{:?}", io.kind()),
             ClientError::Timeout => format!("{stage}:timeout"),
@@ -39,12 +39,12 @@ impl Failure {
     }
 
     /// A failure described by its kind.
-    pub fn new(kind: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: impl Into<String>) -> Self {
         Self(kind.into())
     }
 
     /// The same failure, prefixed by the phase it happened in (`login:` + `PASS:530`).
-    pub fn within(self, phase: &str) -> Self {
+    pub(crate) fn within(self, phase: &str) -> Self {
         Self(format!("{phase}:{}", self.0))
     }
 }
@@ -57,13 +57,13 @@ impl std::fmt::Display for Failure {
 
 /// Failures counted by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FailureTally {
+pub(crate) struct FailureTally {
     kinds: BTreeMap<String, u64>,
 }
 
 impl FailureTally {
     /// Counts one failure.
-    pub fn add(&mut self, failure: &Failure) {
+    pub(crate) fn add(&mut self, failure: &Failure) {
         let kind = if self.kinds.len() < MAX_FAILURE_KINDS || self.kinds.contains_key(&failure.0) {
             failure.0.clone()
         } else {
@@ -73,26 +73,26 @@ impl FailureTally {
     }
 
     /// Adds another tally's counts.
-    pub fn merge(&mut self, other: FailureTally) {
+    pub(crate) fn merge(&mut self, other: FailureTally) {
         for (kind, count) in other.kinds {
             *self.kinds.entry(kind).or_insert(0) += count;
         }
     }
 
     /// All failures.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.kinds.values().sum()
     }
 
     /// Count per kind.
-    pub fn kinds(&self) -> &BTreeMap<String, u64> {
+    pub(crate) fn kinds(&self) -> &BTreeMap<String, u64> {
         &self.kinds
     }
 }
 
 /// How data connections are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataChannel {
+pub(crate) enum DataChannel {
     /// The server listens: EPSV or PASV.
     Passive(DataMode),
     /// The client listens (PORT on IPv4, EPRT on IPv6), on a port of `ports` when given.
@@ -104,7 +104,7 @@ pub enum DataChannel {
 
 /// Where the server and the account are.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The control address, resolved once.
     pub address: SocketAddr,
     /// Account name.
@@ -120,7 +120,7 @@ pub struct Endpoint {
 static FIRST_REFUSED_GREETING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// The first refused greeting of this process (`421 Too many sessions from your address`).
-pub fn first_refused_greeting() -> Option<&'static str> {
+pub(crate) fn first_refused_greeting() -> Option<&'static str> {
     FIRST_REFUSED_GREETING.get().map(String::as_str)
 }
 
@@ -129,7 +129,7 @@ static NEXT_ACTIVE_PORT: AtomicUsize = AtomicUsize::new(0);
 
 /// One logged-in control connection.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     client: Client,
     timeout: Duration,
 }
@@ -137,7 +137,7 @@ pub struct Session {
 impl Session {
     /// Connects, reads the greeting (a 120 then the 220) and logs in. Returns the session and
     /// the greeting.
-    pub async fn open(endpoint: &Endpoint) -> Result<(Self, Reply), Failure> {
+    pub(crate) async fn open(endpoint: &Endpoint) -> Result<(Self, Reply), Failure> {
         let options = ClientOptions {
             timeout: endpoint.timeout,
         };
@@ -169,7 +169,11 @@ impl Session {
 
     /// Sends `line` and requires a reply with code `expected`; the failure kind is the
     /// command's verb and the code received.
-    pub async fn expect(&mut self, line: &str, expected: ReplyCode) -> Result<Reply, Failure> {
+    pub(crate) async fn expect(
+        &mut self,
+        line: &str,
+        expected: ReplyCode,
+    ) -> Result<Reply, Failure> {
         let verb = verb_of(line);
         let reply = self
             .client
@@ -184,7 +188,7 @@ impl Session {
     }
 
     /// Sends `line` and returns whatever reply comes.
-    pub async fn command(&mut self, line: &str) -> Result<Reply, Failure> {
+    pub(crate) async fn command(&mut self, line: &str) -> Result<Reply, Failure> {
         self.client
             .command(line)
             .await
@@ -192,7 +196,7 @@ impl Session {
     }
 
     /// `SIZE path`: the size on a 213 reply, `None` on any other reply (no such file).
-    pub async fn size(&mut self, path: &str) -> Result<Option<u64>, Failure> {
+    pub(crate) async fn size(&mut self, path: &str) -> Result<Option<u64>, Failure> {
         let reply = self.command(&format!("SIZE {path}")).await?;
         if reply.code != ReplyCode(213) {
             return Ok(None);
@@ -201,7 +205,7 @@ impl Session {
     }
 
     /// Sends QUIT and reads its reply.
-    pub async fn quit(mut self) -> Result<(), Failure> {
+    pub(crate) async fn quit(mut self) -> Result<(), Failure> {
         let reply = self.command("QUIT").await?;
         if reply.code == ReplyCode::CLOSING || reply.code == ReplyCode::OK {
             Ok(())
@@ -213,7 +217,7 @@ impl Session {
     /// Runs a download (`RETR f`, `LIST d`, `MLSD d`) over a new data connection, reading
     /// into `buffer` and keeping nothing. Returns the bytes and line feeds received, once the
     /// server confirmed the transfer with a 2yz reply.
-    pub async fn download(
+    pub(crate) async fn download(
         &mut self,
         line: &str,
         channel: DataChannel,
@@ -223,7 +227,7 @@ impl Session {
     }
 
     /// Like [`download`](Self::download), handing each chunk read to `sink` as well.
-    pub async fn download_with(
+    pub(crate) async fn download_with(
         &mut self,
         line: &str,
         channel: DataChannel,
@@ -253,7 +257,7 @@ impl Session {
     /// `buffer`'s size that `fill` writes before each is sent (a no-op `fill` sends the
     /// buffer's content again and again). Returns once the server confirmed the transfer with
     /// a 2yz reply.
-    pub async fn upload(
+    pub(crate) async fn upload(
         &mut self,
         path: &str,
         channel: DataChannel,
@@ -356,7 +360,7 @@ impl Session {
 
 /// What a download delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Received {
+pub(crate) struct Received {
     /// Bytes.
     pub bytes: u64,
     /// Line feeds (a listing's line count).

@@ -6,7 +6,7 @@ use ferroftp_proto::is_private_address;
 
 /// The relation between the PASV address and the control connection's peer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassiveAddressClass {
+pub(crate) enum PassiveAddressClass {
     /// The address we connected to: right.
     Same,
     /// 0.0.0.0: no address at all; most clients then use the control address.
@@ -26,7 +26,7 @@ pub enum PassiveAddressClass {
 
 impl PassiveAddressClass {
     /// A short phrase for reports.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::Same => "the address we connected to",
             Self::Unspecified => "no address (0.0.0.0)",
@@ -40,7 +40,10 @@ impl PassiveAddressClass {
 
 /// Classifies `announced` (from PASV) against `control_peer` (the address our control
 /// connection went to).
-pub fn classify_passive_address(announced: IpAddr, control_peer: IpAddr) -> PassiveAddressClass {
+pub(crate) fn classify_passive_address(
+    announced: IpAddr,
+    control_peer: IpAddr,
+) -> PassiveAddressClass {
     let announced = announced.to_canonical();
     let control_peer = control_peer.to_canonical();
     if announced == control_peer {
@@ -64,7 +67,7 @@ pub fn classify_passive_address(announced: IpAddr, control_peer: IpAddr) -> Pass
 
 /// `true` for an address no client can connect to: multicast, broadcast, reserved
 /// (240.0.0.0/4), unspecified.
-pub fn is_unusable(ip: IpAddr) -> bool {
+pub(crate) fn is_unusable(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.octets()[0] >= 240

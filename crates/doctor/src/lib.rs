@@ -1,11 +1,13 @@
 //! `ferroftp doctor URL`: why a transfer hangs, seen from the client's side, for any FTP
 //! server.
 //!
-//! Each check ([`checks`]) talks to the server with `ferroftp-client` only and yields
+//! Each check (`checks`) talks to the server with `ferroftp-client` only and yields
 //! [`Finding`]s: plain values with a stable check id, a severity, the evidence (the exact
-//! replies and addresses seen) and a remedy ([`remedies`]: the settings of the identified
-//! server, firewall commands). [`report`] prints them as text or JSON. Every network wait is
+//! replies and addresses seen) and a remedy (`remedies`: the settings of the identified
+//! server, firewall commands). `report` prints them as text or JSON. Every network wait is
 //! bounded by `--timeout`, and the whole run by ten times that.
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod address;
 mod checks;

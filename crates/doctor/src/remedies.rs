@@ -8,11 +8,11 @@ use std::ops::RangeInclusive;
 use crate::firewall::{self, FirewallKind, OpenPorts};
 
 /// The passive range suggested when the server's own is unknown.
-pub const SUGGESTED_PASSIVE_RANGE: RangeInclusive<u16> = 50000..=50100;
+pub(crate) const SUGGESTED_PASSIVE_RANGE: RangeInclusive<u16> = 50000..=50100;
 
 /// The server software, as far as its replies tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerKind {
+pub(crate) enum ServerKind {
     /// ferroftp.
     Ferroftp,
     /// vsftpd.
@@ -27,10 +27,11 @@ pub enum ServerKind {
 
 impl ServerKind {
     /// The identified servers.
-    pub const KNOWN: [Self; 4] = [Self::Ferroftp, Self::Vsftpd, Self::Proftpd, Self::PureFtpd];
+    pub(crate) const KNOWN: [Self; 4] =
+        [Self::Ferroftp, Self::Vsftpd, Self::Proftpd, Self::PureFtpd];
 
     /// The product name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Ferroftp => "ferroftp",
             Self::Vsftpd => "vsftpd",
@@ -43,7 +44,7 @@ impl ServerKind {
     /// Identifies the server from its greeting, SYST reply, FEAT lines and, for ferroftp,
     /// its PORT reply echo (`Active mode to …`). Default banners name the product; a
     /// customised banner leaves it `Unknown` unless FEAT gives it away.
-    pub fn identify(greeting: &str, syst: &str, feat: &[String]) -> Self {
+    pub(crate) fn identify(greeting: &str, syst: &str, feat: &[String]) -> Self {
         let text = format!("{greeting}\n{syst}").to_ascii_lowercase();
         if text.contains("vsftpd") {
             Self::Vsftpd
@@ -73,7 +74,7 @@ impl ServerKind {
 
 /// Settings lines, one per server (all four when `kind` is unknown), for announcing
 /// `public` in PASV replies.
-pub fn advertise_settings(kind: ServerKind, public: IpAddr) -> Vec<String> {
+pub(crate) fn advertise_settings(kind: ServerKind, public: IpAddr) -> Vec<String> {
     kind.targets()
         .into_iter()
         .map(|server| match server {
@@ -97,7 +98,7 @@ pub fn advertise_settings(kind: ServerKind, public: IpAddr) -> Vec<String> {
 }
 
 /// Settings lines that pin the passive range to `range` on each server.
-pub fn passive_range_settings(kind: ServerKind, range: &RangeInclusive<u16>) -> Vec<String> {
+pub(crate) fn passive_range_settings(kind: ServerKind, range: &RangeInclusive<u16>) -> Vec<String> {
     let (first, last) = (range.start(), range.end());
     kind.targets()
         .into_iter()
@@ -122,7 +123,7 @@ pub fn passive_range_settings(kind: ServerKind, range: &RangeInclusive<u16>) -> 
 }
 
 /// Settings lines that stop requiring TLS session reuse on data connections.
-pub fn session_reuse_settings(kind: ServerKind) -> Vec<String> {
+pub(crate) fn session_reuse_settings(kind: ServerKind) -> Vec<String> {
     kind.targets()
         .into_iter()
         .filter_map(|server| match server {
@@ -146,7 +147,10 @@ pub fn session_reuse_settings(kind: ServerKind) -> Vec<String> {
 
 /// Firewall command lines, for each firewall front end, opening `control_port` and `range`
 /// on the server's host.
-pub fn firewall_commands(control_port: u16, range: Option<RangeInclusive<u16>>) -> Vec<String> {
+pub(crate) fn firewall_commands(
+    control_port: u16,
+    range: Option<RangeInclusive<u16>>,
+) -> Vec<String> {
     let ports = OpenPorts::new([control_port], range);
     FirewallKind::ALL
         .into_iter()
@@ -156,7 +160,7 @@ pub fn firewall_commands(control_port: u16, range: Option<RangeInclusive<u16>>) 
 
 /// The router's port forwarding (DNAT) of the control port and `range` to `server`, for
 /// a Linux router; home routers call it "port forwarding" or "virtual server".
-pub fn forwarding_commands(
+pub(crate) fn forwarding_commands(
     server: IpAddr,
     control_port: u16,
     range: &RangeInclusive<u16>,
@@ -178,7 +182,7 @@ pub fn forwarding_commands(
 
 /// The range to pin and open when the data port `seen` was refused or dropped: the
 /// suggested range, which contains the port ferroftp's default range would give.
-pub fn range_for(seen: Option<u16>) -> (RangeInclusive<u16>, String) {
+pub(crate) fn range_for(seen: Option<u16>) -> (RangeInclusive<u16>, String) {
     let range = SUGGESTED_PASSIVE_RANGE;
     let note = match seen {
         Some(port) if range.contains(&port) => format!(
@@ -197,7 +201,7 @@ pub fn range_for(seen: Option<u16>) -> (RangeInclusive<u16>, String) {
 }
 
 /// Joins remedy parts into one text: sections separated by blank lines are kept.
-pub fn join(parts: &[Vec<String>]) -> String {
+pub(crate) fn join(parts: &[Vec<String>]) -> String {
     parts
         .iter()
         .filter(|part| !part.is_empty())

@@ -10,7 +10,7 @@ use super::checks::Outcome;
 use super::{Finding, Severity, Target};
 
 /// The worst severity and the one-line verdict.
-pub fn verdict(findings: &[Finding]) -> (Severity, String) {
+pub(crate) fn verdict(findings: &[Finding]) -> (Severity, String) {
     let errors: Vec<&Finding> = findings
         .iter()
         .filter(|finding| finding.severity == Severity::Error)
@@ -49,7 +49,7 @@ pub fn verdict(findings: &[Finding]) -> (Severity, String) {
 }
 
 /// The report as JSON.
-pub fn json(target: &Target, outcome: &Outcome) -> String {
+pub(crate) fn json(target: &Target, outcome: &Outcome) -> String {
     let (severity, summary) = verdict(&outcome.findings);
     let value = json!({
         "target": target.display(),
@@ -67,7 +67,7 @@ pub fn json(target: &Target, outcome: &Outcome) -> String {
 
 /// The report as text: one block per finding (evidence and fix for problems), then the
 /// verdict.
-pub fn text(target: &Target, outcome: &Outcome) -> String {
+pub(crate) fn text(target: &Target, outcome: &Outcome) -> String {
     let mut out = String::new();
     let server = match outcome.server.name() {
         "unknown" => "server not identified".to_owned(),

@@ -196,7 +196,7 @@ fn percent_decode(text: &str) -> Result<String, UrlError> {
 }
 
 /// `url` with the password (if any) replaced by `***`, for error messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

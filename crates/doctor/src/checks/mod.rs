@@ -24,7 +24,7 @@ use super::{Finding, Severity, Target};
 
 /// How the checks run.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// The longest wait for any one network event.
     pub timeout: Duration,
     /// Upgrade the control connection with AUTH TLS.
@@ -35,7 +35,7 @@ pub struct Options {
 
 /// Everything the checks found.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// In check order.
     pub findings: Vec<Finding>,
     /// The server software, as identified by `login`.
@@ -178,7 +178,7 @@ impl Context {
 }
 
 /// Runs every check within ten times the timeout and returns the findings.
-pub async fn run_all(target: Target, options: Options) -> Outcome {
+pub(crate) async fn run_all(target: Target, options: Options) -> Outcome {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + options.timeout * 10;
     let progress = Progress {
@@ -235,7 +235,7 @@ pub async fn run_all(target: Target, options: Options) -> Outcome {
 }
 
 /// The order findings are reported in.
-pub fn check_rank(check: &str) -> usize {
+pub(crate) fn check_rank(check: &str) -> usize {
     const ORDER: [&str; 7] = [
         "login",
         "passive-address",
