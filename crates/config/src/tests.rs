@@ -504,3 +504,150 @@ min_version = "1.3"
         assert!(Config::parse("[admin]\nport = 9121\n").is_err());
     }
 }
+
+/// `From<&Config> for ServerOptions`, the command line's overrides and the firewall sentence.
+mod convert {
+    use std::time::Duration;
+
+    use ferroftp_proto::session::{CertificateUser, TlsRequirement};
+    use ferroftp_server::{
+        ActiveSourcePort, AdvertiseTarget, CertificateSource, ClientCertMode, ListenerTls,
+        PassiveLimits, ServerOptions, TlsVersion,
+    };
+
+    use super::NAT_SAMPLE;
+    use crate::*;
+
+    #[test]
+    fn the_nat_settings_become_the_servers_options() {
+        let options = ServerOptions::from(&Config::parse(NAT_SAMPLE).unwrap());
+        assert_eq!(options.passive_ports, 50000..=50100);
+        assert_eq!(options.advertise_ports, Some(60000..=60100));
+        assert!(matches!(
+            &options.advertise.global,
+            Some(AdvertiseTarget::Name(name)) if name == "ftp.example.com"
+        ));
+        assert_eq!(options.advertise.refresh, Duration::from_secs(30));
+        assert_eq!(options.advertise.tls, Some("203.0.113.8".parse().unwrap()));
+        assert_eq!(options.advertise.by_client.len(), 1);
+        assert_eq!(
+            options.listeners[0].advertise,
+            Some("198.51.100.1".parse().unwrap())
+        );
+        assert!(matches!(options.listeners[0].tls, ListenerTls::Off));
+        assert!(matches!(
+            options.active_source_port,
+            ActiveSourcePort::ControlMinusOne
+        ));
+        assert!(options.session.active_nat_fallback);
+        assert_eq!(options.passive_reuse_delay, Duration::from_secs(10));
+        assert_eq!(options.proxy_protocol.trusted.len(), 2);
+        assert_eq!(
+            options.proxy_protocol.header_timeout,
+            Duration::from_secs(2)
+        );
+        // Not set: the defaults for a range of 101 ports.
+        let limits = options.passive_limits.unwrap();
+        let defaults = PassiveLimits::for_range(101);
+        assert_eq!(
+            (limits.per_user, limits.per_client),
+            (defaults.per_user, defaults.per_client)
+        );
+        assert!(options.tls.is_none());
+    }
+
+    #[test]
+    fn the_tls_settings_become_the_servers_and_the_sessions() {
+        let config = Config::parse(
+            r#"
+[[server.listeners]]
+listen = "127.0.0.1:990"
+tls = "implicit"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+require = "all"
+require_data = "none"
+min_version = "1.3"
+client_ca = "ca.pem"
+client_cert = "required"
+client_cert_user = "cn"
+reuse_exempt_clients = ["10.0.0.0/8"]
+reload_check = "0s"
+"#,
+        )
+        .unwrap();
+        let options = ServerOptions::from(&config);
+        assert!(matches!(options.listeners[0].tls, ListenerTls::Implicit));
+        let tls = options.tls.unwrap();
+        assert!(matches!(
+            &tls.certificate,
+            CertificateSource::Files { cert, key }
+                if cert.ends_with("cert.pem") && key.ends_with("key.pem")
+        ));
+        assert!(matches!(tls.min_version, TlsVersion::Tls13));
+        assert!(matches!(tls.client_cert, ClientCertMode::Required));
+        assert_eq!(tls.reload_check, None, "0s: only on SIGHUP");
+        let policy = &options.session.tls;
+        assert!(matches!(policy.require_control, TlsRequirement::All));
+        assert!(matches!(policy.require_data, TlsRequirement::None));
+        assert!(matches!(
+            policy.certificate_user,
+            CertificateUser::CommonName
+        ));
+        assert_eq!(policy.reuse_exempt_clients.len(), 1);
+    }
+
+    #[test]
+    fn overrides_replace_the_files_values() {
+        let mut config = Config::parse(
+            "[[server.listeners]]\nlisten = \"0.0.0.0:21\"\nadvertise = \"198.51.100.1\"\n\
+             [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
+        )
+        .unwrap();
+        let certificate = SelfSignedCertificate {
+            cert_pem: "CERT".to_owned(),
+            key_pem: "KEY".to_owned(),
+            names: vec!["localhost".to_owned()],
+            fingerprint: "AB".to_owned(),
+        };
+        let overrides = Overrides {
+            listen: vec![
+                "127.0.0.1:2121".parse().unwrap(),
+                "[::1]:2121".parse().unwrap(),
+            ],
+            passive_ports: Some("40000-40009".parse().unwrap()),
+            no_fsync_uploads: true,
+            max_sessions: Some(7),
+            self_signed: Some(certificate),
+            ..Overrides::default()
+        };
+        overrides.apply_to(&mut config);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        // The first listener's other settings are kept; self-signed TLS is explicit FTPS.
+        assert_eq!(config.server.listeners.len(), 2);
+        for listener in &config.server.listeners {
+            assert_eq!(listener.advertise, Some("198.51.100.1".parse().unwrap()));
+            assert_eq!(listener.tls, TlsMode::Explicit);
+        }
+        assert_eq!(config.passive.ports.len(), 10);
+        assert_eq!(config.server.max_sessions, 7);
+        let StorageConfig::Fs { fsync_uploads, .. } = &config.storage;
+        assert!(!fsync_uploads);
+        assert_eq!((&config.tls.cert, &config.tls.key), (&None, &None));
+        let tls = ServerOptions::from(&config).tls.unwrap();
+        assert!(matches!(
+            &tls.certificate,
+            CertificateSource::Pem { cert, key } if cert == "CERT" && key == "KEY"
+        ));
+    }
+
+    #[test]
+    fn a_started_server_says_how_many_transfers_its_range_allows() {
+        let summary = FirewallSummary::of_bound([2121, 2121, 990], "50000-50100".parse().unwrap());
+        assert_eq!(
+            summary.to_string(),
+            "open TCP ports 2121, 990 (control) and 50000-50100 (passive data: 101 transfers at once)"
+        );
+    }
+}
