@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ferroftp_config::{
+    AdvertiseAddress, FirewallSummary, Overrides, PortRange, SelfSignedCertificate,
+};
+use ferroftp_doctor::firewall::{self, FirewallKind, OpenPorts};
 
-use crate::config::{AdvertiseAddress, Config, PortRange};
 use crate::{serve, user_command};
 
 /// What `--version` prints after the name: the version and the commit it was built from
@@ -41,15 +45,15 @@ enum Command {
         /// Print only the firewall rules that open the control port(s) and the passive
         /// range, for this firewall (a valid config is required).
         #[arg(long, value_enum, value_name = "KIND")]
-        firewall: Option<crate::firewall::FirewallKind>,
+        firewall: Option<FirewallKind>,
     },
     /// Diagnose a server from the client's side: login, passive address and reachability,
     /// EPSV, active mode, NAT helpers rewriting addresses, TLS. Exits 1 on any error.
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(ferroftp_doctor::DoctorArgs),
     /// Measure any FTP server: large and small transfers, listings, connection rate, a
     /// burst of sessions, idle sessions' memory (the shared harness's tests). Progress on
     /// stderr, a markdown table on stdout, --json for a JSON report.
-    Bench(crate::bench::BenchArgs),
+    Bench(ferroftp_bench::BenchArgs),
     /// Manage the users file.
     User {
         #[command(subcommand)]
@@ -110,95 +114,67 @@ pub enum TlsFlag {
 }
 
 impl ServeArgs {
-    /// Lays the flags over `config`.
-    pub fn apply_to(&self, config: &mut Config) {
-        if !self.listen.is_empty() {
-            let template = config.server.listeners.first().cloned().unwrap_or_default();
-            config.server.listeners = self
-                .listen
-                .iter()
-                .map(|&listen| crate::config::ListenerConfig {
-                    listen,
-                    ..template.clone()
-                })
-                .collect();
-        }
-        let crate::config::StorageConfig::Fs {
-            root,
-            fsync_uploads,
-            ..
-        } = &mut config.storage;
-        if let Some(new_root) = &self.root {
-            *root = new_root.clone();
-        }
-        if self.no_fsync_uploads {
-            *fsync_uploads = false;
-        }
-        if let Some(ports) = self.passive_ports {
-            config.passive.ports = ports;
-        }
-        if let Some(advertise) = &self.advertise {
-            config.passive.advertise = Some(advertise.clone());
-        }
-        if let Some(users) = &self.users {
-            config.auth.backend = crate::config::AuthBackendConfig::File {
-                path: users.clone(),
-            };
-        }
-        if self.anonymous {
-            config.auth.anonymous = true;
-        }
-        if let Some(idle_timeout) = self.idle_timeout {
-            config.server.idle_timeout = idle_timeout;
-        }
-        if let Some(max_sessions) = self.max_sessions {
-            config.server.max_sessions = max_sessions;
-        }
-        if let Some(max_sessions_per_ip) = self.max_sessions_per_ip {
-            config.server.max_sessions_per_ip = max_sessions_per_ip;
-        }
-        if self.tls == Some(TlsFlag::SelfSigned) {
-            config.tls.self_signed = true;
-            config.tls.cert = None;
-            config.tls.key = None;
-            for listener in &mut config.server.listeners {
-                if listener.tls == crate::config::TlsMode::Off {
-                    listener.tls = crate::config::TlsMode::Explicit;
-                }
-            }
-        }
+    /// What the flags change in the config file (or the defaults); `--tls self-signed`
+    /// generates its certificate now, once: reloads keep it.
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        let self_signed = match self.tls {
+            Some(TlsFlag::SelfSigned) => Some(
+                SelfSignedCertificate::generate()
+                    .context("generating a self-signed certificate")?,
+            ),
+            None => None,
+        };
+        Ok(Overrides {
+            listen: self.listen.clone(),
+            root: self.root.clone(),
+            passive_ports: self.passive_ports,
+            advertise: self.advertise.clone(),
+            users: self.users.clone(),
+            anonymous: self.anonymous,
+            no_fsync_uploads: self.no_fsync_uploads,
+            idle_timeout: self.idle_timeout,
+            max_sessions: self.max_sessions,
+            max_sessions_per_ip: self.max_sessions_per_ip,
+            self_signed,
+        })
     }
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => {
+            serve::run(args.config.clone(), args.overrides()?).map(|()| ExitCode::SUCCESS)
+        }
         Command::CheckConfig { file, firewall } => check_config(&file, firewall),
-        Command::Doctor(args) => crate::doctor::run(args),
-        Command::Bench(args) => crate::bench::run(args),
+        Command::Doctor(args) => ferroftp_doctor::run(args),
+        Command::Bench(args) => {
+            ferroftp_bench::run(args, crate::open_files::raise_open_files_limit())
+        }
         Command::User { command } => user_command::run(command).map(|()| ExitCode::SUCCESS),
     }
 }
 
 fn check_config(
     file: &std::path::Path,
-    firewall: Option<crate::firewall::FirewallKind>,
+    firewall: Option<FirewallKind>,
 ) -> anyhow::Result<ExitCode> {
     // Everything the server would load: parse-level problems, rules, certificate and key,
     // users file, account, advertised names; every problem at once.
-    let loaded = crate::config_report::load(file, |_| {});
+    let loaded = ferroftp_config::report::load(file, |_| {});
     let problems = loaded.problems;
     if let (Some(config), true) = (&loaded.config, problems.is_empty()) {
         if let Some(kind) = firewall {
-            for line in crate::firewall::rules(kind, &crate::firewall::OpenPorts::of_config(config))
-            {
+            let mut ports =
+                OpenPorts::new(config.control_ports(), Some(config.passive.ports.ports()));
+            ports.ipv6 = config.listens_on_ipv6();
+            for line in firewall::rules(kind, &ports) {
                 println!("{line}");
             }
             return Ok(ExitCode::SUCCESS);
         }
         println!("{}: ok", file.display());
-        println!("firewall: {}", config.firewall_summary());
+        println!("firewall: {}", FirewallSummary::of_config(config));
         return Ok(ExitCode::SUCCESS);
     }
     for problem in &problems {

@@ -24,7 +24,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::{LogConfig, LogFormat};
+use ferroftp_config::{LogConfig, LogFormat};
 
 /// The environment variable with the log filter (`tracing` `EnvFilter` directives, e.g.
 /// `info`, `debug`, `ferroftp_server=debug,info`); `info` when unset.

@@ -1,12 +1,6 @@
 //! `ferroftp`: the FTP server and its tools in one binary.
 
-mod bench;
 mod cli;
-mod config;
-mod config_report;
-mod defender_config;
-mod doctor;
-mod firewall;
 mod logging;
 mod open_files;
 mod privileges;

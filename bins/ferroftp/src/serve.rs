@@ -1,37 +1,34 @@
 //! `ferroftp serve`: configuration in, running server out.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
 use ferroftp_backend::Authenticator;
-use ferroftp_proto::session::{CertificateUser, SettingNames, TlsPolicy, TlsRequirement};
-use ferroftp_proto::{Cidr, SessionConfig, VirtualPath};
-use ferroftp_server::{
-    ActiveSourcePort, AdvertiseOptions, AdvertiseTarget, CertificateSource, ClientCertMode,
-    DataChannelOptions, ListenerOptions, ListenerTls, PassiveLimits, ProxyProtocolOptions, Server,
-    ServerHandle, ServerOptions, SessionThreads, TlsOptions, TlsVersion, UserLimitsOptions,
+use ferroftp_config::{
+    Account, AdminConfig, AuthBackendConfig, Config, FirewallSummary, ListenerConfig, Overrides,
+    StorageConfig, TlsMode,
 };
+use ferroftp_proto::VirtualPath;
+use ferroftp_server::{Server, ServerHandle, ServerOptions, SessionThreads};
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
-use crate::cli::ServeArgs;
-use crate::config::{
-    ActiveSourcePortConfig, AdminConfig, AdvertiseAddress, AuthBackendConfig, ClientCertConfig,
-    ClientCertUserConfig, Config, ListenerConfig, StorageConfig, TlsMinVersion, TlsMode,
-    TlsRequire,
-};
-use crate::privileges::Account;
+use crate::privileges;
 
 /// The account created when the server starts with no users file.
 const GENERATED_USER: &str = "ferroftp";
 
 /// Runs the server until SIGINT or SIGTERM (then drains; a second one stops at once).
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let source = ConfigSource {
+        file: config_file,
+        overrides,
+    };
+    let config = source.load()?;
     let logging = crate::logging::init(&config.log)?;
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
@@ -58,53 +55,61 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config, session_threads, logging))
+    runtime.block_on(serve(source, config, session_threads, logging))
 }
 
-/// The configuration to serve: the file (every problem at once), the flags over it.
-fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let (config, problems) = match &args.config {
-        Some(path) => {
-            let loaded = crate::config_report::load(path, |config| args.apply_to(config));
-            (loaded.config, loaded.problems)
-        }
-        None => {
-            let mut config = Config::default();
-            args.apply_to(&mut config);
-            let problems = crate::config_report::check(&config);
-            (Some(config), problems)
-        }
-    };
-    match config {
-        Some(config) if problems.is_empty() => Ok(config),
-        _ => {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("  {}: {}", p.field, p.message))
-                .collect();
-            let source = args.config.as_ref().map_or_else(
-                || "the command line".to_owned(),
-                |p| p.display().to_string(),
-            );
-            bail!("invalid configuration in {source}:\n{}", listed.join("\n"))
+/// Where the configuration comes from: the file, if any, and the command line over it.
+/// Read again on every reload.
+struct ConfigSource {
+    file: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// The configuration to serve: the file (every problem at once), the flags over it.
+    fn load(&self) -> anyhow::Result<Config> {
+        let (config, problems) = match &self.file {
+            Some(path) => {
+                let loaded =
+                    ferroftp_config::report::load(path, |config| self.overrides.apply_to(config));
+                (loaded.config, loaded.problems)
+            }
+            None => {
+                let mut config = Config::default();
+                self.overrides.apply_to(&mut config);
+                let problems = ferroftp_config::report::check(&config);
+                (Some(config), problems)
+            }
+        };
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => {
+                let listed: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("  {}: {}", p.field, p.message))
+                    .collect();
+                let source = self.file.as_ref().map_or_else(
+                    || "the command line".to_owned(),
+                    |p| p.display().to_string(),
+                );
+                bail!("invalid configuration in {source}:\n{}", listed.join("\n"))
+            }
         }
     }
 }
 
 /// What the running server was built from, kept for reloads.
 struct Running {
-    args: ServeArgs,
+    source: ConfigSource,
     config: Config,
     authenticator: Arc<dyn Authenticator>,
-    /// The generated certificate of `--tls self-signed`: the same one after a reload.
-    self_signed: Option<SelfSigned>,
     handle: ServerHandle,
     /// The log files, reopened on SIGHUP, and the transfer log.
     logging: crate::logging::Logging,
 }
 
 async fn serve(
-    args: ServeArgs,
+    source: ConfigSource,
     config: Config,
     session_threads: Arc<SessionThreads>,
     logging: crate::logging::Logging,
@@ -126,7 +131,7 @@ async fn serve(
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating the storage root {}", root.display()))?;
     if let (Some(account), true) = (&account, created_root) {
-        account.take_ownership(root)?;
+        privileges::take_ownership(account, root)?;
     }
     let storage = FsStorage::new(root.clone())
         .with_context(|| format!("opening the storage root {}", root.display()))?
@@ -138,16 +143,11 @@ async fn serve(
     if ensure_users_file(users_path)?
         && let Some(account) = &account
     {
-        account.take_ownership(users_path)?;
+        privileges::take_ownership(account, users_path)?;
     }
     let authenticator = authenticator(&config)?;
 
-    let self_signed = if config.tls.self_signed {
-        Some(self_signed_certificate()?)
-    } else {
-        None
-    };
-    let mut options = server_options(&config, self_signed.as_ref());
+    let mut options = ServerOptions::from(&config);
     options.transfer_observer = logging.transfer_log.clone();
     let inherited = crate::systemd::inherited_listeners()?;
     let mut listeners = config.server.listeners.clone();
@@ -156,7 +156,7 @@ async fn serve(
     } else {
         let (matched, sockets) = match_inherited_listeners(&config, inherited)?;
         listeners = matched;
-        options.listeners = listeners.iter().map(listener_options).collect();
+        options.listeners = listeners.iter().map(Into::into).collect();
         Server::from_listeners(
             options,
             sockets,
@@ -173,9 +173,9 @@ async fn serve(
             .into_iter()
             .flatten()
         {
-            account.take_ownership(path)?;
+            privileges::take_ownership(account, path)?;
         }
-        account.switch_to()?;
+        privileges::switch_to(account)?;
         tracing::info!(user = account.name(), "switched to an unprivileged account");
     }
     // After the switch: the sweep removes files as the account that serves them.
@@ -190,7 +190,7 @@ async fn serve(
             TlsMode::Implicit => writeln!(stdout, "listening on {address} (implicit FTPS)")?,
         }
     }
-    if let Some(generated) = &self_signed {
+    if let Some(generated) = &config.tls.self_signed {
         writeln!(
             stdout,
             "TLS: self-signed certificate for {} (for trying out only), SHA-256 fingerprint {}",
@@ -198,14 +198,11 @@ async fn serve(
             generated.fingerprint
         )?;
     }
-    let control_ports: Vec<String> = addresses.iter().map(|a| a.port().to_string()).collect();
-    writeln!(
-        stdout,
-        "firewall: open TCP ports {} (control) and {} (passive data: {} transfers at once)",
-        control_ports.join(", "),
+    let bound = FirewallSummary::of_bound(
+        addresses.iter().map(|address| address.port()),
         config.passive.ports,
-        config.passive.ports.len()
-    )?;
+    );
+    writeln!(stdout, "firewall: {bound}")?;
     writeln!(
         stdout,
         "serving {} (users from {})",
@@ -218,10 +215,9 @@ async fn serve(
 
     let handle = server.handle();
     let running = Running {
-        args,
+        source,
         config,
         authenticator,
-        self_signed,
         handle: handle.clone(),
         logging,
     };
@@ -470,24 +466,15 @@ async fn reload(running: &mut Running) {
 }
 
 async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
-    let mut config = load_config(&running.args)?;
-    let mut needs_restart = restart_only_changes(&running.config, &config);
-    // What needs a restart keeps its running value, so that the config kept for the next
-    // reload says what really runs.
-    config.server.threads = running.config.server.threads;
-    config.server.user.clone_from(&running.config.server.user);
-    config.server.group.clone_from(&running.config.server.group);
-    config.storage = running.config.storage.clone();
-    config.admin.listen = running.config.admin.listen;
-    config.log = running.config.log.clone();
-    // Bans in force are keyed by their IPv6 network: another prefix would not find them.
-    config.defender.ipv6_prefix = running.config.defender.ipv6_prefix;
+    let mut config = running.source.load()?;
+    let mut needs_restart = running.config.restart_only_changes(&config);
+    config.keep_restart_only_values(&running.config);
     let authenticator = if config.auth == running.config.auth {
         Arc::clone(&running.authenticator)
     } else {
         authenticator(&config)?
     };
-    let mut options = server_options(&config, running.self_signed.as_ref());
+    let mut options = ServerOptions::from(&config);
     options.transfer_observer = running.logging.transfer_log.clone();
     let report = running
         .handle
@@ -513,224 +500,6 @@ async fn try_reload(running: &mut Running) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The settings that changed between `old` and `new` and only a restart applies.
-pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let mut keys = Vec::new();
-    if old.server.threads != new.server.threads {
-        keys.push("server.threads".to_owned());
-    }
-    if old.server.user != new.server.user || old.server.group != new.server.group {
-        keys.push("server.user".to_owned());
-    }
-    if old.storage != new.storage {
-        keys.push("storage".to_owned());
-    }
-    if old.admin.listen != new.admin.listen {
-        keys.push("admin.listen".to_owned());
-    }
-    if old.defender.ipv6_prefix != new.defender.ipv6_prefix {
-        keys.push("defender.ipv6_prefix".to_owned());
-    }
-    if old.log != new.log {
-        // The files are reopened on every SIGHUP; another format or path needs a restart.
-        keys.push("log".to_owned());
-    }
-    keys
-}
-
-/// A certificate made at start by `serve --tls self-signed`.
-struct SelfSigned {
-    cert_pem: String,
-    key_pem: String,
-    names: Vec<String>,
-    fingerprint: String,
-}
-
-fn self_signed_certificate() -> anyhow::Result<SelfSigned> {
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    let generated = rcgen::generate_simple_self_signed(names.clone())
-        .context("generating a self-signed certificate")?;
-    Ok(SelfSigned {
-        cert_pem: generated.cert.pem(),
-        key_pem: generated.signing_key.serialize_pem(),
-        fingerprint: fingerprint(generated.cert.der()),
-        names,
-    })
-}
-
-/// SHA-256 of a DER certificate as `AB:CD:…`, the form browsers and `openssl x509
-/// -fingerprint -sha256` show.
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(der)
-        .iter()
-        .map(|byte| format!("{byte:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn tls_options(config: &Config, certificate: CertificateSource) -> TlsOptions {
-    let tls = &config.tls;
-    TlsOptions {
-        certificate,
-        client_ca: tls.client_ca.clone(),
-        client_cert: match tls.client_cert {
-            ClientCertConfig::Off => ClientCertMode::Off,
-            ClientCertConfig::Optional => ClientCertMode::Optional,
-            ClientCertConfig::Required => ClientCertMode::Required,
-        },
-        min_version: match tls.min_version {
-            TlsMinVersion::V1_2 => TlsVersion::Tls12,
-            TlsMinVersion::V1_3 => TlsVersion::Tls13,
-        },
-        handshake_timeout: tls.handshake_timeout,
-        reload_check: (!tls.reload_check.is_zero()).then_some(tls.reload_check),
-    }
-}
-
-/// How the config file spells the settings that the session's replies name.
-const SETTING_NAMES: SettingNames = SettingNames {
-    tls_require: "tls.require",
-    tls_require_data: "tls.require_data",
-    tls_allow_ccc: "tls.allow_ccc",
-    tls_require_reuse: "tls.require_reuse",
-    tls_reuse_exempt_users: "tls.reuse_exempt_users",
-    tls_reuse_exempt_clients: "tls.reuse_exempt_clients",
-    max_sessions: "max_sessions",
-};
-
-fn tls_policy(config: &Config) -> TlsPolicy {
-    let tls = &config.tls;
-    let requirement = |require: TlsRequire| match require {
-        TlsRequire::None => TlsRequirement::None,
-        TlsRequire::Accounts => TlsRequirement::Accounts,
-        TlsRequire::All => TlsRequirement::All,
-    };
-    TlsPolicy {
-        require_control: requirement(tls.require),
-        require_data: requirement(tls.require_data),
-        allow_ccc: tls.allow_ccc,
-        require_reuse: tls.require_reuse,
-        reuse_exempt_users: tls.reuse_exempt_users.clone(),
-        reuse_exempt_clients: tls
-            .reuse_exempt_clients
-            .iter()
-            .filter_map(|net| Cidr::new(net.network(), net.prefix_len()))
-            .collect(),
-        certificate_user: match tls.client_cert_user {
-            ClientCertUserConfig::Off => CertificateUser::Off,
-            ClientCertUserConfig::Cn => CertificateUser::CommonName,
-        },
-    }
-}
-
-fn listener_options(listener: &ListenerConfig) -> ListenerOptions {
-    ListenerOptions {
-        address: listener.listen,
-        advertise: listener.advertise,
-        tls: match listener.tls {
-            TlsMode::Off => ListenerTls::Off,
-            TlsMode::Explicit => ListenerTls::Explicit,
-            TlsMode::Implicit => ListenerTls::Implicit,
-        },
-    }
-}
-
-/// The certificate and key of the config, loaded as the server will (for check-config).
-pub fn check_tls(config: &Config) -> anyhow::Result<()> {
-    if let Some(tls) = server_options(config, None).tls {
-        ferroftp_server::check_tls_options(&tls)?;
-    }
-    Ok(())
-}
-
-fn server_options(config: &Config, self_signed: Option<&SelfSigned>) -> ServerOptions {
-    let passive = &config.passive;
-    let certificate = match (self_signed, &config.tls.cert, &config.tls.key) {
-        (Some(generated), _, _) => Some(CertificateSource::Pem {
-            cert: generated.cert_pem.clone(),
-            key: generated.key_pem.clone(),
-        }),
-        (None, Some(cert), Some(key)) => Some(CertificateSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    ServerOptions {
-        listeners: config
-            .server
-            .listeners
-            .iter()
-            .map(listener_options)
-            .collect(),
-        session: SessionConfig {
-            greeting: config.server.greeting.clone(),
-            idle_timeout: config.server.idle_timeout,
-            login_timeout: config.server.login_timeout,
-            max_failed_logins: config.server.max_failed_logins,
-            allow_active: config.active.enabled,
-            allow_resume_upload: true,
-            allow_chmod: true,
-            active_nat_fallback: config.active.nat_fallback,
-            tls: tls_policy(config),
-            setting_names: SETTING_NAMES,
-        },
-        passive_ports: passive.ports.ports(),
-        advertise: AdvertiseOptions {
-            by_client: passive
-                .advertise_by_client
-                .iter()
-                .map(|rule| (rule.cidr, rule.address))
-                .collect(),
-            tls: passive.advertise_tls,
-            global: passive.advertise.as_ref().map(|address| match address {
-                AdvertiseAddress::Ip(ip) => AdvertiseTarget::Address(*ip),
-                AdvertiseAddress::Name(name) => AdvertiseTarget::Name(name.clone()),
-            }),
-            refresh: passive.advertise_refresh,
-        },
-        advertise_ports: passive.advertise_ports.map(|ports| ports.ports()),
-        passive_reuse_delay: passive.reuse_delay,
-        passive_limits: {
-            let defaults = PassiveLimits::for_range(passive.ports.len());
-            Some(PassiveLimits {
-                per_user: passive.max_per_user.unwrap_or(defaults.per_user),
-                per_client: passive.max_per_client.unwrap_or(defaults.per_client),
-            })
-        },
-        active_source_port: match config.active.source_port {
-            ActiveSourcePortConfig::Any => ActiveSourcePort::Any,
-            ActiveSourcePortConfig::ControlMinusOne => ActiveSourcePort::ControlMinusOne,
-        },
-        proxy_protocol: ProxyProtocolOptions {
-            trusted: config.proxy_protocol.trusted.clone(),
-            header_timeout: config.proxy_protocol.header_timeout,
-        },
-        data: DataChannelOptions {
-            accept_timeout: passive.accept_timeout,
-            connect_timeout: config.active.connect_timeout,
-            idle_timeout: config.data.idle_timeout,
-        },
-        max_sessions: config.server.max_sessions,
-        max_sessions_per_ip: config.server.max_sessions_per_ip,
-        failed_login_delay: config.server.failed_login_delay,
-        tls: certificate.map(|certificate| tls_options(config, certificate)),
-        shutdown_grace: config.server.shutdown_grace,
-        limits: UserLimitsOptions {
-            download_rate: config.limits.download_rate,
-            upload_rate: config.limits.upload_rate,
-            max_sessions_per_user: config.limits.max_sessions_per_user,
-        },
-        defender: config.defender.options(),
-        ..ServerOptions::default()
-    }
 }
 
 /// The first start without a users file creates one with a single generated account and

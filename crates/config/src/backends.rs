@@ -1,0 +1,166 @@
+//! `[storage]` and `[auth]`: the backends, each chosen by `kind`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferroftp_proto::VirtualPath;
+use serde::Deserialize;
+
+use crate::paths::{default_storage_root, default_users_path};
+
+/// `[storage]`: the storage backend, chosen by `kind` (default `"fs"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawStorageConfig")]
+pub enum StorageConfig {
+    /// A local directory.
+    Fs {
+        /// The directory served as `/`; created if missing.
+        root: PathBuf,
+        /// `fsync_uploads` (default true): an upload is on disk before it replaces the
+        /// previous version and before 226. `false` trades durability across a power loss
+        /// for the page cache's speed (see `FsStorage::with_fsync_uploads`).
+        fsync_uploads: bool,
+        /// `chmod_mask` (default `0o755`): the permission bits SITE CHMOD may set; a
+        /// client's mode is ANDed with it (see `FsStorage::with_chmod_mask`). At most
+        /// `0o777`: setuid, setgid and sticky are never set.
+        chmod_mask: u32,
+        /// `partial_expiry` (default 24 h): the hidden partial data an interrupted upload
+        /// left for a resume is removed once it is older than this (last written), at start
+        /// and then in the background (see `FsStorage::partial_sweeper`, docs/uploads.md).
+        partial_expiry: Duration,
+    },
+}
+
+/// `storage.partial_expiry` when not set.
+pub const DEFAULT_PARTIAL_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Fs {
+            root: default_storage_root(),
+            fsync_uploads: true,
+            chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
+            partial_expiry: DEFAULT_PARTIAL_EXPIRY,
+        }
+    }
+}
+
+/// The `[storage]` table as written. A flat table with `kind` beside the backend's fields,
+/// checked into [`StorageConfig`]: serde's tagged enums cannot both default the tag and
+/// refuse unknown fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorageConfig {
+    #[serde(default)]
+    kind: StorageKind,
+    root: Option<PathBuf>,
+    fsync_uploads: Option<bool>,
+    chmod_mask: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    partial_expiry: Option<Duration>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StorageKind {
+    #[default]
+    Fs,
+}
+
+impl TryFrom<RawStorageConfig> for StorageConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStorageConfig) -> Result<Self, String> {
+        match raw.kind {
+            StorageKind::Fs => Ok(Self::Fs {
+                root: raw.root.unwrap_or_else(default_storage_root),
+                fsync_uploads: raw.fsync_uploads.unwrap_or(true),
+                chmod_mask: raw
+                    .chmod_mask
+                    .unwrap_or(ferroftp_storage_fs::DEFAULT_CHMOD_MASK),
+                partial_expiry: raw.partial_expiry.unwrap_or(DEFAULT_PARTIAL_EXPIRY),
+            }),
+        }
+    }
+}
+
+/// `[auth]`: the user database, chosen by `kind` (default `"file"`), and anonymous login.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawAuthConfig")]
+pub struct AuthConfig {
+    /// The user database.
+    pub backend: AuthBackendConfig,
+    /// Let `anonymous` and `ftp` log in read-only with any password.
+    pub anonymous: bool,
+    /// Where anonymous sessions are confined (a path in the storage, created at the first
+    /// anonymous login); default `/pub`.
+    pub anonymous_home: VirtualPath,
+}
+
+/// A user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthBackendConfig {
+    /// A users file managed with `ferroftp user`.
+    File {
+        /// The users file.
+        path: PathBuf,
+    },
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            backend: AuthBackendConfig::File {
+                path: default_users_path(),
+            },
+            anonymous: false,
+            anonymous_home: default_anonymous_home(),
+        }
+    }
+}
+
+/// The `[auth]` table as written (see [`RawStorageConfig`] for why it is flat).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthConfig {
+    #[serde(default)]
+    kind: AuthKind,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    anonymous: bool,
+    anonymous_home: Option<String>,
+}
+
+fn default_anonymous_home() -> VirtualPath {
+    ferroftp_auth_file::parse_home(ferroftp_auth_file::DEFAULT_ANONYMOUS_HOME)
+        .expect("the default anonymous home is a valid path")
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthKind {
+    #[default]
+    File,
+}
+
+impl TryFrom<RawAuthConfig> for AuthConfig {
+    type Error = String;
+
+    fn try_from(raw: RawAuthConfig) -> Result<Self, String> {
+        let backend = match raw.kind {
+            AuthKind::File => AuthBackendConfig::File {
+                path: raw.path.unwrap_or_else(default_users_path),
+            },
+        };
+        let anonymous_home = match raw.anonymous_home {
+            Some(text) => ferroftp_auth_file::parse_home(&text)
+                .map_err(|error| format!("auth.anonymous_home: {error}"))?,
+            None => default_anonymous_home(),
+        };
+        Ok(Self {
+            backend,
+            anonymous: raw.anonymous,
+            anonymous_home,
+        })
+    }
+}
