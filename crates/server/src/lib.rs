@@ -10,7 +10,6 @@
 
 mod advertise;
 mod connection;
-mod data;
 mod defender;
 mod descriptors;
 mod drain;
@@ -26,7 +25,7 @@ pub mod telemetry;
 mod throttle;
 mod tls;
 mod tls_lineage;
-mod transfer_record;
+mod transfer;
 mod user_policy;
 
 use std::future::Future;
@@ -45,7 +44,6 @@ use tracing::{error, info, warn};
 
 use advertise::PassiveAddressPolicy;
 pub use advertise::{AdvertiseOptions, AdvertiseTarget};
-pub use data::DataChannelOptions;
 pub use defender::{
     BanRecord, Defender, DefenderEvent, DefenderOptions, DefenderWeights,
     Verdict as DefenderVerdict,
@@ -65,8 +63,8 @@ pub use status::{
 };
 pub use telemetry::record_reload;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
-pub use transfer_record::{
-    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
+pub use transfer::{
+    DataChannelOptions, TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
 };
 pub use user_policy::UserLimitsOptions;
 

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferroftp_backend::{AccountState, Storage};
+use ferroftp_proto::Session;
 use ferroftp_proto::framing::LineBuffer;
-use ferroftp_proto::session::{Action, ControlTransport, Outcome};
-use ferroftp_proto::{Escaped, Session};
+use ferroftp_proto::session::{Action, Outcome};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
@@ -36,11 +36,10 @@ use crate::passive::PassiveListener;
 use crate::proxy_protocol;
 use crate::status::SessionHandle;
 use crate::telemetry;
-use crate::tls;
 use crate::tls_lineage::ControlLineage;
 use crate::transfer::Transfer;
 use crate::user_policy::UserSession;
-use crate::{DefenderEvent, ListenerTls, ServerContext};
+use crate::{DefenderEvent, ServerContext};
 
 /// The control connection's stream: plain TCP, or TLS after AUTH TLS or on an implicit
 /// listener.
@@ -129,36 +128,11 @@ async fn serve_session(
     }
     // The lineage of the TLS sessions this connection and its data connections issue.
     let mut lineage = context.tls.as_ref().map(|tls| tls.register(peer.ip()));
-    let listener_tls = context
-        .listener_tls
-        .get(listener_index)
-        .copied()
-        .unwrap_or_default();
-    let (stream, transport) = match (listener_tls, &context.tls, &mut lineage) {
-        (ListenerTls::Implicit, Some(tls), Some(lineage)) => {
-            match tls.accept(stream, lineage).instrument(span.clone()).await {
-                Ok(stream) => {
-                    telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
-                    let info = tls::tls_info(stream.get_ref().1);
-                    (
-                        ControlStream::Tls(Box::new(stream)),
-                        ControlTransport::Implicit(info),
-                    )
-                }
-                Err(error) => {
-                    debug!(%peer, error = %Escaped(&error), "implicit TLS handshake failed");
-                    telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
-                    context
-                        .defender
-                        .record(peer.ip(), DefenderEvent::TlsHandshakeFailure);
-                    return;
-                }
-            }
-        }
-        (ListenerTls::Explicit, Some(_), _) => {
-            (ControlStream::Plain(stream), ControlTransport::Explicit)
-        }
-        _ => (ControlStream::Plain(stream), ControlTransport::Plain),
+    let opened = ftps::open_control_stream(stream, peer, listener_index, &context, &mut lineage)
+        .instrument(span.clone())
+        .await;
+    let Some((stream, transport)) = opened else {
+        return;
     };
     let session = Session::with_transport(Arc::clone(&context.session), peer, transport, now());
     let mut connection = ControlConnection {
