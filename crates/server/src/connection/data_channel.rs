@@ -14,7 +14,7 @@ use ferroftp_proto::session::{
 use tracing::{debug, warn};
 
 use super::input::ControlInput;
-use super::{ControlConnection, now};
+use super::{ControlConnection, LOG_TARGET, now};
 use crate::passive::PassiveError;
 use crate::transfer::{
     DataConnectionError, DataSource, DataTls, Event, LogIdentity, Setup, Step, TransferPolicy,
@@ -54,33 +54,33 @@ impl ControlConnection {
                 );
                 let port = announced_port(listener.port(), self.context.announced_port_offset);
                 let announced = SocketAddr::new(announced_ip, port);
-                debug!(port = listener.port(), address = %announced, %rule, "passive address chosen");
+                debug!(target: LOG_TARGET, port = listener.port(), address = %announced, %rule, "passive address chosen");
                 self.passive = Some(listener);
                 Ok(announced)
             }
             Err(PassiveError::Exhausted) => {
-                warn!(
+                warn!(target: LOG_TARGET,
                     in_use = self.context.passive_pool.ports_in_use(),
                     "passive port range exhausted: widen passive.ports"
                 );
                 Err(PassiveFailure::Exhausted)
             }
             Err(PassiveError::UserLimit(held)) => {
-                warn!(held, "passive port refused: passive.max_per_user reached");
+                warn!(target: LOG_TARGET, held, "passive port refused: passive.max_per_user reached");
                 Err(PassiveFailure::Other(format!(
                     "Too many passive ports held by this account ({held}, passive.max_per_user); \
                      try again when a transfer ends"
                 )))
             }
             Err(PassiveError::ClientLimit(held)) => {
-                warn!(held, "passive port refused: passive.max_per_client reached");
+                warn!(target: LOG_TARGET, held, "passive port refused: passive.max_per_client reached");
                 Err(PassiveFailure::Other(format!(
                     "Too many passive ports held from this address ({held}, \
                      passive.max_per_client); try again when a transfer ends"
                 )))
             }
             Err(error) => {
-                warn!(%error, "passive listener failed");
+                warn!(target: LOG_TARGET, %error, "passive listener failed");
                 Err(PassiveFailure::Other(
                     "Can't open passive listener".to_owned(),
                 ))

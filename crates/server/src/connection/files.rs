@@ -10,7 +10,7 @@ use ferroftp_proto::{DirEntry, Escaped, StorageErrorKind, VirtualPath};
 use futures_util::StreamExt as _;
 use tracing::{debug, info};
 
-use super::{ControlConnection, now};
+use super::{ControlConnection, LOG_TARGET, now};
 use crate::quota::UsageCounter;
 use crate::user_policy::UserSession;
 
@@ -87,7 +87,7 @@ async fn storage_operation(
                 StorageRequest::SetMode { path, .. } => Some(("SITE CHMOD", path, None)),
             };
             if let Some((command, path, to)) = change {
-                info!(
+                info!(target: LOG_TARGET,
                     command,
                     path = ?Escaped(path),
                     to = to.map(|to| tracing::field::debug(Escaped(to))),
@@ -98,7 +98,7 @@ async fn storage_operation(
         }
         Err(error) => {
             // Debug escapes the client's paths in the request; the error may quote one too.
-            debug!(?request, error = %Escaped(&error), "storage operation failed");
+            debug!(target: LOG_TARGET, ?request, error = %Escaped(&error), "storage operation failed");
             Err(error.kind)
         }
     }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::input::CONTROL_READ;
-use super::{ControlConnection, ControlStream};
+use super::{ControlConnection, ControlStream, LOG_TARGET};
 use crate::telemetry;
 use crate::tls;
 use crate::tls_lineage::ControlLineage;
@@ -44,7 +44,7 @@ pub(super) async fn open_control_stream(
                     ))
                 }
                 Err(error) => {
-                    debug!(%peer, error = %Escaped(&error), "implicit TLS handshake failed");
+                    debug!(target: LOG_TARGET, %peer, error = %Escaped(&error), "implicit TLS handshake failed");
                     telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                     context
                         .defender
@@ -68,7 +68,7 @@ impl ControlConnection {
         let discarded = self.lines.pending();
         self.lines.clear();
         if discarded > 0 || self.session.discarded_lines() > 0 {
-            warn!(
+            warn!(target: LOG_TARGET,
                 bytes = discarded,
                 lines = self.session.discarded_lines(),
                 "discarded input pipelined after AUTH TLS"
@@ -88,7 +88,7 @@ impl ControlConnection {
             Ok(stream) => {
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, true);
                 let info = tls::tls_info(stream.get_ref().1);
-                debug!(
+                debug!(target: LOG_TARGET,
                     version = ?stream.get_ref().1.protocol_version(),
                     client_certificate = info
                         .client_name
@@ -100,7 +100,7 @@ impl ControlConnection {
                 Ok(info)
             }
             Err(error) => {
-                debug!(error = %Escaped(&error), "TLS handshake after AUTH TLS failed");
+                debug!(target: LOG_TARGET, error = %Escaped(&error), "TLS handshake after AUTH TLS failed");
                 telemetry::tls_handshake(telemetry::TlsConnection::Control, false);
                 self.context
                     .defender
@@ -149,7 +149,7 @@ impl ControlConnection {
         let (tcp, _) = stream.into_inner();
         self.stream = ControlStream::Plain(tcp);
         self.input().hand_over_lines();
-        debug!("control connection back to plain text (CCC)");
+        debug!(target: LOG_TARGET, "control connection back to plain text (CCC)");
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use ferroftp_proto::Escaped;
 use ferroftp_proto::session::{LoginFailure, LoginRequest, Outcome};
 use tracing::{info, warn};
 
-use super::{ControlConnection, EndedBy};
+use super::{ControlConnection, EndedBy, LOG_TARGET};
 use crate::home;
 use crate::telemetry::{self, LoginResult};
 use crate::{DefenderEvent, DefenderVerdict};
@@ -67,7 +67,7 @@ impl ControlConnection {
                 self.registration.set_user(&user.name);
                 let per_user = self.registration.status().per_user_metrics();
                 telemetry::login(LoginResult::Ok, per_user.then_some(user.name.as_str()));
-                info!(user = ?Escaped(&user.name), reply = 230, "logged in");
+                info!(target: LOG_TARGET, user = ?Escaped(&user.name), reply = 230, "logged in");
                 Outcome::Authenticated(Ok(user))
             }
             Err(rejection @ (AuthError::Rejected | AuthError::UnknownUser)) => {
@@ -75,7 +75,7 @@ impl ControlConnection {
                 // (contrib/fail2ban/filter.d/ferroftp.conf): the client's address first, then
                 // what the client sent, quoted and escaped, so that a user name can neither
                 // break the line nor forge another address.
-                warn!(
+                warn!(target: LOG_TARGET,
                     client = %attempt.peer,
                     user = ?Escaped(&attempt.username),
                     reason = %"bad-credentials",
@@ -99,7 +99,7 @@ impl ControlConnection {
                 Outcome::Authenticated(Err(LoginFailure::Rejected))
             }
             Err(error) => {
-                warn!(%error, "authentication backend unavailable");
+                warn!(target: LOG_TARGET, %error, "authentication backend unavailable");
                 telemetry::login(LoginResult::Unavailable, None);
                 Outcome::Authenticated(Err(LoginFailure::Unavailable))
             }
@@ -130,12 +130,12 @@ impl ControlConnection {
                 self.session.handle_account_read_only(read_only);
             }
             AccountState::Active { .. } => {
-                warn!("the account's password changed: session closed");
+                warn!(target: LOG_TARGET, "the account's password changed: session closed");
                 self.session.handle_account_revoked();
                 self.ended_by = EndedBy::Backend;
             }
             AccountState::Gone => {
-                warn!("the account was removed: session closed");
+                warn!(target: LOG_TARGET, "the account was removed: session closed");
                 self.session.handle_account_revoked();
                 self.ended_by = EndedBy::Backend;
             }
@@ -146,7 +146,7 @@ impl ControlConnection {
 /// A login with the right password that the account's policy refuses (530): logged and
 /// counted apart from wrong passwords, and never fed to the defender.
 fn login_refused(client: std::net::IpAddr, user: &str, reason: &'static str) {
-    warn!(
+    warn!(target: LOG_TARGET,
         client = %client,
         user = ?Escaped(user),
         reason = %reason,

@@ -41,6 +41,12 @@ use crate::transfer::Transfer;
 use crate::user_policy::UserSession;
 use crate::{DefenderEvent, ServerContext};
 
+/// The target of a session's log events, wherever in `connection/` and `transfer/` they are
+/// written: log targets are part of the interface (the fail2ban filter in
+/// contrib/fail2ban/filter.d/ferroftp.conf and docs/operations.md match on it), so the files
+/// this module was split into keep the target it had.
+pub(crate) const LOG_TARGET: &str = "ferroftp_server::connection";
+
 /// The control connection's stream: plain TCP, or TLS after AUTH TLS or on an implicit
 /// listener.
 type ControlStream = ferroftp_tls_stream::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;

@@ -17,6 +17,10 @@ use crate::proxy_protocol::{self, ProxyProtocolOptions};
 use crate::telemetry::{self, RefusedDataConnection};
 use crate::{tls, tls_lineage};
 
+/// The target of this file's log events: that of `data.rs`, where they were written before
+/// the transfer module was split by job (log targets are matched by operators' filters).
+const LOG_TARGET: &str = "ferroftp_server::data";
+
 /// Why a data connection could not be made (425). Its text is the reply's detail.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DataConnectionError {
@@ -174,7 +178,7 @@ async fn accept_from(
                 Ok(Some(source)) => peer = source,
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "passive data connection from the proxy without a valid PROXY header");
+                    tracing::warn!(target: LOG_TARGET, %peer, %error, "passive data connection from the proxy without a valid PROXY header");
                     telemetry::proxy_header_rejected(telemetry::ProxyHeaderRejection::Invalid);
                     continue;
                 }
@@ -185,7 +189,7 @@ async fn accept_from(
         }
         telemetry::data_connection_refused(RefusedDataConnection::ForeignPeer, 1);
         defender.record(peer.ip(), crate::DefenderEvent::ForeignDataConnection);
-        tracing::warn!(
+        tracing::warn!(target: LOG_TARGET,
             %peer,
             expected = %expected_peer,
             port = passive.port(),
@@ -224,7 +228,7 @@ async fn connect_to(
                 Ok(()) => bound = true,
                 Err(error) => {
                     if !SOURCE_PORT_WARNED.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
+                        tracing::warn!(target: LOG_TARGET,
                             port,
                             %error,
                             "active.source_port: cannot bind the data source port, using an ephemeral port"
@@ -275,7 +279,7 @@ pub(super) async fn protect(
     if !accepted {
         metrics::counter!("ferroftp_tls_reuse_refused_total").increment(1);
         let connection = stream.get_ref().1;
-        tracing::warn!(
+        tracing::warn!(target: LOG_TARGET,
             handshake = ?connection.handshake_kind(),
             version = ?connection.protocol_version(),
             foreign_session = resumed.is_some(),

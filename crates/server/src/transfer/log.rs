@@ -15,6 +15,7 @@ use tracing::info;
 use super::Progress;
 use super::local::Leftovers;
 use super::record::{TransferCompletion, TransferDirection, TransferObserver, TransferRecord};
+use crate::connection::LOG_TARGET;
 
 /// Who runs a transfer, for its log record.
 pub(crate) struct LogIdentity {
@@ -99,7 +100,7 @@ impl TransferLog {
                 TransferCompletion::Incomplete { reason },
             ),
         };
-        info!(
+        info!(target: LOG_TARGET,
             command = self.command,
             path = ?Escaped(&self.path),
             bytes,

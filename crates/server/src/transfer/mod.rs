@@ -46,6 +46,7 @@ use self::log::{AfterReply, TransferEnd, TransferLog};
 pub use self::record::{TransferCompletion, TransferDirection, TransferObserver, TransferRecord};
 pub(crate) use self::work::TransferPolicy;
 use self::work::{Moved, Prepared};
+use crate::connection::LOG_TARGET;
 use crate::quota::UploadQuota;
 use crate::status::SessionHandle;
 use crate::telemetry::{self, TransferResult};
@@ -232,7 +233,7 @@ impl Transfer {
             }
             Event::Secured(Ok(upload)) => return self.publish(upload, control, status),
             Event::Secured(Err(error)) => {
-                warn!(error = %ferroftp_proto::Escaped(&error), "securing upload failed");
+                warn!(target: LOG_TARGET, error = %ferroftp_proto::Escaped(&error), "securing upload failed");
                 self.finish(Err(TransferFailure::Storage(error.kind)), status)
             }
             Event::Moved(Ok(Moved::Sent { bytes, leftovers })) => {

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::log::TransferEnd;
 use super::{ControlPresence, Stage, Step, Transfer};
+use crate::connection::LOG_TARGET;
 use crate::status::SessionHandle;
 use crate::telemetry;
 
@@ -100,7 +101,7 @@ impl Transfer {
             telemetry::upload_committed(data_complete.elapsed());
         }
         let result = result.map(|_| received).map_err(|error| {
-            warn!(error = %Escaped(&error), "committing upload failed");
+            warn!(target: LOG_TARGET, error = %Escaped(&error), "committing upload failed");
             TransferFailure::Storage(error.kind)
         });
         self.finish(result, status)
