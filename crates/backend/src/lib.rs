@@ -6,14 +6,16 @@
 //! [`testing::MemoryStorage`] and the storage battery, the shared tests every backend runs.
 
 mod auth;
+mod error;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use auth::{AccountState, AuthError, Authenticator, LoginAttempt, Password, User};
+pub use error::{StorageError, io_error_kind};
 pub use ferroftp_proto::listing::is_listable_name;
 pub use ferroftp_proto::{DirEntry, Escaped, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
-    Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage,
-    StorageError, Upload, UploadTarget, WriteMode, make_dir_all,
+    Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage, Upload,
+    UploadTarget, WriteMode, make_dir_all,
 };

@@ -11,34 +11,7 @@ use ferroftp_proto::{DirEntry, FileMeta, StorageErrorKind, VirtualPath};
 use futures_core::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A storage failure: its kind decides the reply, its detail is for the log only.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {detail}")]
-pub struct StorageError {
-    /// What went wrong, by meaning.
-    pub kind: StorageErrorKind,
-    /// Details for the operator (may contain server paths: never sent to the client).
-    pub detail: String,
-}
-
-impl StorageError {
-    /// A new error.
-    pub fn new(kind: StorageErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<StorageErrorKind> for StorageError {
-    fn from(kind: StorageErrorKind) -> Self {
-        Self {
-            kind,
-            detail: String::new(),
-        }
-    }
-}
+use crate::error::StorageError;
 
 /// A streamed directory listing: large directories are never held in memory whole.
 pub type EntryStream = Pin<Box<dyn Stream<Item = Result<DirEntry, StorageError>> + Send>>;

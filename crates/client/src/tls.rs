@@ -3,16 +3,13 @@
 //! [`MaybeTls`] is a stream that is plain TCP or TLS.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -207,77 +204,6 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// A connection that is plain TCP or TLS over TCP.
-#[derive(Debug)]
-pub enum MaybeTls {
-    /// Plain.
-    Plain(TcpStream),
-    /// TLS.
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Transiently, while a plain connection is being upgraded (or after that failed).
-    Closed,
-}
-
-impl MaybeTls {
-    /// The TCP stream underneath.
-    pub fn tcp(&self) -> io::Result<&TcpStream> {
-        match self {
-            Self::Plain(stream) => Ok(stream),
-            Self::Tls(stream) => Ok(stream.get_ref().0),
-            Self::Closed => Err(closed()),
-        }
-    }
-
-    /// Whether this is TLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
-    }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
-}
-
-impl AsyncRead for MaybeTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
-            Self::Closed => Poll::Ready(Err(closed())),
-        }
-    }
-}
-
-impl AsyncWrite for MaybeTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, buffer),
-            Self::Closed => Poll::Ready(Err(closed())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(context),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
-            Self::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
-            Self::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
+/// The client's connections: plain TCP or TLS over TCP (the shared implementation of
+/// `ferroftp-tls-stream`, with rustls' client side).
+pub type MaybeTls = ferroftp_tls_stream::MaybeTls<TlsStream<TcpStream>>;

@@ -10,7 +10,6 @@
 
 mod advertise;
 mod connection;
-mod data;
 mod defender;
 mod descriptors;
 mod drain;
@@ -27,7 +26,7 @@ pub mod telemetry;
 mod throttle;
 mod tls;
 mod tls_lineage;
-mod transfer_record;
+mod transfer;
 mod user_policy;
 
 use std::future::Future;
@@ -46,7 +45,6 @@ use tracing::{error, info, warn};
 
 use advertise::PassiveAddressPolicy;
 pub use advertise::{AdvertiseOptions, AdvertiseTarget};
-pub use data::DataChannelOptions;
 pub use defender::{
     BanRecord, Defender, DefenderEvent, DefenderOptions, DefenderWeights,
     Verdict as DefenderVerdict,
@@ -66,8 +64,8 @@ pub use status::{
 };
 pub use telemetry::record_reload;
 pub use tls::{CertificateSource, ClientCertMode, TlsError, TlsOptions, TlsReloader, TlsVersion};
-pub use transfer_record::{
-    TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
+pub use transfer::{
+    DataChannelOptions, TransferCompletion, TransferDirection, TransferObserver, TransferRecord,
 };
 pub use user_policy::UserLimitsOptions;
 

@@ -18,8 +18,8 @@ use ferroftp_backend::{Storage, StorageError};
 use ferroftp_proto::VirtualPath;
 
 use crate::TransferDirection;
-use crate::data::Progress;
 use crate::passive::PassivePortPool;
+use crate::transfer::Progress;
 
 /// The shared live view of one [`Server`](crate::Server); see the module documentation.
 #[derive(Debug)]

@@ -56,7 +56,7 @@ pub const DATA_CONNECTIONS_REFUSED_TOTAL: &str = "ferroftp_data_connections_refu
 /// TLS handshakes, by `connection` (`control`, `data`) and `result` (`ok`, `failed`).
 pub const TLS_HANDSHAKES_TOTAL: &str = "ferroftp_tls_handshakes_total";
 /// Protected data connections refused because they did not resume the session's TLS session
-/// (counted where the check is, in `data.rs`).
+/// (counted where the check is, in `transfer/connect.rs`).
 pub const TLS_REUSE_REFUSED_TOTAL: &str = "ferroftp_tls_reuse_refused_total";
 /// PROXY protocol headers refused, by `reason`: `untrusted` (from a source not in
 /// `proxy_protocol.trusted`), `invalid` (from a trusted source, malformed or missing).

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use ferroftp_proto::session::TlsInfo;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{
     ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
@@ -139,15 +139,66 @@ impl TlsOptions {
     }
 }
 
-/// Why TLS could not be set up or a certificate not (re)loaded.
+/// Why TLS could not be set up or a certificate not (re)loaded. Each message quotes its
+/// cause, which [`std::error::Error::source`] also gives.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsError(String);
-
-impl TlsError {
-    fn new(text: impl Into<String>) -> Self {
-        Self(text.into())
-    }
+pub enum TlsError {
+    /// The certificate file could not be read or parsed.
+    #[error("certificate file {}: {source}", path.display())]
+    CertificateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: PemError,
+    },
+    /// The key file could not be read or parsed.
+    #[error("key file {}: {source}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: PemError,
+    },
+    /// The certificate given as PEM text could not be parsed.
+    #[error("certificate: {0}")]
+    Certificate(#[source] PemError),
+    /// The key given as PEM text could not be parsed.
+    #[error("key: {0}")]
+    Key(#[source] PemError),
+    /// The certificate file holds no certificate.
+    #[error("no certificate in the certificate file")]
+    NoCertificate,
+    /// The certificate and the key do not make a usable pair.
+    #[error("certificate and key: {0}")]
+    CertificateAndKey(#[source] rustls::Error),
+    /// The TLS versions asked for cannot be configured.
+    #[error("{0}")]
+    Versions(#[source] rustls::Error),
+    /// Client certificates are asked for without a CA to check them against.
+    #[error("client certificates need a client CA file (tls.client_ca)")]
+    NoClientCa,
+    /// The client CA file could not be read or parsed.
+    #[error("client CA file {}: {source}", path.display())]
+    ClientCaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: PemError,
+    },
+    /// A certificate of the client CA file was refused as a root.
+    #[error("client CA file {}: {source}", path.display())]
+    ClientCaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// The client certificate verifier could not be built from the client CA.
+    #[error("client CA: {0}")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// The session ticket keys could not be made.
+    #[error("ticketer: {0}")]
+    Ticketer(#[source] rustls::Error),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -204,28 +255,30 @@ impl ReloadingResolver {
             CertificateSource::Files { cert, key } => {
                 let chain = CertificateDer::pem_file_iter(cert)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|error| {
-                        TlsError::new(format!("certificate file {}: {error}", cert.display()))
+                    .map_err(|source| TlsError::CertificateFile {
+                        path: cert.clone(),
+                        source,
                     })?;
-                let private = PrivateKeyDer::from_pem_file(key).map_err(|error| {
-                    TlsError::new(format!("key file {}: {error}", key.display()))
-                })?;
+                let private =
+                    PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::KeyFile {
+                        path: key.clone(),
+                        source,
+                    })?;
                 (chain, private)
             }
             CertificateSource::Pem { cert, key } => {
                 let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| TlsError::new(format!("certificate: {error}")))?;
-                let private = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                    .map_err(|error| TlsError::new(format!("key: {error}")))?;
+                    .map_err(TlsError::Certificate)?;
+                let private =
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(TlsError::Key)?;
                 (chain, private)
             }
         };
         if chain.is_empty() {
-            return Err(TlsError::new("no certificate in the certificate file"));
+            return Err(TlsError::NoCertificate);
         }
-        CertifiedKey::from_der(chain, key, provider)
-            .map_err(|error| TlsError::new(format!("certificate and key: {error}")))
+        CertifiedKey::from_der(chain, key, provider).map_err(TlsError::CertificateAndKey)
     }
 
     fn paths(&self) -> Option<[&Path; 2]> {
@@ -317,25 +370,27 @@ impl TlsContext {
         };
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions)
-            .map_err(|error| TlsError::new(error.to_string()))?;
+            .map_err(TlsError::Versions)?;
         let builder = match options.client_cert {
             ClientCertMode::Off => builder.with_no_client_auth(),
             mode => {
                 let Some(ca) = &options.client_ca else {
-                    return Err(TlsError::new(
-                        "client certificates need a client CA file (tls.client_ca)",
-                    ));
+                    return Err(TlsError::NoClientCa);
                 };
                 let mut roots = RootCertStore::empty();
                 let certs = CertificateDer::pem_file_iter(ca)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|error| {
-                        TlsError::new(format!("client CA file {}: {error}", ca.display()))
+                    .map_err(|source| TlsError::ClientCaFile {
+                        path: ca.clone(),
+                        source,
                     })?;
                 for cert in certs {
-                    roots.add(cert).map_err(|error| {
-                        TlsError::new(format!("client CA file {}: {error}", ca.display()))
-                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|source| TlsError::ClientCaCertificate {
+                            path: ca.clone(),
+                            source,
+                        })?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
@@ -346,9 +401,7 @@ impl TlsContext {
                 } else {
                     verifier
                 };
-                let verifier = verifier
-                    .build()
-                    .map_err(|error| TlsError::new(format!("client CA: {error}")))?;
+                let verifier = verifier.build().map_err(TlsError::ClientVerifier)?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -356,8 +409,7 @@ impl TlsContext {
         // Data connections resume the control connection's session: TLS 1.2 session IDs
         // from this cache, TLS 1.2 and 1.3 tickets from the ticketer (keys rotate every 6 h).
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-        config.ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|error| TlsError::new(format!("ticketer: {error}")))?;
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Ticketer)?;
         // Several tickets on the control connection: clients that keep them all (rustls,
         // GnuTLS) can resume several uploads in a row.
         config.send_tls13_tickets = CONTROL_TLS13_TICKETS;

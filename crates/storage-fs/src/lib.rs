@@ -40,7 +40,6 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use crate::confine::{
     Anchor, meta_of, open_beneath, open_directory, open_parent, open_path, open_path_cached,
 };
-pub use crate::error::error_kind;
 use crate::error::fs_error;
 pub use crate::expiry::{PartialSweeper, SweepReport};
 
@@ -191,10 +190,8 @@ impl FsStorage {
         tokio::task::spawn_blocking(move || work(&inner))
             .await
             .map_err(|error| {
-                StorageError::new(
-                    StorageErrorKind::Local,
-                    format!("blocking filesystem task failed: {error}"),
-                )
+                StorageError::new(StorageErrorKind::Local, "blocking filesystem task failed")
+                    .with_source(error)
             })?
     }
 }

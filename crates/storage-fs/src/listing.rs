@@ -177,10 +177,8 @@ fn entry_meta(
         rustix::fs::statat(directory, name, AtFlags::SYMLINK_NOFOLLOW).map(|stat| stat_meta(&stat));
     let entry_path = || {
         path.resolve(name).map_err(|error| {
-            StorageError::new(
-                StorageErrorKind::InvalidName,
-                format!("{name:?} in {path}: {error}"),
-            )
+            StorageError::new(StorageErrorKind::InvalidName, format!("{name:?} in {path}"))
+                .with_source(error)
         })
     };
     let own = match own {

@@ -110,10 +110,8 @@ pub(crate) fn prepare(
             let directory = open_directory(&inner.anchor, directory_path)?;
             let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
-                StorageError::new(
-                    StorageErrorKind::Local,
-                    format!("STOU name {name}: {error}"),
-                )
+                StorageError::new(StorageErrorKind::Local, format!("STOU name {name}"))
+                    .with_source(error)
             })?;
             (directory, name, path, file, true)
         }
@@ -534,10 +532,7 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| {
-        StorageError::new(
-            StorageErrorKind::Local,
-            format!("upload task failed: {error}"),
-        )
+        StorageError::new(StorageErrorKind::Local, "upload task failed").with_source(error)
     })?
 }
 

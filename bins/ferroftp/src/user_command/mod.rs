@@ -318,7 +318,7 @@ fn create_home(root: &Path, home: &VirtualPath) -> anyhow::Result<bool> {
         .context("starting a runtime")?;
     let created = runtime
         .block_on(ferroftp_backend::make_dir_all(&storage, home))
-        .map_err(|error| anyhow::anyhow!("{}", error.detail))?;
+        .map_err(|error| anyhow::anyhow!("{}", error.detail_and_cause()))?;
     let owner = std::fs::metadata(root)?;
     if created && rustix::process::geteuid().is_root() {
         use std::os::unix::fs::MetadataExt;

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use ferroftp_proto::{DirEntry, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 use tokio::io::AsyncWrite;
 
+use crate::StorageError;
 use crate::storage::{
-    Capabilities, Download, DownloadBody, EntryStream, Storage, StorageError, Upload, UploadTarget,
-    WriteMode,
+    Capabilities, Download, DownloadBody, EntryStream, Storage, Upload, UploadTarget, WriteMode,
 };
 
 /// Permission bits reported for files (there is no real owner to check them against).

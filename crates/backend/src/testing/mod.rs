@@ -24,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use memory::MemoryStorage;
 
-use crate::storage::{Storage, StorageError, UploadTarget, WriteMode};
+use crate::StorageError;
+use crate::storage::{Storage, UploadTarget, WriteMode};
 
 /// What a battery constructor returns: a storage, possibly with something that must live as
 /// long as the test (the guard of a tuple is kept alive, never used).

@@ -1,6 +1,6 @@
 //! What the server reports about every finished or aborted transfer, for whoever wants it:
-//! the `xferlog` writer of the binary, metrics. The control loop builds one
-//! [`TransferRecord`] where a transfer ends (`connection.rs`) and hands it to the
+//! the `xferlog` writer of the binary, metrics. A transfer builds its one
+//! [`TransferRecord`] where it ends (`transfer/log.rs`) and hands it to the
 //! [`TransferObserver`] of [`ServerOptions`](crate::ServerOptions), on the session's thread:
 //! an observer must not block for long (write a line, bump a counter).
 
