@@ -39,10 +39,10 @@ pub struct CommandSpec {
 }
 
 macro_rules! verbs {
-    ($($variant:ident => $($name:literal)|+;)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident => $($name:literal)|+;)*) => {
         /// A command verb. Aliases (`XPWD` for `PWD`, RFC 775) parse to the same verb.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Verb { $($variant,)* }
+        pub enum Verb { $($(#[doc = $doc])* $variant,)* }
 
         impl Verb {
             /// Every verb, in HELP order.
@@ -72,52 +72,100 @@ macro_rules! verbs {
 }
 
 verbs! {
+    /// Names the user to log in as (RFC 959 §4.1.1).
     User => "USER";
+    /// Gives the password for the user named by USER (RFC 959 §4.1.1).
     Pass => "PASS";
+    /// Gives an account; never needed here, so answered 502 (RFC 959 §4.1.1).
     Acct => "ACCT";
+    /// Ends the session (RFC 959 §4.1.1).
     Quit => "QUIT";
+    /// Logs out but keeps the connection, as if it had just been opened (RFC 959 §4.1.1).
     Rein => "REIN";
+    /// Does nothing but answer 200; clients use it as a keep-alive (RFC 959 §4.1.3).
     Noop => "NOOP";
+    /// Asks for the system type, answered `UNIX Type: L8` (RFC 959 §4.1.3).
     Syst => "SYST";
+    /// Lists the extensions the server supports (RFC 2389 §3).
     Feat => "FEAT";
+    /// Sets an option of a command, such as `UTF8 ON` or the MLST facts (RFC 2389 §4).
     Opts => "OPTS";
+    /// Lists the commands, or the syntax of one (RFC 959 §4.1.3).
     Help => "HELP";
+    /// Reports on the session or a running transfer, or lists a path on the control
+    /// connection (RFC 959 §4.1.3).
     Stat => "STAT";
+    /// Runs a server-specific subcommand such as `SITE CHMOD` (RFC 959 §4.1.3).
     Site => "SITE";
+    /// Tells the server the client's name; noted, changes nothing (a draft extension).
     Clnt => "CLNT";
+    /// Asks for the current directory (RFC 959 §4.1.3; `XPWD` from RFC 775).
     Pwd => "PWD" | "XPWD";
+    /// Changes the current directory (RFC 959 §4.1.1; `XCWD` from RFC 775).
     Cwd => "CWD" | "XCWD";
+    /// Changes to the parent of the current directory (RFC 959 §4.1.1; `XCUP` from RFC 775).
     Cdup => "CDUP" | "XCUP";
+    /// Creates a directory (RFC 959 §4.1.3; `XMKD` from RFC 775).
     Mkd => "MKD" | "XMKD";
+    /// Removes an empty directory (RFC 959 §4.1.3; `XRMD` from RFC 775).
     Rmd => "RMD" | "XRMD";
+    /// Deletes a file (RFC 959 §4.1.3).
     Dele => "DELE";
+    /// Names the file or directory to rename; RNTO must follow (RFC 959 §4.1.3).
     Rnfr => "RNFR";
+    /// Gives the new name for the path named by RNFR (RFC 959 §4.1.3).
     Rnto => "RNTO";
+    /// Asks for a file's size in bytes (RFC 3659 §4).
     Size => "SIZE";
+    /// Asks for a file's modification time (RFC 3659 §3).
     Mdtm => "MDTM";
+    /// Sets a file's modification time (draft-somers-ftp-mfxx).
     Mfmt => "MFMT";
+    /// Sets the representation type, ASCII or image (RFC 959 §4.1.2).
     Type => "TYPE";
+    /// Sets the transfer mode; only stream is supported (RFC 959 §4.1.2).
     Mode => "MODE";
+    /// Sets the file structure; only file is supported (RFC 959 §4.1.2).
     Stru => "STRU";
+    /// Announces the size of the next upload, checked against a quota if any (RFC 959 §4.1.3).
     Allo => "ALLO";
+    /// Sets the byte offset the next transfer starts at (RFC 3659 §5).
     Rest => "REST";
+    /// Downloads a file over the data connection (RFC 959 §4.1.3).
     Retr => "RETR";
+    /// Uploads a file over the data connection, replacing one of the same name (RFC 959 §4.1.3).
     Stor => "STOR";
+    /// Uploads over the data connection, appending to the file if it exists (RFC 959 §4.1.3).
     Appe => "APPE";
+    /// Uploads to a new file whose unique name the server picks (RFC 959 §4.1.3).
     Stou => "STOU";
+    /// Sends a directory listing in `ls -l` form over the data connection (RFC 959 §4.1.3).
     List => "LIST";
+    /// Sends the names in a directory, one a line, over the data connection (RFC 959 §4.1.3).
     Nlst => "NLST";
+    /// Sends a machine-readable directory listing over the data connection (RFC 3659 §7).
     Mlsd => "MLSD";
+    /// Sends the facts of one path over the control connection (RFC 3659 §7).
     Mlst => "MLST";
+    /// Asks the server to listen for the data connection, IPv4 only (RFC 959 §4.1.2).
     Pasv => "PASV";
+    /// Asks the server to listen for the data connection, any address family (RFC 2428 §3).
     Epsv => "EPSV";
+    /// Asks the server to connect to the client for the data connection, IPv4 (RFC 959 §4.1.2).
     Port => "PORT";
+    /// Asks the server to connect to the client for the data connection, any family (RFC 2428 §2).
     Eprt => "EPRT";
+    /// Aborts the transfer in progress (RFC 959 §4.1.3).
     Abor => "ABOR";
+    /// Mounts another file system structure; not supported, answered 502 (RFC 959 §4.1.1).
     Smnt => "SMNT";
+    /// Starts TLS on the control connection (RFC 4217 §4; RFC 2228 §3).
     Auth => "AUTH";
+    /// Sets the protection buffer size, always 0 under TLS (RFC 4217 §8; RFC 2228 §3).
     Pbsz => "PBSZ";
+    /// Sets whether the data connections use TLS (RFC 4217 §9; RFC 2228 §3).
     Prot => "PROT";
+    /// Returns the control connection to plain text after TLS (RFC 4217 §10; RFC 2228 §3).
     Ccc => "CCC";
 }
 

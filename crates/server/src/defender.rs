@@ -44,14 +44,14 @@ use tracing::{info, warn};
 use crate::telemetry;
 
 /// How often scores and bans that are over are removed.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most addresses tracked at once (scoring or banned): about 40 MiB. A wave of more addresses
 /// than this within one window is not a password guesser the defender can help against.
-pub const MAX_TRACKED: usize = 1_000_000;
+pub(crate) const MAX_TRACKED: usize = 1_000_000;
 
 /// The longest a change of the bans waits before the persist file is written.
-pub const PERSIST_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const PERSIST_DELAY: Duration = Duration::from_secs(1);
 
 /// Something a client did that counts against its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -543,8 +543,8 @@ impl Defender {
         Ok(loaded)
     }
 
-    /// The background job: sweeps every [`SWEEP_INTERVAL`] and writes the persist file
-    /// after bans changed (at most once per [`PERSIST_DELAY`]). Runs until aborted.
+    /// The background job: sweeps every minute (`SWEEP_INTERVAL`) and writes the persist
+    /// file after bans changed (at most once a second, `PERSIST_DELAY`). Runs until aborted.
     pub async fn maintain(self: Arc<Self>) {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

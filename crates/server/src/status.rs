@@ -367,12 +367,12 @@ impl Drop for SessionHandle {
 }
 
 /// How many recent warnings and errors are kept.
-pub const RECENT_ERRORS_KEPT: usize = 32;
+pub(crate) const RECENT_ERRORS_KEPT: usize = 32;
 
 /// Longest message kept, in bytes; a longer one is cut (at a character boundary).
 const RECENT_ERROR_MAX_LEN: usize = 512;
 
-/// The newest warnings and errors of the process, at most [`RECENT_ERRORS_KEPT`], fed by the
+/// The newest warnings and errors of the process, at most 32 (`RECENT_ERRORS_KEPT`), fed by the
 /// logging (the admin crate's layer) and shown on the status page.
 #[derive(Debug)]
 pub struct RecentErrors {
