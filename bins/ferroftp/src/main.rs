@@ -1,5 +1,9 @@
 //! `ferroftp`: the FTP server and its tools in one binary.
 
+// Nothing in a binary is reachable from outside it: `pub` here only means "used by another
+// module", so the workspace's `unreachable_pub` has nothing to say.
+#![allow(unreachable_pub)]
+
 mod cli;
 mod logging;
 mod open_files;

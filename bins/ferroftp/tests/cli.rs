@@ -8,6 +8,10 @@
 //! no other one is left.
 //! Every child process is bounded in time and the server is killed by its PID at the end.
 
+// Test code: a panic is the failure report, so unwrapping is the point (the helpers
+// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,6 +3,10 @@
 //! the crate. The metrics recorder is process-wide, so only one test moves data and asserts
 //! byte counters.
 
+// Test code: a panic is the failure report, so unwrapping is the point (the helpers
+// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

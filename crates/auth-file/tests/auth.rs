@@ -1,5 +1,9 @@
 //! The users file, the file authenticator and the anonymous decorator, end to end.
 
+// Test code: a panic is the failure report, so unwrapping is the point (the helpers
+// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 

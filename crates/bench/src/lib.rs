@@ -10,8 +10,6 @@
 //! What the run created on the server is removed at the end, after errors and on SIGINT or
 //! SIGTERM too (`cleanup`); failed runs are explained in words (`hints`).
 
-#![warn(missing_docs, unreachable_pub)]
-
 mod cleanup;
 mod fixtures;
 mod hints;

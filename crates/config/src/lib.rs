@@ -75,8 +75,6 @@
 //! addresses); [`Config::validate`] then checks the rules that span fields. Relative paths
 //! in a file are relative to the file's directory.
 
-#![warn(missing_docs, unreachable_pub)]
-
 mod account;
 mod backends;
 mod convert;

@@ -3,6 +3,10 @@
 //!
 //! `cargo bench -p ferroftp-proto -- --quick` for a short run; figures in docs/BENCHMARKS.md.
 
+// `criterion_main!` writes the bench's `main` without a doc comment; nothing outside this
+// bench can see it anyway.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

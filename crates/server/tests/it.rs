@@ -2,6 +2,10 @@
 //! loopback. One test binary for the crate; every test gets its own server, storage and
 //! passive range, so they run in parallel.
 
+// Test code: a panic is the failure report, so unwrapping is the point (the helpers
+// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};

@@ -1,6 +1,10 @@
 //! FsStorage: the shared storage battery, then what only a real directory can get wrong:
 //! symlinks leading out of the root, hidden partial files, atomic commits.
 
+// Test code: a panic is the failure report, so unwrapping is the point (the helpers
+// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,11 @@
 //! also be listed in that macro, and a test (`the_battery_macro_lists_every_battery_test`)
 //! fails until it is.
 
+// Test support code (behind the `testing` feature): each function here is a test body, and a
+// panic is its failure report, so unwrapping is the point. clippy.toml's allow-unwrap-in-tests
+// does not reach it because it is not under `#[cfg(test)]`.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferroftp_proto::{FileKind, StorageErrorKind};
