@@ -1,6 +1,7 @@
 //! `ferroftp serve`: configuration in, running server out.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -180,8 +181,38 @@ async fn serve(
     }
     // After the switch: the sweep removes files as the account that serves them.
     let expiring = tokio::spawn(expire_partial_uploads(sweeper));
+    announce(&config, &addresses, &listeners)?;
+    start_admin(&config.admin, server.status()).await?;
+
+    let handle = server.handle();
+    let running = Running {
+        source,
+        config,
+        authenticator,
+        handle: handle.clone(),
+        logging,
+    };
+    crate::systemd::ready(&status_line(&handle));
+    let (drain, stop) = signals.spawn(running);
+    let reporting = tokio::spawn(report_to_service_manager(handle));
+    server.run_until(drain, stop).await;
+    reporting.abort();
+    expiring.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells the operator on stdout where the server listens, what to open in the firewall and
+/// what it serves; `listeners` are the configured ones matching `addresses`, in order.
+fn announce(
+    config: &Config,
+    addresses: &[SocketAddr],
+    listeners: &[ListenerConfig],
+) -> std::io::Result<()> {
+    let StorageConfig::Fs { root, .. } = &config.storage;
+    let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     let mut stdout = std::io::stdout().lock();
-    for (address, listener) in addresses.iter().zip(&listeners) {
+    for (address, listener) in addresses.iter().zip(listeners) {
         match listener.tls {
             TlsMode::Off => writeln!(stdout, "listening on {address}")?,
             TlsMode::Explicit => {
@@ -209,26 +240,7 @@ async fn serve(
         root.display(),
         users_path.display()
     )?;
-    stdout.flush()?;
-    drop(stdout);
-    start_admin(&config.admin, server.status()).await?;
-
-    let handle = server.handle();
-    let running = Running {
-        source,
-        config,
-        authenticator,
-        handle: handle.clone(),
-        logging,
-    };
-    crate::systemd::ready(&status_line(&handle));
-    let (drain, stop) = signals.spawn(running);
-    let reporting = tokio::spawn(report_to_service_manager(handle));
-    server.run_until(drain, stop).await;
-    reporting.abort();
-    expiring.abort();
-    tracing::info!("stopped");
-    Ok(())
+    stdout.flush()
 }
 
 /// Entries one pass of the partial-upload expiry looks at: a pass takes milliseconds on the

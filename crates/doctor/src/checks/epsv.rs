@@ -71,7 +71,20 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         return vec![finding.evidence(evidence)];
     }
 
-    let finding = match (works, pasv_works) {
+    let finding = verdict(context, port, works, pasv_works, failure.as_deref());
+    vec![finding.evidence(evidence)]
+}
+
+/// What EPSV's transfer on `port` says, read against PASV's (`pasv_works`, `None` when the
+/// passive check did not get that far); `failure` describes a connection that did not open.
+fn verdict(
+    context: &Context,
+    port: u16,
+    works: bool,
+    pasv_works: Option<bool>,
+    failure: Option<&str>,
+) -> Finding {
+    match (works, pasv_works) {
         (true, Some(false)) => Finding::warning(
             CHECK,
             format!(
@@ -86,7 +99,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             format!(
                 "EPSV's data port {port} {} while PASV works: clients that try EPSV first \
                  (curl, lftp) hang",
-                failure.as_deref().unwrap_or("does not complete a transfer")
+                failure.unwrap_or("does not complete a transfer")
             ),
         )
         .remedy(join(&[vec![
@@ -103,7 +116,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
                 CHECK,
                 format!(
                     "EPSV's data port {port} {} too: the passive range is blocked",
-                    failure.as_deref().unwrap_or("does not complete a transfer")
+                    failure.unwrap_or("does not complete a transfer")
                 ),
             )
             .remedy(join(&[
@@ -114,6 +127,5 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
                 firewall_commands(context.control.port(), Some(range.clone())),
             ]))
         }
-    };
-    vec![finding.evidence(evidence)]
+    }
 }

@@ -25,50 +25,14 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         }
     };
 
-    let mut connected = None;
-    let mut last_failure = None;
-    for address in &addresses {
-        let attempt = connect_timed(*address, options.timeout).await;
-        evidence.push(attempt.to_string());
-        match attempt.result {
-            Ok(stream) => {
-                connected = Some((stream, *address));
-                break;
-            }
-            Err(failure) => last_failure = Some(failure),
+    let (stream, control) = match connect(target, options, &addresses, &mut evidence).await {
+        Ok(connected) => connected,
+        Err((summary, remedy)) => {
+            let finding = Finding::error(CHECK, summary)
+                .evidence(evidence)
+                .remedy(remedy);
+            return (finding, None);
         }
-    }
-    let Some((stream, control)) = connected else {
-        let (summary, cause) = match last_failure {
-            Some(ConnectFailure::Refused) => (
-                format!("the control port {} refuses connections", target.port),
-                "nothing listens there (is the server running, on this port?) or a firewall \
-                 rejects it",
-            ),
-            Some(ConnectFailure::TimedOut) => (
-                format!(
-                    "no answer on the control port {} within {:.1} s",
-                    target.port,
-                    options.timeout.as_secs_f64()
-                ),
-                "a firewall drops the control port, or the host is down or not forwarded",
-            ),
-            _ => (
-                format!("cannot connect to the control port {}", target.port),
-                "there is no route to the server from here",
-            ),
-        };
-        let remedy = join(&[
-            vec![format!(
-                "{cause}. Start the server and open the control port {} on its host:",
-                target.port
-            )],
-            firewall_commands(target.port, None),
-        ]);
-        let finding = Finding::error(CHECK, summary)
-            .evidence(evidence)
-            .remedy(remedy);
-        return (finding, None);
     };
 
     let implicit = target.security == Security::Implicit;
@@ -123,6 +87,106 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         .unwrap_or_default()
         .to_owned();
 
+    let (syst, features) = system_and_features(&mut client, &mut evidence).await;
+    let _ = client.quit().await;
+
+    let server = ServerKind::identify(&greeting_text, &syst, &features);
+    let tls = tls_in_use(implicit, session_tls.is_some(), &features);
+    let summary = format!(
+        "logged in as {} at {control}; server: {}; {tls}",
+        target.user,
+        match server {
+            ServerKind::Unknown => "not identified (remedies name all four servers)",
+            known => known.name(),
+        }
+    );
+    let context = Context {
+        target: target.clone(),
+        options,
+        control,
+        session_tls,
+        implicit,
+        server,
+        features,
+        passive: None,
+        active_echo: None,
+        tls_passive: None,
+    };
+    (
+        Finding::ok(CHECK, summary).evidence(evidence),
+        Some(context),
+    )
+}
+
+/// How the session used TLS, for the summary: implicit, after AUTH TLS (RFC 4217 §4), or
+/// not at all, and then whether FEAT offered it.
+fn tls_in_use(implicit: bool, auth_tls: bool, features: &[String]) -> &'static str {
+    if implicit {
+        "implicit TLS"
+    } else if auth_tls {
+        "over AUTH TLS"
+    } else if features
+        .iter()
+        .any(|feature| feature.to_ascii_uppercase().starts_with("AUTH TLS"))
+    {
+        "offers AUTH TLS"
+    } else {
+        "no AUTH TLS"
+    }
+}
+
+/// Connects to the control port at the first of `addresses` that answers; every attempt goes
+/// to `evidence`. The error is a summary and a remedy, from the last failure.
+async fn connect(
+    target: &Target,
+    options: Options,
+    addresses: &[SocketAddr],
+    evidence: &mut Vec<String>,
+) -> Result<(tokio::net::TcpStream, SocketAddr), (String, String)> {
+    let mut last_failure = None;
+    for address in addresses {
+        let attempt = connect_timed(*address, options.timeout).await;
+        evidence.push(attempt.to_string());
+        match attempt.result {
+            Ok(stream) => return Ok((stream, *address)),
+            Err(failure) => last_failure = Some(failure),
+        }
+    }
+    let (summary, cause) = match last_failure {
+        Some(ConnectFailure::Refused) => (
+            format!("the control port {} refuses connections", target.port),
+            "nothing listens there (is the server running, on this port?) or a firewall \
+             rejects it",
+        ),
+        Some(ConnectFailure::TimedOut) => (
+            format!(
+                "no answer on the control port {} within {:.1} s",
+                target.port,
+                options.timeout.as_secs_f64()
+            ),
+            "a firewall drops the control port, or the host is down or not forwarded",
+        ),
+        _ => (
+            format!("cannot connect to the control port {}", target.port),
+            "there is no route to the server from here",
+        ),
+    };
+    let remedy = join(&[
+        vec![format!(
+            "{cause}. Start the server and open the control port {} on its host:",
+            target.port
+        )],
+        firewall_commands(target.port, None),
+    ]);
+    Err((summary, remedy))
+}
+
+/// SYST's text and FEAT's features (RFC 2389 §3), empty when the server does not answer;
+/// the replies go to `evidence`.
+async fn system_and_features(
+    client: &mut Client,
+    evidence: &mut Vec<String>,
+) -> (String, Vec<String>) {
     let syst = match client.command("SYST").await {
         Ok(reply) => {
             evidence.push(format!("SYST → {}", reply_line(&reply)));
@@ -149,45 +213,7 @@ pub(super) async fn run(target: &Target, options: Options) -> (Finding, Option<C
         Ok(reply) => evidence.push(format!("FEAT → {}", reply_line(&reply))),
         Err(error) => evidence.push(format!("FEAT → {error}")),
     }
-    let _ = client.quit().await;
-
-    let server = ServerKind::identify(&greeting_text, &syst, &features);
-    let tls = if implicit {
-        "implicit TLS"
-    } else if session_tls.is_some() {
-        "over AUTH TLS"
-    } else if features
-        .iter()
-        .any(|feature| feature.to_ascii_uppercase().starts_with("AUTH TLS"))
-    {
-        "offers AUTH TLS"
-    } else {
-        "no AUTH TLS"
-    };
-    let summary = format!(
-        "logged in as {} at {control}; server: {}; {tls}",
-        target.user,
-        match server {
-            ServerKind::Unknown => "not identified (remedies name all four servers)",
-            known => known.name(),
-        }
-    );
-    let context = Context {
-        target: target.clone(),
-        options,
-        control,
-        session_tls,
-        implicit,
-        server,
-        features,
-        passive: None,
-        active_echo: None,
-        tls_passive: None,
-    };
-    (
-        Finding::ok(CHECK, summary).evidence(evidence),
-        Some(context),
-    )
+    (syst, features)
 }
 
 /// Greeting, TLS as asked (implicit handshake first, or AUTH TLS after the greeting),

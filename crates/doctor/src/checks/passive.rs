@@ -7,16 +7,17 @@
 //! with the same port — what clients that ignore the PASV address do. Then a LIST over the
 //! connection that worked, to see the data flow.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use ferroftp_client::{ClientError, ConnectAttempt, ConnectFailure, TransferProbe, connect_timed};
+use tokio::net::TcpStream;
 
 use super::{Context, PassiveObservation, command_refused, reply_line, transfer_evidence};
 use crate::Finding;
 use crate::address::{PassiveAddressClass, classify_passive_address};
 use crate::remedies::{
-    advertise_settings, firewall_commands, forwarding_commands, join, passive_range_settings,
-    range_for,
+    ServerKind, advertise_settings, firewall_commands, forwarding_commands, join,
+    passive_range_settings, range_for,
 };
 
 const ADDRESS: &str = "passive-address";
@@ -62,7 +63,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     };
     let announced_ip = IpAddr::V4(*announced.ip());
     let class = classify_passive_address(announced_ip, control.ip());
-    let mut address_evidence = vec![
+    let address_evidence = vec![
         format!("PASV → {}", reply_line(&reply)),
         format!(
             "announced {announced}; our control connection goes to {control} ({})",
@@ -70,35 +71,10 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         ),
     ];
 
-    // Connect like a client that trusts the PASV address (0.0.0.0 means the control one).
-    let first_target = if announced.ip().is_unspecified() {
-        SocketAddr::new(control.ip(), announced.port())
-    } else {
-        SocketAddr::V4(announced)
-    };
-    let first = connect_timed(first_target, context.timeout()).await;
-    let mut reach_evidence = vec![first.to_string()];
-    let mut fallback_failure = None;
-    let mut stream = None;
-    let first_failure = describe_failure(&first);
-    match first.result {
-        Ok(connected) => stream = Some((first_target, connected)),
-        Err(_) if first_target.ip() != control.ip() => {
-            let second_target = SocketAddr::new(control.ip(), announced.port());
-            let second = connect_timed(second_target, context.timeout()).await;
-            reach_evidence.push(format!(
-                "{second} (the control address with the announced port, as clients that \
-                 ignore the PASV address do)"
-            ));
-            fallback_failure = describe_failure(&second);
-            if let Ok(connected) = second.result {
-                stream = Some((second_target, connected));
-            }
-        }
-        Err(_) => {}
-    }
-
-    let transfer: Option<(SocketAddr, TransferProbe)> = match stream {
+    let mut reach_evidence = Vec::new();
+    let (mut observed, stream) =
+        connect_like_clients(context, announced, class, &mut reach_evidence).await;
+    observed.transfer = match stream {
         Some((via, connected)) => {
             let command = context.list_command();
             let probe = client
@@ -114,10 +90,8 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
         }
         None => None,
     };
-    let announced_works = transfer
-        .as_ref()
-        .is_some_and(|(via, probe)| *via == first_target && probe.succeeded());
-    let works = transfer
+    let works = observed
+        .transfer
         .as_ref()
         .is_some_and(|(_, probe)| probe.succeeded());
     context.passive = Some(PassiveObservation {
@@ -129,11 +103,96 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
     drop(client);
 
     let server = context.server;
-    let control_port = control.port();
-    let (range, range_note) = range_for(Some(announced.port()));
+    let address_finding = address_verdict(&observed, server).evidence(address_evidence);
+    let reach_finding = reachability_verdict(observed, server).evidence(reach_evidence);
+    vec![address_finding, reach_finding]
+}
 
-    // passive-address
-    let address_finding = match class {
+/// Connects to the data port like a client that trusts the PASV address (0.0.0.0 means the
+/// control one) and, when that fails and the announced address is another, like a client
+/// that ignores it; the attempts go to `evidence`. Returns what was seen, without a transfer
+/// yet, and the connection that opened with where it went.
+async fn connect_like_clients(
+    context: &Context,
+    announced: SocketAddrV4,
+    class: PassiveAddressClass,
+    evidence: &mut Vec<String>,
+) -> (Observed, Option<(SocketAddr, TcpStream)>) {
+    let control = context.control;
+    let first_target = if announced.ip().is_unspecified() {
+        SocketAddr::new(control.ip(), announced.port())
+    } else {
+        SocketAddr::V4(announced)
+    };
+    let first = connect_timed(first_target, context.timeout()).await;
+    evidence.push(first.to_string());
+    let mut fallback_failure = None;
+    let mut stream = None;
+    let first_failure = describe_failure(&first);
+    match first.result {
+        Ok(connected) => stream = Some((first_target, connected)),
+        Err(_) if first_target.ip() != control.ip() => {
+            let second_target = SocketAddr::new(control.ip(), announced.port());
+            let second = connect_timed(second_target, context.timeout()).await;
+            evidence.push(format!(
+                "{second} (the control address with the announced port, as clients that \
+                 ignore the PASV address do)"
+            ));
+            fallback_failure = describe_failure(&second);
+            if let Ok(connected) = second.result {
+                stream = Some((second_target, connected));
+            }
+        }
+        Err(_) => {}
+    }
+    let observed = Observed {
+        announced,
+        control,
+        class,
+        first_target,
+        first_failure,
+        fallback_failure,
+        transfer: None,
+    };
+    (observed, stream)
+}
+
+/// What the PASV session showed, for the two verdicts.
+struct Observed {
+    /// The address and port in the PASV reply (RFC 959 §4.1.2).
+    announced: SocketAddrV4,
+    /// The control connection's server address.
+    control: SocketAddr,
+    class: PassiveAddressClass,
+    /// Where the first connect went: the announced address, or the control one when the
+    /// server announced 0.0.0.0.
+    first_target: SocketAddr,
+    first_failure: Option<String>,
+    /// Why the second connect, to the control address with the announced port, failed.
+    fallback_failure: Option<String>,
+    /// The LIST over the connection that opened, and where that connection went.
+    transfer: Option<(SocketAddr, TransferProbe)>,
+}
+
+impl Observed {
+    /// A transfer through the announced address completed.
+    fn announced_works(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|(via, probe)| *via == self.first_target && probe.succeeded())
+    }
+}
+
+/// `passive-address`: whether clients that use the announced address reach the server.
+fn address_verdict(observed: &Observed, server: ServerKind) -> Finding {
+    let Observed {
+        announced,
+        control,
+        class,
+        ..
+    } = *observed;
+    let announced_ip = IpAddr::V4(*announced.ip());
+    match observed.class {
         PassiveAddressClass::Same => Finding::ok(
             ADDRESS,
             format!("PASV announces {announced_ip}, the address we connected to"),
@@ -147,7 +206,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             vec!["Announce the address clients connect to:".to_owned()],
             advertise_settings(server, control.ip()),
         ])),
-        _ if announced_works => Finding::ok(
+        _ if observed.announced_works() => Finding::ok(
             ADDRESS,
             format!(
                 "PASV announces {announced_ip} ({}), and it is reachable from here",
@@ -155,39 +214,9 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             ),
         ),
         PassiveAddressClass::PrivateBehindNat | PassiveAddressClass::Unroutable => {
-            let summary = match class {
-                PassiveAddressClass::PrivateBehindNat => format!(
-                    "PASV announces the private address {announced_ip} while we connected to \
-                     {}: the server is behind NAT and does not announce its public address",
-                    control.ip()
-                ),
-                _ => format!(
-                    "PASV announces {announced_ip}, an address no client can reach (we \
-                     connected to {})",
-                    control.ip()
-                ),
-            };
-            let mut parts = vec![
-                vec![format!(
-                    "Announce the public address {} in PASV replies:",
-                    control.ip()
-                )],
-                advertise_settings(server, control.ip()),
-            ];
-            if transfer.is_none() {
-                parts.push(vec![
-                    "and forward the control port and the passive range to the server:".to_owned(),
-                ]);
-                parts.push(forwarding_commands(announced_ip, control_port, &range));
-            }
-            parts.push(vec![
-                "Meanwhile EPSV, or clients that ignore the PASV address (curl's default, \
-                 FileZilla), avoid the problem."
-                    .to_owned(),
-            ]);
-            Finding::error(ADDRESS, summary).remedy(join(&parts))
+            unreachable_address(observed, server)
         }
-        PassiveAddressClass::PublicFromInside if transfer.is_some() => Finding::error(
+        PassiveAddressClass::PublicFromInside if observed.transfer.is_some() => Finding::error(
             ADDRESS,
             format!(
                 "PASV announces the public address {announced_ip}, unreachable from inside \
@@ -206,7 +235,7 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             ),
             "other servers: use EPSV inside the LAN".to_owned(),
         ]])),
-        PassiveAddressClass::Different if transfer.is_some() => Finding::error(
+        PassiveAddressClass::Different if observed.transfer.is_some() => Finding::error(
             ADDRESS,
             format!(
                 "PASV announces {announced_ip}, unreachable from here, while the data port \
@@ -227,13 +256,66 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             ),
         ),
     }
-    .evidence(address_evidence.split_off(0));
+}
 
-    // passive-reachability
-    let refused = transfer
+/// `passive-address` for a private address behind NAT, or one no client can reach.
+fn unreachable_address(observed: &Observed, server: ServerKind) -> Finding {
+    let Observed {
+        announced,
+        control,
+        class,
+        ..
+    } = *observed;
+    let announced_ip = IpAddr::V4(*announced.ip());
+    let summary = match class {
+        PassiveAddressClass::PrivateBehindNat => format!(
+            "PASV announces the private address {announced_ip} while we connected to \
+             {}: the server is behind NAT and does not announce its public address",
+            control.ip()
+        ),
+        _ => format!(
+            "PASV announces {announced_ip}, an address no client can reach (we \
+             connected to {})",
+            control.ip()
+        ),
+    };
+    let mut parts = vec![
+        vec![format!(
+            "Announce the public address {} in PASV replies:",
+            control.ip()
+        )],
+        advertise_settings(server, control.ip()),
+    ];
+    if observed.transfer.is_none() {
+        let (range, _) = range_for(Some(announced.port()));
+        parts.push(vec![
+            "and forward the control port and the passive range to the server:".to_owned(),
+        ]);
+        parts.push(forwarding_commands(announced_ip, control.port(), &range));
+    }
+    parts.push(vec![
+        "Meanwhile EPSV, or clients that ignore the PASV address (curl's default, \
+         FileZilla), avoid the problem."
+            .to_owned(),
+    ]);
+    Finding::error(ADDRESS, summary).remedy(join(&parts))
+}
+
+/// `passive-reachability`: whether the data port answers and a transfer completes.
+fn reachability_verdict(observed: Observed, server: ServerKind) -> Finding {
+    let Observed {
+        announced,
+        control,
+        first_target,
+        ..
+    } = observed;
+    let control_port = control.port();
+    let (range, range_note) = range_for(Some(announced.port()));
+    let refused = observed
+        .transfer
         .as_ref()
         .and_then(|(_, probe)| command_refused(REACHABILITY, probe));
-    let reach_finding = match (&transfer, refused) {
+    match (&observed.transfer, refused) {
         (_, Some(refused)) => refused,
         (Some((via, probe)), None) if probe.succeeded() => {
             let where_ = if *via == first_target {
@@ -270,7 +352,10 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
              data connections from this address; check the server's log for this transfer",
         ),
         (None, None) => {
-            let failure = fallback_failure.or(first_failure).unwrap_or_default();
+            let failure = observed
+                .fallback_failure
+                .or(observed.first_failure)
+                .unwrap_or_default();
             let summary = format!(
                 "the data port {} {failure}: transfers (LIST, RETR) hang here",
                 announced.port()
@@ -288,9 +373,6 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             ]))
         }
     }
-    .evidence(reach_evidence);
-
-    vec![address_finding, reach_finding]
 }
 
 /// `is refused (nothing listens, or a firewall rejects it)`, …; `None` when connected.

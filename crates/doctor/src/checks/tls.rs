@@ -29,7 +29,7 @@ use x509_parser::extensions::GeneralName;
 use super::passive::describe_failure;
 use super::{Context, TlsPassive, doctor_tls, reply_line, transfer_evidence};
 use crate::Finding;
-use crate::remedies::{join, session_reuse_settings};
+use crate::remedies::{ServerKind, join, session_reuse_settings};
 
 const CHECK: &str = "tls";
 
@@ -264,6 +264,17 @@ async fn data_channel_finding(context: &mut Context, host: &str) -> Finding {
     evidence.push("a full TLS handshake on the data connection:".to_owned());
     evidence.extend(fresh.evidence.iter().map(|line| format!("  {line}")));
 
+    data_channel_verdict(context.server, &resumed, &fresh, evidence)
+}
+
+/// What the protected LISTs say: `resumed` are those that resumed the control connection's
+/// session, per TLS version the server speaks; `fresh` did a full handshake.
+fn data_channel_verdict(
+    server: ServerKind,
+    resumed: &[(&str, ProtectedList)],
+    fresh: &ProtectedList,
+    evidence: Vec<String>,
+) -> Finding {
     let reuse_settings = || {
         join(&[
             vec![
@@ -271,7 +282,7 @@ async fn data_channel_finding(context: &mut Context, host: &str) -> Finding {
                  connection theft, so exempt only what needs it where you can:"
                     .to_owned(),
             ],
-            session_reuse_settings(context.server),
+            session_reuse_settings(server),
             vec![
                 "or use clients that resume the session (curl, lftp, FileZilla, rclone)."
                     .to_owned(),
@@ -355,7 +366,7 @@ async fn data_channel_finding(context: &mut Context, host: &str) -> Finding {
                  session, refuses curl and lftp): update it, or stop requiring reuse:"
                     .to_owned(),
             ],
-            session_reuse_settings(context.server),
+            session_reuse_settings(server),
         ]))
     } else {
         finding.remedy(
