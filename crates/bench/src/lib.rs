@@ -298,92 +298,28 @@ async fn drive(plan: &Plan, open_files: u64, created: &CleanupRecord) -> anyhow:
     let mut buffer = vec![0u8; TRANSFER_BUFFER_BYTES];
     let mut block = vec![0u8; TRANSFER_BUFFER_BYTES];
     PseudoRandom::new(0x5EED).fill(&mut block);
-    let needs = plan.fixture_needs();
-    *created
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cleanup {
-        endpoint: Arc::clone(&endpoint),
-        layout: bench.layout.clone(),
-        channel: bench.passive,
-        keep_fixtures: plan.keep_fixtures,
-        created_fixtures: false,
-        created_uploads: false,
-    });
-    let prepared = fixtures::prepare(
-        &endpoint,
-        &bench.layout,
-        needs,
-        bench.passive,
-        &mut buffer,
-        created,
-        &mut |line| progress(&line),
-    )
-    .await;
-    if let Err(failure) = prepared {
-        clean_up(created).await;
-        let directory = plan.target.path.as_deref().unwrap_or("the login directory");
-        return Err(anyhow!(
-            "preparing the fixtures: {failure}\n\
-             the benchmark works in {directory} (the URL's path): it must exist and {} must \
-             be able to create directories and files there",
-            plan.user
-        ));
-    }
+    prepare_fixtures(plan, &bench, created, &mut buffer).await?;
 
     let base_processes = plan.server.map_or(0, |server| server.tree().len());
     let mut tests = Vec::new();
     let mut skipped = Vec::new();
     for &test in &plan.tests {
-        let runs = plan.runs_of(test);
         if started.elapsed() >= plan.max_duration {
             skipped.push(test.name().to_owned());
             continue;
         }
-        let mut records = Vec::new();
-        let mut notes = Vec::new();
-        for run in 1..=runs {
-            if started.elapsed() >= plan.max_duration {
-                notes.push(format!(
-                    "runs {run}–{runs} not started: --max-minutes reached"
-                ));
-                break;
-            }
-            wait_quiet(plan.server, base_processes).await;
-            let record = run_once(&bench, plan, test, run, &mut buffer, &mut block).await;
-            progress(&report::progress_line(
-                test.name(),
-                runs,
-                test.unit(),
-                &record,
-            ));
-            let failed = record.value.is_none() && record.errors > 0;
-            for hint in hints::explain(
+        tests.push(
+            run_test(
+                &bench,
+                plan,
                 test,
-                &record.error_kinds,
-                session::first_refused_greeting(),
-                &bench.layout.upload_dir(),
-            ) {
-                progress(&format!("{}: {hint}", test.name()));
-                if !notes.contains(&hint) {
-                    notes.push(hint);
-                }
-            }
-            let refused = hints::sessions_refused(&record.error_kinds);
-            records.push(record);
-            if failed && run == 1 && (test.is_big_transfer() || refused) && runs > 1 {
-                notes.push("the first run failed; the others were skipped".to_owned());
-                break;
-            }
-        }
-        let passive = plan.passive_mode.verb();
-        tests.push(TestReport::new(
-            test.name(),
-            test.measures(&plan.sizes, passive),
-            test.unit(),
-            test.higher_is_better(),
-            records,
-            notes,
-        ));
+                started,
+                base_processes,
+                &mut buffer,
+                &mut block,
+            )
+            .await,
+        );
     }
 
     let mut errors: u64 = tests.iter().map(|test| test.errors).sum();
@@ -406,6 +342,108 @@ async fn drive(plan: &Plan, open_files: u64, created: &CleanupRecord) -> anyhow:
         errors,
         skipped,
     })
+}
+
+/// Records what to clean up, then creates the fixtures the plan's tests read; when that
+/// fails, removes what was created and says where the benchmark needs to write.
+async fn prepare_fixtures(
+    plan: &Plan,
+    bench: &Bench,
+    created: &CleanupRecord,
+    buffer: &mut [u8],
+) -> anyhow::Result<()> {
+    let needs = plan.fixture_needs();
+    *created
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Cleanup {
+        endpoint: Arc::clone(&bench.endpoint),
+        layout: bench.layout.clone(),
+        channel: bench.passive,
+        keep_fixtures: plan.keep_fixtures,
+        created_fixtures: false,
+        created_uploads: false,
+    });
+    let prepared = fixtures::prepare(
+        &bench.endpoint,
+        &bench.layout,
+        needs,
+        bench.passive,
+        buffer,
+        created,
+        &mut |line| progress(&line),
+    )
+    .await;
+    if let Err(failure) = prepared {
+        clean_up(created).await;
+        let directory = plan.target.path.as_deref().unwrap_or("the login directory");
+        return Err(anyhow!(
+            "preparing the fixtures: {failure}\n\
+             the benchmark works in {directory} (the URL's path): it must exist and {} must \
+             be able to create directories and files there",
+            plan.user
+        ));
+    }
+    Ok(())
+}
+
+/// The runs of one test, each after the server has settled, with the hints its failures
+/// call for; stops early at `--max-minutes`, or after a failed first run when the others
+/// would fail the same way.
+async fn run_test(
+    bench: &Bench,
+    plan: &Plan,
+    test: TestId,
+    started: Instant,
+    base_processes: usize,
+    buffer: &mut [u8],
+    block: &mut [u8],
+) -> TestReport {
+    let runs = plan.runs_of(test);
+    let mut records = Vec::new();
+    let mut notes = Vec::new();
+    for run in 1..=runs {
+        if started.elapsed() >= plan.max_duration {
+            notes.push(format!(
+                "runs {run}–{runs} not started: --max-minutes reached"
+            ));
+            break;
+        }
+        wait_quiet(plan.server, base_processes).await;
+        let record = run_once(bench, plan, test, run, buffer, block).await;
+        progress(&report::progress_line(
+            test.name(),
+            runs,
+            test.unit(),
+            &record,
+        ));
+        let failed = record.value.is_none() && record.errors > 0;
+        for hint in hints::explain(
+            test,
+            &record.error_kinds,
+            session::first_refused_greeting(),
+            &bench.layout.upload_dir(),
+        ) {
+            progress(&format!("{}: {hint}", test.name()));
+            if !notes.contains(&hint) {
+                notes.push(hint);
+            }
+        }
+        let refused = hints::sessions_refused(&record.error_kinds);
+        records.push(record);
+        if failed && run == 1 && (test.is_big_transfer() || refused) && runs > 1 {
+            notes.push("the first run failed; the others were skipped".to_owned());
+            break;
+        }
+    }
+    let passive = plan.passive_mode.verb();
+    TestReport::new(
+        test.name(),
+        test.measures(&plan.sizes, passive),
+        test.unit(),
+        test.higher_is_better(),
+        records,
+        notes,
+    )
 }
 
 /// Runs one run of `test`, bounded by the plan's run limit, and records it.

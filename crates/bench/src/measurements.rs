@@ -519,35 +519,9 @@ pub(crate) async fn idle(bench: &Bench) -> Result<Measurement, Failure> {
     for _ in 0..sizes.idle_sessions {
         let endpoint = Arc::clone(&bench.endpoint);
         let ramp = Arc::clone(&ramp);
-        let mut commands = commands.clone();
+        let commands = commands.clone();
         let events = events_sender.clone();
-        sessions.spawn(async move {
-            let permit = ramp.acquire_owned().await;
-            let login = Session::open(&endpoint).await;
-            drop(permit);
-            let mut session = match login {
-                Ok((session, _greeting)) => session,
-                Err(failure) => {
-                    let _ = events.send(IdleEvent::LoggedIn(Err(failure)));
-                    return;
-                }
-            };
-            let _ = events.send(IdleEvent::LoggedIn(Ok(())));
-            while commands.changed().await.is_ok() {
-                let command = *commands.borrow_and_update();
-                match command {
-                    IdleCommand::Hold => {}
-                    IdleCommand::Noop(_) => {
-                        let answered = session.expect("NOOP", ReplyCode::OK).await.map(drop);
-                        let _ = events.send(IdleEvent::Answered(answered));
-                    }
-                    IdleCommand::Quit => {
-                        let _ = events.send(IdleEvent::Quit(session.quit().await));
-                        return;
-                    }
-                }
-            }
-        });
+        sessions.spawn(idle_session(endpoint, ramp, commands, events));
     }
     drop(events_sender);
     let mut measurement = Measurement::default();
@@ -627,6 +601,41 @@ pub(crate) async fn idle(bench: &Bench) -> Result<Measurement, Failure> {
         }
     }
     Ok(measurement)
+}
+
+/// One idle session: logs in (holding a `ramp` permit meanwhile), then does what `commands`
+/// says until told to QUIT, reporting each outcome to `events`.
+async fn idle_session(
+    endpoint: Arc<Endpoint>,
+    ramp: Arc<Semaphore>,
+    mut commands: watch::Receiver<IdleCommand>,
+    events: mpsc::UnboundedSender<IdleEvent>,
+) {
+    let permit = ramp.acquire_owned().await;
+    let login = Session::open(&endpoint).await;
+    drop(permit);
+    let mut session = match login {
+        Ok((session, _greeting)) => session,
+        Err(failure) => {
+            let _ = events.send(IdleEvent::LoggedIn(Err(failure)));
+            return;
+        }
+    };
+    let _ = events.send(IdleEvent::LoggedIn(Ok(())));
+    while commands.changed().await.is_ok() {
+        let command = *commands.borrow_and_update();
+        match command {
+            IdleCommand::Hold => {}
+            IdleCommand::Noop(_) => {
+                let answered = session.expect("NOOP", ReplyCode::OK).await.map(drop);
+                let _ = events.send(IdleEvent::Answered(answered));
+            }
+            IdleCommand::Quit => {
+                let _ = events.send(IdleEvent::Quit(session.quit().await));
+                return;
+            }
+        }
+    }
 }
 
 /// Server memory before and with the idle sessions.

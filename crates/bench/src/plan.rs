@@ -161,24 +161,7 @@ impl Plan {
             std::env::var(PASSWORD_VARIABLE).ok().as_deref(),
             &user,
         )?;
-        let mut tests = Vec::new();
-        for name in args
-            .only
-            .iter()
-            .map(|name| name.trim())
-            .filter(|name| !name.is_empty())
-        {
-            let test = TestId::parse(name).ok_or_else(|| {
-                let known: Vec<&str> = TestId::ALL.iter().map(|test| test.name()).collect();
-                anyhow!("unknown test {name:?} (known: {})", known.join(", "))
-            })?;
-            if !tests.contains(&test) {
-                tests.push(test);
-            }
-        }
-        if tests.is_empty() {
-            tests = TestId::ALL.to_vec();
-        }
+        let tests = selected_tests(&args.only)?;
         let within = |value: u64, low: u64, high: u64, flag: &str| {
             ensure!(
                 (low..=high).contains(&value),
@@ -321,6 +304,29 @@ impl Plan {
             "transfer_buffer_bytes": TRANSFER_BUFFER_BYTES,
         })
     }
+}
+
+/// The tests `--only` names, each once and in the order given (all of them when none is
+/// named); an unknown name is an error that lists the known ones.
+fn selected_tests(only: &[String]) -> anyhow::Result<Vec<TestId>> {
+    let mut tests = Vec::new();
+    for name in only
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+    {
+        let test = TestId::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = TestId::ALL.iter().map(|test| test.name()).collect();
+            anyhow!("unknown test {name:?} (known: {})", known.join(", "))
+        })?;
+        if !tests.contains(&test) {
+            tests.push(test);
+        }
+    }
+    if tests.is_empty() {
+        tests = TestId::ALL.to_vec();
+    }
+    Ok(tests)
 }
 
 /// The password: `--password`, else the URL's, else FERROFTP_BENCH_PASSWORD, else the

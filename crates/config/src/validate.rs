@@ -48,6 +48,25 @@ impl Config {
         require_positive("active.connect_timeout", self.active.connect_timeout);
         require_positive("data.idle_timeout", self.data.idle_timeout);
 
+        self.validate_sessions(&mut problems);
+        self.validate_listeners(&mut problems);
+        self.validate_passive(&mut problems);
+        self.validate_tls(&mut problems);
+        self.admin.validate(&mut problems);
+        self.defender.validate(&mut problems);
+        if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "proxy_protocol.header_timeout",
+                "must be longer than 0s",
+            ));
+        }
+
+        self.validate_storage(&mut problems);
+        problems
+    }
+
+    /// Session counts and limits, and the greeting.
+    fn validate_sessions(&self, problems: &mut Vec<ConfigProblem>) {
         let server = &self.server;
         if server.max_sessions == 0 {
             problems.push(ConfigProblem::new(
@@ -82,6 +101,12 @@ impl Config {
                 "must be one line without control characters",
             ));
         }
+    }
+
+    /// The listeners: at least one, none with TLS but no certificate, no address used twice,
+    /// no control port inside the passive range.
+    fn validate_listeners(&self, problems: &mut Vec<ConfigProblem>) {
+        let server = &self.server;
         if server.listeners.is_empty() {
             problems.push(ConfigProblem::new(
                 "server.listeners",
@@ -122,7 +147,11 @@ impl Config {
                 ));
             }
         }
+    }
 
+    /// The passive range, its caps, and the addresses and ports PASV announces (any
+    /// listener's `advertise` included).
+    fn validate_passive(&self, problems: &mut Vec<ConfigProblem>) {
         for (field, cap) in [
             ("passive.max_per_user", self.passive.max_per_user),
             ("passive.max_per_client", self.passive.max_per_client),
@@ -192,16 +221,10 @@ impl Config {
                 "must be longer than 0s when passive.advertise is a DNS name",
             ));
         }
-        self.validate_tls(&mut problems);
-        self.admin.validate(&mut problems);
-        self.defender.validate(&mut problems);
-        if !self.proxy_protocol.trusted.is_empty() && self.proxy_protocol.header_timeout.is_zero() {
-            problems.push(ConfigProblem::new(
-                "proxy_protocol.header_timeout",
-                "must be longer than 0s",
-            ));
-        }
+    }
 
+    /// The storage root and its settings, and the users file.
+    fn validate_storage(&self, problems: &mut Vec<ConfigProblem>) {
         match &self.storage {
             StorageConfig::Fs {
                 root,
@@ -236,7 +259,6 @@ impl Config {
                 }
             }
         }
-        problems
     }
 
     fn validate_tls(&self, problems: &mut Vec<ConfigProblem>) {
