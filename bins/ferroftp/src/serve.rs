@@ -16,7 +16,7 @@ use ferroftp_proto::VirtualPath;
 use ferroftp_server::{Server, ServerHandle, ServerOptions, SessionThreads};
 use ferroftp_storage_fs::FsStorage;
 use rand::Rng;
-use rand::distributions::Alphanumeric;
+use rand::distr::Alphanumeric;
 
 use crate::privileges;
 
@@ -520,7 +520,7 @@ fn ensure_users_file(path: &Path) -> anyhow::Result<bool> {
     if path.exists() {
         return Ok(false);
     }
-    let password: String = rand::thread_rng()
+    let password: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(20)
         .map(char::from)

@@ -96,9 +96,9 @@ pub fn inherited_listeners() -> anyhow::Result<Vec<InheritedListener>> {
         // the only owner and closes it exactly once.
         #[allow(unsafe_code)]
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let accepting = rustix::net::sockopt::get_socket_acceptconn(&owned)
+        let accepting = rustix::net::sockopt::socket_acceptconn(&owned)
             .with_context(|| format!("inherited descriptor {fd} is not a socket"))?;
-        let kind = rustix::net::sockopt::get_socket_type(&owned)
+        let kind = rustix::net::sockopt::socket_type(&owned)
             .with_context(|| format!("inherited descriptor {fd} is not a socket"))?;
         if !accepting || kind != rustix::net::SocketType::STREAM {
             bail!(

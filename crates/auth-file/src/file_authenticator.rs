@@ -98,9 +98,14 @@ impl FileStamp {
             .map(|stat| Self::from_stat(&stat))
     }
 
-    // The stat field types differ between architectures (unsigned on x86_64, although the
-    // kernel's time_t is signed: a time before 1970 reads as a huge number there).
-    #[allow(clippy::useless_conversion, clippy::cast_possible_wrap)]
+    // The stat field types differ between architectures and rustix versions (unsigned on
+    // x86_64 in rustix 0.38, although the kernel's time_t is signed: a time before 1970 read
+    // as a huge number there; signed in rustix 1): the cast is the identity on some.
+    #[allow(
+        clippy::useless_conversion,
+        clippy::cast_possible_wrap,
+        clippy::unnecessary_cast
+    )]
     fn from_stat(stat: &rustix::fs::Stat) -> Self {
         let seconds = stat.st_mtime as i64;
         let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);

@@ -163,7 +163,7 @@ pub fn validate_user_name(name: &str) -> Result<(), NameProblem> {
 /// This is deliberately slow (tens of milliseconds in an optimised build): do not call it on
 /// an async executor thread.
 pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         // Default parameters and a generated salt are always valid; only a password longer

@@ -235,7 +235,7 @@ impl PassivePortPool {
         let client = client.to_canonical();
         let first = u32::from(*self.range.start());
         let count = u32::from(*self.range.end()) - first + 1;
-        let start = rand::thread_rng().gen_range(0..count);
+        let start = rand::rng().random_range(0..count);
         // One subtraction here instead of a duration per port in the loop.
         let cooled = Instant::now().checked_sub(self.reuse_delay);
         let mut state = self.lock();
@@ -358,7 +358,7 @@ fn bind_listener(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&address.into())?;
     // Accepted connections inherit it: one setsockopt per PASV rather than per connection
     // of every listener (a data connection's last segment must not wait for an ACK).
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
     // One data connection per listener; a small backlog leaves no room for a queue of
     // strangers.
     socket.listen(4)?;
@@ -416,11 +416,7 @@ impl PassiveListener {
 }
 
 fn peer_address(address: &rustix::net::SocketAddrAny) -> Option<SocketAddr> {
-    match address {
-        rustix::net::SocketAddrAny::V4(v4) => Some(SocketAddr::V4(*v4)),
-        rustix::net::SocketAddrAny::V6(v6) => Some(SocketAddr::V6(*v6)),
-        _ => None,
-    }
+    SocketAddr::try_from(address.clone()).ok()
 }
 
 impl Drop for PortLease {

@@ -146,7 +146,7 @@ fn closed_by_peer(tcp: &TcpStream) -> bool {
         &mut probe,
         rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
     ) {
-        Ok(0) => true,
+        Ok((0, _)) => true,
         Ok(_) => false,
         Err(errno) => errno != rustix::io::Errno::AGAIN && errno != rustix::io::Errno::INTR,
     }

@@ -115,7 +115,7 @@ async fn serve_session(
         }
     };
     let socket = socket2::SockRef::from(&stream);
-    let _ = socket.set_nodelay(true);
+    let _ = socket.set_tcp_nodelay(true);
     // Clients send ABOR's Telnet Synch as urgent data (ftplib sends the whole "ABOR\r\n"
     // with MSG_OOB); without OOBINLINE the kernel would drop that byte from the stream.
     let _ = socket.set_out_of_band_inline(true);

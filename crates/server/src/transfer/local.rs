@@ -162,7 +162,10 @@ fn receive_blocking(
 /// rustix offers no such call and this crate allows no `unsafe`) and drops only pages that
 /// are already clean, which these, just written, are not. Advice: a failure changes nothing.
 fn start_write_back(file: &std::fs::File, from: u64, to: u64) {
-    let _ = rustix::fs::fadvise(file, from, to - from, rustix::fs::Advice::DontNeed);
+    // A length of `None` would mean "to the end of the file": an empty range is no advice.
+    if let Some(length) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
+        let _ = rustix::fs::fadvise(file, from, Some(length), rustix::fs::Advice::DontNeed);
+    }
 }
 
 /// Most bytes one `sendfile` call moves: bounds the time a call can hold the async thread
