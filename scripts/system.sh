@@ -25,4 +25,10 @@ fi
 require ip iproute2 ss iproute2 iptables iptables iptables-restore iptables nft nftables \
     curl curl haproxy haproxy sysctl procps modprobe kmod python3 python3 \
     systemd-socket-activate systemd systemd-analyze systemd
+# The doctor's peers (tests/system/doctor_peers.py) are unpacked from their .deb, never
+# installed, so the shared libraries they load must be: vsftpd links libwrap.
+if ! dpkg-query -W -f '${Status}' libwrap0 2>/dev/null | grep -q "install ok installed"; then
+    echo "== $SUITE: installing libwrap0 (for the unpacked vsftpd)"
+    apt_install libwrap0
+fi
 run_suite tests/system "$@"
