@@ -158,7 +158,7 @@ pub struct ServerOptions {
     pub transfer_observer: Option<Arc<dyn TransferObserver>>,
     /// Server-wide bandwidth limits and the default session cap per account (`[limits]`).
     pub limits: UserLimitsOptions,
-    /// Auto-ban of misbehaving client addresses (`defender.rs`).
+    /// Auto-ban of misbehaving client addresses (`defender/`).
     pub defender: DefenderOptions,
 }
 
