@@ -443,6 +443,7 @@ impl Server {
         self.handle.start_background_jobs();
         tasks.spawn(memory_release::release_after_peaks(
             self.handle.drain().watch_sessions(),
+            memory_release::CHECK_EVERY,
             memory_release::SETTLE,
         ));
         // Ready (for `/readyz`) only when every listener accepts.

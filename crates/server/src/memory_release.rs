@@ -30,40 +30,42 @@ fn worth_trimming(peak: usize, open: usize) -> bool {
     peak.saturating_sub(open) >= SMALLEST_FALL && open <= peak / 2
 }
 
-/// Runs until the session count's sender is gone: watches the open sessions and trims after
-/// each fall that [`worth_trimming`] accepts, once the count has held for `settle`
-/// ([`SETTLE`]).
-pub(crate) async fn release_after_peaks(mut sessions: watch::Receiver<usize>, settle: Duration) {
-    let mut peak = *sessions.borrow_and_update();
+/// How often the count of open sessions is read. The job samples it rather than awaiting
+/// each change: a wake-up per session opened or closed cost 13 % of the connection rate
+/// (`connrate`, docs/BENCHMARKS.md), a read per second costs nothing.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until the session count's sender is gone: reads the open sessions every
+/// `check_every` ([`CHECK_EVERY`]) and trims once a fall that [`worth_trimming`] accepts has
+/// lasted `settle` ([`SETTLE`]).
+pub(crate) async fn release_after_peaks(
+    sessions: watch::Receiver<usize>,
+    check_every: Duration,
+    settle: Duration,
+) {
+    let mut ticks = tokio::time::interval(check_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peak = 0;
+    let mut fallen_since: Option<tokio::time::Instant> = None;
     loop {
-        if sessions.changed().await.is_err() {
-            return;
+        let now = ticks.tick().await;
+        if sessions.has_changed().is_err() {
+            return; // the server is gone
         }
-        let open = *sessions.borrow_and_update();
+        let open = *sessions.borrow();
         peak = peak.max(open);
         if !worth_trimming(peak, open) {
+            fallen_since = None;
             continue;
         }
-        // Wait until the count holds still (or only falls further) for `settle`.
-        match tokio::time::timeout(settle, rises(&mut sessions, open)).await {
-            Ok(Some(())) => continue, // sessions came back: the peak stands
-            Ok(None) => return,
-            Err(_elapsed) => {}
+        let since = *fallen_since.get_or_insert(now);
+        if now.duration_since(since) < settle {
+            continue;
         }
-        let open = *sessions.borrow_and_update();
         let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
         tracing::debug!(peak, open, released, "free memory returned to the system");
         peak = open;
-    }
-}
-
-/// Completes when the count rises above `open` (`Some`), or the sender is gone (`None`).
-async fn rises(sessions: &mut watch::Receiver<usize>, open: usize) -> Option<()> {
-    loop {
-        sessions.changed().await.ok()?;
-        if *sessions.borrow_and_update() > open {
-            return Some(());
-        }
+        fallen_since = None;
     }
 }
 
@@ -102,15 +104,15 @@ mod tests {
     #[tokio::test]
     async fn trims_after_the_count_settles_and_stops_with_the_sender() {
         let (sender, receiver) = watch::channel(0usize);
-        let settle = Duration::from_millis(20);
-        let task = tokio::spawn(release_after_peaks(receiver, settle));
+        let check_every = Duration::from_millis(5);
+        let task = tokio::spawn(release_after_peaks(receiver, check_every, check_every * 4));
         sender.send_replace(1000);
-        tokio::task::yield_now().await;
+        tokio::time::sleep(check_every * 3).await;
         sender.send_replace(0);
-        tokio::time::sleep(settle * 5).await;
-        // A rise during the settle time cancels that trim; the job keeps watching.
+        tokio::time::sleep(check_every * 10).await;
+        // A rise before the settle time is over cancels that trim; the job keeps reading.
         sender.send_replace(1000);
-        sender.send_replace(0);
+        tokio::time::sleep(check_every * 3).await;
         sender.send_replace(10);
         drop(sender);
         tokio::time::timeout(Duration::from_secs(60), task)
