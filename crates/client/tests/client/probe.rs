@@ -1,9 +1,5 @@
 //! The diagnosis probes against scripted fake servers on 127.0.0.1.
 
-// Test code: a panic is the failure report, so unwrapping is the point (the helpers
-// outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
-#![allow(clippy::unwrap_used)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

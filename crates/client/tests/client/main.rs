@@ -1,9 +1,12 @@
 //! The client against a scripted fake server: each test starts a listener on 127.0.0.1:0 whose
-//! task writes canned replies and asserts the exact commands it receives.
+//! task writes canned replies and asserts the exact commands it receives. The diagnosis
+//! probes' tests are the `probe` module (one test binary per crate).
 
 // Test code: a panic is the failure report, so unwrapping is the point (the helpers
 // outside `#[test]` functions are not covered by clippy.toml's allow-unwrap-in-tests).
 #![allow(clippy::unwrap_used)]
+
+mod probe;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
