@@ -84,7 +84,7 @@ impl Target {
         } else if let Some(rest) = strip_prefix_ignore_case(url, "ftps://") {
             (Security::Implicit, rest)
         } else {
-            return Err(UrlError::Scheme(url.to_owned()));
+            return Err(UrlError::Scheme(redact_url(url)));
         };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
@@ -102,7 +102,7 @@ impl Target {
             None => ("anonymous".to_owned(), None),
         };
         if user.is_empty() {
-            return Err(UrlError::EmptyUser(url.to_owned()));
+            return Err(UrlError::EmptyUser(redact_url(url)));
         }
         let default_port = match security {
             Security::Plain => 21,
@@ -262,5 +262,18 @@ mod tests {
         assert_eq!(redact_url("ftp://a:pw@h:21/x"), "ftp://a:***@h:21/x");
         assert_eq!(redact_url("ftp://a@h:21/x"), "ftp://a@h:21/x");
         assert_eq!(redact_url("ftp://h:21/x"), "ftp://h:21/x");
+    }
+
+    #[test]
+    fn a_refused_url_never_repeats_its_password() {
+        for url in [
+            "http://alice:s3cret@ftp.example.com/",
+            "ftp://:s3cret@ftp.example.com/",
+            "ftp://alice:s3cret@ftp.example.com:99999/",
+        ] {
+            let error = Target::parse(url).expect_err(url).to_string();
+            assert!(!error.contains("s3cret"), "{url} -> {error}");
+            assert!(error.contains("***"), "{url} -> {error}");
+        }
     }
 }
