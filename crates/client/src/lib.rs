@@ -35,7 +35,7 @@ pub use data::{DataMode, DataStream, PreparedData};
 pub use error::ClientError;
 pub use ferroftp_proto::{Reply, ReplyCode};
 pub use probe::{
-    ActiveOffer, ConnectAttempt, ConnectFailure, TlsInspection, TransferProbe, connect_timed,
-    inspect_tls,
+    ActiveOffer, ConnectAttempt, ConnectFailure, TlsInspection, TlsInspectionError, TransferProbe,
+    connect_timed, inspect_tls,
 };
 pub use tls::{ClientTls, MaybeTls, ServerVerification, TlsVersion};

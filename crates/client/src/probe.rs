@@ -486,6 +486,45 @@ pub struct TlsInspection {
     pub verification: Result<(), String>,
 }
 
+/// Why [`inspect_tls`] could not complete a handshake; each says what a diagnosis needs to
+/// tell apart (a server that refuses AUTH TLS is not one whose handshake breaks).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsInspectionError {
+    /// The client's TLS configuration could not be built.
+    #[error("{0}")]
+    Setup(String),
+    /// The TCP connection failed (the attempt's own description).
+    #[error("{0}")]
+    Connect(String),
+    /// The greeting was not 220.
+    #[error("greeting {0}")]
+    Greeting(String),
+    /// The server answered AUTH TLS with something other than 234 (RFC 4217 §4).
+    #[error("AUTH TLS → {code} {text}")]
+    AuthTlsRefused {
+        /// The reply code, e.g. 502 or 534.
+        code: ReplyCode,
+        /// The reply's text.
+        text: String,
+    },
+    /// No reply to AUTH TLS within the time limit.
+    #[error("no reply to AUTH TLS")]
+    NoAuthTlsReply,
+    /// Bytes after the 234 reply, before the handshake (a server or middlebox that
+    /// would break the handshake).
+    #[error("the server sent bytes after its 234 reply")]
+    BytesAfter234,
+    /// Reading or writing the control connection failed, or a reply was malformed.
+    #[error("{0}")]
+    Control(String),
+    /// The handshake did not finish within the time limit.
+    #[error("TLS handshake: no answer")]
+    HandshakeTimeout,
+    /// The handshake failed.
+    #[error("TLS handshake: {0}")]
+    Handshake(#[source] io::Error),
+}
+
 /// Opens two TLS sessions with the server at `target` (AUTH TLS first unless `implicit`):
 /// one that accepts any certificate, to see the chain and the session parameters, and one
 /// that verifies the chain for `server_name` against the system's CA store.
@@ -494,14 +533,14 @@ pub async fn inspect_tls(
     implicit: bool,
     server_name: &str,
     timeout: Duration,
-) -> Result<TlsInspection, String> {
+) -> Result<TlsInspection, TlsInspectionError> {
     let any = ClientTls::new(ServerVerification::AcceptAny, server_name, None)
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| TlsInspectionError::Setup(error.to_string()))?;
     let stream = tls_ready_stream(target, implicit, timeout).await?;
     let session = tokio::time::timeout(timeout, any.connect_control(stream))
         .await
-        .map_err(|_elapsed| "TLS handshake: no answer".to_owned())?
-        .map_err(|error| format!("TLS handshake: {error}"))?;
+        .map_err(|_elapsed| TlsInspectionError::HandshakeTimeout)?
+        .map_err(TlsInspectionError::Handshake)?;
     let connection = session.get_ref().1;
     let certificates = connection
         .peer_certificates()
@@ -518,7 +557,7 @@ pub async fn inspect_tls(
         }
         Some(roots) => {
             let verifying = ClientTls::new(ServerVerification::Roots(roots), server_name, None)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| TlsInspectionError::Setup(error.to_string()))?;
             let stream = tls_ready_stream(target, implicit, timeout).await?;
             match tokio::time::timeout(timeout, verifying.connect_control(stream)).await {
                 Ok(Ok(_session)) => Ok(()),
@@ -566,10 +605,10 @@ async fn tls_ready_stream(
     target: SocketAddr,
     implicit: bool,
     timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, TlsInspectionError> {
     let attempt = connect_timed(target, timeout).await;
     let Ok(stream) = attempt.result else {
-        return Err(attempt.to_string());
+        return Err(TlsInspectionError::Connect(attempt.to_string()));
     };
     if implicit {
         return Ok(stream);
@@ -578,45 +617,54 @@ async fn tls_ready_stream(
     let exchange = async {
         let greeting = read_raw_reply(&mut reader).await?;
         if greeting.code.0 != 220 {
-            return Err(format!("greeting {} {}", greeting.code, greeting.text()));
+            return Err(TlsInspectionError::Greeting(format!(
+                "{} {}",
+                greeting.code,
+                greeting.text()
+            )));
         }
         reader
             .get_mut()
             .write_all(b"AUTH TLS\r\n")
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| TlsInspectionError::Control(error.to_string()))?;
         let reply = read_raw_reply(&mut reader).await?;
         if reply.code.0 != 234 {
-            return Err(format!("AUTH TLS → {} {}", reply.code, reply.text()));
+            return Err(TlsInspectionError::AuthTlsRefused {
+                code: reply.code,
+                text: reply.text(),
+            });
         }
         Ok(())
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_elapsed| "no reply to AUTH TLS".to_owned())??;
+        .map_err(|_elapsed| TlsInspectionError::NoAuthTlsReply)??;
     if !reader.buffer().is_empty() {
-        return Err("the server sent bytes after its 234 reply".to_owned());
+        return Err(TlsInspectionError::BytesAfter234);
     }
     Ok(reader.into_inner())
 }
 
-async fn read_raw_reply(reader: &mut BufReader<TcpStream>) -> Result<Reply, String> {
+async fn read_raw_reply(reader: &mut BufReader<TcpStream>) -> Result<Reply, TlsInspectionError> {
     let mut parser = ReplyParser::new();
     loop {
         let mut line = Vec::new();
         let count = reader
             .read_until(b'\n', &mut line)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| TlsInspectionError::Control(error.to_string()))?;
         if count == 0 {
-            return Err("the server closed the connection".to_owned());
+            return Err(TlsInspectionError::Control(
+                "the server closed the connection".to_owned(),
+            ));
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\r', '\n']);
         match parser.feed_line(text) {
             Ok(Some(reply)) => return Ok(reply),
             Ok(None) => {}
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(TlsInspectionError::Control(error.to_string())),
         }
     }
 }

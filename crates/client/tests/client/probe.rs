@@ -158,3 +158,38 @@ async fn active_probe_gives_up_when_nothing_happens() {
     drop(client);
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn inspect_tls_tells_a_refused_auth_tls_apart_from_a_broken_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut control = BufReader::new(stream);
+        control
+            .get_mut()
+            .write_all(b"220 no TLS here\r\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        control.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "AUTH TLS\r\n");
+        control
+            .get_mut()
+            .write_all(b"502 AUTH not implemented\r\n")
+            .await
+            .unwrap();
+    });
+    let error = ferroftp_client::inspect_tls(address, false, "localhost", LIMIT)
+        .await
+        .expect_err("AUTH TLS was refused");
+    match error {
+        ferroftp_client::TlsInspectionError::AuthTlsRefused { code, ref text } => {
+            assert_eq!(code.0, 502);
+            assert_eq!(text, "AUTH not implemented");
+        }
+        other => panic!("expected AuthTlsRefused, got {other:?}"),
+    }
+    assert_eq!(error.to_string(), "AUTH TLS → 502 AUTH not implemented");
+    server.await.unwrap();
+}

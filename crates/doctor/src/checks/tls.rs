@@ -21,8 +21,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use ferroftp_client::{
-    ClientError, ClientTls, ServerVerification, TlsVersion, TransferProbe, connect_timed,
-    inspect_tls,
+    ClientError, ClientTls, ServerVerification, TlsInspectionError, TlsVersion, TransferProbe,
+    connect_timed, inspect_tls,
 };
 use x509_parser::extensions::GeneralName;
 
@@ -60,20 +60,20 @@ pub(super) async fn run(context: &mut Context) -> Vec<Finding> {
             );
             findings.push(finding);
         }
-        Err(error) if error.starts_with("AUTH TLS → 5") => {
+        Err(error @ TlsInspectionError::AuthTlsRefused { code, .. }) if code.0 >= 500 => {
             return vec![
                 Finding::warning(
                     CHECK,
                     "FEAT lists AUTH TLS but the server refuses it: TLS is not enabled, \
                      passwords and files travel in clear text",
                 )
-                .evidence(vec![error]),
+                .evidence(vec![error.to_string()]),
             ];
         }
         Err(error) => {
             return vec![
                 Finding::error(CHECK, "the TLS handshake fails")
-                    .evidence(vec![error])
+                    .evidence(vec![error.to_string()])
                     .remedy(
                         "check the server's certificate and key files and its TLS log; the \
                          server offers TLS but cannot complete a handshake",
