@@ -54,9 +54,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/root"
-head -c 4096 /dev/urandom >"$work/root/small.bin"
-head -c 1048576 /dev/urandom >"$work/root/large.bin"
+mkdir -p "$work/files"
+head -c 4096 /dev/urandom >"$work/files/small.bin"
+head -c 1048576 /dev/urandom >"$work/files/large.bin"
 password=soak-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$password" | "$bin" user add soak --users "$work/users.toml" >/dev/null
 cat >"$work/ferroftp.toml" <<EOF
@@ -69,7 +69,7 @@ listen = "127.0.0.1:0"
 [passive]
 ports = "30000-30999"
 [storage]
-root = "root"
+root = "files"
 fsync_uploads = false
 [auth]
 path = "users.toml"
@@ -94,8 +94,8 @@ echo "soak: server pid $server_pid on port $port, admin $admin; $sessions sessio
 status=0
 python3 scripts/soak.py --port "$port" --admin "$admin" --pid "$server_pid" \
     --user soak --password "$password" --sessions "$sessions" --duration "$duration" --rounds "${ROUNDS:-2}" \
-    --small-sha "$(sha256sum "$work/root/small.bin" | cut -d' ' -f1)" \
-    --large-sha "$(sha256sum "$work/root/large.bin" | cut -d' ' -f1)" \
+    --small-sha "$(sha256sum "$work/files/small.bin" | cut -d' ' -f1)" \
+    --large-sha "$(sha256sum "$work/files/large.bin" | cut -d' ' -f1)" \
     --csv "$out/samples.csv" --summary "$out/summary.json" || status=$?
 kill -0 "$server_pid" 2>/dev/null || { echo "soak: the server died" >&2; status=1; }
 
