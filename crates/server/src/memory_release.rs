@@ -36,12 +36,13 @@ fn worth_trimming(peak: usize, open: usize) -> bool {
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until the session count's sender is gone: reads the open sessions every
-/// `check_every` ([`CHECK_EVERY`]) and trims once a fall that [`worth_trimming`] accepts has
-/// lasted `settle` ([`SETTLE`]).
+/// `check_every` ([`CHECK_EVERY`]) and calls `trim` ([`trim`]; `true` when memory was
+/// returned) once a fall that [`worth_trimming`] accepts has lasted `settle` ([`SETTLE`]).
 pub(crate) async fn release_after_peaks(
     sessions: watch::Receiver<usize>,
     check_every: Duration,
     settle: Duration,
+    trim: fn() -> bool,
 ) {
     let mut ticks = tokio::time::interval(check_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -72,7 +73,7 @@ pub(crate) async fn release_after_peaks(
 /// Asks glibc to return free memory from every arena; `true` when some was returned.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // the one FFI call, proven sound below
-fn trim() -> bool {
+pub(crate) fn trim() -> bool {
     // SAFETY: malloc_trim(3) takes a pad size and has no other precondition: it locks each
     // arena in turn (safe beside concurrent malloc/free on other threads), touches only
     // memory the allocator owns and has marked free, and never moves or frees a live
@@ -81,7 +82,7 @@ fn trim() -> bool {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() -> bool {
+pub(crate) fn trim() -> bool {
     false
 }
 
@@ -101,19 +102,43 @@ mod tests {
         assert!(!worth_trimming(300, 100), "a fall of 200 sessions");
     }
 
-    #[tokio::test]
-    async fn trims_after_the_count_settles_and_stops_with_the_sender() {
+    static TRIMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counted_trim() -> bool {
+        TRIMS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    fn trims() -> usize {
+        TRIMS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    // Paused time: the runtime jumps the clock whenever every task waits, so the seconds
+    // below take no time and the order of ticks and changes is exact.
+    #[tokio::test(start_paused = true)]
+    async fn trims_once_a_fall_has_lasted_the_settle_time_and_stops_with_the_sender() {
         let (sender, receiver) = watch::channel(0usize);
-        let check_every = Duration::from_millis(5);
-        let task = tokio::spawn(release_after_peaks(receiver, check_every, check_every * 4));
+        let second = Duration::from_secs(1);
+        let task = tokio::spawn(release_after_peaks(
+            receiver,
+            second,
+            second * 5,
+            counted_trim,
+        ));
         sender.send_replace(1000);
-        tokio::time::sleep(check_every * 3).await;
+        tokio::time::sleep(second * 3).await;
         sender.send_replace(0);
-        tokio::time::sleep(check_every * 10).await;
-        // A rise before the settle time is over cancels that trim; the job keeps reading.
+        tokio::time::sleep(second * 3).await;
+        assert_eq!(trims(), 0, "fallen for 3 s of the 5");
+        // Back up before the settle time is over: that fall does not count.
         sender.send_replace(1000);
-        tokio::time::sleep(check_every * 3).await;
-        sender.send_replace(10);
+        tokio::time::sleep(second * 3).await;
+        assert_eq!(trims(), 0, "the sessions came back");
+        sender.send_replace(0);
+        tokio::time::sleep(second * 7).await;
+        assert_eq!(trims(), 1, "fallen for 5 s: one trim");
+        tokio::time::sleep(second * 20).await;
+        assert_eq!(trims(), 1, "the peak is the new count: no second trim");
         drop(sender);
         tokio::time::timeout(Duration::from_secs(60), task)
             .await
