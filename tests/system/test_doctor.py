@@ -245,7 +245,10 @@ def test_server_behind_nat_without_public_address(kind, server_nat, launch, ferr
 @pytest.mark.parametrize("kind", SERVERS)
 def test_passive_range_dropped_by_firewall(kind, direct, launch, ferroftp_bin):
     cli, srv = direct
-    srv.iptables("-A", "INPUT", "-p", "tcp", "--dport", f"{PASSIVE[0]}:{PASSIVE[1]}",
+    # --syn: only connections *to* the range are dropped. Without it the rule also drops the
+    # SYN-ACK of the server's own active-mode connection whenever its ephemeral source port
+    # happens to fall inside 50000-50100 (a real firewall accepts ESTABLISHED first).
+    srv.iptables("-A", "INPUT", "-p", "tcp", "--syn", "--dport", f"{PASSIVE[0]}:{PASSIVE[1]}",
                  "-j", "DROP")
     server = launch(kind, srv)
     report = doctor(ferroftp_bin, cli, server.url(DIRECT_SERVER))
