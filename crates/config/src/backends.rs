@@ -98,6 +98,7 @@ struct RawStorageConfig {
     rename_max_objects: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
+    resumable_uploads: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -150,6 +151,7 @@ impl TryFrom<RawStorageConfig> for StorageConfig {
             rename_max_objects: raw.rename_max_objects,
             request_timeout: raw.request_timeout,
             partial_expiry: raw.partial_expiry,
+            resumable_uploads: raw.resumable_uploads,
         };
         fields
             .into_config(object_kind, DEFAULT_PARTIAL_EXPIRY)
@@ -179,6 +181,7 @@ impl RawStorageConfig {
             (self.parts_in_flight.is_some(), "parts_in_flight"),
             (self.rename_max_objects.is_some(), "rename_max_objects"),
             (self.request_timeout.is_some(), "request_timeout"),
+            (self.resumable_uploads.is_some(), "resumable_uploads"),
         ] {
             if present {
                 return Err(format!(

@@ -33,6 +33,9 @@ pub struct ObjectStorageConfig {
     pub request_timeout: Duration,
     /// `partial_expiry` (default 24 h): resume state older than this is removed.
     pub partial_expiry: Duration,
+    /// `resumable_uploads` (S3, default true): keep interrupted uploads for REST + STOR
+    /// and APPE; false for S3 servers without ListMultipartUploads or UploadPartCopy.
+    pub resumable_uploads: bool,
 }
 
 /// A store.
@@ -163,6 +166,7 @@ pub(crate) struct RawObjectFields {
     pub(crate) rename_max_objects: Option<usize>,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) partial_expiry: Option<Duration>,
+    pub(crate) resumable_uploads: Option<bool>,
 }
 
 /// Which object store `kind` names.
@@ -217,6 +221,7 @@ impl RawObjectFields {
                     "gcs",
                 )?;
                 refuse(self.account_name.is_some(), "account_name", "gcs")?;
+                refuse(self.resumable_uploads.is_some(), "resumable_uploads", "gcs")?;
                 ObjectServiceConfig::Gcs {
                     bucket: self.bucket.unwrap_or_default(),
                     credential_path: self.credential_path,
@@ -227,6 +232,11 @@ impl RawObjectFields {
                 refuse(self.region.is_some(), "region", "azblob")?;
                 refuse(self.access_key_id.is_some(), "access_key_id", "azblob")?;
                 refuse(self.credential_path.is_some(), "credential_path", "azblob")?;
+                refuse(
+                    self.resumable_uploads.is_some(),
+                    "resumable_uploads",
+                    "azblob",
+                )?;
                 ObjectServiceConfig::Azblob {
                     container: self.container.or(self.bucket).unwrap_or_default(),
                     endpoint: self.endpoint.unwrap_or_default(),
@@ -249,6 +259,7 @@ impl RawObjectFields {
                 .unwrap_or(DEFAULT_RENAME_MAX_OBJECTS),
             request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             partial_expiry: self.partial_expiry.unwrap_or(default_expiry),
+            resumable_uploads: self.resumable_uploads.unwrap_or(true),
         })
     }
 }
@@ -366,6 +377,7 @@ impl ObjectStorageConfig {
         settings.parts_in_flight = self.parts_in_flight;
         settings.rename_max_objects = self.rename_max_objects;
         settings.request_timeout = self.request_timeout;
+        settings.resumable_uploads = self.resumable_uploads;
         Ok(settings)
     }
 
