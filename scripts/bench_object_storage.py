@@ -105,14 +105,20 @@ path = "users.toml"
     raise SystemExit("ferroftp did not start: " + (work / "serve.log").read_text())
 
 
+def cpu_seconds(pid):
+    # utime + stime, fields 14 and 15 of /proc/PID/stat (after the command's parentheses).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_reset(pid):
     # Writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS.
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def peak_rss_mib(pid):
+def peak_rss_mib(pid, field="VmHWM"):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -125,11 +131,13 @@ def main():
     expected = sha256(source)
     server, port = start_server()
     ftp = f"ftp://bench:{PASSWORD}@127.0.0.1:{port}"
-    sigv4 = ["--aws-sigv4", f"aws:amz:{REGION}:s3", "--user", f"{ACCESS}:{SECRET}"]
+    # Garage wants the payload hash header, which curl signs but does not add by itself.
+    sigv4 = ["--aws-sigv4", f"aws:amz:{REGION}:s3", "--user", f"{ACCESS}:{SECRET}",
+             "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
     curl = ["curl", "-sS", "--fail", "--noproxy", "*"]
     downloaded = OUT / "downloaded.bin"
     try:
-        record("server RSS at start", peak_rss_mib(server.pid), "MiB")
+        record("server RSS at start", peak_rss_mib(server.pid, "VmRSS"), "MiB")
         for round_number in range(1, ROUNDS + 1):
             seconds = timed(curl + sigv4 + ["-T", str(source), f"{ENDPOINT}/{BUCKET}/direct/curl.bin"])
             record("STOR", rate(seconds), "MB/s", client="curl S3 PUT (one stream)", round=round_number)
@@ -146,13 +154,19 @@ def main():
                    client="boto3 ranged GETs (8 MiB x 4)", round=round_number)
 
             peak_rss_reset(server.pid)
+            cpu = cpu_seconds(server.pid)
             seconds = timed(curl + ["-T", str(source), f"{ftp}/big.bin"])
             record("STOR", rate(seconds), "MB/s", client="ferroftp (curl FTP, passive)", round=round_number)
             record("server peak RSS during STOR", peak_rss_mib(server.pid), "MiB", round=round_number)
+            record("server CPU per GiB stored", (cpu_seconds(server.pid) - cpu) * 1024 / SIZE_MIB, "s",
+                   round=round_number)
             peak_rss_reset(server.pid)
+            cpu = cpu_seconds(server.pid)
             seconds = timed(curl + ["-o", str(downloaded), f"{ftp}/big.bin"])
             record("RETR", rate(seconds), "MB/s", client="ferroftp (curl FTP, passive)", round=round_number)
             record("server peak RSS during RETR", peak_rss_mib(server.pid), "MiB", round=round_number)
+            record("server CPU per GiB retrieved", (cpu_seconds(server.pid) - cpu) * 1024 / SIZE_MIB, "s",
+                   round=round_number)
             if sha256(downloaded) != expected:
                 raise SystemExit("RETR through ferroftp returned other bytes")
             downloaded.unlink()
