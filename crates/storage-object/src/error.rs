@@ -13,6 +13,8 @@ pub(crate) fn from_opendal(error: opendal::Error, what: &str) -> StorageError {
         opendal::ErrorKind::AlreadyExists => StorageErrorKind::AlreadyExists,
         opendal::ErrorKind::RangeNotSatisfied => StorageErrorKind::InvalidRange,
         opendal::ErrorKind::Unsupported => StorageErrorKind::Unsupported,
+        // A missing bucket (NoSuchBucket), a bad endpoint: nothing a retry can fix.
+        opendal::ErrorKind::ConfigInvalid => StorageErrorKind::Local,
         // Throttling, outages and timeouts: OpenDAL's retry layer has already retried them
         // with backoff; what reaches here is worth a "try again later" (451).
         _ => StorageErrorKind::Transient,

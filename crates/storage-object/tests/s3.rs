@@ -426,3 +426,18 @@ async fn without_resume_large_uploads_go_through_opendals_writer() {
     let append = storage.start_upload(&target, WriteMode::Append).await;
     assert_kind(append.map(drop), StorageErrorKind::Unsupported, "no resume");
 }
+
+#[tokio::test]
+async fn a_missing_bucket_is_not_taken_for_an_outage() {
+    skip_without_s3!();
+    let mut settings = settings(&unique_prefix("bucket"));
+    if let ServiceSettings::S3 { bucket, .. } = &mut settings.service {
+        *bucket = "no-such-bucket-here".into();
+    }
+    let error = ObjectStorage::new(settings)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert_ne!(error.kind, StorageErrorKind::Transient, "{error}");
+}
