@@ -57,6 +57,38 @@ pub(crate) struct S3Endpoint {
     pub(crate) secret_access_key: String,
 }
 
+/// One request to the bucket: an object key (empty for the bucket itself), the query, extra
+/// headers and a body.
+struct S3Request<'a> {
+    method: http::Method,
+    key: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    headers: &'a [(&'a str, &'a str)],
+    body: Bytes,
+}
+
+impl<'a> S3Request<'a> {
+    fn new(method: http::Method, key: &'a str, query: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            method,
+            key,
+            query,
+            headers: &[],
+            body: Bytes::new(),
+        }
+    }
+
+    fn headers(mut self, headers: &'a [(&'a str, &'a str)]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    fn body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+}
+
 /// The direct S3 client for multipart uploads.
 pub(crate) struct S3Multipart {
     client: reqwest::Client,
@@ -102,11 +134,7 @@ impl S3Multipart {
         let what = format!("starting a multipart upload of {key}");
         let body = self
             .request(
-                http::Method::POST,
-                key,
-                &[("uploads", "")],
-                &[],
-                Bytes::new(),
+                S3Request::new(http::Method::POST, key, &[("uploads", "")]),
                 &what,
             )
             .await?;
@@ -130,7 +158,10 @@ impl S3Multipart {
             ("uploadId", upload_id),
         ];
         let response = self
-            .send(http::Method::PUT, key, &query, &[], data, &what)
+            .send(
+                S3Request::new(http::Method::PUT, key, &query).body(data),
+                &what,
+            )
             .await?;
         let etag = response
             .headers()
@@ -172,11 +203,7 @@ impl S3Multipart {
         ];
         let body = self
             .request(
-                http::Method::PUT,
-                key,
-                &query,
-                &headers,
-                Bytes::new(),
+                S3Request::new(http::Method::PUT, key, &query).headers(&headers),
                 &what,
             )
             .await?;
@@ -208,11 +235,8 @@ impl S3Multipart {
         xml.push_str("</CompleteMultipartUpload>");
         let body = self
             .request(
-                http::Method::POST,
-                key,
-                &[("uploadId", upload_id)],
-                &[],
-                Bytes::from(xml),
+                S3Request::new(http::Method::POST, key, &[("uploadId", upload_id)])
+                    .body(Bytes::from(xml)),
                 &what,
             )
             .await?;
@@ -229,11 +253,7 @@ impl S3Multipart {
         let what = format!("aborting the multipart upload of {key}");
         match self
             .request(
-                http::Method::DELETE,
-                key,
-                &[("uploadId", upload_id)],
-                &[],
-                Bytes::new(),
+                S3Request::new(http::Method::DELETE, key, &[("uploadId", upload_id)]),
                 &what,
             )
             .await
@@ -260,7 +280,7 @@ impl S3Multipart {
                 query.push(("part-number-marker", marker.as_str()));
             }
             let body = self
-                .request(http::Method::GET, key, &query, &[], Bytes::new(), &what)
+                .request(S3Request::new(http::Method::GET, key, &query), &what)
                 .await?;
             let page: ListPartsResult = parse_xml(&body, &what)?;
             parts.extend(page.parts.into_iter().map(|part| Part {
@@ -294,7 +314,7 @@ impl S3Multipart {
                 query.push(("upload-id-marker", id_marker.as_str()));
             }
             let body = self
-                .request(http::Method::GET, "", &query, &[], Bytes::new(), &what)
+                .request(S3Request::new(http::Method::GET, "", &query), &what)
                 .await?;
             let page: ListUploadsResult = parse_xml(&body, &what)?;
             uploads.extend(page.uploads.into_iter().map(|upload| OpenUpload {
@@ -326,16 +346,8 @@ impl S3Multipart {
         Ok(uploads)
     }
 
-    async fn request(
-        &self,
-        method: http::Method,
-        key: &str,
-        query: &[(&str, &str)],
-        headers: &[(&str, &str)],
-        body: Bytes,
-        what: &str,
-    ) -> Result<Bytes, StorageError> {
-        let response = self.send(method, key, query, headers, body, what).await?;
+    async fn request(&self, request: S3Request<'_>, what: &str) -> Result<Bytes, StorageError> {
+        let response = self.send(request, what).await?;
         response.bytes().await.map_err(|error| {
             StorageError::new(
                 StorageErrorKind::Transient,
@@ -349,21 +361,23 @@ impl S3Multipart {
     /// returns the successful response.
     async fn send(
         &self,
-        method: http::Method,
-        key: &str,
-        query: &[(&str, &str)],
-        headers: &[(&str, &str)],
-        body: Bytes,
+        request: S3Request<'_>,
         what: &str,
     ) -> Result<reqwest::Response, StorageError> {
-        let url = self.url(key, query);
+        let url = self.url(request.key, request.query);
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let request = self
-                .signed(&method, &url, headers, body.clone(), what)
+            let signed = self
+                .signed(
+                    &request.method,
+                    &url,
+                    request.headers,
+                    request.body.clone(),
+                    what,
+                )
                 .await?;
-            let error = match self.client.execute(request).await {
+            let error = match self.client.execute(signed).await {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status().as_u16();
