@@ -1,0 +1,169 @@
+"""The upload rules on an S3 bucket when something dies (the object storage counterpart of
+tests/system/test_storage_faults.py; loopback only, no namespaces, so it lives in the interop
+suite):
+
+- a client killed (SIGKILL, or its data connection reset first) in the middle of a 40 MiB
+  upload onto an existing object: the object is unchanged (sha256), no new object appears, and
+  a complete upload afterwards replaces it and leaves no resume state;
+- a client whose upload is cut: `REST n` + `STOR` (ftplib) continues it to the exact bytes;
+- the server killed (SIGKILL) in the middle of an upload: no object; the multipart upload stays
+  open as resume state, kept by a restart with `partial_expiry = "24h"`, then aborted (with the
+  hidden objects under `<prefix>.ferroftp-partial/`) by a restart with `partial_expiry = "1s"`.
+
+Every server here is a process of the test, stopped by PID; every wait is a bounded poll.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import os
+import signal
+import socket
+import struct
+
+import pytest
+
+from conftest import _start, _stop
+from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, kill_hard,
+                         reset_data_connections, sha256_bytes)
+from s3_helpers import (BIG, assert_no_hidden_state_listed,  # noqa: F401 (fixtures)
+                        bucket, cut_curl_upload, ftp_login, mlsd_names, retr, s3_server,
+                        s3_settings, s3_start, sample_40m, stor, storage_toml, wait_for_parts,
+                        wait_ftp_idle, wait_until)
+
+
+@pytest.mark.time_limit(900)
+@pytest.mark.parametrize("how", ["sigkill", "reset-then-sigkill"])
+def test_killed_client_leaves_the_previous_version(s3_server, bucket, samples, sample_40m,
+                                                   tmp_path, how):
+    path, digest = sample_40m
+    old = samples[MiB]
+    curl("--ftp-pasv", "-T", old.path, s3_server.url("report.bin")).assert_ok()
+    etag = bucket.head("report.bin")["ETag"]
+
+    p = curl_popen("--ftp-pasv", "--limit-rate", "4M", "-T", path, s3_server.url("report.bin"))
+    try:
+        wait_for_parts(bucket, "report.bin", proc=p)
+        if how == "reset-then-sigkill":
+            os.kill(p.pid, signal.SIGSTOP)
+            reset_data_connections(p.pid, s3_server.port)
+    finally:
+        kill_hard(p)
+    wait_ftp_idle(s3_server, bucket.settings.port)
+
+    assert bucket.visible_keys() == {"report.bin": MiB}, "the interrupted upload left an object"
+    assert bucket.head("report.bin")["ETag"] == etag
+    assert bucket.sha256("report.bin") == old.sha256
+    out = tmp_path / "check.bin"
+    curl("--ftp-pasv", "-o", out, s3_server.url("report.bin")).assert_ok()
+    assert sha256_bytes(out.read_bytes()) == old.sha256
+    ftp = ftp_login(s3_server)
+    assert_no_hidden_state_listed(ftp)
+    assert ftp.sendcmd("SIZE report.bin") == f"213 {MiB}"
+    ftp.quit()
+
+    # A complete upload (no REST) replaces it and drops the interrupted one's resume state.
+    r = curl("--ftp-pasv", "-T", path, s3_server.url("report.bin"), timeout=BIG_PROC_TIMEOUT)
+    r.assert_ok()
+    r.assert_exchange("STOR", (125, 150), 226)
+    assert bucket.sha256("report.bin") == digest
+    assert bucket.visible_keys() == {"report.bin": BIG}
+    assert bucket.hidden_keys() == {} and bucket.uploads() == []
+
+
+def reset_socket(sock: socket.socket):
+    """Close with an RST (SO_LINGER 0): an unambiguous interruption, not an end of file."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.time_limit(900)
+def test_rest_stor_after_a_cut_gives_the_exact_bytes(s3_server, bucket):
+    data = os.urandom(30 * MiB + 12345)
+    ftp = ftp_login(s3_server)
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR cut.bin")
+    conn.sendall(data[:20 * MiB])
+    # At least one part is in the bucket before the cut (default part_size 8 MiB).
+    parts = wait_for_parts(bucket, "cut.bin", at_least=8 * MiB)
+    reset_socket(conn)
+    reset_socket(ftp.sock)
+    wait_ftp_idle(s3_server, bucket.settings.port)
+    assert bucket.head("cut.bin") is None, "half an upload appeared under the final name"
+
+    ftp = ftp_login(s3_server)
+    ftp.voidcmd("TYPE I")
+    reply = ftp.sendcmd("SIZE cut.bin")
+    assert reply.startswith("213 "), reply
+    have = int(reply[4:])
+    assert parts <= have <= 20 * MiB, f"SIZE {have}; {parts} bytes in parts before the cut"
+    assert_no_hidden_state_listed(ftp)
+    assert "cut.bin" not in mlsd_names(ftp)
+    assert stor(ftp, "cut.bin", data[have:], rest=have)[:3] == "226"
+    assert bucket.sha256("cut.bin") == sha256_bytes(data)
+    assert sha256_bytes(retr(ftp, "cut.bin")) == sha256_bytes(data)
+    assert bucket.hidden_keys() == {} and bucket.uploads() == []
+    ftp.quit()
+
+
+@pytest.mark.time_limit(900)
+def test_server_killed_mid_upload_then_restarts_expire_the_resume_state(
+        bucket, ferroftp_bin, sample_40m, tmp_path):
+    path, _ = sample_40m
+    servers = []
+
+    def start(n: int, expiry: str):
+        storage = storage_toml(bucket, tmp_path / f"s{n}", partial_expiry=expiry)
+        s = _start(ferroftp_bin, tmp_path / f"server{n}", storage=storage)
+        servers.append(s)
+        return s
+
+    try:
+        # A client-cut upload (resume state: parts and the hidden tail), then an upload
+        # during which the server is killed.
+        first = start(0, "24h")
+        cut_parts = cut_curl_upload(first, bucket, path, "cut.bin")
+        ftp = ftp_login(first)
+        kept = int(ftp.sendcmd("SIZE cut.bin")[4:])
+        ftp.quit()
+        assert cut_parts <= kept < BIG
+
+        p = curl_popen("--ftp-pasv", "--limit-rate", "4M", "-T", path, first.url("crash.bin"))
+        try:
+            wait_for_parts(bucket, "crash.bin", proc=p)
+            os.kill(first.pid, signal.SIGKILL)
+            first.proc.wait(timeout=30)
+        finally:
+            kill_hard(p)
+        assert bucket.head("crash.bin") is None, "the killed server published half an upload"
+        assert bucket.visible_keys() == {}, bucket.keys()
+        assert bucket.uploads_of("crash.bin"), "the open multipart upload was not kept"
+
+        # A restart within the expiry keeps the resume state and shows none of it.
+        second = start(1, "24h")
+        ftp = ftp_login(second)
+        assert_no_hidden_state_listed(ftp)
+        assert mlsd_names(ftp) == {}
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            retr(ftp, "crash.bin")
+        assert ftp.sendcmd("SIZE cut.bin") == f"213 {kept}"
+        ftp.quit()
+        _stop(second.proc)
+        assert bucket.uploads_of("crash.bin") and bucket.uploads_of("cut.bin")
+
+        # With partial_expiry = 1s everything hidden goes (at start, or at the next sweep).
+        third = start(2, "1s")
+        wait_until(lambda: not bucket.uploads() and not bucket.hidden_keys(),
+                   "the expired multipart uploads aborted and the hidden objects removed")
+        ftp = ftp_login(third)
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            ftp.sendcmd("SIZE cut.bin")
+        assert stor(ftp, "after.bin", b"after")[:3] == "226"
+        assert retr(ftp, "after.bin") == b"after"
+        ftp.quit()
+        assert bucket.visible_keys() == {"after.bin": 5}
+    finally:
+        for s in servers:
+            _stop(s.proc)
+            print(f"--- server {s.argv} (pid {s.pid}) log tail ---")
+            print(s.log()[-6000:])
