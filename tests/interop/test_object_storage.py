@@ -420,6 +420,9 @@ def test_rest_stor_onto_committed_object_keeps_first_bytes(s3_server, bucket, ol
     old, new = os.urandom(old_size), os.urandom(new_size)
     ftp = ftp_login(s3_server)
     assert stor(ftp, "r.bin", old)[:3] == "226"
+    with pytest.raises(ftplib.error_perm, match="^554"):
+        stor(ftp, "r.bin", new, rest=old_size + 1)      # beyond the end (docs/uploads.md)
+    assert bucket.sha256("r.bin") == sha256_bytes(old)
     assert stor(ftp, "r.bin", new, rest=rest)[:3] == "226"
     assert bucket.sha256("r.bin") == sha256_bytes(old[:rest] + new)
     assert bucket.hidden_keys() == {} and bucket.uploads() == []
