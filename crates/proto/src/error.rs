@@ -32,6 +32,9 @@ pub enum StorageErrorKind {
     Unsupported,
     /// A temporary failure worth retrying (busy file, backend unreachable).
     Transient,
+    /// Too much to do in one operation on this backend: a directory rename on an object
+    /// store, which copies every object, above its configured limit.
+    TooLarge,
     /// Anything else: an I/O error the client cannot fix.
     Local,
 }
@@ -45,7 +48,8 @@ impl StorageErrorKind {
             | Self::NotADirectory
             | Self::IsADirectory
             | Self::AlreadyExists
-            | Self::NotEmpty => ReplyCode::FILE_UNAVAILABLE,
+            | Self::NotEmpty
+            | Self::TooLarge => ReplyCode::FILE_UNAVAILABLE,
             Self::InvalidName => ReplyCode::NAME_NOT_ALLOWED,
             Self::InsufficientSpace | Self::QuotaExceeded => ReplyCode::EXCEEDED_STORAGE,
             Self::InvalidRange => ReplyCode::INVALID_RANGE,
@@ -70,6 +74,7 @@ impl StorageErrorKind {
             Self::InvalidRange => "Restart offset beyond the end of the file",
             Self::Unsupported => "Not supported by this storage",
             Self::Transient => "Temporarily unavailable, try again",
+            Self::TooLarge => "Too many objects to do this in one step on this storage",
             Self::Local => "Local error in processing",
         }
     }
