@@ -350,8 +350,8 @@ def test_rename_directory_over_the_limit_is_refused(s3_start, bucket):
     assert ftp.sendcmd("RNFR big")[:3] == "350"
     with pytest.raises(ftplib.error_perm, match="^550") as refused:
         ftp.sendcmd("RNTO moved")
-    # A clear text: the setting, or the limit.
-    assert re.search(r"rename_max_objects|\b3\b", str(refused.value)), refused.value
+    # A clear text: the setting, or why.
+    assert re.search(r"rename_max_objects|too many", str(refused.value), re.I), refused.value
     assert bucket.visible_keys() == {**{k: 1 for k in objects}, "small/1": 1, "small/2": 1}
     # At the limit it is done.
     assert ftp.sendcmd("RNFR small")[:3] == "350"
