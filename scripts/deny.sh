@@ -14,4 +14,6 @@ if ! cargo deny --version >/dev/null 2>&1; then
     echo "== deny: installing cargo-deny into $tools"
     cargo install cargo-deny --locked --root "$tools"
 fi
+# Every crate of every feature (deny.toml: all-features), gcs and azblob included.
+cargo fetch --locked
 cargo deny --offline check bans licenses sources

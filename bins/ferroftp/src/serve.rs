@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ferroftp_auth_file::{AnonymousAuthenticator, FileAuthenticator, UsersFile};
-use ferroftp_backend::Authenticator;
+use ferroftp_backend::{Authenticator, Storage};
 use ferroftp_config::{
     Account, AdminConfig, AuthBackendConfig, Config, FirewallSummary, ListenerConfig, Overrides,
     StorageConfig, TlsMode,
@@ -15,6 +15,7 @@ use ferroftp_config::{
 use ferroftp_proto::VirtualPath;
 use ferroftp_server::{Server, ServerHandle, ServerOptions, SessionThreads};
 use ferroftp_storage_fs::FsStorage;
+use ferroftp_storage_object::ObjectStorage;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
@@ -122,23 +123,7 @@ async fn serve(
         Some(user) => Some(Account::look_up(user, config.server.group.as_deref())?),
         None => None,
     };
-    let StorageConfig::Fs {
-        root,
-        fsync_uploads,
-        chmod_mask,
-        partial_expiry,
-    } = &config.storage;
-    let created_root = !root.exists();
-    std::fs::create_dir_all(root)
-        .with_context(|| format!("creating the storage root {}", root.display()))?;
-    if let (Some(account), true) = (&account, created_root) {
-        privileges::take_ownership(account, root)?;
-    }
-    let storage = FsStorage::new(root.clone())
-        .with_context(|| format!("opening the storage root {}", root.display()))?
-        .with_fsync_uploads(*fsync_uploads)
-        .with_chmod_mask(*chmod_mask);
-    let sweeper = storage.partial_sweeper(*partial_expiry);
+    let (storage, expiry) = open_storage(&config.storage, account.as_ref()).await?;
 
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     if ensure_users_file(users_path)?
@@ -153,7 +138,7 @@ async fn serve(
     let inherited = crate::systemd::inherited_listeners()?;
     let mut listeners = config.server.listeners.clone();
     let server = if inherited.is_empty() {
-        Server::bind(options, Arc::new(storage), Arc::clone(&authenticator)).await?
+        Server::bind(options, Arc::clone(&storage), Arc::clone(&authenticator)).await?
     } else {
         let (matched, sockets) = match_inherited_listeners(&config, inherited)?;
         listeners = matched;
@@ -161,7 +146,7 @@ async fn serve(
         Server::from_listeners(
             options,
             sockets,
-            Arc::new(storage),
+            Arc::clone(&storage),
             Arc::clone(&authenticator),
         )
         .await?
@@ -180,7 +165,7 @@ async fn serve(
         tracing::info!(user = account.name(), "switched to an unprivileged account");
     }
     // After the switch: the sweep removes files as the account that serves them.
-    let expiring = tokio::spawn(expire_partial_uploads(sweeper));
+    let expiring = tokio::spawn(expiry);
     announce(&config, &addresses, &listeners)?;
     start_admin(&config.admin, server.status()).await?;
 
@@ -209,7 +194,6 @@ fn announce(
     addresses: &[SocketAddr],
     listeners: &[ListenerConfig],
 ) -> std::io::Result<()> {
-    let StorageConfig::Fs { root, .. } = &config.storage;
     let AuthBackendConfig::File { path: users_path } = &config.auth.backend;
     let mut stdout = std::io::stdout().lock();
     for (address, listener) in addresses.iter().zip(listeners) {
@@ -237,10 +221,61 @@ fn announce(
     writeln!(
         stdout,
         "serving {} (users from {})",
-        root.display(),
+        config.storage.describe(),
         users_path.display()
     )?;
     stdout.flush()
+}
+
+/// The storage `[storage]` describes, and its partial-upload expiry (a task to spawn once
+/// the server runs as its own account).
+async fn open_storage(
+    storage: &StorageConfig,
+    account: Option<&Account>,
+) -> anyhow::Result<(
+    Arc<dyn Storage>,
+    std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+)> {
+    match storage {
+        StorageConfig::Fs {
+            root,
+            fsync_uploads,
+            chmod_mask,
+            partial_expiry,
+        } => {
+            let created_root = !root.exists();
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("creating the storage root {}", root.display()))?;
+            if let (Some(account), true) = (account, created_root) {
+                privileges::take_ownership(account, root)?;
+            }
+            let storage = FsStorage::new(root.clone())
+                .with_context(|| format!("opening the storage root {}", root.display()))?
+                .with_fsync_uploads(*fsync_uploads)
+                .with_chmod_mask(*chmod_mask);
+            let sweeper = storage.partial_sweeper(*partial_expiry);
+            Ok((Arc::new(storage), Box::pin(expire_partial_uploads(sweeper))))
+        }
+        StorageConfig::Object(object) => {
+            let settings = object.settings().map_err(|problems| {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("[storage]: {}", problems.join("; "))
+            })?;
+            let storage = ObjectStorage::new(settings)?;
+            // One request now: wrong credentials or a missing bucket stop the start with
+            // their reason, rather than failing every login later. A store that is only
+            // unreachable for now does not keep the server down.
+            match storage.check().await {
+                Ok(()) => {}
+                Err(error) if error.kind == ferroftp_proto::StorageErrorKind::Transient => {
+                    tracing::warn!(%error, "the object store does not answer yet");
+                }
+                Err(error) => bail!("[storage] {}: {error}", object.describe()),
+            }
+            let sweeper = storage.partial_sweeper(object.partial_expiry);
+            Ok((Arc::new(storage), Box::pin(sweeper.run())))
+        }
+    }
 }
 
 /// Entries one pass of the partial-upload expiry looks at: a pass takes milliseconds on the

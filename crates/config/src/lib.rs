@@ -80,6 +80,7 @@ mod backends;
 mod convert;
 mod defender;
 mod firewall;
+mod object_storage;
 mod overrides;
 mod paths;
 mod reload;
@@ -96,6 +97,7 @@ pub use account::Account;
 pub use backends::{AuthBackendConfig, AuthConfig, DEFAULT_PARTIAL_EXPIRY, StorageConfig};
 pub use defender::{DefenderConfig, WeightsConfig};
 pub use firewall::FirewallSummary;
+pub use object_storage::{ObjectServiceConfig, ObjectStorageConfig, Secret};
 pub use overrides::Overrides;
 pub use paths::config_directory;
 pub use schema::{

@@ -54,15 +54,23 @@ impl Overrides {
                 })
                 .collect();
         }
-        let StorageConfig::Fs {
-            root,
-            fsync_uploads,
-            ..
-        } = &mut config.storage;
         if let Some(new_root) = &self.root {
-            *root = new_root.clone();
+            // `--root DIR` serves that directory, whatever `[storage]` said.
+            match &mut config.storage {
+                StorageConfig::Fs { root, .. } => *root = new_root.clone(),
+                StorageConfig::Object(_) => {
+                    config.storage = StorageConfig::Fs {
+                        root: new_root.clone(),
+                        fsync_uploads: true,
+                        chmod_mask: ferroftp_storage_fs::DEFAULT_CHMOD_MASK,
+                        partial_expiry: config.storage.partial_expiry(),
+                    };
+                }
+            }
         }
-        if self.no_fsync_uploads {
+        if self.no_fsync_uploads
+            && let StorageConfig::Fs { fsync_uploads, .. } = &mut config.storage
+        {
             *fsync_uploads = false;
         }
         if let Some(ports) = self.passive_ports {

@@ -43,6 +43,7 @@ impl Config {
         };
         match &mut self.storage {
             StorageConfig::Fs { root, .. } => resolve(root),
+            StorageConfig::Object(object) => object.resolve_paths(resolve),
         }
         match &mut self.auth.backend {
             AuthBackendConfig::File { path } => resolve(path),

@@ -359,7 +359,9 @@ tls = \"sometimes\"
         .unwrap();
         let loaded = load(&path, |_| {});
         let config = loaded.config.unwrap();
-        let crate::StorageConfig::Fs { root, .. } = &config.storage;
+        let crate::StorageConfig::Fs { root, .. } = &config.storage else {
+            panic!("{:?}", config.storage)
+        };
         assert_eq!(root, &directory.path().join("files"));
         let AuthBackendConfig::File { path } = &config.auth.backend;
         assert_eq!(path, Path::new("/abs/users.toml"));

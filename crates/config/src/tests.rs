@@ -248,7 +248,7 @@ fn unknown_fields_are_rejected_everywhere() {
         );
         assert!(message.contains("line "), "{message}");
     }
-    assert!(error_of("[storage]\nkind = \"s3\"\n").contains("unknown variant `s3`"));
+    assert!(error_of("[storage]\nkind = \"nfs\"\n").contains("unknown variant `nfs`"));
     assert!(error_of("[server]\nidle_timeout = \"5 parsecs\"\n").contains("line 2"));
 }
 
@@ -307,7 +307,9 @@ fn port_ranges_parse_display_and_refuse_nonsense() {
 #[test]
 fn chmod_mask_is_octal_and_never_has_special_bits() {
     let config = Config::parse("[storage]\nchmod_mask = 0o750\n").unwrap();
-    let StorageConfig::Fs { chmod_mask, .. } = config.storage;
+    let StorageConfig::Fs { chmod_mask, .. } = config.storage else {
+        panic!("{:?}", config.storage)
+    };
     assert_eq!(chmod_mask, 0o750);
     assert_eq!(config.validate(), []);
     let config = Config::parse("[storage]\nchmod_mask = 0o4755\n").unwrap();
@@ -632,7 +634,9 @@ reload_check = "0s"
         }
         assert_eq!(config.passive.ports.len(), 10);
         assert_eq!(config.server.max_sessions, 7);
-        let StorageConfig::Fs { fsync_uploads, .. } = &config.storage;
+        let StorageConfig::Fs { fsync_uploads, .. } = &config.storage else {
+            panic!("{:?}", config.storage)
+        };
         assert!(!fsync_uploads);
         assert_eq!((&config.tls.cert, &config.tls.key), (&None, &None));
         let tls = ServerOptions::from(&config).tls.unwrap();
@@ -650,4 +654,73 @@ reload_check = "0s"
             "open TCP ports 2121, 990 (control) and 50000-50100 (passive data: 101 transfers at once)"
         );
     }
+}
+
+#[test]
+fn an_s3_bucket_is_a_storage_with_secrets_from_a_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let secret = directory.path().join("s3-secret");
+    std::fs::write(&secret, "0123456789abcdef-secret\n").unwrap();
+    let text = format!(
+        "[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\nregion = \"garage\"\n\
+         bucket = \"ftp\"\nprefix = \"tenants/acme/\"\naccess_key_id = \"GKabc\"\n\
+         secret_access_key_file = \"{}\"\npart_size = \"16MiB\"\nparts_in_flight = 2\n\
+         partial_expiry = \"2h\"\n",
+        secret.display()
+    );
+    let config = Config::parse(&text).unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let StorageConfig::Object(object) = &config.storage else {
+        panic!("{:?}", config.storage)
+    };
+    assert_eq!(object.part_size, 16 * 1024 * 1024);
+    assert_eq!(object.partial_expiry, Duration::from_secs(7200));
+    let settings = object.settings().unwrap();
+    assert_eq!(settings.prefix, "tenants/acme/");
+    assert_eq!(settings.parts_in_flight, 2);
+    let ferroftp_storage_object::ServiceSettings::S3 {
+        secret_access_key,
+        region,
+        ..
+    } = &settings.service
+    else {
+        panic!("{:?}", settings.service)
+    };
+    assert_eq!(secret_access_key, "0123456789abcdef-secret");
+    assert_eq!(region, "garage");
+    assert_eq!(
+        config.storage.describe(),
+        "s3 bucket ftp prefix tenants/acme/ at http://127.0.0.1:3900"
+    );
+    // Debug output never shows a secret written in the file.
+    let inline = Config::parse(
+        "[storage]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"GKabc\"\n\
+         secret_access_key = \"very-secret-value\"\n",
+    )
+    .unwrap();
+    assert!(!format!("{inline:?}").contains("very-secret-value"));
+}
+
+#[test]
+fn object_storage_problems_are_reported_by_field() {
+    let config = Config::parse(
+        "[storage]\nkind = \"s3\"\naccess_key_id = \"GKabc\"\n\
+         secret_access_key_file = \"/nonexistent/secret\"\npart_size = \"1MiB\"\n",
+    )
+    .unwrap();
+    let problems = config.validate();
+    let fields = fields(&problems);
+    for field in [
+        "storage.part_size",
+        "storage.secret_access_key_file",
+        "storage.bucket",
+    ] {
+        assert!(fields.contains(&field), "{field} in {problems:?}");
+    }
+    // Settings of the other kind are refused by name, both ways.
+    assert!(error_of("[storage]\nkind = \"s3\"\nroot = \"/srv\"\n").contains("`root`"));
+    assert!(error_of("[storage]\nbucket = \"b\"\n").contains("`bucket`"));
+    assert!(
+        error_of("[storage]\nkind = \"s3\"\naccount_name = \"a\"\n").contains("`account_name`")
+    );
 }

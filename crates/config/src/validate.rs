@@ -251,6 +251,7 @@ impl Config {
                     ));
                 }
             }
+            StorageConfig::Object(object) => problems.extend(object.problems()),
         }
         match &self.auth.backend {
             AuthBackendConfig::File { path } => {

@@ -80,6 +80,24 @@ pub(crate) fn deserialize_rate<'de, D: Deserializer<'de>>(
     rate.map(Some).map_err(serde::de::Error::custom)
 }
 
+/// A byte size written as a number of bytes or as text with a unit (`"8MiB"`).
+pub(crate) fn deserialize_size<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(Some(bytes)),
+        Size::Text(text) => ferroftp_proto::policy::parse_byte_size(&text)
+            .map(Some)
+            .map_err(|error| serde::de::Error::custom(error.to_string())),
+    }
+}
+
 /// An inclusive, non-empty range of TCP ports, written `"50000-50100"` (or `"50000"` for one
 /// port). Port 0 ("any port") is never part of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -152,6 +152,10 @@ pub struct ObjectStorageSettings {
     pub rename_max_objects: usize,
     /// The longest any single request to the store may take.
     pub request_timeout: Duration,
+    /// S3 only: keep interrupted uploads for a resume (multipart uploads made directly,
+    /// ListMultipartUploads at resume). `false` writes through OpenDAL's own writer, as on
+    /// GCS and Azure Blob: no resume (504), for S3 servers without those calls.
+    pub resumable_uploads: bool,
 }
 
 impl ObjectStorageSettings {
@@ -164,6 +168,7 @@ impl ObjectStorageSettings {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             rename_max_objects: DEFAULT_RENAME_MAX_OBJECTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            resumable_uploads: true,
         }
     }
 }
@@ -307,7 +312,8 @@ fn build_operator(
                     secret_access_key: secret_access_key.clone(),
                 },
             );
-            (opendal::Operator::new(builder)?, Some(multipart))
+            let multipart = settings.resumable_uploads.then_some(multipart);
+            (opendal::Operator::new(builder)?, multipart)
         }
         ServiceSettings::Gcs { .. } => (gcs_operator(settings, &root)?, None),
         ServiceSettings::Azblob { .. } => (azblob_operator(settings, &root)?, None),

@@ -58,6 +58,61 @@ struct UploadState {
     had_tail: bool,
     /// The first failure of a part: every later write and the commit report it.
     failed: Option<StorageError>,
+    /// Stores without the direct multipart client (GCS, Azure Blob): OpenDAL's own writer,
+    /// in a task fed part by part, once the first part is full.
+    writer: Option<WriterFeed>,
+    /// Bytes handed to the writer task.
+    fed: u64,
+}
+
+/// What the writer task is fed.
+enum Feed {
+    Bytes(Bytes),
+    /// Everything was sent: close (publish). The channel closing without it is an abort.
+    Commit,
+}
+
+/// OpenDAL's writer, in a task of its own (its `write` and `close` are async; `poll_write`
+/// hands it whole parts through a channel as deep as `parts_in_flight`).
+struct WriterFeed {
+    sender: tokio_util::sync::PollSender<Feed>,
+    task: JoinHandle<Result<(), StorageError>>,
+}
+
+impl WriterFeed {
+    fn start(inner: &Inner, object_path: &str) -> Self {
+        let settings = &inner.settings;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(settings.parts_in_flight);
+        let operator = inner.operator.clone();
+        let object_path = object_path.to_owned();
+        let (chunk, concurrent) = (settings.part_size, settings.parts_in_flight);
+        let task = tokio::spawn(async move {
+            let failed = |error| from_opendal(error, &format!("writing {object_path}"));
+            let mut writer = operator
+                .writer_with(&object_path)
+                .chunk(chunk)
+                .concurrent(concurrent)
+                .await
+                .map_err(failed)?;
+            while let Some(feed) = receiver.recv().await {
+                match feed {
+                    Feed::Bytes(bytes) => {
+                        if let Err(error) = writer.write(bytes).await {
+                            let _ = writer.abort().await;
+                            return Err(failed(error));
+                        }
+                    }
+                    Feed::Commit => return writer.close().await.map(drop).map_err(failed),
+                }
+            }
+            // Abandoned: nothing is published (no resume on these stores).
+            writer.abort().await.map_err(failed)
+        });
+        Self {
+            sender: tokio_util::sync::PollSender::new(sender),
+            task,
+        }
+    }
 }
 
 impl ObjectUpload {
@@ -71,6 +126,12 @@ impl ObjectUpload {
         object_path: String,
         mode: WriteMode,
     ) -> Result<Self, StorageError> {
+        if mode != WriteMode::Create && inner.multipart.is_none() {
+            return Err(StorageError::new(
+                StorageErrorKind::Unsupported,
+                format!("{path}: this store keeps no resume state (APPE, REST + STOR)"),
+            ));
+        }
         let key = inner.keys.full(&object_path);
         let mut state = UploadState {
             buffer: Vec::with_capacity(inner.settings.part_size),
@@ -85,6 +146,8 @@ impl ObjectUpload {
             next_part: 1,
             had_tail: false,
             failed: None,
+            writer: None,
+            fed: 0,
         };
         let initial_len = match mode {
             WriteMode::Create => {
@@ -266,6 +329,10 @@ impl UploadState {
                 self.buffer.extend_from_slice(&bytes[..taken]);
                 return Poll::Ready(Ok(taken));
             }
+            if self.inner.multipart.is_none() {
+                ready!(self.poll_feed_writer(context));
+                continue;
+            }
             // A full part: it needs the multipart upload, and room among the parts in
             // flight.
             let Some(upload_id) = self.upload_id.clone() else {
@@ -282,6 +349,33 @@ impl UploadState {
             ));
             self.send_part(upload_id, data);
         }
+    }
+
+    /// Hands the full buffer to the writer task (started on the first part).
+    fn poll_feed_writer(&mut self, context: &mut Context<'_>) -> Poll<()> {
+        let writer = self
+            .writer
+            .get_or_insert_with(|| WriterFeed::start(&self.inner, &self.object_path));
+        let part_size = self.inner.settings.part_size;
+        let sent = match ready!(writer.sender.poll_reserve(context)) {
+            Ok(()) => {
+                let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(part_size));
+                self.fed += data.len() as u64;
+                writer
+                    .sender
+                    .send_item(Feed::Bytes(Bytes::from(data)))
+                    .is_ok()
+            }
+            Err(_) => false,
+        };
+        if !sent && self.failed.is_none() {
+            // The task ended early: its error is reported by commit.
+            self.failed = Some(StorageError::new(
+                StorageErrorKind::Transient,
+                format!("writing {}: the writer stopped", self.object_path),
+            ));
+        }
+        Poll::Ready(())
     }
 
     fn send_part(&mut self, upload_id: String, data: Bytes) {
@@ -375,6 +469,9 @@ impl UploadState {
     /// Publishes: the last part and CompleteMultipartUpload, or one PutObject when the
     /// whole file fits in the buffer. The previous version is replaced in one step.
     async fn commit(mut self) -> Result<u64, StorageError> {
+        if let Some(writer) = self.writer.take() {
+            return self.commit_writer(writer).await;
+        }
         self.settle().await?;
         let total = self.total();
         let published = match self.upload_id.clone() {
@@ -410,6 +507,23 @@ impl UploadState {
         Ok(total)
     }
 
+    /// The OpenDAL writer's end: the rest of the buffer, then close (which publishes).
+    async fn commit_writer(mut self, writer: WriterFeed) -> Result<u64, StorageError> {
+        let total = self.fed + self.buffer.len() as u64;
+        let WriterFeed { sender, task } = writer;
+        let sender = sender.get_ref().cloned();
+        if let Some(sender) = sender {
+            let rest = Bytes::from(std::mem::take(&mut self.buffer));
+            let _ = sender.send(Feed::Bytes(rest)).await;
+            let _ = sender.send(Feed::Commit).await;
+        }
+        flatten(task.await)?;
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
+        Ok(total)
+    }
+
     async fn complete(&mut self, upload_id: &str) -> Result<(), StorageError> {
         let multipart = multipart_of(&self.inner)?;
         let mut parts = self.done.clone();
@@ -427,6 +541,11 @@ impl UploadState {
     /// Stops without publishing: the parts stay in the open multipart upload, the bytes
     /// after them go to the tail object, for a resume.
     async fn abandon(mut self) -> Result<(), StorageError> {
+        if let Some(WriterFeed { sender, task }) = self.writer.take() {
+            // The channel closes without a commit: the writer task aborts (no resume here).
+            drop(sender);
+            return flatten(task.await);
+        }
         let settled = self.settle().await;
         let mut parts = self.done.clone();
         parts.sort_by_key(|part| part.number);

@@ -389,3 +389,40 @@ async fn a_wrong_secret_is_refused_as_permission_denied() {
     let error = storage.check().await.unwrap_err();
     assert_eq!(error.kind, StorageErrorKind::PermissionDenied, "{error}");
 }
+
+// Without the direct multipart client, as on GCS and Azure Blob: OpenDAL's own writer, no
+// resume (the battery's resume tests check `Capabilities::resume_upload` and expect 504-kind
+// refusals where it is false).
+fn storage_without_resume(what: &str) -> ObjectStorage {
+    let mut settings = settings(&unique_prefix(what));
+    settings.resumable_uploads = false;
+    ObjectStorage::new(settings).unwrap()
+}
+
+#[tokio::test]
+async fn without_resume_large_uploads_go_through_opendals_writer() {
+    skip_without_s3!();
+    let storage = storage_without_resume("writer");
+    assert!(!storage.capabilities().resume_upload);
+    let data = pattern(2 * PART + 3, 10);
+    let target = UploadTarget::Path(virtual_path("/w"));
+    let (_, size) = upload(&storage, &target, WriteMode::Create, &data)
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    assert_bytes_eq(
+        &read_file(&storage, "/w", 0).await.unwrap(),
+        &data,
+        "written",
+    );
+    // An abandoned upload publishes nothing and keeps the previous version.
+    let mut abandoned = storage
+        .start_upload(&target, WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *abandoned, &pattern(PART + 9, 11)).await;
+    abandoned.abandon().await.unwrap();
+    assert_bytes_eq(&read_file(&storage, "/w", 0).await.unwrap(), &data, "kept");
+    let append = storage.start_upload(&target, WriteMode::Append).await;
+    assert_kind(append.map(drop), StorageErrorKind::Unsupported, "no resume");
+}

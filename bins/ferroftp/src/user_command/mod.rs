@@ -155,7 +155,7 @@ fn execute(
             // A config that does not load is reported before anything changes.
             let root = match (root, config) {
                 (Some(root), _) => Some(root),
-                (None, Some(config)) => Some(storage_root_of(&config)?),
+                (None, Some(config)) => storage_root_of(&config)?,
                 (None, None) => None,
             };
             let mut file = UsersFile::load_or_empty(&users)?;
@@ -259,16 +259,19 @@ fn describe_policy(policy: &UserPolicy) -> String {
     }
 }
 
-/// The `storage.root` of the config file `path` (relative to the file's directory).
-fn storage_root_of(path: &Path) -> anyhow::Result<PathBuf> {
+/// The `storage.root` of the config file `path` (relative to the file's directory); `None`
+/// for an object store (the server creates the home at the first login).
+fn storage_root_of(path: &Path) -> anyhow::Result<Option<PathBuf>> {
     // A config that `serve` would refuse is refused here too: nothing is changed.
     let loaded = ferroftp_config::report::load(path, |_| {});
     let (Some(config), true) = (loaded.config, loaded.problems.is_empty()) else {
         let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
         anyhow::bail!("{}: {}", path.display(), problems.join("; "));
     };
-    let ferroftp_config::StorageConfig::Fs { root, .. } = config.storage;
-    Ok(root)
+    match config.storage {
+        ferroftp_config::StorageConfig::Fs { root, .. } => Ok(Some(root)),
+        ferroftp_config::StorageConfig::Object(_) => Ok(None),
+    }
 }
 
 /// Creates `home` in the storage `root` when one is known, and says what happened. The

@@ -22,6 +22,10 @@ pub struct SessionConfig {
     pub allow_active: bool,
     /// The storage supports APPE and REST+STOR.
     pub allow_resume_upload: bool,
+    /// The storage renames in one step. When it does not (an object store copies, then
+    /// deletes), the 350 to RNFR says so, so that a client is not surprised by a rename
+    /// that can be seen half done.
+    pub atomic_rename: bool,
     /// The storage has permission modes: SITE CHMOD is offered (otherwise 504).
     pub allow_chmod: bool,
     /// A PORT/EPRT naming a private address, from a client whose control connection comes
@@ -178,6 +182,7 @@ impl Default for SessionConfig {
             max_failed_logins: 3,
             allow_active: true,
             allow_resume_upload: true,
+            atomic_rename: true,
             allow_chmod: true,
             active_nat_fallback: false,
             tls: TlsPolicy::default(),

@@ -275,7 +275,12 @@ impl Session {
             }
             (InFlight::RenameFrom { storage_path, .. }, StorageResult::Metadata(_)) => {
                 self.rename_from = Some(storage_path);
-                Reply::new(ReplyCode::PENDING_FURTHER_INFO, "Ready for RNTO")
+                let text = if self.config.atomic_rename {
+                    "Ready for RNTO"
+                } else {
+                    "Ready for RNTO (this storage renames by copy and delete: not atomic)"
+                };
+                Reply::new(ReplyCode::PENDING_FURTHER_INFO, text)
             }
             (InFlight::QuotaReport, StorageResult::QuotaUsage(usage)) => self.quota_report(usage),
             (InFlight::Size { .. }, StorageResult::Size(size)) => {

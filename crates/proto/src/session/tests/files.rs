@@ -70,6 +70,23 @@ fn rnfr_then_other_command_forgets_the_source() {
 }
 
 #[test]
+fn rnfr_says_when_the_storage_renames_by_copy() {
+    let mut h = Harness::with_config(SessionConfig {
+        atomic_rename: false,
+        ..SessionConfig::default()
+    });
+    h.login_alice();
+    h.line("RNFR a");
+    assert_eq!(
+        replies(h.outcome(Outcome::Storage(Ok(StorageResult::Metadata(file_meta(1)))))),
+        [(
+            350,
+            "Ready for RNTO (this storage renames by copy and delete: not atomic)".to_owned()
+        )]
+    );
+}
+
+#[test]
 fn rename_sequence_issues_one_rename() {
     let mut h = Harness::new();
     h.login_alice();
