@@ -334,6 +334,19 @@ def wait_for_parts(b: Bucket, ftp_path: str, proc=None, at_least: int = 1) -> in
                       f"a completed part of the multipart upload on {ftp_path}", proc=proc)
 
 
+def wait_for_tail(b: Bucket, ftp_path: str):
+    """Until the tail object of an interrupted upload of `ftp_path` is in the bucket
+    (`<prefix>.ferroftp-partial/<path>`, written whenever a multipart upload was open).
+
+    The server writes it in the background once the client's connections are gone, and holds
+    the name meanwhile: for some 50-100 ms after the server closed a cut client's connections,
+    SIZE may report only the parts and REST + STOR / APPE of the name get 450. The fs root
+    has the same kind of window (the tests there wait until the server closed the partial
+    file); resuming tests wait for this state."""
+    key = b.prefix + PARTIAL_DIR + ftp_path.lstrip("/")
+    wait_until(lambda: key in b.hidden_keys(), f"the tail object {key}")
+
+
 def wait_ftp_idle(server, s3_port: int, timeout: float = POLL_TIMEOUT):
     """Until the server holds no FTP connection (control or data); its connections to the
     S3 endpoint (a keep-alive pool) do not count."""
@@ -344,12 +357,13 @@ def wait_ftp_idle(server, s3_port: int, timeout: float = POLL_TIMEOUT):
 
 def cut_curl_upload(server, b: Bucket, src, name: str, limit_rate: str = "4M") -> int:
     """Upload `src` with curl through a rate limit and SIGKILL it once a multipart part of it
-    is in the bucket; wait until the server has closed the session. Returns the bytes in
-    completed parts before the cut."""
+    is in the bucket; wait until the server has closed the session and kept the upload for a
+    resume. Returns the bytes in completed parts before the cut."""
     p = curl_popen("--ftp-pasv", "--limit-rate", limit_rate, "-T", src, server.url(name))
     try:
         parts = wait_for_parts(b, name, proc=p)
     finally:
         kill_hard(p)
     wait_ftp_idle(server, b.settings.port)
+    wait_for_tail(b, name)
     return parts

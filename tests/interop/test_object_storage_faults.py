@@ -29,7 +29,7 @@ from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, kill_hard,
 from s3_helpers import (BIG, assert_no_hidden_state_listed,  # noqa: F401 (fixtures)
                         bucket, cut_curl_upload, ftp_login, mlsd_names, retr, s3_server,
                         s3_settings, s3_start, sample_40m, stor, storage_toml, wait_for_parts,
-                        wait_ftp_idle, wait_until)
+                        wait_for_tail, wait_ftp_idle, wait_until)
 
 
 @pytest.mark.time_limit(900)
@@ -50,6 +50,7 @@ def test_killed_client_leaves_the_previous_version(s3_server, bucket, samples, s
     finally:
         kill_hard(p)
     wait_ftp_idle(s3_server, bucket.settings.port)
+    wait_for_tail(bucket, "report.bin")
 
     assert bucket.visible_keys() == {"report.bin": MiB}, "the interrupted upload left an object"
     assert bucket.head("report.bin")["ETag"] == etag
@@ -96,6 +97,7 @@ def test_rest_stor_after_a_cut_gives_the_exact_bytes(s3_server, bucket):
     reset_socket(conn)
     reset_control(ftp)
     wait_ftp_idle(s3_server, bucket.settings.port)
+    wait_for_tail(bucket, "cut.bin")
     assert bucket.head("cut.bin") is None, "half an upload appeared under the final name"
 
     ftp = ftp_login(s3_server)
