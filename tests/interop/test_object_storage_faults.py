@@ -5,7 +5,8 @@ suite):
 - a client killed (SIGKILL, or its data connection reset first) in the middle of a 40 MiB
   upload onto an existing object: the object is unchanged (sha256), no new object appears, and
   a complete upload afterwards replaces it and leaves no resume state;
-- a client whose upload is cut: `REST n` + `STOR` (ftplib) continues it to the exact bytes;
+- a client whose upload is cut: `REST n` + `STOR` (ftplib) continues it to the exact bytes,
+  from its end or from a part boundary (elsewhere 554);
 - the server killed (SIGKILL) in the middle of an upload: no object; the multipart upload stays
   open as resume state, kept by a restart with `partial_expiry = "24h"`, then aborted (with the
   hidden objects under `<prefix>.ferroftp-partial/`) by a restart with `partial_expiry = "1s"`.
@@ -111,6 +112,39 @@ def test_rest_stor_after_a_cut_gives_the_exact_bytes(s3_server, bucket):
     assert stor(ftp, "cut.bin", data[have:], rest=have)[:3] == "226"
     assert bucket.sha256("cut.bin") == sha256_bytes(data)
     assert sha256_bytes(retr(ftp, "cut.bin")) == sha256_bytes(data)
+    assert bucket.hidden_keys() == {} and bucket.uploads() == []
+    ftp.quit()
+
+
+@pytest.mark.time_limit(900)
+def test_rest_inside_a_cut_upload_only_on_a_part_boundary(s3_start, bucket):
+    """S3 cannot read back a part not yet in an object: inside a cut upload REST + STOR works
+    at a part boundary (and at the end), elsewhere 554 (docs/object-storage.md). With
+    part_size = 5MiB."""
+    server = s3_start(storage={"part_size": "5MiB", "parts_in_flight": 2})
+    part = 5 * MiB
+    data = os.urandom(4 * part + 999)
+    ftp = ftp_login(server)
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR b.bin")
+    conn.sendall(data[:3 * part + 12345])
+    wait_for_parts(bucket, "b.bin", at_least=2 * part)
+    reset_socket(conn)
+    reset_control(ftp)
+    wait_ftp_idle(server, bucket.settings.port)
+    wait_for_tail(bucket, "b.bin")
+
+    ftp = ftp_login(server)
+    ftp.voidcmd("TYPE I")
+    have = int(ftp.sendcmd("SIZE b.bin")[4:])
+    assert 2 * part <= have <= 3 * part + 12345, have
+    with pytest.raises(ftplib.error_perm, match="^554"):
+        stor(ftp, "b.bin", data[part + 1:], rest=part + 1)
+    with pytest.raises(ftplib.error_perm, match="^554"):
+        stor(ftp, "b.bin", b"x", rest=have + 1)
+    assert int(ftp.sendcmd("SIZE b.bin")[4:]) == have, "a refused REST changed the state"
+    assert stor(ftp, "b.bin", data[part:], rest=part)[:3] == "226"
+    assert bucket.sha256("b.bin") == sha256_bytes(data)
     assert bucket.hidden_keys() == {} and bucket.uploads() == []
     ftp.quit()
 
