@@ -40,10 +40,11 @@ impl From<&Config> for ServerOptions {
                 login_timeout: config.server.login_timeout,
                 max_failed_logins: config.server.max_failed_logins,
                 allow_active: config.active.enabled,
-                // All three are narrowed to what the storage can do when the server starts.
+                // Narrowed to what the storage can do when the server starts.
                 allow_resume_upload: true,
                 atomic_rename: true,
                 allow_chmod: true,
+                allow_set_modified: true,
                 active_nat_fallback: config.active.nat_fallback,
                 tls: tls_policy(config),
                 setting_names: SETTING_NAMES,

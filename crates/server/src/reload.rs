@@ -89,6 +89,7 @@ pub(crate) async fn build_context(
     let mut session = options.session.clone();
     session.allow_resume_upload = storage.capabilities().resume_upload;
     session.atomic_rename = storage.capabilities().atomic_rename;
+    session.allow_set_modified = storage.capabilities().set_modified;
     session.allow_chmod = storage.capabilities().modes;
     let announced_port_offset = options.advertise_ports.as_ref().map_or(0, |announced| {
         i32::from(*announced.start()) - i32::from(*options.passive_ports.start())

@@ -38,7 +38,7 @@ use ferroftp_backend::{
     Capabilities, Download, DownloadBody, EntryStream, FileKind, FileMeta, Storage, StorageError,
     StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
 };
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::error::from_opendal;
 use crate::keys::KeySpace;
@@ -261,9 +261,7 @@ impl ObjectStorage {
     /// One request to the store: reachable, the bucket there, the credentials accepted.
     pub async fn check(&self) -> Result<(), StorageError> {
         self.inner
-            .operator
-            .list_with("/")
-            .limit(1)
+            .first_entries("/", false, 1)
             .await
             .map(drop)
             .map_err(|error| from_opendal(error, "listing the bucket"))
@@ -433,6 +431,25 @@ impl Inner {
         }
     }
 
+    /// At most `count` entries under `path`, in as few requests as that takes. (OpenDAL's
+    /// `list_with(..).limit(n)` sets the page size and still reads every page: a listing
+    /// of one key per request through the whole directory.)
+    pub(crate) async fn first_entries(
+        &self,
+        path: &str,
+        recursive: bool,
+        count: usize,
+    ) -> Result<Vec<opendal::Entry>, opendal::Error> {
+        self.operator
+            .lister_with(path)
+            .recursive(recursive)
+            .limit(count.clamp(1, 1000))
+            .await?
+            .take(count)
+            .try_collect()
+            .await
+    }
+
     /// Whether the directory `path` exists: the root, a `dir/` marker, or any object below.
     /// One request (a listing of at most one key).
     pub(crate) async fn dir_exists(&self, path: &VirtualPath) -> Result<bool, StorageError> {
@@ -441,9 +458,7 @@ impl Inner {
         }
         let prefix = keys::dir_path(path)?;
         let found = self
-            .operator
-            .list_with(&prefix)
-            .limit(1)
+            .first_entries(&prefix, false, 1)
             .await
             .map_err(|error| from_opendal(error, &format!("looking for directory {path}")))?;
         Ok(!found.is_empty())
@@ -694,9 +709,7 @@ impl Storage for ObjectStorage {
         // Two keys at most: the marker itself and one more means "not empty".
         let entries = self
             .inner
-            .operator
-            .list_with(&marker)
-            .limit(2)
+            .first_entries(&marker, false, 2)
             .await
             .map_err(|error| from_opendal(error, &format!("listing {path}")))?;
         if entries.iter().any(|entry| entry.path() != marker) {

@@ -137,10 +137,7 @@ async fn move_directory(
     let to_dir = keys::dir_prefix(to)?;
     let limit = inner.settings.rename_max_objects;
     let objects = inner
-        .operator
-        .list_with(&from_dir)
-        .recursive(true)
-        .limit(limit + 1)
+        .first_entries(&from_dir, true, limit + 1)
         .await
         .map_err(|error| from_opendal(error, &format!("listing {from}")))?;
     let mut paths: Vec<String> = objects

@@ -326,10 +326,7 @@ impl PartialSweeper {
         let hidden = format!("{}/", keys::HIDDEN_SEGMENT);
         let tails = self
             .inner
-            .operator
-            .list_with(&hidden)
-            .recursive(true)
-            .limit(PASS_BUDGET)
+            .first_entries(&hidden, true, PASS_BUDGET)
             .await
             .map_err(|error| from_opendal(error, "listing the resume state"))?;
         for tail in tails {

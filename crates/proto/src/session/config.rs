@@ -28,6 +28,10 @@ pub struct SessionConfig {
     pub atomic_rename: bool,
     /// The storage has permission modes: SITE CHMOD is offered (otherwise 504).
     pub allow_chmod: bool,
+    /// The storage can set modification times: FEAT offers MFMT (an object store cannot,
+    /// and a client that sees MFMT in FEAT, such as rclone, would use it after every upload
+    /// and report its 504 as an error).
+    pub allow_set_modified: bool,
     /// A PORT/EPRT naming a private address, from a client whose control connection comes
     /// from a public address (it sits behind NAT and does not know it), is redirected to
     /// that public address instead of being refused.
@@ -184,6 +188,7 @@ impl Default for SessionConfig {
             allow_resume_upload: true,
             atomic_rename: true,
             allow_chmod: true,
+            allow_set_modified: true,
             active_nat_fallback: false,
             tls: TlsPolicy::default(),
             setting_names: SettingNames::default(),

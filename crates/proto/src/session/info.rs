@@ -14,6 +14,9 @@ impl Session {
     pub(super) fn features(&self) -> Reply {
         let mut lines = vec!["Extensions supported:".to_owned()];
         for verb in Verb::ALL {
+            if *verb == Verb::Mfmt && !self.config.allow_set_modified {
+                continue;
+            }
             if let Some(feature) = verb.spec().feature {
                 lines.push(feature.to_owned());
             }

@@ -47,6 +47,20 @@ fn feat_lists_extensions() {
 }
 
 #[test]
+fn feat_leaves_out_mfmt_when_the_storage_cannot_set_times() {
+    let mut h = Harness::with_config(SessionConfig {
+        allow_set_modified: false,
+        ..SessionConfig::default()
+    });
+    let actions = h.line("FEAT");
+    let Action::Reply(reply) = &actions[0] else {
+        panic!()
+    };
+    assert!(!reply.lines.iter().any(|line| line == "MFMT"), "{reply:?}");
+    assert!(reply.lines.iter().any(|line| line == "MDTM"), "{reply:?}");
+}
+
+#[test]
 fn stat_path_lists_over_the_control_connection() {
     let mut h = Harness::new();
     h.login_alice();
