@@ -4,7 +4,8 @@ suite):
 
 - a client killed (SIGKILL, or its data connection reset first) in the middle of a 40 MiB
   upload onto an existing object: the object is unchanged (sha256), no new object appears, and
-  a complete upload afterwards replaces it and leaves no resume state;
+  a complete upload afterwards replaces it and leaves no resume state; 15 SIGKILLs in a row
+  never publish a truncated object;
 - a client whose upload is cut: `REST n` + `STOR` (ftplib) continues it to the exact bytes,
   from its end or from a part boundary (elsewhere 554);
 - the server killed (SIGKILL) in the middle of an upload: no object; the multipart upload stays
@@ -71,6 +72,34 @@ def test_killed_client_leaves_the_previous_version(s3_server, bucket, samples, s
     assert bucket.sha256("report.bin") == digest
     assert bucket.visible_keys() == {"report.bin": BIG}
     assert bucket.hidden_keys() == {} and bucket.uploads() == []
+
+
+@pytest.mark.time_limit(900)
+def test_a_killed_client_never_publishes_a_truncated_object(s3_start, bucket, tmp_path):
+    """The race of a killed client's two closes (data connection first, with an orderly FIN
+    that is stream mode's end-of-file mark, the control connection some 100 us later), run
+    15 times with part_size = 5MiB: the object stays the old one each time. Bounded: 15
+    attempts; no timing is asserted."""
+    server = s3_start(storage={"part_size": "5MiB"})
+    old = os.urandom(1000)
+    src = tmp_path / "new.bin"
+    src.write_bytes(os.urandom(12 * MiB))
+    ftp = ftp_login(server)
+    assert stor(ftp, "report.bin", old)[:3] == "226"
+    ftp.quit()
+    etag = bucket.head("report.bin")["ETag"]
+    for attempt in range(15):
+        p = curl_popen("--ftp-pasv", "--limit-rate", "8M", "-T", src, server.url("report.bin"))
+        try:
+            wait_for_parts(bucket, "report.bin", proc=p)
+        finally:
+            kill_hard(p)
+        wait_ftp_idle(server, bucket.settings.port)
+        wait_for_tail(bucket, "report.bin")
+        assert bucket.head("report.bin")["ETag"] == etag, \
+            f"attempt {attempt}: the killed upload replaced the object"
+        assert bucket.visible_keys() == {"report.bin": len(old)}, attempt
+    assert bucket.get("report.bin") == old
 
 
 def reset_socket(sock: socket.socket):
