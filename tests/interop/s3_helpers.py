@@ -115,10 +115,11 @@ class Bucket:
         key = self.key(ftp_path)
         return [upload for k, upload in self.uploads() if k == key]
 
-    def parts_bytes(self, ftp_path: str) -> int:
-        """Bytes in the completed parts of the open multipart uploads on `ftp_path`'s key."""
+    def parts_bytes(self, ftp_path: str, exclude: frozenset[str] = frozenset()) -> int:
+        """Bytes in the completed parts of the open multipart uploads on `ftp_path`'s key
+        (but those in `exclude`)."""
         total = 0
-        for upload in self.uploads_of(ftp_path):
+        for upload in set(self.uploads_of(ftp_path)) - exclude:
             paginator = self.client.get_paginator("list_parts")
             for page in paginator.paginate(Bucket=self.name, Key=self.key(ftp_path),
                                            UploadId=upload):
@@ -327,10 +328,13 @@ def wait_until(predicate, what: str, timeout: float = POLL_TIMEOUT, proc=None):
         time.sleep(0.05)
 
 
-def wait_for_parts(b: Bucket, ftp_path: str, proc=None, at_least: int = 1) -> int:
-    """Until the open multipart upload on `ftp_path` holds `at_least` bytes in completed
-    parts (the upload is really under way in the bucket); returns those bytes."""
-    return wait_until(lambda: (n := b.parts_bytes(ftp_path)) >= at_least and n,
+def wait_for_parts(b: Bucket, ftp_path: str, proc=None, at_least: int = 1,
+                   exclude: frozenset[str] = frozenset()) -> int:
+    """Until an open multipart upload on `ftp_path` (not one of `exclude`: those of an
+    earlier, interrupted upload, which the new one discards when it starts) holds `at_least`
+    bytes in completed parts: the upload is really under way in the bucket. Returns those
+    bytes."""
+    return wait_until(lambda: (n := b.parts_bytes(ftp_path, exclude)) >= at_least and n,
                       f"a completed part of the multipart upload on {ftp_path}", proc=proc)
 
 
@@ -359,9 +363,10 @@ def cut_curl_upload(server, b: Bucket, src, name: str, limit_rate: str = "4M") -
     """Upload `src` with curl through a rate limit and SIGKILL it once a multipart part of it
     is in the bucket; wait until the server has closed the session and kept the upload for a
     resume. Returns the bytes in completed parts before the cut."""
+    earlier = frozenset(b.uploads_of(name))
     p = curl_popen("--ftp-pasv", "--limit-rate", limit_rate, "-T", src, server.url(name))
     try:
-        parts = wait_for_parts(b, name, proc=p)
+        parts = wait_for_parts(b, name, proc=p, exclude=earlier)
     finally:
         kill_hard(p)
     wait_ftp_idle(server, b.settings.port)
