@@ -262,6 +262,8 @@ def test_ftplib_size_mdtm_mlst_rest_retr(s3_server, bucket):
     assert "type=dir" in mlst_dir.lower(), mlst_dir
     for offset in (0, 1, 8 * MiB // 3, len(data) - 1, len(data)):
         assert retr(ftp, "d/x.bin", rest=offset) == data[offset:], offset
+    with pytest.raises(ftplib.error_perm, match="^554"):
+        retr(ftp, "d/x.bin", rest=len(data) + 1)
     with pytest.raises(ftplib.error_perm, match="^550"):
         ftp.sendcmd("SIZE d/missing.bin")
     with pytest.raises(ftplib.error_perm, match="^550"):

@@ -7,7 +7,8 @@ suite):
   a complete upload afterwards replaces it and leaves no resume state; 15 SIGKILLs in a row
   never publish a truncated object;
 - a client whose upload is cut: `REST n` + `STOR` (ftplib) continues it to the exact bytes,
-  from its end or from a part boundary (elsewhere 554);
+  from its end or from a part boundary (elsewhere 554); RMD of a directory holding only such
+  resume state removes it; a second upload of a name while one runs gets 450;
 - the server killed (SIGKILL) in the middle of an upload: no object; the multipart upload stays
   open as resume state, kept by a restart with `partial_expiry = "24h"`, then aborted (with the
   hidden objects under `<prefix>.ferroftp-partial/`) by a restart with `partial_expiry = "1s"`.
@@ -26,7 +27,7 @@ import struct
 import pytest
 
 from conftest import _start, _stop
-from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, kill_hard,
+from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, curl_popen, kill_hard, popen_stderr,
                          reset_data_connections, sha256_bytes)
 from s3_helpers import (BIG, assert_no_hidden_state_listed,  # noqa: F401 (fixtures)
                         bucket, cut_curl_upload, ftp_login, mlsd_names, retr, s3_server,
@@ -177,6 +178,44 @@ def test_rest_inside_a_cut_upload_only_on_a_part_boundary(s3_start, bucket):
     assert bucket.sha256("b.bin") == sha256_bytes(data)
     assert bucket.hidden_keys() == {} and bucket.uploads() == []
     ftp.quit()
+
+
+@pytest.mark.time_limit(900)
+def test_rmd_of_a_directory_with_only_resume_state_removes_it(s3_server, bucket, sample_40m):
+    """The resume state below a directory is invisible, so it does not keep RMD from working,
+    and a new directory of the same name does not inherit it."""
+    path, _ = sample_40m
+    ftp = ftp_login(s3_server)
+    assert ftp.mkd("d") == "/d"
+    ftp.quit()
+    cut_curl_upload(s3_server, bucket, path, "d/x.bin")
+    ftp = ftp_login(s3_server)
+    assert mlsd_names(ftp, "d") == {}
+    assert ftp.sendcmd("RMD d")[:3] == "250"
+    assert bucket.keys() == {} and bucket.uploads() == [], (bucket.keys(), bucket.uploads())
+    assert ftp.mkd("d") == "/d"
+    with pytest.raises(ftplib.error_perm, match="^550"):
+        ftp.sendcmd("SIZE d/x.bin")
+    ftp.quit()
+
+
+@pytest.mark.time_limit(900)
+def test_a_second_upload_of_the_same_name_waits_its_turn(s3_server, bucket, sample_40m):
+    """Two uploads of one name on one server are serialised: the second gets 450 while the
+    first runs; the first completes with its own bytes."""
+    path, digest = sample_40m
+    p = curl_popen("--ftp-pasv", "--limit-rate", "8M", "-T", path, s3_server.url("one.bin"))
+    try:
+        wait_for_parts(bucket, "one.bin", proc=p)
+        ftp = ftp_login(s3_server)
+        with pytest.raises(ftplib.error_temp, match="^450"):
+            stor(ftp, "one.bin", b"second")
+        ftp.quit()
+        assert p.wait(timeout=BIG_PROC_TIMEOUT) == 0, popen_stderr(p)
+    finally:
+        kill_hard(p)
+    assert bucket.sha256("one.bin") == digest
+    assert bucket.hidden_keys() == {} and bucket.uploads() == []
 
 
 @pytest.mark.time_limit(900)
