@@ -48,6 +48,7 @@ install() {
             --root "$garage_root" >&2
     fi
     flock -u 9
+    exec 9>&-
     right_version || { echo "garage: $garage_bin is not Garage $GARAGE_VERSION" >&2; exit 1; }
 }
 
