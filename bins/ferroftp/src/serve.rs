@@ -32,6 +32,8 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result
     };
     let config = source.load()?;
     let logging = crate::logging::init(&config.log)?;
+    // At start, once: large transfer buffers go back to the system when freed.
+    ferroftp_server::return_large_buffers_when_freed();
     let open_files = crate::open_files::raise_open_files_limit();
     let needed = crate::open_files::needed_for_sessions(config.server.max_sessions);
     if open_files < needed {

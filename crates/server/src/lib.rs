@@ -52,6 +52,7 @@ pub use defender::{
 use drain::{Drain, Phase};
 pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};
+pub use memory_release::return_large_buffers_when_freed;
 pub use passive::{PassiveLimits, PassivePortPool};
 pub use proxy_protocol::ProxyProtocolOptions;
 #[cfg(feature = "fuzzing")]

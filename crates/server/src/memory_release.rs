@@ -70,6 +70,32 @@ pub(crate) async fn release_after_peaks(
     }
 }
 
+/// Allocations of at least this size get pages of their own, returned when freed.
+pub(crate) const LARGE_ALLOCATION: usize = 1024 * 1024;
+
+/// Makes glibc give large buffers (an object store's 8 MiB parts and read-ahead chunks)
+/// back to the system when they are freed, instead of keeping them in its arenas. By
+/// default glibc raises its mmap threshold each time such a buffer is freed, after which
+/// they come from the arenas and stay there: an upload into a bucket left the server at
+/// 157-173 MiB after the first 1 GiB transfer instead of going back down (docs/BENCHMARKS.md,
+/// "P9"). A fixed threshold also turns that adjustment off. Call it once, at start. `true`
+/// when the allocator took the setting.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // the one FFI call, proven sound below
+pub fn return_large_buffers_when_freed() -> bool {
+    let threshold = libc::c_int::try_from(LARGE_ALLOCATION).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt(3) takes a parameter number and an int and has no other precondition:
+    // it changes the allocator's policy for later allocations under the allocator's own
+    // lock (safe beside concurrent malloc/free), and never moves or frees a live allocation.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) == 1 }
+}
+
+/// Other allocators decide this themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn return_large_buffers_when_freed() -> bool {
+    false
+}
+
 /// Asks glibc to return free memory from every arena; `true` when some was returned.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // the one FFI call, proven sound below

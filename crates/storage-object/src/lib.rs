@@ -21,6 +21,7 @@
 //! - **Rename** is copy + delete: not atomic ([`Capabilities::atomic_rename`] is false), a
 //!   directory only up to `rename_max_objects` objects.
 
+mod buffers;
 mod error;
 mod keys;
 mod listing;
@@ -28,7 +29,7 @@ mod multipart;
 mod partial;
 mod upload;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -218,10 +219,12 @@ pub(crate) struct Inner {
     pub(crate) multipart: Option<S3Multipart>,
     pub(crate) keys: KeySpace,
     pub(crate) settings: ObjectStorageSettings,
+    /// Part buffers, reused (one upload's worth kept).
+    pub(crate) part_buffers: Arc<buffers::PartBuffers>,
     /// Object paths with an upload running in this process: a second upload of the same
     /// name waits (`Transient`, 450) rather than mixing its parts with the first, and the
     /// expiry leaves their resume state alone.
-    pub(crate) uploading: Mutex<HashSet<String>>,
+    pub(crate) uploading: Mutex<HashMap<String, ClaimState>>,
 }
 
 impl ObjectStorage {
@@ -247,13 +250,16 @@ impl ObjectStorage {
             .build()?;
         let keys = KeySpace::new(&settings.prefix);
         let (operator, multipart) = build_operator(&settings, &keys, client)?;
+        let part_buffers =
+            buffers::PartBuffers::new(settings.part_size, settings.parts_in_flight + 1);
         Ok(Self {
             inner: Arc::new(Inner {
                 operator,
                 multipart,
                 keys,
+                part_buffers,
                 settings,
-                uploading: Mutex::new(HashSet::new()),
+                uploading: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -482,19 +488,58 @@ impl Inner {
             .uploading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        uploading
-            .insert(object_path.to_owned())
-            .then(|| UploadClaim {
-                inner: Arc::clone(self),
-                object_path: object_path.to_owned(),
-            })
+        if uploading.contains_key(object_path) {
+            return None;
+        }
+        let state = ClaimState {
+            abandoning: false,
+            released: Arc::new(tokio::sync::Notify::new()),
+        };
+        uploading.insert(object_path.to_owned(), state);
+        Some(UploadClaim {
+            inner: Arc::clone(self),
+            object_path: object_path.to_owned(),
+        })
     }
 
     pub(crate) fn is_uploading(&self, object_path: &str) -> bool {
         self.uploading
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(object_path)
+            .contains_key(object_path)
+    }
+
+    /// Waits while a dropped upload of `object_path` is still being kept for a resume in
+    /// the background (a client that vanished): what SIZE and a resume then see is its
+    /// whole resume state, not half of it. Bounded by the request timeout.
+    pub(crate) async fn settle_abandoned(&self, object_path: &str) {
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        loop {
+            let released = {
+                let uploading = self
+                    .uploading
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match uploading.get(object_path) {
+                    Some(state) if state.abandoning => Arc::clone(&state.released),
+                    _ => return,
+                }
+            };
+            let notified = released.notified();
+            // Checked again after registering, so a release in between is not missed.
+            if !self
+                .uploading
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(object_path)
+                .is_some_and(|state| state.abandoning)
+            {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Discards the hidden resume state of `object_path` (its open multipart uploads and
@@ -515,19 +560,46 @@ impl Inner {
     }
 }
 
+/// An upload running in this process, by name.
+pub(crate) struct ClaimState {
+    /// Dropped by its session and being kept for a resume in the background.
+    abandoning: bool,
+    /// Told when the claim is released.
+    released: Arc<tokio::sync::Notify>,
+}
+
 /// A name with an upload running in this process; released when dropped.
 pub(crate) struct UploadClaim {
     inner: Arc<Inner>,
     object_path: String,
 }
 
+impl UploadClaim {
+    /// The upload was dropped: SIZE and a resume of the name wait for its abandon.
+    pub(crate) fn mark_abandoning(&self) {
+        if let Some(state) = self
+            .inner
+            .uploading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&self.object_path)
+        {
+            state.abandoning = true;
+        }
+    }
+}
+
 impl Drop for UploadClaim {
     fn drop(&mut self) {
-        self.inner
+        let released = self
+            .inner
             .uploading
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.object_path);
+        if let Some(state) = released {
+            state.released.notify_waiters();
+        }
     }
 }
 
@@ -631,6 +703,7 @@ impl Storage for ObjectStorage {
 
     async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
         let object_path = keys::file_path(path)?;
+        self.inner.settle_abandoned(&object_path).await;
         if let Some(metadata) = self.inner.stat_file(&object_path).await? {
             return Ok(metadata.content_length());
         }
@@ -653,6 +726,7 @@ impl Storage for ObjectStorage {
             UploadTarget::UniqueIn(directory) => self.unique_name(directory).await?,
         };
         let object_path = keys::file_path(&path)?;
+        self.inner.settle_abandoned(&object_path).await;
         self.inner.require_dir(&path.parent()).await?;
         if self.inner.dir_exists(&path).await? {
             return Err(StorageError::new(

@@ -38,9 +38,9 @@ pub(crate) struct ObjectUpload {
 /// Everything an upload holds until it ends.
 struct UploadState {
     inner: Arc<Inner>,
-    /// Keeps other uploads of the name in this process away until the end (a guard:
-    /// released when the state is dropped).
-    _claim: UploadClaim,
+    /// Keeps other uploads of the name in this process away until the end (released when
+    /// the state is dropped).
+    claim: UploadClaim,
     object_path: String,
     key: String,
     /// Bytes not yet in a part.
@@ -134,9 +134,9 @@ impl ObjectUpload {
         }
         let key = inner.keys.full(&object_path);
         let mut state = UploadState {
-            buffer: Vec::with_capacity(inner.settings.part_size),
+            buffer: inner.part_buffers.take(),
             inner,
-            _claim: claim,
+            claim,
             object_path,
             key,
             upload_id: None,
@@ -343,10 +343,11 @@ impl UploadState {
                 ready!(self.poll_oldest(context));
                 continue;
             }
-            let data = Bytes::from(std::mem::replace(
-                &mut self.buffer,
-                Vec::with_capacity(part_size),
-            ));
+            let next = self.inner.part_buffers.take();
+            let data = self
+                .inner
+                .part_buffers
+                .share(std::mem::replace(&mut self.buffer, next));
             self.send_part(upload_id, data);
         }
     }
@@ -356,15 +357,13 @@ impl UploadState {
         let writer = self
             .writer
             .get_or_insert_with(|| WriterFeed::start(&self.inner, &self.object_path));
-        let part_size = self.inner.settings.part_size;
         let sent = match ready!(writer.sender.poll_reserve(context)) {
             Ok(()) => {
-                let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(part_size));
+                let next = self.inner.part_buffers.take();
+                let data = std::mem::replace(&mut self.buffer, next);
                 self.fed += data.len() as u64;
-                writer
-                    .sender
-                    .send_item(Feed::Bytes(Bytes::from(data)))
-                    .is_ok()
+                let data = self.inner.part_buffers.share(data);
+                writer.sender.send_item(Feed::Bytes(data)).is_ok()
             }
             Err(_) => false,
         };
@@ -476,7 +475,10 @@ impl UploadState {
         let total = self.total();
         let published = match self.upload_id.clone() {
             None => {
-                let data = Bytes::from(std::mem::take(&mut self.buffer));
+                let data = self
+                    .inner
+                    .part_buffers
+                    .share(std::mem::take(&mut self.buffer));
                 self.inner
                     .operator
                     .write(&self.object_path, data.clone())
@@ -497,6 +499,9 @@ impl UploadState {
             }
             return Err(error);
         }
+        self.inner
+            .part_buffers
+            .give_back(std::mem::take(&mut self.buffer));
         if self.had_tail {
             let tail = crate::keys::tail_path(&self.object_path);
             if let Err(error) = self.inner.operator.delete(&tail).await {
@@ -680,6 +685,7 @@ impl Drop for ObjectUpload {
         let Some(state) = self.state.take() else {
             return;
         };
+        state.claim.mark_abandoning();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
