@@ -342,11 +342,10 @@ def wait_for_tail(b: Bucket, ftp_path: str):
     """Until the tail object of an interrupted upload of `ftp_path` is in the bucket
     (`<prefix>.ferroftp-partial/<path>`, written whenever a multipart upload was open).
 
-    The server writes it in the background once the client's connections are gone, and holds
-    the name meanwhile: for some 50-100 ms after the server closed a cut client's connections,
-    SIZE may report only the parts and REST + STOR / APPE of the name get 450. The fs root
-    has the same kind of window (the tests there wait until the server closed the partial
-    file); resuming tests wait for this state."""
+    The server writes it in the background once the client's connections are gone (SIZE
+    and a new upload of the name wait for it; test_object_storage_faults.py resumes at once
+    to check that); the tests that look at the bucket after a cut wait for it, as the fs
+    tests wait until the server closed the partial file."""
     key = b.prefix + PARTIAL_DIR + ftp_path.lstrip("/")
     wait_until(lambda: key in b.hidden_keys(), f"the tail object {key}")
 
