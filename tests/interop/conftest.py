@@ -163,7 +163,7 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
            max_sessions: int | None = None, max_sessions_per_ip: int | None = None,
            advertise: str | None = None, passive_ports: tuple[int, int] | None = None,
            root: Path | None = None, config: str | None = None,
-           extra_args: list[str] | None = None) -> Server:
+           storage: str | None = None, extra_args: list[str] | None = None) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     root = root or workdir / "root"
     root.mkdir(parents=True, exist_ok=True)
@@ -173,14 +173,16 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
     for u in users:
         _add_user(bin_path, users_file, u)
     lo, hi = passive_ports or next_passive_range()
-    argv = [bin_path, "serve", "--root", str(root),
-            "--passive-ports", f"{lo}-{hi}", "--users", str(users_file)]
+    argv = [bin_path, "serve", "--passive-ports", f"{lo}-{hi}", "--users", str(users_file)]
+    if storage is None:
+        argv += ["--root", str(root)]
     if config is None:
         # A config file brings its own listeners (e.g. explicit and implicit FTPS).
         argv += ["--listen", "127.0.0.1:0"]
-    else:
+    if config is not None or storage is not None:
+        # `storage`: a `[storage]` table (e.g. an S3 bucket) in place of `--root`.
         config_path = workdir / "ferroftp.toml"
-        config_path.write_text(config)
+        config_path.write_text((config or "") + "\n" + (storage or ""))
         argv += ["--config", str(config_path)]
     argv += extra_args or []
     if anonymous:
