@@ -300,15 +300,7 @@ def test_ascii_mode_converts_line_ends(s3_server, bucket):
     ftp.quit()
 
 
-MISSING_BUCKET_STARTS = pytest.mark.xfail(
-    strict=True,
-    reason="backend: Garage's NoSuchBucket on the start check's ListObjectsV2 comes back from "
-           "OpenDAL as ConfigInvalid, which storage-object maps to Transient, so serve only "
-           "warns 'the object store does not answer yet' and then answers every command with "
-           "450/451 'Temporarily unavailable'")
-
-
-@pytest.mark.parametrize("what", ["secret", pytest.param("bucket", marks=MISSING_BUCKET_STARTS)])
+@pytest.mark.parametrize("what", ["secret", "bucket"])
 def test_wrong_credentials_or_bucket_stop_the_start(s3_start, bucket, tmp_path, what):
     """`serve` makes one request to the store at start: a wrong secret or a missing bucket
     stops it with the reason (docs/object-storage.md), rather than failing every login."""
