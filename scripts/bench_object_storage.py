@@ -31,6 +31,7 @@ SECRET = os.environ["FERROFTP_S3_SECRET_ACCESS_KEY"]
 SIZE_MIB = int(os.environ.get("SIZE_MIB", "1024"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 LIST_OBJECTS = int(os.environ.get("LIST_OBJECTS", "10000"))
+IDLE_WAIT = int(os.environ.get("IDLE_WAIT", "70"))
 PART = 8 * 1024 * 1024
 IN_FLIGHT = 4
 TIMEOUT = 600
@@ -193,6 +194,11 @@ def main():
             record("server peak RSS during LIST", peak_rss_mib(server.pid), "MiB", round=round_number)
             if lines != LIST_OBJECTS or count != LIST_OBJECTS:
                 raise SystemExit(f"listed {lines} and {count} of {LIST_OBJECTS}")
+        # The server gives retained memory back once its resident size has stood 64 MiB above
+        # its lowest for 5 s, at most once a minute (crates/server/src/memory_release.rs).
+        time.sleep(IDLE_WAIT)
+        record(f"server RSS idle {IDLE_WAIT} s after the transfers",
+               peak_rss_mib(server.pid, "VmRSS"), "MiB")
     finally:
         server.terminate()
         try:

@@ -446,7 +446,7 @@ impl Server {
             self.handle.drain().watch_sessions(),
             memory_release::CHECK_EVERY,
             memory_release::SETTLE,
-            memory_release::trim,
+            memory_release::PROBES,
         ));
         // Ready (for `/readyz`) only when every listener accepts.
         self.status.set_accepting(every_listener_accepts);

@@ -35,19 +35,48 @@ fn worth_trimming(peak: usize, open: usize) -> bool {
 /// (`connrate`, docs/BENCHMARKS.md), a read per second costs nothing.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs until the session count's sender is gone: reads the open sessions every
-/// `check_every` ([`CHECK_EVERY`]) and calls `trim` ([`trim`]; `true` when memory was
-/// returned) once a fall that [`worth_trimming`] accepts has lasted `settle` ([`SETTLE`]).
+/// How far the resident size must stand above its lowest since start for a trim without a
+/// fall of sessions: what a large transfer leaves in the arenas (an object store's download
+/// path keeps 60-130 MiB of small buffers there, docs/BENCHMARKS.md "P9").
+const RESIDENT_GROWTH: u64 = 64 * 1024 * 1024;
+
+/// A trim for resident growth alone comes at most this often: when the memory is in use (many
+/// transfers at once), each trim returns little and walks every arena.
+const RESIDENT_TRIM_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the job reads and does: the trim, and the process's resident size in bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct Probes {
+    /// [`trim`] in the server.
+    pub(crate) trim: fn() -> bool,
+    /// [`resident_bytes`] in the server.
+    pub(crate) resident: fn() -> Option<u64>,
+}
+
+/// The server's probes.
+pub(crate) const PROBES: Probes = Probes {
+    trim,
+    resident: resident_bytes,
+};
+
+/// Runs until the session count's sender is gone: reads the open sessions and the resident
+/// size every `check_every` ([`CHECK_EVERY`]) and trims ([`trim`]) once either has lasted
+/// `settle` ([`SETTLE`]): a fall of sessions that [`worth_trimming`] accepts, or a resident
+/// size [`RESIDENT_GROWTH`] above its lowest (the latter at most every
+/// [`RESIDENT_TRIM_INTERVAL`]).
 pub(crate) async fn release_after_peaks(
     sessions: watch::Receiver<usize>,
     check_every: Duration,
     settle: Duration,
-    trim: fn() -> bool,
+    probes: Probes,
 ) {
     let mut ticks = tokio::time::interval(check_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peak = 0;
+    let mut lowest_resident = u64::MAX;
+    let mut last_resident_trim: Option<tokio::time::Instant> = None;
     let mut fallen_since: Option<tokio::time::Instant> = None;
+    let mut grown_since: Option<tokio::time::Instant> = None;
     loop {
         let now = ticks.tick().await;
         if sessions.has_changed().is_err() {
@@ -55,19 +84,60 @@ pub(crate) async fn release_after_peaks(
         }
         let open = *sessions.borrow();
         peak = peak.max(open);
-        if !worth_trimming(peak, open) {
-            fallen_since = None;
+        let fallen = worth_trimming(peak, open);
+        let resident = (probes.resident)();
+        if let Some(resident) = resident {
+            lowest_resident = lowest_resident.min(resident);
+        }
+        let grown = resident.is_some_and(|resident| {
+            resident >= lowest_resident.saturating_add(RESIDENT_GROWTH)
+                && last_resident_trim
+                    .is_none_or(|last| now.duration_since(last) >= RESIDENT_TRIM_INTERVAL)
+        });
+        let fallen_for = held_for(&mut fallen_since, fallen, now);
+        let grown_for = held_for(&mut grown_since, grown, now);
+        if fallen_for < settle && grown_for < settle {
             continue;
         }
-        let since = *fallen_since.get_or_insert(now);
-        if now.duration_since(since) < settle {
-            continue;
+        let released = tokio::task::spawn_blocking(probes.trim)
+            .await
+            .unwrap_or(false);
+        tracing::debug!(
+            peak,
+            open,
+            ?resident,
+            released,
+            "free memory returned to the system"
+        );
+        if fallen_for >= settle {
+            peak = open;
         }
-        let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
-        tracing::debug!(peak, open, released, "free memory returned to the system");
-        peak = open;
+        if grown_for >= settle {
+            last_resident_trim = Some(now);
+        }
         fallen_since = None;
+        grown_since = None;
     }
+}
+
+/// How long `condition` has held, `since` remembering when it began (reset when it fails).
+fn held_for(
+    since: &mut Option<tokio::time::Instant>,
+    condition: bool,
+    now: tokio::time::Instant,
+) -> Duration {
+    if !condition {
+        *since = None;
+        return Duration::ZERO;
+    }
+    now.duration_since(*since.get_or_insert(now))
+}
+
+/// The process's resident set size, from `/proc/self/statm` (Linux).
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// Allocations of at least this size get pages of their own, returned when freed.
@@ -149,7 +219,10 @@ mod tests {
             receiver,
             second,
             second * 5,
-            counted_trim,
+            Probes {
+                trim: counted_trim,
+                resident: || None,
+            },
         ));
         sender.send_replace(1000);
         tokio::time::sleep(second * 3).await;
@@ -165,6 +238,64 @@ mod tests {
         assert_eq!(trims(), 1, "fallen for 5 s: one trim");
         tokio::time::sleep(second * 20).await;
         assert_eq!(trims(), 1, "the peak is the new count: no second trim");
+        drop(sender);
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the job ends with the sender")
+            .expect("no panic");
+    }
+
+    static RESIDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static RESIDENT_TRIMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn resident_trim() -> bool {
+        RESIDENT_TRIMS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // What a trim does: the resident size falls back.
+        RESIDENT.store(20 << 20, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    fn set_resident(mib: u64) {
+        RESIDENT.store(mib << 20, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn resident_trims() -> usize {
+        RESIDENT_TRIMS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trims_once_the_resident_size_has_stood_well_above_its_lowest() {
+        let (sender, receiver) = watch::channel(1usize);
+        let second = Duration::from_secs(1);
+        set_resident(15);
+        let task = tokio::spawn(release_after_peaks(
+            receiver,
+            second,
+            second * 5,
+            Probes {
+                trim: resident_trim,
+                resident: || Some(RESIDENT.load(std::sync::atomic::Ordering::SeqCst)),
+            },
+        ));
+        tokio::time::sleep(second * 3).await;
+        set_resident(60);
+        tokio::time::sleep(second * 10).await;
+        assert_eq!(resident_trims(), 0, "45 MiB above the lowest: not worth it");
+        set_resident(130);
+        tokio::time::sleep(second * 3).await;
+        assert_eq!(resident_trims(), 0, "grown for 3 s of the 5");
+        tokio::time::sleep(second * 4).await;
+        assert_eq!(resident_trims(), 1, "grown for 5 s: one trim");
+        // Grown again at once (memory in use): no second trim within the minute.
+        set_resident(130);
+        tokio::time::sleep(second * 30).await;
+        assert_eq!(resident_trims(), 1, "at most one a minute");
+        tokio::time::sleep(second * 40).await;
+        assert_eq!(
+            resident_trims(),
+            2,
+            "a minute later, still grown: the next one"
+        );
         drop(sender);
         tokio::time::timeout(Duration::from_secs(60), task)
             .await
