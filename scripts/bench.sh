@@ -7,6 +7,14 @@
 #   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
 #   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
 #   PROFILE=profiling PEERS=" " scripts/bench.sh    # symbols and line tables, for perf
+#   ROOTS=tmpfs ROUNDS=2 PEERS="vsftpd pure-ftpd" scripts/bench.sh   # server cost, like for like
+#
+# ROOTS=tmpfs gives every target (ferroftp and each peer) a fresh tmpfs as its root, mounted
+# before it runs and removed after, so the figures measure the servers and not the state of a
+# shared disk (which swings the small-file lines 20-40 % from run to run: docs/BENCHMARKS.md).
+# ROUNDS=N runs the whole sequence (ferroftp, then each peer) N times, interleaved, so a drift
+# of the machine touches every target alike; the report keeps every run. TMPFS_SIZE (6G) is
+# each tmpfs's size.
 #
 # Needs root (peers.sh creates a system user for the peers). Ends with the machine's own
 # bounds in $OUT/reference.txt: iperf3 -Z on loopback and a 1 GiB write+fsync (REFERENCE=0 skips).
@@ -36,15 +44,12 @@ fi
 profile=${PROFILE:-release}
 binary=${FERROFTP_BINARY:-$repo/target/$profile/ferroftp}
 [ -n "${FERROFTP_BINARY:-}" ] || cargo build --profile "$profile" -p ferroftp --manifest-path "$repo/Cargo.toml"
-# A fresh root for every run, as peers.sh gives each peer: ext4 without a journal passes over
-# every inode freed in the last minutes when it allocates one, so a root whose earlier runs
-# created and deleted thousands of files makes each new file slower (docs/BENCHMARKS.md).
 mkdir -p "$out"
-root=$(mktemp -d "$out/ferroftp-root.XXXXXX")
-chmod 755 "$root"
 users=$out/users.toml
 rm -f "$users"
 echo bench | "$binary" user add bench --users "$users"
+rounds=${ROUNDS:-1}
+roots=${ROOTS:-disk}
 
 # Every target starts from the same memory state. On this VM a page the guest has never
 # touched costs a host page fault the first time: a 1 GiB upload into such pages ran at
@@ -60,32 +65,79 @@ settle_memory() {
     fi
 }
 
-settle_memory
-# Passive ports stay below 30900: the harness's active-mode client uses 30900-30999.
-"$binary" serve --listen "127.0.0.1:$port" --root "$root" --passive-ports 30000-30899 \
-    --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 "${serve_flags[@]}" \
-    >"$out/ferroftp.out" 2>"$out/ferroftp.log" &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$root"' EXIT
-for _ in $(seq 100); do
-    grep -q "^listening on" "$out/ferroftp.out" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || { cat "$out/ferroftp.log"; exit 1; }
-    sleep 0.1
-done
-version=${VERSION:-$(git -C "$repo" rev-parse --short HEAD)}
-"$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
-    --root "$root" --name "$name" --version "$version" --server-pid "$server" \
-    --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
-kill "$server"
-wait "$server" 2>/dev/null || true
-trap 'rm -rf "$root"' EXIT
+# A fresh root for one target: a new directory, on a new tmpfs with ROOTS=tmpfs. Printed.
+fresh_root() {
+    local dir
+    dir=$(mktemp -d "$out/root.XXXXXX")
+    if [ "$roots" = tmpfs ]; then
+        mount -t tmpfs -o "size=${TMPFS_SIZE:-6G},mode=755" tmpfs "$dir"
+    fi
+    chmod 755 "$dir"
+    echo "$dir"
+}
 
-for peer in $peers; do
+drop_root() {
+    local dir=$1
+    [ -n "$dir" ] || return 0
+    if mountpoint -q "$dir"; then
+        umount "$dir"
+    else
+        rm -rf "$dir"
+    fi
+    rmdir "$dir" 2>/dev/null || true
+}
+
+server=""
+root=""
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null; drop_root "$root"' EXIT
+
+# A fresh root for every run, as peers.sh gives each peer: ext4 without a journal passes over
+# every inode freed in the last minutes when it allocates one, so a root whose earlier runs
+# created and deleted thousands of files makes each new file slower (docs/BENCHMARKS.md).
+run_ferroftp() {
     settle_memory
+    root=$(fresh_root)
+    # Passive ports stay below 30900: the harness's active-mode client uses 30900-30999.
+    "$binary" serve --listen "127.0.0.1:$port" --root "$root" --passive-ports 30000-30899 \
+        --users "$users" --max-sessions 5000 --max-sessions-per-ip 5000 "${serve_flags[@]}" \
+        >"$out/ferroftp.out" 2>"$out/ferroftp.log" &
+    server=$!
+    for _ in $(seq 100); do
+        grep -q "^listening on" "$out/ferroftp.out" 2>/dev/null && break
+        kill -0 "$server" 2>/dev/null || { cat "$out/ferroftp.log"; exit 1; }
+        sleep 0.1
+    done
+    version=${VERSION:-$(git -C "$repo" rev-parse --short HEAD)}
+    "$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
+        --root "$root" --name "$name" --version "$version" --server-pid "$server" \
+        --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=""
+    drop_root "$root"
+    root=""
+}
+
+run_peer() {
+    local peer=$1 peer_root=""
+    settle_memory
+    # peers.sh makes and removes its own root unless given one (BENCH_ROOT).
+    [ "$roots" = tmpfs ] && peer_root=$(fresh_root) && root=$peer_root
     # peers.sh hands the targets file to its command in $PEERS_TARGETS.
-    "$bench/peers.sh" --only "$peer" -- sh -c 'exec "$0" run --targets "$PEERS_TARGETS" "$@"' \
+    BENCH_ROOT=$peer_root "$bench/peers.sh" --only "$peer" -- \
+        sh -c 'exec "$0" run --targets "$PEERS_TARGETS" "$@"' \
         "$bench/bench.py" --peer "$peer" --runs "$runs" --runs-heavy "$heavy" "${select[@]}" \
         --out "$out/results.jsonl" || echo "peer $peer failed" >&2
+    drop_root "$peer_root"
+    root=""
+}
+
+for round in $(seq "$rounds"); do
+    [ "$rounds" = 1 ] || echo "== round $round of $rounds"
+    run_ferroftp
+    for peer in $peers; do
+        run_peer "$peer"
+    done
 done
 "$bench/bench.py" report "$out/results.jsonl" --md "$out/results.md"
 
