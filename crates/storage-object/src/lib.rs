@@ -459,15 +459,28 @@ impl Inner {
     /// Whether the directory `path` exists: the root, a `dir/` marker, or any object below.
     /// One request (a listing of at most one key).
     pub(crate) async fn dir_exists(&self, path: &VirtualPath) -> Result<bool, StorageError> {
-        if path.is_root() {
-            return Ok(true);
-        }
+        Ok(path.is_root() || self.find_dir(path).await?.is_some())
+    }
+
+    /// The directory `path` (not the root), if it exists, with its marker's time when MKD
+    /// made one: the same one-key listing, which returns the marker first when there is one
+    /// (`a/` sorts before `a/x`), with its time, so no HEAD is needed for it.
+    pub(crate) async fn find_dir(
+        &self,
+        path: &VirtualPath,
+    ) -> Result<Option<Option<SystemTime>>, StorageError> {
         let prefix = keys::dir_path(path)?;
         let found = self
             .first_entries(&prefix, false, 1)
             .await
             .map_err(|error| from_opendal(error, &format!("looking for directory {path}")))?;
-        Ok(!found.is_empty())
+        Ok(found.first().map(|entry| {
+            if entry.path() == prefix {
+                entry.metadata().last_modified().map(SystemTime::from)
+            } else {
+                None
+            }
+        }))
     }
 
     /// `path` is an existing directory: else `NotFound`, or `NotADirectory` for a file.
@@ -622,12 +635,7 @@ impl Storage for ObjectStorage {
         if let Some(metadata) = self.inner.stat_file(&object_path).await? {
             return Ok(file_meta(&metadata));
         }
-        if self.inner.dir_exists(path).await? {
-            // The marker's time, when MKD made one.
-            let marker = self.inner.operator.stat(&keys::dir_path(path)?).await.ok();
-            let modified = marker
-                .and_then(|metadata| metadata.last_modified())
-                .map(SystemTime::from);
+        if let Some(modified) = self.inner.find_dir(path).await? {
             return Ok(dir_meta(modified));
         }
         // Below a file is "not a directory", as a local filesystem says (one more request,

@@ -3,7 +3,8 @@
 //! file smaller than a part) only at [`Upload::commit`].
 //!
 //! Memory is bounded by the parts: at most `part_size` bytes gathering and
-//! `parts_in_flight` parts being sent. Nothing is written to local disk.
+//! `parts_in_flight` parts being sent (through OpenDAL's writer, on stores without the direct
+//! multipart client, as many more may wait in its channel). Nothing is written to local disk.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -441,3 +441,25 @@ async fn a_missing_bucket_is_not_taken_for_an_outage() {
         .unwrap_err();
     assert_ne!(error.kind, StorageErrorKind::Transient, "{error}");
 }
+
+#[tokio::test]
+async fn a_directory_made_by_mkd_has_its_markers_time() {
+    skip_without_s3!();
+    let prefix = unique_prefix("dir-time");
+    let storage = ObjectStorage::new(settings(&prefix)).unwrap();
+    storage.make_dir(&virtual_path("/d")).await.unwrap();
+    let meta = storage.metadata(&virtual_path("/d")).await.unwrap();
+    assert!(meta.is_dir());
+    assert!(
+        meta.modified.is_some(),
+        "the marker's time, from the listing"
+    );
+    // A directory implied by an object below it (written by another S3 client) has none.
+    whole_bucket()
+        .write(&format!("{prefix}implied/f"), b"x".to_vec())
+        .await
+        .unwrap();
+    let implied = storage.metadata(&virtual_path("/implied")).await.unwrap();
+    assert!(implied.is_dir());
+    assert_eq!(implied.modified, None);
+}
