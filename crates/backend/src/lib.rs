@@ -16,6 +16,6 @@ pub use error::{StorageError, io_error_kind};
 pub use ferroftp_proto::listing::is_listable_name;
 pub use ferroftp_proto::{DirEntry, Escaped, FileKind, FileMeta, StorageErrorKind, VirtualPath};
 pub use storage::{
-    Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, Storage, Upload,
-    UploadTarget, WriteMode, make_dir_all,
+    Capabilities, Download, DownloadBody, EntryStream, LocalFile, LocalUploadFile, PublishGate,
+    Published, Storage, Upload, UploadTarget, Withheld, WriteMode, make_dir_all,
 };

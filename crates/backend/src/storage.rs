@@ -129,10 +129,8 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// it. The server calls it when the data connection has nothing more to read yet.
     fn write_soon(&mut self) {}
 
-    /// Flushes and makes the data written so far durable, without publishing it. The server
-    /// calls it before [`commit`](Upload::commit) and checks, between the two, that the
-    /// client is still there: a client killed mid-upload also ends its data connection
-    /// cleanly, and its control connection may close only a little later.
+    /// Flushes and makes the data written so far durable, without publishing it (the first
+    /// half of [`publish_if`](Upload::publish_if)'s default).
     async fn make_durable(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
@@ -141,8 +139,77 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// Returns the final size.
     async fn commit(self: Box<Self>) -> Result<u64, StorageError>;
 
+    /// Makes the data durable, then asks `gate` whether to publish it, right before
+    /// publishing: [`commit`](Upload::commit) if it agrees, [`abandon`](Upload::abandon) if
+    /// not (the data stays hidden, for a resume). This is how the server publishes: a client
+    /// killed mid-upload also ends its data connection cleanly, and its control connection
+    /// may close only a little after, so the gate looks at the client once the data is
+    /// durable. The gate may block; a storage that publishes on a blocking thread should ask
+    /// it there, in the same hand-off (this default takes one hand-off for it alone).
+    async fn publish_if(mut self: Box<Self>, gate: PublishGate) -> Result<Published, StorageError> {
+        self.make_durable().await?;
+        let decision = tokio::task::spawn_blocking(move || gate.decide())
+            .await
+            .map_err(|error| {
+                StorageError::new(StorageErrorKind::Local, "publish check failed")
+                    .with_source(error)
+            })?;
+        match decision {
+            Ok(()) => self.commit().await.map(Published::Published),
+            Err(withheld) => {
+                self.abandon().await?;
+                Ok(Published::Withheld(withheld))
+            }
+        }
+    }
+
     /// Stops without publishing. The partial data stays hidden, for a resume.
     async fn abandon(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// The last check before an upload is published ([`Upload::publish_if`]): a blocking call,
+/// made once the data is durable, that may refuse.
+pub struct PublishGate(Box<dyn FnOnce() -> Result<(), Withheld> + Send>);
+
+impl PublishGate {
+    /// A gate that runs `decide` (on a thread that may block).
+    pub fn new(decide: impl FnOnce() -> Result<(), Withheld> + Send + 'static) -> Self {
+        Self(Box::new(decide))
+    }
+
+    /// A gate that always lets the upload through.
+    pub fn open() -> Self {
+        Self::new(|| Ok(()))
+    }
+
+    /// Asks the gate. Blocking.
+    pub fn decide(self) -> Result<(), Withheld> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for PublishGate {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("PublishGate")
+    }
+}
+
+/// Why a [`PublishGate`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    /// The client is gone: its upload may be truncated.
+    ClientGone,
+    /// Publishing would take the account past its quota.
+    QuotaExceeded,
+}
+
+/// How [`Upload::publish_if`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Published; the final size.
+    Published(u64),
+    /// The gate refused; the data stays hidden, for a resume.
+    Withheld(Withheld),
 }
 
 /// A storage backend. Paths are virtual and already confined by the caller; a backend must

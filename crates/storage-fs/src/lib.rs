@@ -17,6 +17,7 @@
 mod confine;
 mod error;
 mod expiry;
+mod group_commit;
 mod listing;
 mod upload;
 mod write_behind;
@@ -42,6 +43,7 @@ use crate::confine::{
 };
 use crate::error::fs_error;
 pub use crate::expiry::{PartialSweeper, SweepReport};
+use crate::group_commit::GroupCommit;
 
 /// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
 /// of an unfinished upload of `report.pdf` (names too long for that get a hash instead). Listings hide such files and client paths with a
@@ -79,6 +81,8 @@ struct Inner {
     /// Whether an upload is fsynced before it is published (see
     /// [`FsStorage::with_fsync_uploads`]).
     fsync_uploads: bool,
+    /// The flushes of the root's filesystem, shared by the uploads on it.
+    group_commit: Arc<GroupCommit>,
     /// The bits SITE CHMOD may set (see [`FsStorage::with_chmod_mask`]).
     chmod_mask: u32,
 }
@@ -94,6 +98,9 @@ impl FsStorage {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let group_commit = Arc::new(GroupCommit::new(rustix::io::fcntl_dupfd_cloexec(
+            &root, 0,
+        )?)?);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos() as u64);
@@ -106,6 +113,7 @@ impl FsStorage {
                 root_path,
                 next_unique: Arc::new(AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40))),
                 fsync_uploads: true,
+                group_commit,
                 chmod_mask: DEFAULT_CHMOD_MASK,
             }),
         })
@@ -163,6 +171,7 @@ impl FsStorage {
                 root_path: self.inner.root_path.clone(),
                 next_unique: Arc::clone(&self.inner.next_unique),
                 fsync_uploads: self.inner.fsync_uploads,
+                group_commit: Arc::clone(&self.inner.group_commit),
                 chmod_mask: self.inner.chmod_mask,
             }),
         }

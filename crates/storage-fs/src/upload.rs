@@ -11,11 +11,13 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use ferroftp_backend::{
-    LocalUploadFile, StorageError, StorageErrorKind, Upload, UploadTarget, VirtualPath, WriteMode,
+    LocalUploadFile, PublishGate, Published, StorageError, StorageErrorKind, Upload, UploadTarget,
+    VirtualPath, WriteMode,
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -24,6 +26,7 @@ use tokio::io::AsyncWrite;
 
 use crate::confine::{open_beneath, open_directory, open_parent};
 use crate::error::fs_error;
+use crate::group_commit::{Durable, GroupCommit};
 use crate::write_behind::{Tail, WriteBehind};
 use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
 
@@ -67,6 +70,7 @@ pub(crate) struct Prepared {
     initial_len: u64,
     unique: bool,
     fsync: bool,
+    group_commit: Option<Arc<GroupCommit>>,
 }
 
 impl Prepared {
@@ -81,6 +85,7 @@ impl Prepared {
             initial_len: self.initial_len,
             unique: self.unique,
             fsync: self.fsync,
+            group_commit: self.group_commit,
             durable: false,
         }
     }
@@ -93,7 +98,7 @@ pub(crate) fn prepare(
     target: &UploadTarget,
     mode: WriteMode,
 ) -> Result<Prepared, StorageError> {
-    let (directory, final_name, path, file, unique) = match target {
+    let (directory, final_name, path, file, device, unique) = match target {
         UploadTarget::Path(path) => {
             if inner.anchor.is_top(path) {
                 return Err(StorageError::new(
@@ -103,17 +108,24 @@ pub(crate) fn prepare(
             }
             let (directory, name) = open_parent(&inner.anchor, path)?;
             refuse_directory(&directory, name, path)?;
-            let file = lock_partial(&directory, &partial_name(name), path, false)?;
-            (directory, name.to_owned(), path.clone(), file, false)
+            let (file, device) = lock_partial(&directory, &partial_name(name), path, false)?;
+            (
+                directory,
+                name.to_owned(),
+                path.clone(),
+                file,
+                device,
+                false,
+            )
         }
         UploadTarget::UniqueIn(directory_path) => {
             let directory = open_directory(&inner.anchor, directory_path)?;
-            let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
+            let (name, file, device) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
                 StorageError::new(StorageErrorKind::Local, format!("STOU name {name}"))
                     .with_source(error)
             })?;
-            (directory, name, path, file, true)
+            (directory, name, path, file, device, true)
         }
     };
     let partial = partial_name(&final_name);
@@ -136,6 +148,11 @@ pub(crate) fn prepare(
         initial_len,
         unique,
         fsync: inner.fsync_uploads,
+        // Uploads beneath the root but on another filesystem (a mount) sync on their own.
+        group_commit: inner
+            .group_commit
+            .covers(device)
+            .then(|| Arc::clone(&inner.group_commit)),
     })
 }
 
@@ -159,13 +176,13 @@ fn refuse_directory(
 }
 
 /// Opens (creating it if needed, or only creating it when `exclusive`) and locks the
-/// partial file `partial` in `directory`.
+/// partial file `partial` in `directory`; with its device number.
 fn lock_partial(
     directory: &OwnedFd,
     partial: &str,
     path: &VirtualPath,
     exclusive: bool,
-) -> Result<File, StorageError> {
+) -> Result<(File, u64), StorageError> {
     let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOCTTY;
     if exclusive {
         flags |= OFlags::EXCL;
@@ -196,7 +213,7 @@ fn lock_partial(
         let locked = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
         match rustix::fs::statat(directory, partial, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(current) if current.st_dev == locked.st_dev && current.st_ino == locked.st_ino => {
-                return Ok(File::from(fd));
+                return Ok((File::from(fd), locked.st_dev));
             }
             Ok(_) => {}
             Err(errno) if errno == Errno::NOENT => {}
@@ -216,7 +233,7 @@ fn claim_unique_name(
     inner: &Inner,
     directory: &OwnedFd,
     directory_path: &VirtualPath,
-) -> Result<(String, File), StorageError> {
+) -> Result<(String, File, u64), StorageError> {
     for _ in 0..UNIQUE_ATTEMPTS {
         let name = inner.unique_name();
         match rustix::fs::statat(directory, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -225,7 +242,7 @@ fn claim_unique_name(
             Err(errno) => return Err(fs_error(errno, "stat in", directory_path)),
         }
         match lock_partial(directory, &partial_name(&name), directory_path, true) {
-            Ok(file) => return Ok((name, file)),
+            Ok((file, device)) => return Ok((name, file, device)),
             Err(error) if error.kind == StorageErrorKind::AlreadyExists => continue,
             Err(error) => return Err(error),
         }
@@ -388,6 +405,9 @@ pub(crate) struct FsUpload {
     unique: bool,
     /// [`crate::FsStorage::with_fsync_uploads`].
     fsync: bool,
+    /// Where the fsyncs go when the upload is on the root's filesystem: they are shared
+    /// with the uploads that publish at the same time.
+    group_commit: Option<Arc<GroupCommit>>,
     /// `make_durable` synced the file and nothing was written since: `commit` need not sync
     /// it again. (An fsync finds no dirty pages then, but ext4 without a journal still
     /// flushes the device's cache for it: one more disk round trip per upload.)
@@ -415,6 +435,64 @@ impl AsyncWrite for FsUpload {
 }
 
 impl FsUpload {
+    /// The end of an upload in one hand-off to the blocking pool: the last bytes written,
+    /// the file made durable, the gate asked (it may wait for the client-gone grace, which
+    /// the fsync has usually covered already), then the rename and the directory's fsync.
+    /// Withheld: the handles close and the data stays in the partial file, for a resume.
+    async fn publish(
+        mut self: Box<Self>,
+        gate: Option<PublishGate>,
+    ) -> Result<Published, StorageError> {
+        let tail = self.take_tail().await?;
+        let Self {
+            file,
+            directory,
+            partial_name,
+            final_name,
+            path,
+            unique,
+            fsync,
+            durable,
+            group_commit,
+            ..
+        } = *self;
+        blocking(move || {
+            tail.write()
+                .map_err(|error| fs_error(error, "write", &path))?;
+            // Durable before visible: after a crash the name holds the old file or the
+            // complete new one, never a new one with missing blocks.
+            if fsync && !durable {
+                Durable::Data(&tail.file)
+                    .sync_in(group_commit.as_deref())
+                    .map_err(|error| fs_error(error, "fsync", &path))?;
+            }
+            if let Some(gate) = gate
+                && let Err(withheld) = gate.decide()
+            {
+                return Ok(Published::Withheld(withheld));
+            }
+            let size = tail
+                .file
+                .metadata()
+                .map_err(|error| fs_error(error, "stat", &path))?
+                .len();
+            keep_permissions(&tail.file, &directory, &final_name);
+            rename_into_place(&directory, &partial_name, &final_name, unique)
+                .map_err(|error| fs_error(error, "publish upload of", &path))?;
+            // Makes the rename itself durable. The data is published either way, so a
+            // filesystem that cannot fsync directories is no reason to report a failure.
+            if fsync {
+                let _ = Durable::Names(&directory).sync_in(group_commit.as_deref());
+            }
+            // The lock goes with the last handle on the file, only now that the partial
+            // name is free again.
+            drop(tail);
+            drop(file);
+            Ok(Published::Published(size))
+        })
+        .await
+    }
+
     /// The bytes not yet written, once the writes in flight are done (their errors reported).
     async fn take_tail(&mut self) -> Result<Tail, StorageError> {
         self.file
@@ -458,11 +536,12 @@ impl Upload for FsUpload {
         }
         let tail = self.take_tail().await?;
         let path = self.path.clone();
+        let group_commit = self.group_commit.clone();
         blocking(move || {
             tail.write()
                 .map_err(|error| fs_error(error, "write", &path))?;
-            tail.file
-                .sync_all()
+            Durable::Data(&tail.file)
+                .sync_in(group_commit.as_deref())
                 .map_err(|error| fs_error(error, "fsync", &path))
         })
         .await?;
@@ -470,49 +549,18 @@ impl Upload for FsUpload {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<u64, StorageError> {
-        let tail = self.take_tail().await?;
-        let Self {
-            file,
-            directory,
-            partial_name,
-            final_name,
-            path,
-            unique,
-            fsync,
-            durable,
-            ..
-        } = *self;
-        blocking(move || {
-            tail.write()
-                .map_err(|error| fs_error(error, "write", &path))?;
-            // Durable before visible: after a crash the name holds the old file or the
-            // complete new one, never a new one with missing blocks.
-            if fsync && !durable {
-                tail.file
-                    .sync_all()
-                    .map_err(|error| fs_error(error, "fsync", &path))?;
-            }
-            let size = tail
-                .file
-                .metadata()
-                .map_err(|error| fs_error(error, "stat", &path))?
-                .len();
-            keep_permissions(&tail.file, &directory, &final_name);
-            rename_into_place(&directory, &partial_name, &final_name, unique)
-                .map_err(|error| fs_error(error, "publish upload of", &path))?;
-            // Makes the rename itself durable. The data is published either way, so a
-            // filesystem that cannot fsync directories is no reason to report a failure.
-            if fsync {
-                let _ = rustix::fs::fsync(&directory);
-            }
-            // The lock goes with the last handle on the file, only now that the partial
-            // name is free again.
-            drop(tail);
-            drop(file);
-            Ok(size)
-        })
-        .await
+    async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
+        match self.publish(None).await? {
+            Published::Published(size) => Ok(size),
+            Published::Withheld(withheld) => Err(StorageError::new(
+                StorageErrorKind::Local,
+                format!("publishing withheld without a gate: {withheld:?}"),
+            )),
+        }
+    }
+
+    async fn publish_if(self: Box<Self>, gate: PublishGate) -> Result<Published, StorageError> {
+        self.publish(Some(gate)).await
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<(), StorageError> {

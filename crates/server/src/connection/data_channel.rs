@@ -3,8 +3,8 @@
 //! connection and the server, and moved on stage by stage (the stages themselves are in
 //! `transfer/`).
 
-use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use ferroftp_proto::session::{
@@ -13,7 +13,6 @@ use ferroftp_proto::session::{
 };
 use tracing::{debug, warn};
 
-use super::input::ControlInput;
 use super::{ControlConnection, LOG_TARGET, now};
 use crate::passive::PassiveError;
 use crate::transfer::{
@@ -180,35 +179,25 @@ impl ControlConnection {
     /// disk or a thread) stops this, and the replies queued so far are flushed before the
     /// loop waits, so no client ever waits for a 150 that the server holds back. RFC 959
     /// §5.4 orders the replies, not replies against data bytes on the other connection.
-    pub(super) fn advance_while_ready(&mut self) -> io::Result<bool> {
+    pub(super) fn advance_while_ready(&mut self) -> bool {
         while let Some(event) = self.transfer.ready_event() {
-            if !self.advance_transfer(event)? {
-                return Ok(false);
+            if !self.advance_transfer(event) {
+                return false;
             }
         }
-        Ok(true)
+        true
     }
 
     /// Moves the transfer on by one stage; `false` when the client is gone.
-    pub(super) fn advance_transfer(&mut self, event: Event) -> io::Result<bool> {
-        let mut control = ControlInput {
-            stream: &mut self.stream,
-            lines: &mut self.lines,
-            session: &mut self.session,
-            registration: &self.registration,
-            defender: &self.context.defender,
-            peer: self.peer,
-        };
-        match self
-            .transfer
-            .advance(event, &mut control, &self.registration)?
-        {
-            Step::Continue => Ok(true),
+    pub(super) fn advance_transfer(&mut self, event: Event) -> bool {
+        let control = self.stream.tcp().ok().map(AsFd::as_fd);
+        match self.transfer.advance(event, control, &self.registration) {
+            Step::Continue => true,
             Step::Tell(outcome) => {
                 self.session.handle_outcome(outcome, now());
-                Ok(true)
+                true
             }
-            Step::ClientGone => Ok(false),
+            Step::ClientGone => false,
         }
     }
 }

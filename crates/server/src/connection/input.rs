@@ -1,20 +1,15 @@
 //! Reading the control connection: bytes in, lines to the session. Every read (the loop's,
-//! the look without waiting before an upload is published, the reads past TCP urgent data)
-//! ends in [`ControlInput::receive`].
+//! the reads past TCP urgent data) ends in [`ControlInput::receive`].
 
 use std::io;
 use std::net::SocketAddr;
 
 use ferroftp_proto::Session;
 use ferroftp_proto::framing::{LineBuffer, LineError};
-use futures_util::FutureExt as _;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
 
 use super::{ControlStream, now};
 use crate::status::SessionHandle;
 use crate::telemetry;
-use crate::transfer::ControlPresence;
 use crate::{Defender, DefenderEvent};
 
 /// Bytes read from the control connection at once.
@@ -60,36 +55,6 @@ impl ControlInput<'_> {
         }
     }
 
-    /// Reads what the control connection has without waiting: `false` when it is closed.
-    /// Lines that arrived are handed to the session (they queue behind the transfer).
-    fn still_open(&mut self) -> io::Result<bool> {
-        let mut buffer = [0u8; CONTROL_READ];
-        loop {
-            // One poll, no waiting: `None` means nothing has arrived.
-            match self.stream.read(&mut buffer).now_or_never() {
-                None => return Ok(true),
-                Some(Ok(0)) => return Ok(false),
-                Some(Ok(read)) => {
-                    self.receive(&buffer[..read]);
-                    if !self.read_past_urgent_mark()? {
-                        return Ok(false);
-                    }
-                }
-                Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                // A TLS client that vanished without close_notify.
-                Some(Err(error))
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    return Ok(false);
-                }
-                Some(Err(error)) => return Err(error),
-            }
-        }
-    }
-
     /// Reads on past TCP urgent data; `false` when the client closed the connection.
     ///
     /// RFC 959 §4.1.3 has clients send ABOR after Telnet IP and Synch, the Synch being
@@ -125,29 +90,5 @@ impl ControlInput<'_> {
             }
         }
         Ok(true)
-    }
-}
-
-impl ControlPresence for ControlInput<'_> {
-    fn client_still_there(&mut self) -> io::Result<bool> {
-        // A stream left closed by a failed upgrade has no client behind it.
-        Ok(self.still_open()? && !self.stream.tcp().map_or(true, closed_by_peer))
-    }
-}
-
-/// Whether the client has closed (or reset) the TCP connection, asked of the kernel
-/// (`recv` with `MSG_PEEK | MSG_DONTWAIT`) rather than of the event loop's readiness, which
-/// is only as fresh as its last turn: a FIN that arrived since is seen here. Bytes waiting
-/// (a command) mean the client is there; nothing is consumed.
-fn closed_by_peer(tcp: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    match rustix::net::recv(
-        tcp,
-        &mut probe,
-        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
-    ) {
-        Ok((0, _)) => true,
-        Ok(_) => false,
-        Err(errno) => errno != rustix::io::Errno::AGAIN && errno != rustix::io::Errno::INTR,
     }
 }

@@ -302,7 +302,7 @@ impl ControlConnection {
                     self.lines.shrink_when_empty();
                 }
                 event = self.transfer.next_event() => {
-                    if !self.advance_transfer(event)? || !self.advance_while_ready()? {
+                    if !self.advance_transfer(event) || !self.advance_while_ready() {
                         self.ended_by = EndedBy::Client;
                         return Ok(());
                     }
@@ -351,7 +351,7 @@ impl ControlConnection {
                 Action::ClosePassive => self.passive = None,
                 Action::Transfer(request) => {
                     self.start_transfer(request);
-                    if !self.advance_while_ready()? {
+                    if !self.advance_while_ready() {
                         self.ended_by = EndedBy::Client;
                         return Ok(false);
                     }

@@ -12,8 +12,8 @@
 //! 2. moving ([`work::run`]): the TLS handshake for PROT P, then the bytes, through the
 //!    local-file fast paths ([`local`]) when the storage hands out a local file and nothing
 //!    has to see each chunk, through the generic stream copy ([`stream`]) otherwise;
-//! 3. for an upload, securing and committing ([`publish`]): the one place that decides
-//!    whether a received upload is published.
+//! 3. for an upload, publishing ([`publish`]): the one place that decides whether a
+//!    received upload is published, asked by the storage between its fsync and its rename.
 //!
 //! A storage without local files (an object store) takes the generic path: its downloads
 //! are [`DownloadBody::Stream`](ferroftp_backend::DownloadBody) and its uploads have no
@@ -28,16 +28,15 @@ mod stream;
 mod work;
 
 use std::future::Future;
-use std::io;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ferroftp_backend::{Storage, StorageError, Upload};
+use ferroftp_backend::{Published, Storage, StorageError};
 use ferroftp_proto::session::{Outcome, TransferFailure, TransferRequest, TransferSummary};
 use futures_util::FutureExt as _;
-use tracing::warn;
 
 pub use self::connect::DataChannelOptions;
 pub(crate) use self::connect::{DataConnectionError, DataSource, DataTls};
@@ -46,7 +45,6 @@ use self::log::{AfterReply, TransferEnd, TransferLog};
 pub use self::record::{TransferCompletion, TransferDirection, TransferObserver, TransferRecord};
 pub(crate) use self::work::TransferPolicy;
 use self::work::{Moved, Prepared};
-use crate::connection::LOG_TARGET;
 use crate::quota::UploadQuota;
 use crate::status::SessionHandle;
 use crate::telemetry::{self, TransferResult};
@@ -91,17 +89,16 @@ enum Stage {
     Idle,
     Preparing(BoxFuture<Result<Prepared, TransferFailure>>),
     Moving(BoxFuture<Result<Moved, TransferFailure>>),
-    /// An upload's data is all in: making it durable before deciding to publish it.
-    Securing(BoxFuture<Result<Box<dyn Upload>, StorageError>>),
-    Committing(BoxFuture<Result<u64, StorageError>>),
+    /// An upload's data is all in: the storage makes it durable, asks the gate and
+    /// publishes it ([`publish`]).
+    Publishing(BoxFuture<Result<Published, StorageError>>),
 }
 
 /// A stage that completed, for [`Transfer::advance`].
 pub(crate) enum Event {
     Prepared(Result<Prepared, TransferFailure>),
     Moved(Result<Moved, TransferFailure>),
-    Secured(Result<Box<dyn Upload>, StorageError>),
-    Committed(Result<u64, StorageError>),
+    Published(Result<Published, StorageError>),
 }
 
 /// What the control loop does after [`Transfer::advance`].
@@ -112,15 +109,6 @@ pub(crate) enum Step {
     Tell(Outcome),
     /// The client left before its upload was published: the connection ends.
     ClientGone,
-}
-
-/// The control connection, as a transfer sees it while deciding whether to publish an
-/// upload (see [`publish`]).
-pub(crate) trait ControlPresence {
-    /// Whether the client is still there: reads what the control connection has without
-    /// waiting (handing complete lines to the session, where they queue behind the
-    /// transfer) and asks the kernel about a close the event loop has not seen yet.
-    fn client_still_there(&mut self) -> io::Result<bool>;
 }
 
 /// The running transfer as the status and the metrics see it (its bytes are `progress`).
@@ -146,6 +134,11 @@ pub(crate) struct Transfer {
     received: u64,
     /// The running upload's quota, charged when it is published.
     upload_quota: Option<Box<UploadQuota>>,
+    /// The publishing upload's quota charge, settled when the publication ended.
+    quota_charge: Option<publish::QuotaCharge>,
+    /// The control connection, as the thread that publishes an upload watches it (made at
+    /// the session's first upload).
+    control_probe: Option<publish::ControlProbe>,
     /// What waits until the final reply is written.
     after_reply: AfterReply,
 }
@@ -165,6 +158,7 @@ impl Transfer {
         self.progress = Progress::default();
         self.received = 0;
         self.upload_quota = None;
+        self.quota_charge = None;
         let log = TransferLog::new(&request, identity, self.progress.clone());
         let started = Instant::now();
         status.start_transfer(
@@ -191,8 +185,7 @@ impl Transfer {
             Stage::Idle => std::future::pending().await,
             Stage::Preparing(future) => Event::Prepared(future.await),
             Stage::Moving(future) => Event::Moved(future.await),
-            Stage::Securing(future) => Event::Secured(future.await),
-            Stage::Committing(future) => Event::Committed(future.await),
+            Stage::Publishing(future) => Event::Published(future.await),
         }
     }
 
@@ -201,15 +194,17 @@ impl Transfer {
         self.next_event().now_or_never()
     }
 
-    /// Moves the transfer on by one stage.
+    /// Moves the transfer on by one stage. `control` is the control connection's socket
+    /// (none when a failed TLS upgrade left it closed): an upload is published only while
+    /// its client is there.
     pub(crate) fn advance(
         &mut self,
         event: Event,
-        control: &mut dyn ControlPresence,
+        control: Option<BorrowedFd<'_>>,
         status: &SessionHandle,
-    ) -> io::Result<Step> {
+    ) -> Step {
         self.stage = Stage::Idle;
-        let step = match event {
+        match event {
             Event::Prepared(Ok(prepared)) => {
                 let outcome = Outcome::TransferStarted {
                     size: prepared.size,
@@ -228,13 +223,8 @@ impl Transfer {
                 if let Some(running) = &mut self.running {
                     running.data_complete = Some(Instant::now());
                 }
-                self.stage = Stage::Securing(Box::pin(publish::secure(upload)));
+                self.publish(upload, control);
                 Step::Continue
-            }
-            Event::Secured(Ok(upload)) => return self.publish(upload, control, status),
-            Event::Secured(Err(error)) => {
-                warn!(target: LOG_TARGET, error = %ferroftp_proto::Escaped(&error), "securing upload failed");
-                self.finish(Err(TransferFailure::Storage(error.kind)), status)
             }
             Event::Moved(Ok(Moved::Sent { bytes, leftovers })) => {
                 // The 226 first; the log line and the closes once it is written.
@@ -251,18 +241,18 @@ impl Transfer {
             Event::Prepared(Err(failure)) | Event::Moved(Err(failure)) => {
                 self.finish(Err(failure), status)
             }
-            Event::Committed(result) => self.committed(result, status),
-        };
-        Ok(step)
+            Event::Published(result) => self.published(result, status),
+        }
     }
 
     /// ABOR: the outcome for the session, when a transfer was stopped.
     pub(crate) fn abort(&mut self, status: &SessionHandle) -> Option<Outcome> {
         match self.stage {
-            // The data is all in; committing it is quicker than arguing. The session
-            // answers "226 Transfer complete, ABOR ignored".
-            Stage::Committing(_) | Stage::Idle => None,
-            Stage::Preparing(_) | Stage::Moving(_) | Stage::Securing(_) => {
+            // The data is all in; publishing it is quicker than arguing (RFC 959 §4.1.3:
+            // a transfer already complete is answered 226). The session answers "226
+            // Transfer complete, ABOR ignored".
+            Stage::Publishing(_) | Stage::Idle => None,
+            Stage::Preparing(_) | Stage::Moving(_) => {
                 // Dropping the future closes the data connection; an upload is abandoned
                 // (its previous version stays, its partial data is kept for a resume).
                 self.stage = Stage::Idle;
@@ -272,19 +262,14 @@ impl Transfer {
         }
     }
 
-    /// The client closed the control connection. A publication under way finishes (the
-    /// client was still there when its upload was complete; only the 226 has no one to go
-    /// to); anything else ends here.
+    /// The client closed the control connection. A publication under way finishes: its gate
+    /// sees the close too, unless it had already found the client there when the upload was
+    /// complete (then only the 226 has no one to go to). Anything else ends here.
     pub(crate) async fn client_gone(&mut self, status: &SessionHandle) {
         match std::mem::take(&mut self.stage) {
             Stage::Idle => {}
-            Stage::Committing(commit) => {
-                let result = commit.await;
-                self.settle_quota(result.as_ref().ok().copied());
-                match result {
-                    Ok(_) => self.end(TransferEnd::Complete(self.received), status),
-                    Err(error) => self.end(TransferEnd::Failed(error.to_string()), status),
-                }
+            Stage::Publishing(publication) => {
+                let _ = self.published(publication.await, status);
             }
             _ => self.end(
                 TransferEnd::Failed("client closed the control connection".to_owned()),

@@ -1,120 +1,181 @@
 //! Publishing an upload: the rule "the client must still be there when its upload is
-//! complete", in one place. An upload whose data is all in is made durable
-//! ([`secure`]), then published only if its client is still connected and its quota has
-//! room ([`Transfer::publish`]); otherwise it stays partial and the previous version stays
-//! whole (docs/uploads.md).
+//! complete", in one place. An upload whose data is all in is made durable, then published
+//! only if its client is still connected and its quota has room — the [`PublishGate`] built
+//! here, which the storage asks in the same hand-off as its fsync and rename
+//! ([`Upload::publish_if`]); otherwise it stays partial and the previous version stays whole
+//! (docs/uploads.md).
 
-use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use ferroftp_backend::{StorageError, Upload};
+use ferroftp_backend::{PublishGate, Published, StorageError, Upload, Withheld};
 use ferroftp_proto::session::TransferFailure;
 use ferroftp_proto::{Escaped, StorageErrorKind};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use tracing::warn;
 
 use super::log::TransferEnd;
-use super::{ControlPresence, Stage, Step, Transfer};
+use super::{Stage, Step, Transfer};
 use crate::connection::LOG_TARGET;
+use crate::quota::UploadQuota;
 use crate::status::SessionHandle;
 use crate::telemetry;
 
 /// How long after an upload's data connection ended its control connection must still be
 /// open for the upload to be published. A client killed mid-upload closes both connections,
 /// the data connection first (an orderly FIN, which stream mode takes for end-of-file), its
-/// control connection about 100 us later; without this wait an upload whose storage does not
-/// fsync (`storage.fsync_uploads = false`) was checked before that close arrived and a
-/// truncated file replaced the previous version (5 of 40 killed clients). With fsync, the
-/// fsync usually takes longer than this already and nothing is added. docs/uploads.md.
+/// control connection a little later: microseconds apart in the dying process, unless it
+/// loses its CPU in between. Without this wait a truncated file replaced the previous
+/// version (5 of 40 killed clients without fsync). A heuristic, as stream mode's end of
+/// file is (RFC 959 §3.4.1): on a host whose CPUs are all busy the dying process may wait
+/// longer than this between its two closes (seen with two busy loops on two cores beside a
+/// local client, 2 runs of 8 × 40 kills). With fsync on a disk, the fsync usually takes
+/// longer than this already and nothing is added. docs/uploads.md.
 const CLIENT_GONE_GRACE: Duration = Duration::from_millis(1);
 
-/// Makes an upload's data durable (when the storage fsyncs), then waits until
-/// [`CLIENT_GONE_GRACE`] after now (the end of its data) if that has not passed yet.
-pub(super) fn secure(
-    mut upload: Box<dyn Upload>,
-) -> impl Future<Output = Result<Box<dyn Upload>, StorageError>> + Send {
-    let publish_after = tokio::time::Instant::now() + CLIENT_GONE_GRACE;
-    async move {
-        upload.make_durable().await?;
-        let remaining = publish_after.saturating_duration_since(tokio::time::Instant::now());
-        if !remaining.is_zero() {
-            // On a blocking thread: the async timer's resolution is a millisecond, which
-            // would double the wait. The control loop keeps watching the control connection
-            // meanwhile.
-            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
+/// The control connection's socket, duplicated once per session so that the thread that
+/// publishes an upload can watch it while the control loop keeps reading it.
+#[derive(Clone)]
+pub(crate) struct ControlProbe(Arc<OwnedFd>);
+
+impl ControlProbe {
+    pub(crate) fn of(socket: impl AsFd) -> io::Result<Self> {
+        Ok(Self(Arc::new(rustix::io::fcntl_dupfd_cloexec(socket, 0)?)))
+    }
+
+    /// Blocking: whether the client is still there at `deadline`, waiting until then
+    /// unless the connection closes first. A close is the peer's FIN (`POLLRDHUP`) or a
+    /// reset or error (`POLLHUP`, `POLLERR`, always reported); bytes waiting (a command) do
+    /// not end the wait, since a killed client may have sent them before it died.
+    fn client_there_at(&self, deadline: Instant) -> bool {
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = Timespec {
+                tv_sec: i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(remaining.subsec_nanos()),
+            };
+            let mut watched = [PollFd::new(&*self.0, PollFlags::RDHUP)];
+            match rustix::event::poll(&mut watched, Some(&timeout)) {
+                Ok(0) => return true,
+                Ok(_) => {
+                    let closed = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+                    if watched[0].revents().intersects(closed) {
+                        return false;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                // Cannot tell (a descriptor the kernel refuses): the safe side, kept partial.
+                Err(_) => return false,
+            }
         }
-        Ok(upload)
     }
 }
 
+/// The upload's charge against its account's quota, made by the gate and settled when the
+/// publication ended.
+pub(super) struct QuotaCharge {
+    quota: Box<UploadQuota>,
+    charged: Arc<AtomicBool>,
+}
+
 impl Transfer {
-    /// The upload is durable: published if its client is still there and its quota has
-    /// room, kept partial otherwise.
-    pub(super) fn publish(
-        &mut self,
-        upload: Box<dyn Upload>,
-        control: &mut dyn ControlPresence,
-        status: &SessionHandle,
-    ) -> io::Result<Step> {
-        // Stream mode marks end of file by closing the data connection, which a client that
-        // is killed also does, and the kernel closes its control connection some 100 us
-        // later. Checking only now, at least CLIENT_GONE_GRACE after the data connection
-        // ended (and after the fsync), leaves that close time to arrive, with or without
-        // fsync: a killed client's upload stays partial and the previous version stays
-        // whole. The kernel is asked too, in case the event loop has not seen the close yet.
-        if !control.client_still_there()? {
-            self.end(
-                TransferEnd::Failed("client gone, upload kept as partial".to_owned()),
-                status,
-            );
-            drop(upload);
-            return Ok(Step::ClientGone);
-        }
-        // Charged before publishing, atomically for the account: two sessions that each fit
-        // alone cannot together publish past the quota.
-        if let Some(quota) = &self.upload_quota
-            && !quota.charge(self.received)
+    /// The upload's data is all in: from here on the storage makes it durable and publishes
+    /// it behind the gate, in one stage the control loop only waits for.
+    pub(super) fn publish(&mut self, upload: Box<dyn Upload>, control: Option<BorrowedFd<'_>>) {
+        let deadline = Instant::now() + CLIENT_GONE_GRACE;
+        if self.control_probe.is_none()
+            && let Some(socket) = control
         {
-            self.upload_quota = None;
-            drop(upload);
-            let failure = TransferFailure::Storage(StorageErrorKind::QuotaExceeded);
-            return Ok(self.finish(Err(failure), status));
+            match ControlProbe::of(socket) {
+                Ok(probe) => self.control_probe = Some(probe),
+                Err(error) => {
+                    warn!(target: LOG_TARGET, %error, "watching the control connection failed");
+                }
+            }
         }
-        self.stage = Stage::Committing(Box::pin(async move { upload.commit().await }));
-        Ok(Step::Continue)
+        let probe = self.control_probe.clone();
+        let received = self.received;
+        let charge = self.upload_quota.take().map(|quota| QuotaCharge {
+            quota,
+            charged: Arc::new(AtomicBool::new(false)),
+        });
+        let gate_charge = charge
+            .as_ref()
+            .map(|charge| (charge.quota.clone(), Arc::clone(&charge.charged)));
+        self.quota_charge = charge;
+        let gate = PublishGate::new(move || {
+            // A stream left closed by a failed upgrade has no client behind it.
+            if !probe.is_some_and(|probe| probe.client_there_at(deadline)) {
+                return Err(Withheld::ClientGone);
+            }
+            // Charged right before publishing, atomically for the account: two sessions
+            // that each fit alone cannot together publish past the quota.
+            if let Some((quota, charged)) = gate_charge {
+                if !quota.charge(received) {
+                    return Err(Withheld::QuotaExceeded);
+                }
+                charged.store(true, Ordering::Release);
+            }
+            Ok(())
+        });
+        self.stage = Stage::Publishing(Box::pin(upload.publish_if(gate)));
     }
 
-    /// The commit ended: the upload is published (226) or it failed (451/552).
-    pub(super) fn committed(
+    /// The publication ended: 226, the client gone (the connection ends), or 451/552.
+    pub(super) fn published(
         &mut self,
-        result: Result<u64, StorageError>,
+        result: Result<Published, StorageError>,
         status: &SessionHandle,
     ) -> Step {
         let received = self.received;
-        self.settle_quota(result.as_ref().ok().copied());
-        if result.is_ok()
-            && let Some(data_complete) = self
-                .running
-                .as_ref()
-                .and_then(|running| running.data_complete)
-        {
-            telemetry::upload_committed(data_complete.elapsed());
+        match result {
+            Ok(Published::Published(size)) => {
+                self.settle_quota(Some(size));
+                if let Some(data_complete) = self
+                    .running
+                    .as_ref()
+                    .and_then(|running| running.data_complete)
+                {
+                    telemetry::upload_committed(data_complete.elapsed());
+                }
+                self.finish(Ok(received), status)
+            }
+            Ok(Published::Withheld(Withheld::ClientGone)) => {
+                self.settle_quota(None);
+                self.end(
+                    TransferEnd::Failed("client gone, upload kept as partial".to_owned()),
+                    status,
+                );
+                Step::ClientGone
+            }
+            Ok(Published::Withheld(Withheld::QuotaExceeded)) => {
+                self.settle_quota(None);
+                let failure = TransferFailure::Storage(StorageErrorKind::QuotaExceeded);
+                self.finish(Err(failure), status)
+            }
+            Err(error) => {
+                self.settle_quota(None);
+                warn!(target: LOG_TARGET, error = %Escaped(&error), "publishing upload failed");
+                self.finish(Err(TransferFailure::Storage(error.kind)), status)
+            }
         }
-        let result = result.map(|_| received).map_err(|error| {
-            warn!(target: LOG_TARGET, error = %Escaped(&error), "committing upload failed");
-            TransferFailure::Storage(error.kind)
-        });
-        self.finish(result, status)
     }
 
-    /// After a charged upload's commit: the usage follows the published size, or the charge
-    /// is given back when nothing was published.
+    /// After a publication: a charge the gate made follows the published size, or is given
+    /// back when nothing was published.
     pub(super) fn settle_quota(&mut self, published_size: Option<u64>) {
-        if let Some(quota) = self.upload_quota.take() {
-            match published_size {
-                Some(size) => quota.correct(self.received, size),
-                None => quota.refund(self.received),
-            }
+        let Some(QuotaCharge { quota, charged }) = self.quota_charge.take() else {
+            return;
+        };
+        if !charged.load(Ordering::Acquire) {
+            return;
+        }
+        match published_size {
+            Some(size) => quota.correct(self.received, size),
+            None => quota.refund(self.received),
         }
     }
 }
