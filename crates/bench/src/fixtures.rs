@@ -7,6 +7,7 @@
 //! bench_fixtures/small/f00000 ...   --small-count files of --small-size pseudo-random bytes
 //! bench_fixtures/list10000/f00000   --list-entries empty files
 //! bench_upload/                     STOR targets, deleted after each run
+//!   stor_1.bin, put_1/, put_sessions_1_0/ ...   (stor_pasv, small_put, small_put_8)
 //! ```
 //!
 //! What this run creates is recorded ([`super::cleanup`]) and removed at the end.
@@ -74,6 +75,13 @@ impl Layout {
     /// The directory of run `run`'s small uploads.
     pub(crate) fn put_dir(&self, run: u32) -> String {
         format!("{}/put_{run}", self.upload_dir())
+    }
+
+    /// The directory of session `session`'s small uploads in run `run` of small_put_8. Its
+    /// name starts with `put_` like small_put's, so the final cleanup finds it in a
+    /// `bench_upload` that existed before the run.
+    pub(crate) fn session_put_dir(&self, run: u32, session: u32) -> String {
+        format!("{}/put_sessions_{run}_{session}", self.upload_dir())
     }
 }
 
@@ -355,6 +363,7 @@ mod tests {
         assert_eq!(here.list_dir(10_000), "bench_fixtures/list10000");
         assert_eq!(here.stor_file(2), "bench_upload/stor_2.bin");
         assert_eq!(here.put_dir(0), "bench_upload/put_0");
+        assert_eq!(here.session_put_dir(2, 7), "bench_upload/put_sessions_2_7");
         assert_eq!(Layout::new(Some("/")), here);
         let there = Layout::new(Some("/pub/bench/"));
         assert_eq!(there.big(), "/pub/bench/bench_fixtures/big.bin");

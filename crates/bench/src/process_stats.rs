@@ -43,6 +43,23 @@ pub(crate) fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
         .and_then(|number| number.parse().ok())
 }
 
+/// Busy clock ticks of the whole machine so far, from the `cpu` line of `/proc/stat`: the
+/// first eight fields but idle and iowait, as the shared harness counts them.
+pub(crate) fn parse_machine_busy_ticks(text: &str) -> Option<u64> {
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 /// The PIDs of `root` and all of its descendants, given every process's parent.
 pub(crate) fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -149,6 +166,13 @@ pub(crate) fn own_cpu_seconds() -> f64 {
     read_stat("self").map_or(0.0, |stat| stat.cpu_ticks as f64 / ticks_per_second())
 }
 
+/// CPU seconds the whole machine has been busy so far (every core, every process); `None`
+/// where `/proc/stat` cannot be read.
+pub(crate) fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(parse_machine_busy_ticks(&text)? as f64 / ticks_per_second())
+}
+
 /// Facts about the machine the benchmark ran on, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct MachineFacts {
@@ -207,6 +231,17 @@ mod tests {
     }
 
     #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 50 1 15 2500 20 2 3 3 0 0\n";
+        assert_eq!(
+            parse_machine_busy_ticks(stat),
+            Some(100 + 2 + 30 + 5 + 6 + 7)
+        );
+        assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_busy_ticks("intr 1 2 3 4 5 6 7 8\n"), None);
+    }
+
+    #[test]
     fn tree_walk_finds_grandchildren_only_below_the_root() {
         let parents = [
             (1, 0),
@@ -232,5 +267,6 @@ mod tests {
         assert!(me.tree().contains(&me.pid));
         assert!(me.memory().rss_kib > 0);
         assert!(own_cpu_seconds() >= 0.0);
+        assert!(machine_busy_seconds().is_some_and(|busy| busy > 0.0));
     }
 }

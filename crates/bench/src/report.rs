@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::process_stats::MachineFacts;
 
@@ -83,6 +83,10 @@ pub(crate) struct RunRecord {
     /// CPU the server's process tree used during the run, seconds (with `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_s: Option<f64>,
+    /// CPU the whole machine used during the run (every core, every process), seconds:
+    /// beyond the client's and the server's, what else ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_busy_s: Option<f64>,
     /// Failed operations.
     pub errors: u64,
     /// Failed operations by kind, e.g. `{"RETR:550": 2}`.
@@ -335,6 +339,53 @@ pub(crate) fn markdown(document: &Document) -> String {
     out
 }
 
+/// One line per run in the shared harness's results format (`bench.py`'s `"type": "run"`
+/// lines: target, test, run counted from 0, value, unit, CPU seconds, details), so
+/// `bench.py report` merges these runs with its own; `target` is the label of the server.
+/// Without `--server-pid` the server's CPU is 0, as bench.py records it when it finds no
+/// server process.
+pub(crate) fn harness_lines(document: &Document, target: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for test in &document.tests {
+        for run in &test.runs {
+            let server_cpu_s = run.server_cpu_s.unwrap_or(0.0);
+            let other_cpu_s = run.machine_busy_s.map_or(0.0, |busy| {
+                round3((busy - run.client_cpu_s - server_cpu_s).max(0.0))
+            });
+            let mut detail = run.details.clone();
+            detail.insert("tool".to_owned(), json!(document.tool));
+            if !run.error_kinds.is_empty() {
+                detail.insert("error_kinds".to_owned(), json!(run.error_kinds));
+            }
+            if let Some(note) = &run.note {
+                detail.insert("error".to_owned(), json!(note));
+            }
+            let line = json!({
+                "type": "run",
+                "target": target,
+                "test": test.test,
+                "run": run.run.saturating_sub(1),
+                "value": run.value,
+                "unit": test.unit,
+                "cpu": {
+                    "wall_s": run.wall_s,
+                    "client_cpu_s": run.client_cpu_s,
+                    "server_cpu_s": server_cpu_s,
+                    "machine_busy_s": run.machine_busy_s.unwrap_or(0.0),
+                    "other_cpu_s": other_cpu_s,
+                },
+                "detail": detail,
+            });
+            lines.push(line.to_string());
+        }
+    }
+    lines
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
 /// Keeps a table cell a cell.
 fn escape(text: &str) -> String {
     text.replace('|', "\\|").replace(['\r', '\n'], " ")
@@ -355,6 +406,7 @@ mod tests {
             wall_s: 2.0,
             client_cpu_s: 0.5,
             server_cpu_s: Some(1.0),
+            machine_busy_s: Some(1.75),
             errors: error_kinds.values().sum(),
             error_kinds,
             details: Map::new(),
@@ -510,6 +562,43 @@ mod tests {
             text.contains("- idle1000: not run (--max-minutes reached)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn harness_lines_are_bench_py_run_lines() {
+        let mut unmeasured = record(2, None, &[("STOR-end:451", 1)]);
+        unmeasured.server_cpu_s = None;
+        unmeasured.machine_busy_s = None;
+        let tests = vec![TestReport::new(
+            "small_put_8",
+            "8 sessions × 500 × 4 KiB STOR, all at once".into(),
+            "files/s",
+            true,
+            vec![record(1, Some(2400.5), &[]), unmeasured],
+            vec![],
+        )];
+        let lines = harness_lines(&document(tests), "pure-ftpd");
+        assert_eq!(lines.len(), 2);
+        let first: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(first["type"], "run");
+        assert_eq!(first["target"], "pure-ftpd");
+        assert_eq!(first["test"], "small_put_8");
+        assert_eq!(first["run"], 0, "bench.py counts runs from 0");
+        assert_eq!(first["value"], 2400.5);
+        assert_eq!(first["unit"], "files/s");
+        assert_eq!(first["cpu"]["wall_s"], 2.0);
+        assert_eq!(first["cpu"]["client_cpu_s"], 0.5);
+        assert_eq!(first["cpu"]["server_cpu_s"], 1.0);
+        assert_eq!(first["cpu"]["machine_busy_s"], 1.75);
+        assert_eq!(first["cpu"]["other_cpu_s"], 0.25);
+        assert_eq!(first["detail"]["tool"], "ferroftp bench");
+        assert!(first["detail"].get("error_kinds").is_none());
+        let failed: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(failed["run"], 1);
+        assert!(failed["value"].is_null());
+        assert_eq!(failed["detail"]["error_kinds"]["STOR-end:451"], 1);
+        assert_eq!(failed["cpu"]["server_cpu_s"], 0.0);
+        assert!(!lines[1].contains('\n'), "one line per run");
     }
 
     #[test]
