@@ -33,8 +33,8 @@ use ferroftp_doctor::Target;
 use fixtures::{Layout, PseudoRandom};
 use measurements::{Bench, Measurement};
 use plan::{Plan, TestId};
-use process_stats::{MachineFacts, ServerProcess};
-use report::{Document, RunRecord, ServerFacts, TestReport};
+use process_stats::{CpuSample, MachineFacts, ServerProcess};
+use report::{Document, RunRecord, ServerFacts, TestReport, round3};
 use session::{DataChannel, Endpoint, Failure, Session};
 
 /// The buffer every single-stream transfer reads into or sends from.
@@ -490,10 +490,7 @@ async fn run_once(
     buffer: &mut [u8],
     block: &mut [u8],
 ) -> RunRecord {
-    let client_before = process_stats::own_cpu_seconds();
-    let server_before = bench.server.map(|server| server.cpu_seconds());
-    let machine_before = process_stats::machine_busy_seconds();
-    let started = Instant::now();
+    let before = CpuSample::take(bench.server);
     let measuring = async {
         match test {
             TestId::RetrPasv => measurements::retrieve_big(bench, bench.passive, buffer).await,
@@ -514,15 +511,7 @@ async fn run_once(
         Ok(Err(failure)) => Measurement::failed(&failure),
         Err(_elapsed) => Measurement::failed(&Failure::new("run:deadline")),
     };
-    let wall = started.elapsed();
-    let client_cpu = process_stats::own_cpu_seconds() - client_before;
-    let machine_busy = process_stats::machine_busy_seconds()
-        .zip(machine_before)
-        .map(|(after, before)| (after - before).max(0.0));
-    let server_cpu = bench
-        .server
-        .zip(server_before)
-        .map(|(server, before)| (server.cpu_seconds() - before).max(0.0));
+    let cpu = before.until(&CpuSample::take(bench.server));
     let errors = measurement.failures.total();
     RunRecord {
         run,
@@ -531,19 +520,13 @@ async fn run_once(
         } else {
             None
         },
-        wall_s: round3(wall.as_secs_f64()),
-        client_cpu_s: round3(client_cpu),
-        server_cpu_s: server_cpu.map(round3),
-        machine_busy_s: machine_busy.map(round3),
+        cpu,
+        measured_phase: measurement.measured_phase,
         errors,
         error_kinds: measurement.failures.kinds().clone(),
         details: measurement.details,
         note: measurement.note,
     }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }
 
 /// Waits (bounded) until a forking server's session processes of the previous run exited,

@@ -15,7 +15,7 @@ use tokio::sync::{Barrier, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::fixtures::{Layout, PseudoRandom, check_size, entry_name, remove_dir};
-use super::process_stats::{ServerProcess, TreeMemory};
+use super::process_stats::{CpuSample, CpuUse, ServerProcess, TreeMemory};
 use super::report::{median, percentile};
 use super::session::{DataChannel, Endpoint, Failure, FailureTally, Session};
 
@@ -90,6 +90,8 @@ pub(crate) struct Measurement {
     pub details: Map<String, Value>,
     /// Why there is no value although nothing failed.
     pub note: Option<String>,
+    /// Wall time and CPU of the phase the value measures, when the run does much besides.
+    pub measured_phase: Option<CpuUse>,
 }
 
 impl Measurement {
@@ -309,9 +311,11 @@ struct PutSessionShared {
     /// Logins in flight at once.
     ramp: Semaphore,
     /// Every session has logged in and made its directory: the uploads start together.
+    /// The measurement waits on it too, to read the CPU counters as they start.
     ready: Barrier,
     /// Every session has done its uploads: the checks and the cleanup (SIZE, NLST, DELE,
-    /// RMD) start only then, so they do not slow down a session still uploading.
+    /// RMD) start only then, so they do not slow down a session still uploading. The
+    /// measurement waits on it too, to read the CPU counters of the upload phase.
     uploaded: Barrier,
     started: Instant,
 }
@@ -324,16 +328,17 @@ struct PutSessionShared {
 /// directories are deleted. A session stops at its first failed upload.
 pub(crate) async fn small_put_sessions(bench: &Bench, run: u32) -> Result<Measurement, Failure> {
     let sizes = bench.sizes;
-    let count = usize::try_from(sizes.small_put_sessions)
+    // The sessions and this function.
+    let parties = usize::try_from(sizes.small_put_sessions)
         .unwrap_or(usize::MAX)
-        .max(1);
+        .saturating_add(1);
     let shared = Arc::new(PutSessionShared {
         endpoint: Arc::clone(&bench.endpoint),
         passive: bench.passive,
         sizes,
         ramp: Semaphore::new(LOGIN_RAMP),
-        ready: Barrier::new(count),
-        uploaded: Barrier::new(count),
+        ready: Barrier::new(parties),
+        uploaded: Barrier::new(parties),
         started: Instant::now(),
     });
     let mut sessions = JoinSet::new();
@@ -342,6 +347,10 @@ pub(crate) async fn small_put_sessions(bench: &Bench, run: u32) -> Result<Measur
         sessions.spawn(put_session(Arc::clone(&shared), dir));
     }
     let mut measurement = Measurement::default();
+    shared.ready.wait().await;
+    let uploading = CpuSample::take(bench.server);
+    shared.uploaded.wait().await;
+    measurement.measured_phase = Some(uploading.until(&CpuSample::take(bench.server)));
     let (mut stored, mut verified, mut prepared) = (0u32, 0u32, 0u32);
     let mut first_release = None::<Duration>;
     let mut last_finish = Duration::ZERO;
