@@ -317,13 +317,15 @@ pub(crate) async fn names_in(
     }
 }
 
-/// The last path component of each line of an NLST listing.
+/// The last path component of each line of an NLST listing, without `.` and `..` (which
+/// pure-ftpd lists: `bench_upload/d/.`).
 pub(crate) fn parse_names(listing: &[u8]) -> HashSet<String> {
     String::from_utf8_lossy(listing)
         .lines()
         .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| !line.is_empty())
-        .map(|line| line.rsplit('/').next().unwrap_or(line).to_owned())
+        .map(|line| line.rsplit('/').next().unwrap_or(line))
+        .filter(|name| !matches!(*name, "" | "." | ".."))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -390,7 +392,9 @@ mod tests {
 
     #[test]
     fn nlst_names_are_last_components() {
-        let names = parse_names(b"f00000\r\nbench_fixtures/list3/f00001\r\n\r\nf00002\n");
+        let names = parse_names(
+            b"f00000\r\nbench_fixtures/list3/f00001\r\n\r\nf00002\nd/.\r\nd/..\r\n.\r\n",
+        );
         let expected: HashSet<String> = ["f00000", "f00001", "f00002"]
             .into_iter()
             .map(str::to_owned)
