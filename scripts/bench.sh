@@ -8,6 +8,12 @@
 #   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
 #   PROFILE=profiling PEERS=" " scripts/bench.sh    # symbols and line tables, for perf
 #   ROOTS=tmpfs ROUNDS=2 PEERS="vsftpd pure-ftpd" scripts/bench.sh   # server cost, like for like
+#   ROOTS=tmpfs PEERS="vsftpd pure-ftpd" ONLY=small_put,small_put_8 scripts/bench.sh
+#
+# Lines the shared harness does not have (small_put_8: 8 sessions each storing 500 × 4 KiB
+# at once) are measured by `ferroftp bench` against the same target right after bench.py,
+# and written into the same results.jsonl as bench.py's runs, so they appear in the same
+# tables. ONLY selects among both kinds of lines; without ONLY every line runs.
 #
 # ROOTS=tmpfs gives every target (ferroftp and each peer) a fresh tmpfs as its root, mounted
 # before it runs and removed after, so the figures measure the servers and not the state of a
@@ -28,8 +34,29 @@ heavy=${RUNS_HEAVY:-1}
 port=${PORT:-2135}
 name=${NAME:-ferroftp}
 read -r -a serve_flags <<<"${SERVE_FLAGS:-}"
-select=()
-[ -n "${ONLY:-}" ] && select=(--only "$ONLY")
+
+# The lines `ferroftp bench` measures because bench.py has none, as NAME=UNIT (the unit is
+# for the report). ONLY's names are split between the two: run_harness (0 when ONLY names
+# none of bench.py's lines), harness_only (bench.py's --only, empty for all of them) and
+# bench_tests (ferroftp bench's --only, empty for none).
+bench_only_lines="small_put_8=files/s"
+bench_only_names=$(for line in $bench_only_lines; do printf ' %s' "${line%%=*}"; done)
+run_harness=1
+harness_only=""
+bench_tests=""
+if [ -n "${ONLY:-}" ]; then
+    run_harness=0
+    IFS=, read -r -a wanted <<<"$ONLY"
+    for test in "${wanted[@]}"; do
+        [ -n "$test" ] || continue
+        case "$bench_only_names " in
+        *" $test "*) bench_tests=${bench_tests:+$bench_tests,}$test ;;
+        *) run_harness=1 harness_only=${harness_only:+$harness_only,}$test ;;
+        esac
+    done
+else
+    bench_tests=$(echo $bench_only_names | tr ' ' ,)
+fi
 
 # peers.sh unpacks the peers' packages without installing them, so their shared libraries
 # must already be here.
@@ -91,6 +118,40 @@ server=""
 root=""
 trap '[ -z "$server" ] || kill "$server" 2>/dev/null; drop_root "$root"' EXIT
 
+# Measures one running target: bench.py's selected lines, then ferroftp bench's, both
+# appending their runs to results.jsonl under the target's name. Also run inside peers.sh
+# (run_peer), so it reads only exported variables.
+measure_target() {
+    local name=$1 host=$2 port=$3 user=$4 password=$5 root=$6 pid=$7 version=$8
+    if [ "$run_harness" = 1 ]; then
+        "$bench/bench.py" run --host "$host" --port "$port" --user "$user" --password "$password" \
+            --root "$root" --name "$name" --version "$version" --server-pid "$pid" \
+            --runs "$runs" --runs-heavy "$heavy" ${harness_only:+--only "$harness_only"} \
+            --out "$out/results.jsonl"
+    fi
+    if [ -n "$bench_tests" ]; then
+        # PASV like the harness's ftpload client. Exit status 1 means a run had errors: they
+        # are in the report, and the next line or target still runs.
+        "$binary" bench "ftp://$host:$port/" --user "$user" --password "$password" \
+            --only "$bench_tests" --runs "$runs" --heavy-runs "$heavy" --pasv \
+            --server-pid "$pid" --harness-jsonl "$out/results.jsonl" --harness-name "$name" ||
+            echo "ferroftp bench against $name failed or had errors (see above)" >&2
+    fi
+}
+
+# Measures the peer named $PEER, inside peers.sh: the targets file it hands over in
+# $PEERS_TARGETS gives the peer's host, port, user, password, root, PID and version.
+measure_peer() {
+    local target host port user password root pid version
+    target=$(python3 -c '
+import json, sys
+peer = next(t for t in json.load(open(sys.argv[1])) if t["name"] == sys.argv[2])
+keys = ("host", "port", "user", "password", "root", "pid", "version")
+print(*(peer[key] for key in keys))' "$PEERS_TARGETS" "$PEER")
+    read -r host port user password root pid version <<<"$target"
+    measure_target "$PEER" "$host" "$port" "$user" "$password" "$root" "$pid" "$version"
+}
+
 # A fresh root for every run, as peers.sh gives each peer: ext4 without a journal passes over
 # every inode freed in the last minutes when it allocates one, so a root whose earlier runs
 # created and deleted thousands of files makes each new file slower (docs/BENCHMARKS.md).
@@ -108,9 +169,7 @@ run_ferroftp() {
         sleep 0.1
     done
     version=${VERSION:-$(git -C "$repo" rev-parse --short HEAD)}
-    "$bench/bench.py" run --host 127.0.0.1 --port "$port" --user bench --password bench \
-        --root "$root" --name "$name" --version "$version" --server-pid "$server" \
-        --runs "$runs" --runs-heavy "$heavy" "${select[@]}" --out "$out/results.jsonl"
+    measure_target "$name" 127.0.0.1 "$port" bench bench "$root" "$server" "$version"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
@@ -123,15 +182,15 @@ run_peer() {
     settle_memory
     # peers.sh makes and removes its own root unless given one (BENCH_ROOT).
     [ "$roots" = tmpfs ] && peer_root=$(fresh_root) && root=$peer_root
-    # peers.sh hands the targets file to its command in $PEERS_TARGETS.
-    BENCH_ROOT=$peer_root "$bench/peers.sh" --only "$peer" -- \
-        sh -c 'exec "$0" run --targets "$PEERS_TARGETS" "$@"' \
-        "$bench/bench.py" --peer "$peer" --runs "$runs" --runs-heavy "$heavy" "${select[@]}" \
-        --out "$out/results.jsonl" || echo "peer $peer failed" >&2
+    # peers.sh runs its command with the peer up; the functions go with it as text.
+    PEER=$peer BENCH_ROOT=$peer_root "$bench/peers.sh" --only "$peer" -- \
+        bash -c "$(declare -f measure_target measure_peer); set -eu; measure_peer" ||
+        echo "peer $peer failed" >&2
     drop_root "$peer_root"
     root=""
 }
 
+export bench out runs heavy binary run_harness harness_only bench_tests
 for round in $(seq "$rounds"); do
     [ "$rounds" = 1 ] || echo "== round $round of $rounds"
     run_ferroftp
@@ -139,7 +198,22 @@ for round in $(seq "$rounds"); do
         run_peer "$peer"
     done
 done
-"$bench/bench.py" report "$out/results.jsonl" --md "$out/results.md"
+# bench.py's report, told about the lines only ferroftp bench measures: its tables are built
+# from its own list of tests and units, which bench.py takes no option for.
+python3 - "$bench/bench.py" "$bench_only_lines" "$out/results.jsonl" --md "$out/results.md" <<'EOF'
+import importlib.util
+import sys
+
+spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+for line in sys.argv[2].split():
+    test, unit = line.split("=")
+    bench.ALL_TESTS.append(test)
+    bench.UNITS[test] = unit
+sys.argv = ["bench.py", "report"] + sys.argv[3:]
+bench.main()
+EOF
 
 # What the machine itself allows, measured right after the servers (REFERENCE=0 skips it):
 # loopback TCP with zero-copy sends (iperf3 -Z, the bound for RETR) and the disk's durable

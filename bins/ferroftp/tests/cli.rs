@@ -192,6 +192,10 @@ fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
             "2",
             "--small-count",
             "20",
+            "--small-put-sessions",
+            "3",
+            "--small-put-per-session",
+            "7",
             "--list-entries",
             "50",
         ])
@@ -231,6 +235,7 @@ fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
         "stor_pasv",
         "small_get",
         "small_put",
+        "small_put_8",
         "list_LIST",
         "list_MLSD",
         "connrate",
@@ -259,6 +264,10 @@ fn bench_runs_every_test_against_a_real_server_and_cleans_up() {
         test("small_put")["runs"][0]["details"]["stored_with_right_size"],
         20
     );
+    let sessions = &test("small_put_8")["runs"][0]["details"];
+    assert_eq!(sessions["prepared"], 3);
+    assert_eq!(sessions["files"], 21);
+    assert_eq!(sessions["stored_with_right_size"], 21);
     assert_eq!(test("list_LIST")["runs"][0]["details"]["lines"][0], 50);
     assert_eq!(test("burst500")["runs"][0]["details"]["retrieved"], 10);
     assert_eq!(test("idle1000")["runs"][0]["details"]["logged_in"], 20);
@@ -503,6 +512,8 @@ const QUICK_BENCH: &[&str] = &[
     "--big-mib",
     "1",
     "--small-count",
+    "5",
+    "--small-put-per-session",
     "5",
     "--list-entries",
     "5",

@@ -7,6 +7,7 @@
 //! bench_fixtures/small/f00000 ...   --small-count files of --small-size pseudo-random bytes
 //! bench_fixtures/list10000/f00000   --list-entries empty files
 //! bench_upload/                     STOR targets, deleted after each run
+//!   stor_1.bin, put_1/, put_sessions_1_0/ ...   (stor_pasv, small_put, small_put_8)
 //! ```
 //!
 //! What this run creates is recorded ([`super::cleanup`]) and removed at the end.
@@ -74,6 +75,13 @@ impl Layout {
     /// The directory of run `run`'s small uploads.
     pub(crate) fn put_dir(&self, run: u32) -> String {
         format!("{}/put_{run}", self.upload_dir())
+    }
+
+    /// The directory of session `session`'s small uploads in run `run` of small_put_8. Its
+    /// name starts with `put_` like small_put's, so the final cleanup finds it in a
+    /// `bench_upload` that existed before the run.
+    pub(crate) fn session_put_dir(&self, run: u32, session: u32) -> String {
+        format!("{}/put_sessions_{run}_{session}", self.upload_dir())
     }
 }
 
@@ -309,13 +317,15 @@ pub(crate) async fn names_in(
     }
 }
 
-/// The last path component of each line of an NLST listing.
+/// The last path component of each line of an NLST listing, without `.` and `..` (which
+/// pure-ftpd lists: `bench_upload/d/.`).
 pub(crate) fn parse_names(listing: &[u8]) -> HashSet<String> {
     String::from_utf8_lossy(listing)
         .lines()
         .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| !line.is_empty())
-        .map(|line| line.rsplit('/').next().unwrap_or(line).to_owned())
+        .map(|line| line.rsplit('/').next().unwrap_or(line))
+        .filter(|name| !matches!(*name, "" | "." | ".."))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -355,6 +365,7 @@ mod tests {
         assert_eq!(here.list_dir(10_000), "bench_fixtures/list10000");
         assert_eq!(here.stor_file(2), "bench_upload/stor_2.bin");
         assert_eq!(here.put_dir(0), "bench_upload/put_0");
+        assert_eq!(here.session_put_dir(2, 7), "bench_upload/put_sessions_2_7");
         assert_eq!(Layout::new(Some("/")), here);
         let there = Layout::new(Some("/pub/bench/"));
         assert_eq!(there.big(), "/pub/bench/bench_fixtures/big.bin");
@@ -381,7 +392,9 @@ mod tests {
 
     #[test]
     fn nlst_names_are_last_components() {
-        let names = parse_names(b"f00000\r\nbench_fixtures/list3/f00001\r\n\r\nf00002\n");
+        let names = parse_names(
+            b"f00000\r\nbench_fixtures/list3/f00001\r\n\r\nf00002\nd/.\r\nd/..\r\n.\r\n",
+        );
         let expected: HashSet<String> = ["f00000", "f00001", "f00002"]
             .into_iter()
             .map(str::to_owned)

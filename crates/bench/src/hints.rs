@@ -10,6 +10,7 @@ fn sessions_flag(test: TestId) -> Option<&'static str> {
     match test {
         TestId::Connrate => Some("--conn-concurrency"),
         TestId::Burst => Some("--burst-sessions"),
+        TestId::SmallPutSessions => Some("--small-put-sessions"),
         TestId::Idle => Some("--idle-sessions"),
         _ => None,
     }
@@ -90,6 +91,16 @@ mod tests {
         assert!(
             connrate[0].ends_with("(--conn-concurrency N)"),
             "{connrate:?}"
+        );
+        let uploads = explain(
+            TestId::SmallPutSessions,
+            &kinds(&[("greeting:421", 2)]),
+            None,
+            "u",
+        );
+        assert!(
+            uploads[0].ends_with("(--small-put-sessions N)"),
+            "{uploads:?}"
         );
     }
 

@@ -33,8 +33,8 @@ use ferroftp_doctor::Target;
 use fixtures::{Layout, PseudoRandom};
 use measurements::{Bench, Measurement};
 use plan::{Plan, TestId};
-use process_stats::{MachineFacts, ServerProcess};
-use report::{Document, RunRecord, ServerFacts, TestReport};
+use process_stats::{CpuSample, MachineFacts, ServerProcess};
+use report::{Document, RunRecord, ServerFacts, TestReport, round3};
 use session::{DataChannel, Endpoint, Failure, Session};
 
 /// The buffer every single-stream transfer reads into or sends from.
@@ -62,7 +62,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub password: Option<String>,
     /// Tests to run, comma-separated, in this order (default: all): retr_pasv, retr_actv,
-    /// stor_pasv, small_get, small_put, list_LIST, list_MLSD, connrate, burst500, idle1000.
+    /// stor_pasv, small_get, small_put, small_put_8, list_LIST, list_MLSD, connrate,
+    /// burst500, idle1000.
     #[arg(long, value_delimiter = ',', value_name = "TESTS")]
     pub only: Vec<String>,
     /// Runs per test.
@@ -80,6 +81,12 @@ pub struct BenchArgs {
     /// Bytes per small file.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     pub small_size: u64,
+    /// Sessions of small_put_8, all uploading at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub small_put_sessions: u32,
+    /// Files each small_put_8 session stores per run.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub small_put_per_session: u32,
     /// Entries of the listed directory (list_LIST, list_MLSD).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub list_entries: u32,
@@ -124,6 +131,13 @@ pub struct BenchArgs {
     /// Write the markdown report to FILE as well.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Append one line per run to FILE in the shared harness's results format (bench.py's
+    /// `"type": "run"` lines), so its report merges these runs with its own.
+    #[arg(long, value_name = "FILE")]
+    pub harness_jsonl: Option<PathBuf>,
+    /// The server's label in those lines, as bench.py's --name (default: HOST:PORT).
+    #[arg(long, value_name = "NAME", requires = "harness_jsonl")]
+    pub harness_name: Option<String>,
     /// Start no new run after this many minutes.
     #[arg(long, default_value_t = 45.0, value_name = "MINUTES")]
     pub max_minutes: f64,
@@ -202,6 +216,13 @@ pub fn run(args: BenchArgs, open_files: u64) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.markdown {
         std::fs::write(path, &markdown).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.harness_jsonl {
+        let label = args
+            .harness_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", plan.target.host, plan.target.port));
+        append_harness_lines(path, &report::harness_lines(&document, &label))?;
+    }
     if !json_to_stdout {
         print!("{markdown}");
     }
@@ -210,6 +231,20 @@ pub fn run(args: BenchArgs, open_files: u64) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Appends `lines` to the harness's results file, which other runs (bench.py's, earlier
+/// targets') write to as well.
+fn append_harness_lines(path: &std::path::Path, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("appending to {}", path.display()))
 }
 
 fn progress(line: &str) {
@@ -455,9 +490,7 @@ async fn run_once(
     buffer: &mut [u8],
     block: &mut [u8],
 ) -> RunRecord {
-    let client_before = process_stats::own_cpu_seconds();
-    let server_before = bench.server.map(|server| server.cpu_seconds());
-    let started = Instant::now();
+    let before = CpuSample::take(bench.server);
     let measuring = async {
         match test {
             TestId::RetrPasv => measurements::retrieve_big(bench, bench.passive, buffer).await,
@@ -465,6 +498,7 @@ async fn run_once(
             TestId::StorPasv => measurements::store_big(bench, run, block).await,
             TestId::SmallGet => measurements::small_get(bench, buffer).await,
             TestId::SmallPut => measurements::small_put(bench, run, block, buffer).await,
+            TestId::SmallPutSessions => measurements::small_put_sessions(bench, run).await,
             TestId::ListList => measurements::listing(bench, "LIST", buffer).await,
             TestId::ListMlsd => measurements::listing(bench, "MLSD", buffer).await,
             TestId::Connrate => measurements::connection_rate(bench).await,
@@ -477,12 +511,7 @@ async fn run_once(
         Ok(Err(failure)) => Measurement::failed(&failure),
         Err(_elapsed) => Measurement::failed(&Failure::new("run:deadline")),
     };
-    let wall = started.elapsed();
-    let client_cpu = process_stats::own_cpu_seconds() - client_before;
-    let server_cpu = bench
-        .server
-        .zip(server_before)
-        .map(|(server, before)| (server.cpu_seconds() - before).max(0.0));
+    let cpu = before.until(&CpuSample::take(bench.server));
     let errors = measurement.failures.total();
     RunRecord {
         run,
@@ -491,18 +520,13 @@ async fn run_once(
         } else {
             None
         },
-        wall_s: round3(wall.as_secs_f64()),
-        client_cpu_s: round3(client_cpu),
-        server_cpu_s: server_cpu.map(round3),
+        cpu,
+        measured_phase: measurement.measured_phase,
         errors,
         error_kinds: measurement.failures.kinds().clone(),
         details: measurement.details,
         note: measurement.note,
     }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }
 
 /// Waits (bounded) until a forking server's session processes of the previous run exited,

@@ -14,16 +14,16 @@ use serde_json::{Map, Value};
 use tokio::sync::{Barrier, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::fixtures::{Layout, check_size, entry_name, remove_dir};
-use super::process_stats::{ServerProcess, TreeMemory};
+use super::fixtures::{Layout, PseudoRandom, check_size, entry_name, remove_dir};
+use super::process_stats::{CpuSample, CpuUse, ServerProcess, TreeMemory};
 use super::report::{median, percentile};
 use super::session::{DataChannel, Endpoint, Failure, FailureTally, Session};
 
 /// Logins in flight at once in the burst and idle tests (as in the shared harness).
 pub(crate) const LOGIN_RAMP: usize = 50;
 
-/// Size of the per-session read buffer of the burst test (500 sessions read at once; the
-/// single-stream tests share one 256 KiB buffer).
+/// Size of the per-session read buffer of the burst test and of small_put_8's listings (500
+/// sessions read at once; the single-stream tests share one 256 KiB buffer).
 const BURST_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How long the idle test waits after the last login before reading the server's memory.
@@ -42,6 +42,10 @@ pub(crate) struct Sizes {
     pub small_count: u32,
     /// Bytes per small file.
     pub small_size: u64,
+    /// Sessions of small_put_8.
+    pub small_put_sessions: u32,
+    /// Files each small_put_8 session stores per run.
+    pub small_put_per_session: u32,
     /// Entries of the listed directory.
     pub list_entries: u32,
     /// Listings per run.
@@ -86,6 +90,8 @@ pub(crate) struct Measurement {
     pub details: Map<String, Value>,
     /// Why there is no value although nothing failed.
     pub note: Option<String>,
+    /// Wall time and CPU of the phase the value measures, when the run does much besides.
+    pub measured_phase: Option<CpuUse>,
 }
 
 impl Measurement {
@@ -279,6 +285,187 @@ pub(crate) async fn small_put(
     measurement.detail("stored_with_right_size", stored);
     measurement.detail("transfer_s", seconds(elapsed));
     Ok(measurement)
+}
+
+/// What one small_put_8 session did.
+struct PutSession {
+    /// Uploads confirmed by their final reply.
+    stored: u32,
+    /// Of those, files whose SIZE was right afterwards.
+    verified: u32,
+    /// Login, upload, check and cleanup failures.
+    failures: FailureTally,
+    /// Whether it logged in and made its directory.
+    prepared: bool,
+    /// When the barrier let it start uploading, from the run's start.
+    released: Duration,
+    /// When its last upload ended (confirmed or failed), from the run's start.
+    finished: Duration,
+}
+
+/// What every small_put_8 session shares.
+struct PutSessionShared {
+    endpoint: Arc<Endpoint>,
+    passive: DataChannel,
+    sizes: Sizes,
+    /// Logins in flight at once.
+    ramp: Semaphore,
+    /// Every session has logged in and made its directory: the uploads start together.
+    /// The measurement waits on it too, to read the CPU counters as they start.
+    ready: Barrier,
+    /// Every session has done its uploads: the checks and the cleanup (SIZE, NLST, DELE,
+    /// RMD) start only then, so they do not slow down a session still uploading. The
+    /// measurement waits on it too, to read the CPU counters of the upload phase.
+    uploaded: Barrier,
+    started: Instant,
+}
+
+/// small_put_8: `--small-put-sessions` sessions (8) log in (at most 50 logins in flight),
+/// each makes its own directory bench_upload/put_sessions_RUN_SESSION, and all wait for each
+/// other; then each STORs `--small-put-per-session` files (500) of `--small-size` bytes in a
+/// loop, all at once. Files/s: all files stored over the time from the release to the last
+/// session's last final reply. Then every stored size is checked with SIZE and the files and
+/// directories are deleted. A session stops at its first failed upload.
+pub(crate) async fn small_put_sessions(bench: &Bench, run: u32) -> Result<Measurement, Failure> {
+    let sizes = bench.sizes;
+    // The sessions and this function.
+    let parties = usize::try_from(sizes.small_put_sessions)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let shared = Arc::new(PutSessionShared {
+        endpoint: Arc::clone(&bench.endpoint),
+        passive: bench.passive,
+        sizes,
+        ramp: Semaphore::new(LOGIN_RAMP),
+        ready: Barrier::new(parties),
+        uploaded: Barrier::new(parties),
+        started: Instant::now(),
+    });
+    let mut sessions = JoinSet::new();
+    for index in 0..sizes.small_put_sessions {
+        let dir = bench.layout.session_put_dir(run, index);
+        sessions.spawn(put_session(Arc::clone(&shared), dir));
+    }
+    let mut measurement = Measurement::default();
+    shared.ready.wait().await;
+    let uploading = CpuSample::take(bench.server);
+    shared.uploaded.wait().await;
+    measurement.measured_phase = Some(uploading.until(&CpuSample::take(bench.server)));
+    let (mut stored, mut verified, mut prepared) = (0u32, 0u32, 0u32);
+    let mut first_release = None::<Duration>;
+    let mut last_finish = Duration::ZERO;
+    let mut upload_times = Vec::new();
+    while let Some(joined) = sessions.join_next().await {
+        let Ok(session) = joined else {
+            measurement.fail(&Failure::new("session:panicked"));
+            continue;
+        };
+        stored += session.stored;
+        verified += session.verified;
+        prepared += u32::from(session.prepared);
+        measurement.failures.merge(session.failures);
+        first_release =
+            Some(first_release.map_or(session.released, |first| first.min(session.released)));
+        last_finish = last_finish.max(session.finished);
+        if session.prepared {
+            upload_times.push(session.finished.saturating_sub(session.released));
+        }
+    }
+    let first_release = first_release.unwrap_or(Duration::ZERO);
+    let elapsed = last_finish.saturating_sub(first_release);
+    measurement.value = Some(f64::from(stored) / elapsed.as_secs_f64().max(1e-9));
+    measurement.detail("sessions", sizes.small_put_sessions);
+    measurement.detail("prepared", prepared);
+    measurement.detail("files", stored);
+    measurement.detail("stored_with_right_size", verified);
+    measurement.detail("login_phase_s", seconds(first_release));
+    measurement.detail("transfer_s", seconds(elapsed));
+    if let (Some(fastest), Some(slowest)) = (upload_times.iter().min(), upload_times.iter().max()) {
+        measurement.detail("fastest_session_s", seconds(*fastest));
+        measurement.detail("slowest_session_s", seconds(*slowest));
+    }
+    Ok(measurement)
+}
+
+/// One small_put_8 session: log in and make `dir`, wait for the others, upload, wait for
+/// the others again, then check and remove what it stored.
+async fn put_session(shared: Arc<PutSessionShared>, dir: String) -> PutSession {
+    let sizes = shared.sizes;
+    let mut failures = FailureTally::default();
+    let mut listing_buffer = vec![0u8; BURST_BUFFER_BYTES];
+    let block_len = usize::try_from(sizes.small_size)
+        .map_or(BURST_BUFFER_BYTES, |size| size.min(BURST_BUFFER_BYTES))
+        .max(1);
+    let mut block = vec![0u8; block_len];
+    PseudoRandom::new(0x5EED).fill(&mut block);
+
+    let prepared = async {
+        let permit = shared.ramp.acquire().await;
+        let mut session = binary_session(&shared.endpoint).await?;
+        drop(permit);
+        // Leftovers of an interrupted earlier run.
+        let _ = remove_dir(&mut session, &dir, shared.passive, &mut listing_buffer).await;
+        session
+            .expect(&format!("MKD {dir}"), ReplyCode::PATH_CREATED)
+            .await?;
+        Ok::<_, Failure>(session)
+    }
+    .await;
+    // A session that could not start still waits, or the others would wait for it forever.
+    shared.ready.wait().await;
+    let released = shared.started.elapsed();
+    let mut session = match prepared {
+        Ok(session) => Some(session),
+        Err(failure) => {
+            failures.add(&failure);
+            None
+        }
+    };
+    let prepared = session.is_some();
+
+    let mut stored = 0u32;
+    if let Some(session) = session.as_mut() {
+        for index in 0..sizes.small_put_per_session {
+            let path = format!("{dir}/{}", entry_name(index));
+            match session
+                .upload(&path, shared.passive, sizes.small_size, &mut block, |_| {})
+                .await
+            {
+                Ok(()) => stored += 1,
+                Err(failure) => {
+                    failures.add(&failure);
+                    break;
+                }
+            }
+        }
+    }
+    let finished = shared.started.elapsed();
+    shared.uploaded.wait().await;
+
+    let mut verified = 0u32;
+    if let Some(mut session) = session {
+        for index in 0..stored {
+            let path = format!("{dir}/{}", entry_name(index));
+            match check_size(&mut session, &path, sizes.small_size).await {
+                Ok(()) => verified += 1,
+                Err(failure) => failures.add(&failure),
+            }
+        }
+        if let Err(failure) =
+            remove_dir(&mut session, &dir, shared.passive, &mut listing_buffer).await
+        {
+            failures.add(&failure.within("cleanup"));
+        }
+        let _ = session.quit().await;
+    }
+    PutSession {
+        stored,
+        verified,
+        failures,
+        prepared,
+        released,
+        finished,
+    }
 }
 
 /// list_LIST / list_MLSD: `--list-repeat` listings of the listing directory with `verb`, one

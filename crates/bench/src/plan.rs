@@ -30,6 +30,7 @@ pub(crate) enum TestId {
     StorPasv,
     SmallGet,
     SmallPut,
+    SmallPutSessions,
     ListList,
     ListMlsd,
     Connrate,
@@ -38,12 +39,13 @@ pub(crate) enum TestId {
 }
 
 impl TestId {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::RetrPasv,
         Self::RetrActv,
         Self::StorPasv,
         Self::SmallGet,
         Self::SmallPut,
+        Self::SmallPutSessions,
         Self::ListList,
         Self::ListMlsd,
         Self::Connrate,
@@ -51,7 +53,8 @@ impl TestId {
         Self::Idle,
     ];
 
-    /// The shared harness's name for it.
+    /// The shared harness's name for it; `small_put_8`, which the harness does not have,
+    /// is named after its default session count as burst500 and idle1000 are.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::RetrPasv => "retr_pasv",
@@ -59,6 +62,7 @@ impl TestId {
             Self::StorPasv => "stor_pasv",
             Self::SmallGet => "small_get",
             Self::SmallPut => "small_put",
+            Self::SmallPutSessions => "small_put_8",
             Self::ListList => "list_LIST",
             Self::ListMlsd => "list_MLSD",
             Self::Connrate => "connrate",
@@ -74,7 +78,7 @@ impl TestId {
     pub(crate) fn unit(self) -> &'static str {
         match self {
             Self::RetrPasv | Self::RetrActv | Self::StorPasv => "MB/s",
-            Self::SmallGet | Self::SmallPut => "files/s",
+            Self::SmallGet | Self::SmallPut | Self::SmallPutSessions => "files/s",
             Self::ListList | Self::ListMlsd => "ms",
             Self::Connrate => "sessions/s",
             Self::Burst => "s",
@@ -106,6 +110,10 @@ impl TestId {
             Self::StorPasv => format!("STOR {big}, {passive}"),
             Self::SmallGet => format!("{} × {small} RETR, one session", sizes.small_count),
             Self::SmallPut => format!("{} × {small} STOR, one session", sizes.small_count),
+            Self::SmallPutSessions => format!(
+                "{} sessions × {} × {small} STOR, all at once",
+                sizes.small_put_sessions, sizes.small_put_per_session
+            ),
             Self::ListList | Self::ListMlsd => format!(
                 "{} of {} entries, median of {} in one session",
                 &self.name()[5..],
@@ -175,6 +183,18 @@ impl Plan {
         within(args.big_mib, 1, 1 << 20, "--big-mib")?;
         within(args.small_count.into(), 1, 1_000_000, "--small-count")?;
         within(args.small_size, 1, 1 << 30, "--small-size")?;
+        within(
+            args.small_put_sessions.into(),
+            1,
+            100_000,
+            "--small-put-sessions",
+        )?;
+        within(
+            args.small_put_per_session.into(),
+            1,
+            1_000_000,
+            "--small-put-per-session",
+        )?;
         within(args.list_entries.into(), 1, 1_000_000, "--list-entries")?;
         within(args.list_repeat.into(), 1, 10_000, "--list-repeat")?;
         within(
@@ -217,6 +237,8 @@ impl Plan {
                 big_bytes: args.big_mib << 20,
                 small_count: args.small_count,
                 small_size: args.small_size,
+                small_put_sessions: args.small_put_sessions,
+                small_put_per_session: args.small_put_per_session,
                 list_entries: args.list_entries,
                 list_repeat: args.list_repeat,
                 conn_concurrency: args.conn_concurrency,
@@ -260,7 +282,7 @@ impl Plan {
             small: any(&[SmallGet, Burst])
                 .then_some((self.sizes.small_count, self.sizes.small_size)),
             list_entries: any(&[ListList, ListMlsd]).then_some(self.sizes.list_entries),
-            uploads: any(&[StorPasv, SmallPut]),
+            uploads: any(&[StorPasv, SmallPut, SmallPutSessions]),
         }
     }
 
@@ -271,6 +293,7 @@ impl Plan {
             let sockets = match test {
                 TestId::Connrate => self.sizes.conn_concurrency,
                 TestId::Burst => self.sizes.burst_sessions.saturating_mul(2),
+                TestId::SmallPutSessions => self.sizes.small_put_sessions.saturating_mul(2),
                 TestId::Idle => self.sizes.idle_sessions,
                 _ => 2,
             };
@@ -392,7 +415,7 @@ mod tests {
             "--password",
             "flag",
             "--only",
-            "idle1000,small_get,idle1000",
+            "idle1000,small_get,idle1000,small_put_8",
             "--runs",
             "1",
             "--conn-duration",
@@ -409,7 +432,10 @@ mod tests {
             (flags.user.as_str(), flags.password.as_str()),
             ("alice", "flag")
         );
-        assert_eq!(flags.tests, vec![TestId::Idle, TestId::SmallGet]);
+        assert_eq!(
+            flags.tests,
+            vec![TestId::Idle, TestId::SmallGet, TestId::SmallPutSessions]
+        );
         assert_eq!((flags.runs, flags.heavy_runs), (1, 1));
         assert_eq!(flags.sizes.conn_duration_s, 0.5);
         assert_eq!(flags.sizes.idle_hold_s, 60.0);
@@ -426,6 +452,8 @@ mod tests {
             &["ftp://user:pw@host/", "--runs", "0"],
             &["ftp://user:pw@host/", "--conn-duration", "0"],
             &["ftp://user:pw@host/", "--idle-sessions", "1000000"],
+            &["ftp://user:pw@host/", "--small-put-sessions", "0"],
+            &["ftp://user:pw@host/", "--small-put-per-session", "0"],
             &["ftp://user:pw@host/", "--idle-hold", "forever"],
             &["ftp://user:pw@host/", "--active-ports", "0-10"],
         ] {
@@ -480,6 +508,13 @@ mod tests {
             burst.big_bytes, None,
             "STOR sends generated bytes, not big.bin"
         );
+        let sessions = only("small_put_8");
+        assert!(sessions.uploads);
+        assert_eq!(
+            (sessions.big_bytes, sessions.small, sessions.list_entries),
+            (None, None, None),
+            "the uploads send generated bytes"
+        );
     }
 
     #[test]
@@ -496,6 +531,31 @@ mod tests {
             TestId::SmallGet.measures(&sizes, "EPSV"),
             "2000 × 4 KiB RETR, one session"
         );
+        assert_eq!(
+            TestId::SmallPutSessions.measures(&sizes, "EPSV"),
+            "8 sessions × 500 × 4 KiB STOR, all at once"
+        );
+        assert_eq!(TestId::SmallPutSessions.unit(), "files/s");
+        assert!(TestId::SmallPutSessions.higher_is_better());
+        assert!(!TestId::SmallPutSessions.is_heavy());
+        let custom = plan_of(&[
+            "ftp://u:p@h/",
+            "--only",
+            "small_put_8",
+            "--small-put-sessions",
+            "3",
+            "--small-put-per-session",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                custom.sizes.small_put_sessions,
+                custom.sizes.small_put_per_session
+            ),
+            (3, 20)
+        );
+        assert_eq!(custom.sockets_needed(), 6);
         assert_eq!(
             TestId::ListMlsd.measures(&sizes, "EPSV"),
             "MLSD of 10000 entries, median of 5 in one session"

@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use serde::Serialize;
+
+use super::report::round3;
 
 /// Most processes a tree walk visits (a forking server with 100,000 children is bounded).
 const MAX_TREE_PROCESSES: usize = 200_000;
@@ -41,6 +44,23 @@ pub(crate) fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
+}
+
+/// Busy clock ticks of the whole machine so far, from the `cpu` line of `/proc/stat`: the
+/// first eight fields but idle and iowait, as the shared harness counts them.
+pub(crate) fn parse_machine_busy_ticks(text: &str) -> Option<u64> {
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
 }
 
 /// The PIDs of `root` and all of its descendants, given every process's parent.
@@ -149,6 +169,68 @@ pub(crate) fn own_cpu_seconds() -> f64 {
     read_stat("self").map_or(0.0, |stat| stat.cpu_ticks as f64 / ticks_per_second())
 }
 
+/// CPU seconds the whole machine has been busy so far (every core, every process); `None`
+/// where `/proc/stat` cannot be read.
+pub(crate) fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(parse_machine_busy_ticks(&text)? as f64 / ticks_per_second())
+}
+
+/// The CPU counters at one moment: this process's, the server tree's (with `--server-pid`)
+/// and the whole machine's busy time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSample {
+    at: Instant,
+    client_s: f64,
+    server_s: Option<f64>,
+    machine_s: Option<f64>,
+}
+
+impl CpuSample {
+    /// Reads them now.
+    pub(crate) fn take(server: Option<ServerProcess>) -> Self {
+        Self {
+            at: Instant::now(),
+            client_s: own_cpu_seconds(),
+            server_s: server.map(|server| server.cpu_seconds()),
+            machine_s: machine_busy_seconds(),
+        }
+    }
+
+    /// The wall time and CPU used from this sample to `later`.
+    pub(crate) fn until(&self, later: &CpuSample) -> CpuUse {
+        let used = |before: f64, after: f64| round3((after - before).max(0.0));
+        CpuUse {
+            wall_s: round3(later.at.duration_since(self.at).as_secs_f64()),
+            client_cpu_s: used(self.client_s, later.client_s),
+            server_cpu_s: self
+                .server_s
+                .zip(later.server_s)
+                .map(|(before, after)| used(before, after)),
+            machine_busy_s: self
+                .machine_s
+                .zip(later.machine_s)
+                .map(|(before, after)| used(before, after)),
+        }
+    }
+}
+
+/// Wall time and CPU seconds between two [`CpuSample`]s, to the millisecond.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct CpuUse {
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// CPU this benchmark process used, seconds.
+    pub client_cpu_s: f64,
+    /// CPU the server's process tree used, seconds (with `--server-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
+    /// CPU the whole machine used (every core, every process), seconds: beyond the
+    /// client's and the server's, what else ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_busy_s: Option<f64>,
+}
+
 /// Facts about the machine the benchmark ran on, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct MachineFacts {
@@ -207,6 +289,17 @@ mod tests {
     }
 
     #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 50 1 15 2500 20 2 3 3 0 0\n";
+        assert_eq!(
+            parse_machine_busy_ticks(stat),
+            Some(100 + 2 + 30 + 5 + 6 + 7)
+        );
+        assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_busy_ticks("intr 1 2 3 4 5 6 7 8\n"), None);
+    }
+
+    #[test]
     fn tree_walk_finds_grandchildren_only_below_the_root() {
         let parents = [
             (1, 0),
@@ -232,5 +325,10 @@ mod tests {
         assert!(me.tree().contains(&me.pid));
         assert!(me.memory().rss_kib > 0);
         assert!(own_cpu_seconds() >= 0.0);
+        assert!(machine_busy_seconds().is_some_and(|busy| busy > 0.0));
+        let before = CpuSample::take(Some(me));
+        let used = before.until(&CpuSample::take(Some(me)));
+        assert!(used.wall_s >= 0.0 && used.client_cpu_s >= 0.0);
+        assert!(used.server_cpu_s.is_some() && used.machine_busy_s.is_some());
     }
 }

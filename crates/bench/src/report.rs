@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
-use super::process_stats::MachineFacts;
+use super::process_stats::{CpuUse, MachineFacts};
 
 /// The median (the mean of the two middle values for an even count), `None` for no values.
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
@@ -76,13 +76,13 @@ pub(crate) struct RunRecord {
     pub run: u32,
     /// The figure, `null` when the run failed (any error) or could not measure.
     pub value: Option<f64>,
-    /// Wall time of the whole run (session setup included), seconds.
-    pub wall_s: f64,
-    /// CPU this benchmark process used during the run, seconds.
-    pub client_cpu_s: f64,
-    /// CPU the server's process tree used during the run, seconds (with `--server-pid`).
+    /// Wall time and CPU of the whole run (session setup, checks and cleanup included).
+    #[serde(flatten)]
+    pub cpu: CpuUse,
+    /// Wall time and CPU of the measured phase alone, for a run that does much besides
+    /// (small_put_8: the uploads, without the logins, checks and deletions).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_cpu_s: Option<f64>,
+    pub measured_phase: Option<CpuUse>,
     /// Failed operations.
     pub errors: u64,
     /// Failed operations by kind, e.g. `{"RETR:550": 2}`.
@@ -92,6 +92,13 @@ pub(crate) struct RunRecord {
     /// Why there is no value although nothing failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl RunRecord {
+    /// The CPU that goes with the value: the measured phase's, else the whole run's.
+    pub(crate) fn measured_cpu(&self) -> CpuUse {
+        self.measured_phase.unwrap_or(self.cpu)
+    }
 }
 
 /// One test's runs and their summary.
@@ -144,11 +151,12 @@ impl TestReport {
         } else {
             successful
         };
-        let share = |cpu: fn(&RunRecord) -> Option<f64>| {
+        let share = |cpu: fn(&CpuUse) -> Option<f64>| {
             let shares: Vec<f64> = sample
                 .iter()
-                .filter(|run| run.wall_s > 0.0)
-                .filter_map(|run| Some(cpu(run)? / run.wall_s * 100.0))
+                .map(|run| run.measured_cpu())
+                .filter(|used| used.wall_s > 0.0)
+                .filter_map(|used| Some(cpu(&used)? / used.wall_s * 100.0))
                 .collect();
             median(&shares).map(|percent| percent.round())
         };
@@ -169,8 +177,8 @@ impl TestReport {
             max: summary.map(|summary| summary.max),
             runs_ok: values.len(),
             errors: runs.iter().map(|run| run.errors).sum(),
-            client_cpu_percent: share(|run| Some(run.client_cpu_s)),
-            server_cpu_percent: share(|run| run.server_cpu_s),
+            client_cpu_percent: share(|used| Some(used.client_cpu_s)),
+            server_cpu_percent: share(|used| used.server_cpu_s),
             runs,
             notes,
         }
@@ -243,9 +251,9 @@ pub(crate) fn progress_line(test: &str, runs: u32, unit: &str, record: &RunRecor
             );
         }
     }
-    let _ = write!(line, " (wall {:.2} s", record.wall_s);
-    let _ = write!(line, ", client CPU {:.2} s", record.client_cpu_s);
-    if let Some(server) = record.server_cpu_s {
+    let _ = write!(line, " (wall {:.2} s", record.cpu.wall_s);
+    let _ = write!(line, ", client CPU {:.2} s", record.cpu.client_cpu_s);
+    if let Some(server) = record.cpu.server_cpu_s {
         let _ = write!(line, ", server CPU {server:.2} s");
     }
     line.push(')');
@@ -335,6 +343,56 @@ pub(crate) fn markdown(document: &Document) -> String {
     out
 }
 
+/// One line per run in the shared harness's results format (`bench.py`'s `"type": "run"`
+/// lines: target, test, run counted from 0, value, unit, CPU seconds, details), so
+/// `bench.py report` merges these runs with its own; `target` is the label of the server.
+/// The CPU is the measured phase's where the run has one, as bench.py measures only its
+/// client's command. Without `--server-pid` the server's CPU is 0, as bench.py records it
+/// when it finds no server process.
+pub(crate) fn harness_lines(document: &Document, target: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for test in &document.tests {
+        for run in &test.runs {
+            let used = run.measured_cpu();
+            let server_cpu_s = used.server_cpu_s.unwrap_or(0.0);
+            let other_cpu_s = used.machine_busy_s.map_or(0.0, |busy| {
+                round3((busy - used.client_cpu_s - server_cpu_s).max(0.0))
+            });
+            let mut detail = run.details.clone();
+            detail.insert("tool".to_owned(), json!(document.tool));
+            if !run.error_kinds.is_empty() {
+                detail.insert("error_kinds".to_owned(), json!(run.error_kinds));
+            }
+            if let Some(note) = &run.note {
+                detail.insert("error".to_owned(), json!(note));
+            }
+            let line = json!({
+                "type": "run",
+                "target": target,
+                "test": test.test,
+                "run": run.run.saturating_sub(1),
+                "value": run.value,
+                "unit": test.unit,
+                "cpu": {
+                    "wall_s": used.wall_s,
+                    "client_cpu_s": used.client_cpu_s,
+                    "server_cpu_s": server_cpu_s,
+                    "machine_busy_s": used.machine_busy_s.unwrap_or(0.0),
+                    "other_cpu_s": other_cpu_s,
+                },
+                "detail": detail,
+            });
+            lines.push(line.to_string());
+        }
+    }
+    lines
+}
+
+/// Rounds to three decimals: seconds to the millisecond.
+pub(crate) fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
 /// Keeps a table cell a cell.
 fn escape(text: &str) -> String {
     text.replace('|', "\\|").replace(['\r', '\n'], " ")
@@ -352,9 +410,13 @@ mod tests {
         RunRecord {
             run,
             value,
-            wall_s: 2.0,
-            client_cpu_s: 0.5,
-            server_cpu_s: Some(1.0),
+            cpu: CpuUse {
+                wall_s: 2.0,
+                client_cpu_s: 0.5,
+                server_cpu_s: Some(1.0),
+                machine_busy_s: Some(1.75),
+            },
+            measured_phase: None,
             errors: error_kinds.values().sum(),
             error_kinds,
             details: Map::new(),
@@ -416,6 +478,24 @@ mod tests {
         assert_eq!(report.errors, 2);
         assert_eq!(report.client_cpu_percent, Some(25.0));
         assert_eq!(report.server_cpu_percent, Some(50.0));
+        // A run's measured phase is what its CPU shares come from.
+        let mut phased = record(1, Some(10.0), &[]);
+        phased.measured_phase = Some(CpuUse {
+            wall_s: 1.0,
+            client_cpu_s: 0.75,
+            server_cpu_s: Some(0.25),
+            machine_busy_s: None,
+        });
+        let report = TestReport::new(
+            "small_put_8",
+            "-".into(),
+            "files/s",
+            true,
+            vec![phased],
+            vec![],
+        );
+        assert_eq!(report.client_cpu_percent, Some(75.0));
+        assert_eq!(report.server_cpu_percent, Some(25.0));
     }
 
     #[test]
@@ -433,7 +513,7 @@ mod tests {
         );
         let mut unmeasured = record(1, None, &[]);
         unmeasured.note = Some("no --server-pid".into());
-        unmeasured.server_cpu_s = None;
+        unmeasured.cpu.server_cpu_s = None;
         assert_eq!(
             progress_line("idle1000", 1, "KiB/session", &unmeasured),
             "idle1000 run 1/1: no value (no --server-pid) (wall 2.00 s, client CPU 0.50 s)"
@@ -510,6 +590,52 @@ mod tests {
             text.contains("- idle1000: not run (--max-minutes reached)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn harness_lines_are_bench_py_run_lines() {
+        let mut phased = record(1, Some(2400.5), &[]);
+        phased.measured_phase = Some(CpuUse {
+            wall_s: 1.0,
+            client_cpu_s: 0.25,
+            server_cpu_s: Some(0.5),
+            machine_busy_s: Some(1.0),
+        });
+        let mut unmeasured = record(2, None, &[("STOR-end:451", 1)]);
+        unmeasured.cpu.server_cpu_s = None;
+        unmeasured.cpu.machine_busy_s = None;
+        let tests = vec![TestReport::new(
+            "small_put_8",
+            "8 sessions × 500 × 4 KiB STOR, all at once".into(),
+            "files/s",
+            true,
+            vec![phased, unmeasured],
+            vec![],
+        )];
+        let lines = harness_lines(&document(tests), "pure-ftpd");
+        assert_eq!(lines.len(), 2);
+        let first: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(first["type"], "run");
+        assert_eq!(first["target"], "pure-ftpd");
+        assert_eq!(first["test"], "small_put_8");
+        assert_eq!(first["run"], 0, "bench.py counts runs from 0");
+        assert_eq!(first["value"], 2400.5);
+        assert_eq!(first["unit"], "files/s");
+        // The measured phase's CPU, not the whole run's.
+        assert_eq!(first["cpu"]["wall_s"], 1.0);
+        assert_eq!(first["cpu"]["client_cpu_s"], 0.25);
+        assert_eq!(first["cpu"]["server_cpu_s"], 0.5);
+        assert_eq!(first["cpu"]["machine_busy_s"], 1.0);
+        assert_eq!(first["cpu"]["other_cpu_s"], 0.25);
+        assert_eq!(first["detail"]["tool"], "ferroftp bench");
+        assert!(first["detail"].get("error_kinds").is_none());
+        let failed: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(failed["run"], 1);
+        assert!(failed["value"].is_null());
+        assert_eq!(failed["detail"]["error_kinds"]["STOR-end:451"], 1);
+        assert_eq!(failed["cpu"]["wall_s"], 2.0);
+        assert_eq!(failed["cpu"]["server_cpu_s"], 0.0);
+        assert!(!lines[1].contains('\n'), "one line per run");
     }
 
     #[test]
