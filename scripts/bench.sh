@@ -6,6 +6,7 @@
 #   PEERS="vsftpd pure-ftpd proftpd" RUNS=5 ONLY=retr_pasv,stor_pasv scripts/bench.sh
 #   NAME=ferroftp-nofsync SERVE_FLAGS=--no-fsync-uploads ONLY=stor_pasv scripts/bench.sh
 #   NAME=before VERSION=c48735b FERROFTP_BINARY=/path/to/old/ferroftp PEERS=" " scripts/bench.sh
+#     (the ferroftp bench lines still use this checkout's release build as their client, or BENCH_CLIENT)
 #   PROFILE=profiling PEERS=" " scripts/bench.sh    # symbols and line tables, for perf
 #   ROOTS=tmpfs ROUNDS=2 PEERS="vsftpd pure-ftpd" scripts/bench.sh   # server cost, like for like
 #   ROOTS=tmpfs PEERS="vsftpd pure-ftpd" ONLY=small_put,small_put_8 scripts/bench.sh
@@ -70,6 +71,9 @@ fi
 # strips them), for `perf record` on the server during the runs.
 profile=${PROFILE:-release}
 binary=${FERROFTP_BINARY:-$repo/target/$profile/ferroftp}
+# The client of the lines ferroftp bench measures: this checkout's build, also when
+# FERROFTP_BINARY serves an older one (which may not know every line).
+client=${BENCH_CLIENT:-$repo/target/$profile/ferroftp}
 [ -n "${FERROFTP_BINARY:-}" ] || cargo build --profile "$profile" -p ferroftp --manifest-path "$repo/Cargo.toml"
 mkdir -p "$out"
 users=$out/users.toml
@@ -132,7 +136,7 @@ measure_target() {
     if [ -n "$bench_tests" ]; then
         # PASV like the harness's ftpload client. Exit status 1 means a run had errors: they
         # are in the report, and the next line or target still runs.
-        "$binary" bench "ftp://$host:$port/" --user "$user" --password "$password" \
+        "$client" bench "ftp://$host:$port/" --user "$user" --password "$password" \
             --only "$bench_tests" --runs "$runs" --heavy-runs "$heavy" --pasv \
             --server-pid "$pid" --harness-jsonl "$out/results.jsonl" --harness-name "$name" ||
             echo "ferroftp bench against $name failed or had errors (see above)" >&2
@@ -180,8 +184,10 @@ run_ferroftp() {
 run_peer() {
     local peer=$1 peer_root=""
     settle_memory
-    # peers.sh makes and removes its own root unless given one (BENCH_ROOT).
-    [ "$roots" = tmpfs ] && peer_root=$(fresh_root) && root=$peer_root
+    # A fresh root for the peer too, beside ferroftp's (under $OUT, on a tmpfs with ROOTS=tmpfs)
+    # rather than the one peers.sh would make: every target on the same filesystem.
+    peer_root=$(fresh_root)
+    root=$peer_root
     # peers.sh runs its command with the peer up; the functions go with it as text.
     PEER=$peer BENCH_ROOT=$peer_root "$bench/peers.sh" --only "$peer" -- \
         bash -c "$(declare -f measure_target measure_peer); set -eu; measure_peer" ||
@@ -190,7 +196,7 @@ run_peer() {
     root=""
 }
 
-export bench out runs heavy binary run_harness harness_only bench_tests
+export bench out runs heavy binary client run_harness harness_only bench_tests
 for round in $(seq "$rounds"); do
     [ "$rounds" = 1 ] || echo "== round $round of $rounds"
     run_ferroftp
