@@ -17,7 +17,6 @@
 mod confine;
 mod error;
 mod expiry;
-mod group_commit;
 mod listing;
 mod upload;
 mod write_behind;
@@ -43,7 +42,6 @@ use crate::confine::{
 };
 use crate::error::fs_error;
 pub use crate::expiry::{PartialSweeper, SweepReport};
-use crate::group_commit::GroupCommit;
 
 /// The name prefix of hidden partial uploads: `.ferroftp-partial.report.pdf` holds the data
 /// of an unfinished upload of `report.pdf` (names too long for that get a hash instead). Listings hide such files and client paths with a
@@ -81,8 +79,6 @@ struct Inner {
     /// Whether an upload is fsynced before it is published (see
     /// [`FsStorage::with_fsync_uploads`]).
     fsync_uploads: bool,
-    /// The flushes of the root's filesystem, shared by the uploads on it.
-    group_commit: Arc<GroupCommit>,
     /// The bits SITE CHMOD may set (see [`FsStorage::with_chmod_mask`]).
     chmod_mask: u32,
 }
@@ -98,9 +94,6 @@ impl FsStorage {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let group_commit = Arc::new(GroupCommit::new(rustix::io::fcntl_dupfd_cloexec(
-            &root, 0,
-        )?)?);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos() as u64);
@@ -113,7 +106,6 @@ impl FsStorage {
                 root_path,
                 next_unique: Arc::new(AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40))),
                 fsync_uploads: true,
-                group_commit,
                 chmod_mask: DEFAULT_CHMOD_MASK,
             }),
         })
@@ -171,7 +163,6 @@ impl FsStorage {
                 root_path: self.inner.root_path.clone(),
                 next_unique: Arc::clone(&self.inner.next_unique),
                 fsync_uploads: self.inner.fsync_uploads,
-                group_commit: Arc::clone(&self.inner.group_commit),
                 chmod_mask: self.inner.chmod_mask,
             }),
         }

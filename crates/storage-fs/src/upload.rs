@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -26,7 +25,6 @@ use tokio::io::AsyncWrite;
 
 use crate::confine::{open_beneath, open_directory, open_parent};
 use crate::error::fs_error;
-use crate::group_commit::{Durable, GroupCommit};
 use crate::write_behind::{Tail, WriteBehind};
 use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
 
@@ -70,7 +68,6 @@ pub(crate) struct Prepared {
     initial_len: u64,
     unique: bool,
     fsync: bool,
-    group_commit: Option<Arc<GroupCommit>>,
 }
 
 impl Prepared {
@@ -85,7 +82,6 @@ impl Prepared {
             initial_len: self.initial_len,
             unique: self.unique,
             fsync: self.fsync,
-            group_commit: self.group_commit,
             durable: false,
         }
     }
@@ -98,7 +94,7 @@ pub(crate) fn prepare(
     target: &UploadTarget,
     mode: WriteMode,
 ) -> Result<Prepared, StorageError> {
-    let (directory, final_name, path, file, device, unique) = match target {
+    let (directory, final_name, path, file, unique) = match target {
         UploadTarget::Path(path) => {
             if inner.anchor.is_top(path) {
                 return Err(StorageError::new(
@@ -108,24 +104,17 @@ pub(crate) fn prepare(
             }
             let (directory, name) = open_parent(&inner.anchor, path)?;
             refuse_directory(&directory, name, path)?;
-            let (file, device) = lock_partial(&directory, &partial_name(name), path, false)?;
-            (
-                directory,
-                name.to_owned(),
-                path.clone(),
-                file,
-                device,
-                false,
-            )
+            let file = lock_partial(&directory, &partial_name(name), path, false)?;
+            (directory, name.to_owned(), path.clone(), file, false)
         }
         UploadTarget::UniqueIn(directory_path) => {
             let directory = open_directory(&inner.anchor, directory_path)?;
-            let (name, file, device) = claim_unique_name(inner, &directory, directory_path)?;
+            let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
                 StorageError::new(StorageErrorKind::Local, format!("STOU name {name}"))
                     .with_source(error)
             })?;
-            (directory, name, path, file, device, true)
+            (directory, name, path, file, true)
         }
     };
     let partial = partial_name(&final_name);
@@ -148,11 +137,6 @@ pub(crate) fn prepare(
         initial_len,
         unique,
         fsync: inner.fsync_uploads,
-        // Uploads beneath the root but on another filesystem (a mount) sync on their own.
-        group_commit: inner
-            .group_commit
-            .covers(device)
-            .then(|| Arc::clone(&inner.group_commit)),
     })
 }
 
@@ -176,13 +160,13 @@ fn refuse_directory(
 }
 
 /// Opens (creating it if needed, or only creating it when `exclusive`) and locks the
-/// partial file `partial` in `directory`; with its device number.
+/// partial file `partial` in `directory`.
 fn lock_partial(
     directory: &OwnedFd,
     partial: &str,
     path: &VirtualPath,
     exclusive: bool,
-) -> Result<(File, u64), StorageError> {
+) -> Result<File, StorageError> {
     let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOCTTY;
     if exclusive {
         flags |= OFlags::EXCL;
@@ -213,7 +197,7 @@ fn lock_partial(
         let locked = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
         match rustix::fs::statat(directory, partial, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(current) if current.st_dev == locked.st_dev && current.st_ino == locked.st_ino => {
-                return Ok((File::from(fd), locked.st_dev));
+                return Ok(File::from(fd));
             }
             Ok(_) => {}
             Err(errno) if errno == Errno::NOENT => {}
@@ -233,7 +217,7 @@ fn claim_unique_name(
     inner: &Inner,
     directory: &OwnedFd,
     directory_path: &VirtualPath,
-) -> Result<(String, File, u64), StorageError> {
+) -> Result<(String, File), StorageError> {
     for _ in 0..UNIQUE_ATTEMPTS {
         let name = inner.unique_name();
         match rustix::fs::statat(directory, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -242,7 +226,7 @@ fn claim_unique_name(
             Err(errno) => return Err(fs_error(errno, "stat in", directory_path)),
         }
         match lock_partial(directory, &partial_name(&name), directory_path, true) {
-            Ok((file, device)) => return Ok((name, file, device)),
+            Ok(file) => return Ok((name, file)),
             Err(error) if error.kind == StorageErrorKind::AlreadyExists => continue,
             Err(error) => return Err(error),
         }
@@ -405,9 +389,6 @@ pub(crate) struct FsUpload {
     unique: bool,
     /// [`crate::FsStorage::with_fsync_uploads`].
     fsync: bool,
-    /// Where the fsyncs go when the upload is on the root's filesystem: they are shared
-    /// with the uploads that publish at the same time.
-    group_commit: Option<Arc<GroupCommit>>,
     /// `make_durable` synced the file and nothing was written since: `commit` need not sync
     /// it again. (An fsync finds no dirty pages then, but ext4 without a journal still
     /// flushes the device's cache for it: one more disk round trip per upload.)
@@ -453,7 +434,6 @@ impl FsUpload {
             unique,
             fsync,
             durable,
-            group_commit,
             ..
         } = *self;
         blocking(move || {
@@ -462,8 +442,8 @@ impl FsUpload {
             // Durable before visible: after a crash the name holds the old file or the
             // complete new one, never a new one with missing blocks.
             if fsync && !durable {
-                Durable::Data(&tail.file)
-                    .sync_in(group_commit.as_deref())
+                tail.file
+                    .sync_all()
                     .map_err(|error| fs_error(error, "fsync", &path))?;
             }
             if let Some(gate) = gate
@@ -482,7 +462,7 @@ impl FsUpload {
             // Makes the rename itself durable. The data is published either way, so a
             // filesystem that cannot fsync directories is no reason to report a failure.
             if fsync {
-                let _ = Durable::Names(&directory).sync_in(group_commit.as_deref());
+                let _ = rustix::fs::fsync(&directory);
             }
             // The lock goes with the last handle on the file, only now that the partial
             // name is free again.
@@ -536,12 +516,11 @@ impl Upload for FsUpload {
         }
         let tail = self.take_tail().await?;
         let path = self.path.clone();
-        let group_commit = self.group_commit.clone();
         blocking(move || {
             tail.write()
                 .map_err(|error| fs_error(error, "write", &path))?;
-            Durable::Data(&tail.file)
-                .sync_in(group_commit.as_deref())
+            tail.file
+                .sync_all()
                 .map_err(|error| fs_error(error, "fsync", &path))
         })
         .await?;
