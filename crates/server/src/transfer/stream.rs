@@ -210,7 +210,7 @@ async fn receive_file(
             grow_when_filled(&mut buffer, read);
         }
     }
-    // No flush here: `Upload::make_durable` flushes next, in one hand-off with its fsync.
+    // No flush here: `Upload::publish_if` flushes next, in the hand-off with its fsync.
     Ok(received)
 }
 
