@@ -472,10 +472,13 @@ mod tests {
     use super::*;
 
     /// A base port with `count` free ports after it. Each test searches its own region
-    /// (`region` 0..7) so tests running in parallel never pick the same ports.
+    /// (`region` 0..8, each used once) so tests running in parallel never pick the same
+    /// ports; all regions lie above the kernel's ephemeral range (32768-60999), where no
+    /// outgoing connection of another process takes a port between this check and the
+    /// test's bind.
     fn free_base(count: u16, region: u16) -> u16 {
-        let start = 42000 + region * 3000;
-        for base in (start..start + 3000 - count).step_by(97) {
+        let start = 61000 + region * 500;
+        for base in (start..start + 500 - count).step_by(97) {
             let all_free = (base..base + count)
                 .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
             if all_free {
@@ -548,7 +551,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_made_before_and_after_accept_is_asked_are_taken_with_nodelay() {
-        let base = free_base(1, 5);
+        let base = free_base(1, 7);
         let pool = uncapped(PassivePortPool::new(base..=base, Duration::ZERO));
         let address = SocketAddr::new(LOCALHOST, base);
         // The client connected before the transfer command: one non-blocking accept.

@@ -45,7 +45,6 @@ use self::log::{AfterReply, TransferEnd, TransferLog};
 pub use self::record::{TransferCompletion, TransferDirection, TransferObserver, TransferRecord};
 pub(crate) use self::work::TransferPolicy;
 use self::work::{Moved, Prepared};
-use crate::quota::UploadQuota;
 use crate::status::SessionHandle;
 use crate::telemetry::{self, TransferResult};
 
@@ -132,9 +131,8 @@ pub(crate) struct Transfer {
     progress: Progress,
     /// Bytes the running upload received, for its log line and its quota charge.
     received: u64,
-    /// The running upload's quota, charged when it is published.
-    upload_quota: Option<Box<UploadQuota>>,
-    /// The publishing upload's quota charge, settled when the publication ended.
+    /// The running upload's quota: charged by the gate when it is published, settled when
+    /// the publication ended.
     quota_charge: Option<publish::QuotaCharge>,
     /// The control connection, as the thread that publishes an upload watches it (made at
     /// the session's first upload).
@@ -157,7 +155,6 @@ impl Transfer {
         } = setup;
         self.progress = Progress::default();
         self.received = 0;
-        self.upload_quota = None;
         self.quota_charge = None;
         let log = TransferLog::new(&request, identity, self.progress.clone());
         let started = Instant::now();
@@ -213,7 +210,7 @@ impl Transfer {
                 if let (Some(log), Some(stored_as)) = (&mut self.log, &prepared.stored_as) {
                     log.path = stored_as.clone();
                 }
-                self.upload_quota = prepared.upload_quota.clone();
+                self.quota_charge = prepared.upload_quota.clone().map(publish::QuotaCharge::new);
                 let progress = self.progress.clone();
                 self.stage = Stage::Moving(Box::pin(work::run(prepared, progress)));
                 Step::Tell(outcome)

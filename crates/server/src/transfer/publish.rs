@@ -81,6 +81,15 @@ pub(super) struct QuotaCharge {
     charged: Arc<AtomicBool>,
 }
 
+impl QuotaCharge {
+    pub(super) fn new(quota: Box<UploadQuota>) -> Self {
+        Self {
+            quota,
+            charged: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 impl Transfer {
     /// The upload's data is all in: from here on the storage makes it durable and publishes
     /// it behind the gate, in one stage the control loop only waits for.
@@ -98,14 +107,10 @@ impl Transfer {
         }
         let probe = self.control_probe.clone();
         let received = self.received;
-        let charge = self.upload_quota.take().map(|quota| QuotaCharge {
-            quota,
-            charged: Arc::new(AtomicBool::new(false)),
-        });
-        let gate_charge = charge
+        let gate_charge = self
+            .quota_charge
             .as_ref()
             .map(|charge| (charge.quota.clone(), Arc::clone(&charge.charged)));
-        self.quota_charge = charge;
         let gate = PublishGate::new(move || {
             // A stream left closed by a failed upgrade has no client behind it.
             if !probe.is_some_and(|probe| probe.client_there_at(deadline)) {
