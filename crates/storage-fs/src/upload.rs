@@ -280,8 +280,7 @@ fn fill(
             }
         },
     };
-    let mut position = partial;
-    position.seek(SeekFrom::Start(keep)).map_err(io_error)?;
+    // No seek to `keep`: every write of an upload names its offset (`pwrite`).
     Ok(keep)
 }
 
