@@ -81,6 +81,9 @@ struct Inner {
     fsync_uploads: bool,
     /// The bits SITE CHMOD may set (see [`FsStorage::with_chmod_mask`]).
     chmod_mask: u32,
+    /// The root is on a filesystem kept in memory (tmpfs, ramfs): nothing is ever written
+    /// back, so an upload gives no writeback hints.
+    memory_backed: bool,
 }
 
 impl FsStorage {
@@ -94,6 +97,9 @@ impl FsStorage {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // TMPFS_MAGIC and RAMFS_MAGIC (statfs(2)).
+        let memory_backed = rustix::fs::fstatfs(&root)
+            .is_ok_and(|filesystem| matches!(filesystem.f_type as u64, 0x0102_1994 | 0x8584_58f6));
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos() as u64);
@@ -107,6 +113,7 @@ impl FsStorage {
                 next_unique: Arc::new(AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40))),
                 fsync_uploads: true,
                 chmod_mask: DEFAULT_CHMOD_MASK,
+                memory_backed,
             }),
         })
     }
@@ -164,6 +171,7 @@ impl FsStorage {
                 next_unique: Arc::clone(&self.inner.next_unique),
                 fsync_uploads: self.inner.fsync_uploads,
                 chmod_mask: self.inner.chmod_mask,
+                memory_backed: self.inner.memory_backed,
             }),
         }
     }

@@ -68,6 +68,7 @@ pub(crate) struct Prepared {
     initial_len: u64,
     unique: bool,
     fsync: bool,
+    write_back_early: bool,
 }
 
 impl Prepared {
@@ -82,6 +83,7 @@ impl Prepared {
             initial_len: self.initial_len,
             unique: self.unique,
             fsync: self.fsync,
+            write_back_early: self.write_back_early,
             durable: false,
         }
     }
@@ -137,6 +139,8 @@ pub(crate) fn prepare(
         initial_len,
         unique,
         fsync: inner.fsync_uploads,
+        // Early writeback only shortens an fsync that has something to write.
+        write_back_early: inner.fsync_uploads && !inner.memory_backed,
     })
 }
 
@@ -388,6 +392,8 @@ pub(crate) struct FsUpload {
     unique: bool,
     /// [`crate::FsStorage::with_fsync_uploads`].
     fsync: bool,
+    /// [`LocalUploadFile::write_back_early`]: fsynced, and on a filesystem that writes back.
+    write_back_early: bool,
     /// `make_durable` synced the file and nothing was written since: `commit` need not sync
     /// it again. (An fsync finds no dirty pages then, but ext4 without a journal still
     /// flushes the device's cache for it: one more disk round trip per upload.)
@@ -503,7 +509,7 @@ impl Upload for FsUpload {
         Some(LocalUploadFile {
             file,
             offset,
-            write_back_early: self.fsync,
+            write_back_early: self.write_back_early,
         })
     }
 

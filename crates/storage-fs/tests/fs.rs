@@ -560,9 +560,25 @@ async fn special_files_are_not_read() {
 }
 
 #[tokio::test]
+async fn an_upload_on_a_memory_filesystem_gives_no_writeback_hints() {
+    // /dev/shm is a tmpfs on Linux; a machine without one has nothing to show here.
+    let Ok(directory) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let storage = FsStorage::new(directory.path()).unwrap();
+    let mut upload = storage
+        .start_upload(&UploadTarget::Path(virtual_path("/f")), WriteMode::Create)
+        .await
+        .unwrap();
+    let local = upload.local_file().expect("a local file before any write");
+    assert!(!local.write_back_early);
+}
+
+#[tokio::test]
 async fn a_local_upload_file_says_whether_to_write_back_early_and_receives_bytes() {
     for fsync in [true, false] {
-        let directory = tempfile::tempdir().unwrap();
+        // Beside the build, on a disk: a temporary directory may be a tmpfs.
+        let directory = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let storage = FsStorage::new(directory.path())
             .unwrap()
             .with_fsync_uploads(fsync);
