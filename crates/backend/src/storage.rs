@@ -85,8 +85,9 @@ pub struct LocalFile {
 /// into it (see [`Upload::local_file`]).
 #[derive(Debug)]
 pub struct LocalUploadFile {
-    /// The open file (its own descriptor; written at explicit offsets).
-    pub file: std::fs::File,
+    /// The open file, shared with the upload (written at explicit offsets; the upload
+    /// writes nothing while this is in use).
+    pub file: Arc<std::fs::File>,
     /// Where the next byte goes.
     pub offset: u64,
     /// The storage fsyncs the file before publishing it: the receiver should start writing

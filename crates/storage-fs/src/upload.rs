@@ -502,8 +502,8 @@ impl Upload for FsUpload {
     }
 
     fn local_file(&mut self) -> Option<LocalUploadFile> {
-        // A duplicate descriptor: it shares the open file, and so the partial file's lock.
-        // Its writes are not seen here, so whatever was synced is no longer all.
+        // The same open file, and so the partial file's lock while it is held. Its writes
+        // are not seen here, so whatever was synced is no longer all.
         self.durable = false;
         let (file, offset) = self.file.bypass()?;
         Some(LocalUploadFile {

@@ -100,12 +100,11 @@ impl WriteBehind {
 
     /// The file and the offset the next byte goes to, if nothing is buffered or being
     /// written: for a writer that bypasses this one.
-    pub(crate) fn bypass(&self) -> Option<(File, u64)> {
+    pub(crate) fn bypass(&self) -> Option<(Arc<File>, u64)> {
         if !self.buffer.is_empty() || !self.in_flight.is_empty() {
             return None;
         }
-        let file = self.file.try_clone().ok()?;
-        Some((file, self.offset))
+        Some((Arc::clone(&self.file), self.offset))
     }
 
     /// Starts writing what is buffered, without waiting: the client paused, so a write now

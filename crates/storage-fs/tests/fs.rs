@@ -590,7 +590,7 @@ async fn a_local_upload_file_says_whether_to_write_back_early_and_receives_bytes
         // Early writeback only helps an upload that will be fsynced.
         assert_eq!(local.write_back_early, fsync);
         assert_eq!(local.offset, 0);
-        std::os::unix::fs::FileExt::write_all_at(&local.file, b"direct", 0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&*local.file, b"direct", 0).unwrap();
         drop(local);
         assert_eq!(upload.commit().await.unwrap(), 6);
         assert_eq!(
