@@ -9,7 +9,6 @@ use ferroftp_backend::{LocalFile, LocalUploadFile, Upload};
 use ferroftp_proto::session::TransferFailure;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use super::Progress;
 use super::stream::{
@@ -52,8 +51,8 @@ pub(super) async fn receive_local_upload(
                 .write_all(&first[..filled])
                 .await
                 .map_err(storage_io_failure)?;
-            // Our end of file after the client's, as for every upload.
-            let _ = timeout(idle_timeout, data.shutdown()).await;
+            // Our end of file after the client's goes with the close, as `data` drops here
+            // (a shutdown first would put nothing more on the wire).
             return Ok(filled as u64);
         }
         filled += read;
