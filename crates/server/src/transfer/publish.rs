@@ -112,7 +112,9 @@ impl Transfer {
             .as_ref()
             .map(|charge| (charge.quota.clone(), Arc::clone(&charge.charged)));
         let gate = PublishGate::new(move || {
-            // A stream left closed by a failed upgrade has no client behind it.
+            // A stream left closed by a failed upgrade has no client behind it; without a
+            // probe (no descriptor left for it, which the descriptor budget makes rare)
+            // nothing can tell: the safe side, the upload stays partial.
             if !probe.is_some_and(|probe| probe.client_there_at(deadline)) {
                 return Err(Withheld::ClientGone);
             }
