@@ -84,7 +84,6 @@ impl Prepared {
             unique: self.unique,
             fsync: self.fsync,
             write_back_early: self.write_back_early,
-            durable: false,
         }
     }
 }
@@ -394,10 +393,6 @@ pub(crate) struct FsUpload {
     fsync: bool,
     /// [`LocalUploadFile::write_back_early`]: fsynced, and on a filesystem that writes back.
     write_back_early: bool,
-    /// `make_durable` synced the file and nothing was written since: `commit` need not sync
-    /// it again. (An fsync finds no dirty pages then, but ext4 without a journal still
-    /// flushes the device's cache for it: one more disk round trip per upload.)
-    durable: bool,
 }
 
 impl AsyncWrite for FsUpload {
@@ -406,9 +401,7 @@ impl AsyncWrite for FsUpload {
         context: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let upload = self.get_mut();
-        upload.durable = false;
-        Pin::new(&mut upload.file).poll_write(context, data)
+        Pin::new(&mut self.get_mut().file).poll_write(context, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -438,7 +431,6 @@ impl FsUpload {
             path,
             unique,
             fsync,
-            durable,
             ..
         } = *self;
         blocking(move || {
@@ -446,7 +438,7 @@ impl FsUpload {
                 .map_err(|error| fs_error(error, "write", &path))?;
             // Durable before visible: after a crash the name holds the old file or the
             // complete new one, never a new one with missing blocks.
-            if fsync && !durable {
+            if fsync {
                 tail.file
                     .sync_all()
                     .map_err(|error| fs_error(error, "fsync", &path))?;
@@ -502,35 +494,13 @@ impl Upload for FsUpload {
     }
 
     fn local_file(&mut self) -> Option<LocalUploadFile> {
-        // The same open file, and so the partial file's lock while it is held. Its writes
-        // are not seen here, so whatever was synced is no longer all.
-        self.durable = false;
+        // The same open file, and so the partial file's lock while it is held.
         let (file, offset) = self.file.bypass()?;
         Some(LocalUploadFile {
             file,
             offset,
             write_back_early: self.write_back_early,
         })
-    }
-
-    async fn make_durable(&mut self) -> Result<(), StorageError> {
-        if !self.fsync {
-            // Nothing to make durable: the last bytes are written by `commit` (or
-            // `abandon`, or the drop), in the hand-off that publishes them.
-            return Ok(());
-        }
-        let tail = self.take_tail().await?;
-        let path = self.path.clone();
-        blocking(move || {
-            tail.write()
-                .map_err(|error| fs_error(error, "write", &path))?;
-            tail.file
-                .sync_all()
-                .map_err(|error| fs_error(error, "fsync", &path))
-        })
-        .await?;
-        self.durable = true;
-        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<u64, StorageError> {
