@@ -57,6 +57,30 @@ def write_random(path, size: int) -> str:
     return h.hexdigest()
 
 
+# The tree the mirror tests send up and fetch back: nested directories, an empty file, an
+# empty directory (`emptydir`), a name with spaces.
+MIRROR_TREE = {
+    "a.bin": 1000,
+    "empty.bin": 0,
+    "one/b.bin": 70000,
+    "one/two/c.bin": 1,
+    "one/two/three/d.bin": 300000,
+    "spaces in name/e f.bin": 123,
+}
+
+
+def make_tree(top, files: dict[str, int] = MIRROR_TREE) -> dict[str, int]:
+    """Write `files` (relative name: size, random bytes) and an empty directory `emptydir`
+    under `top`; return `files`."""
+    top.mkdir(parents=True, exist_ok=True)
+    for rel, size in files.items():
+        p = top / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_random(p, size)
+    (top / "emptydir").mkdir()
+    return files
+
+
 def tree_hashes(top) -> dict[str, str]:
     """Relative path -> sha256 for every regular file under `top` (directories as 'dir')."""
     out: dict[str, str] = {}

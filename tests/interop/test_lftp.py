@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from ftp_helpers import (MiB, file_size, kill_hard, lftp, lftp_popen, nlst_names,
+from ftp_helpers import (MiB, file_size, kill_hard, lftp, lftp_popen, make_tree, nlst_names,
                          parse_unix_list, reset_data_connections, sha256_file, tree_hashes,
                          wait_for, wait_server_idle, write_random)
 
@@ -56,28 +56,10 @@ def test_put_get(server, samples, tmp_path, passive):
         assert sha256_file(out) == s.sha256
 
 
-def make_local_tree(top):
-    top.mkdir()
-    files = {
-        "a.bin": 1000,
-        "empty.bin": 0,
-        "one/b.bin": 70000,
-        "one/two/c.bin": 1,
-        "one/two/three/d.bin": 300000,
-        "spaces in name/e f.bin": 123,
-    }
-    for rel, size in files.items():
-        p = top / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_random(p, size)
-    (top / "emptydir").mkdir()
-    return files
-
-
 @pytest.mark.parametrize("passive", [True, False], ids=["passive-on", "passive-off"])
 def test_mirror_up_and_down(server, tmp_path, passive):
     src = tmp_path / "src"
-    make_local_tree(src)
+    make_tree(src)
     want = tree_hashes(src)
 
     r = lftp(server, [f"mirror -R {src} /tree"], passive=passive)

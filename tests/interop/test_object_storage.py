@@ -22,8 +22,8 @@ from datetime import timezone
 
 import pytest
 
-from ftp_helpers import (BIG_PROC_TIMEOUT, MiB, curl, lftp, nlst_names, parse_unix_list,
-                         sha256_bytes, sha256_file, tree_hashes, write_random)
+from ftp_helpers import (BIG_PROC_TIMEOUT, MIRROR_TREE, MiB, curl, lftp, make_tree, nlst_names,
+                         parse_unix_list, sha256_bytes, sha256_file, tree_hashes)
 from s3_helpers import (BIG, HIDDEN_MARK, PARTIAL_DIR,  # noqa: F401 (fixtures)
                         assert_no_hidden_state_listed, bucket, cut_curl_upload, ftp_login,
                         mlsd_names, retr, s3_server, s3_settings, s3_start, sample_40m, stor)
@@ -167,22 +167,14 @@ def test_curl_ftps_explicit(s3_start, bucket, s3_cert, samples, sample_40m, tmp_
 # lftp: several transfers per session
 
 
-def make_tree(top):
-    files = {"a.bin": 1000, "empty.bin": 0, "one/b.bin": 70000, "one/two/c.bin": 1,
-             "one/two/three/d.bin": 300000, "spaces in name/e f.bin": 123,
-             "plus+percent%/ü.bin": 4321}
-    for rel, size in files.items():
-        p = top / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_random(p, size)
-    (top / "emptydir").mkdir()
-    return files
+# The mirror tree, and a name whose bytes an S3 key must keep exactly.
+OBJECT_TREE = {**MIRROR_TREE, "plus+percent%/ü.bin": 4321}
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["passive-on", "passive-off"])
 def test_lftp_mirror_up_and_down(s3_server, bucket, tmp_path, passive):
     src = tmp_path / "src"
-    files = make_tree(src)
+    files = make_tree(src, OBJECT_TREE)
     want = tree_hashes(src)
     r = lftp(s3_server, [f"mirror -R {src} /tree"], passive=passive)
     r.assert_ok()
