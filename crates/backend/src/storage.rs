@@ -1,10 +1,11 @@
 //! Storage: the interface every backend (local directory, object store, memory) implements.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, Seek, SeekFrom};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use ferroftp_proto::{DirEntry, FileMeta, StorageErrorKind, VirtualPath};
@@ -144,18 +145,17 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// publishing: [`commit`](Upload::commit) if it agrees, [`abandon`](Upload::abandon) if
     /// not (the data stays hidden, for a resume). This is how the server publishes: a client
     /// killed mid-upload also ends its data connection cleanly, and its control connection
-    /// may close only a little after, so the gate looks at the client once the data is
-    /// durable. The gate may block; a storage that publishes on a blocking thread should ask
-    /// it there, in the same hand-off (this default takes one hand-off for it alone).
-    async fn publish_if(mut self: Box<Self>, gate: PublishGate) -> Result<Published, StorageError> {
+    /// may close only a little after, so the gate decides no earlier than a moment the server
+    /// names, once the data is durable. A storage that publishes on a blocking thread should
+    /// let [`PublishGate::decide`] wait there, in the same hand-off; on an event loop,
+    /// [`PublishGate::wait`] first.
+    async fn publish_if(
+        mut self: Box<Self>,
+        mut gate: PublishGate,
+    ) -> Result<Published, StorageError> {
         self.make_durable().await?;
-        let decision = tokio::task::spawn_blocking(move || gate.decide())
-            .await
-            .map_err(|error| {
-                StorageError::new(StorageErrorKind::Local, "publish check failed")
-                    .with_source(error)
-            })?;
-        match decision {
+        gate.wait().await;
+        match gate.decide() {
             Ok(()) => self.commit().await.map(Published::Published),
             Err(withheld) => {
                 self.abandon().await?;
@@ -168,14 +168,25 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     async fn abandon(self: Box<Self>) -> Result<(), StorageError>;
 }
 
-/// The last check before an upload is published ([`Upload::publish_if`]): a blocking call,
-/// made once the data is durable, that may refuse.
-pub struct PublishGate(Box<dyn FnOnce() -> Result<(), Withheld> + Send>);
+/// The last check before an upload is published ([`Upload::publish_if`]): a decision that
+/// may refuse, made no earlier than a moment the server may name (the client-gone grace).
+/// The decision itself is quick; only reaching that moment takes time.
+pub struct PublishGate {
+    decide: Box<dyn FnOnce() -> Result<(), Withheld> + Send>,
+    not_before: Option<Instant>,
+    /// Resolves at `not_before`, on the caller's event loop, more precisely than tokio's
+    /// millisecond timer (the grace is a millisecond).
+    wait_until: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
 
 impl PublishGate {
-    /// A gate that runs `decide` (on a thread that may block).
+    /// A gate that runs `decide` (without blocking) as soon as it is asked.
     pub fn new(decide: impl FnOnce() -> Result<(), Withheld> + Send + 'static) -> Self {
-        Self(Box::new(decide))
+        Self {
+            decide: Box::new(decide),
+            not_before: None,
+            wait_until: None,
+        }
     }
 
     /// A gate that always lets the upload through.
@@ -183,9 +194,35 @@ impl PublishGate {
         Self::new(|| Ok(()))
     }
 
-    /// Asks the gate. Blocking.
+    /// Decides no earlier than `instant`; `wait_until` resolves then, on the event loop that
+    /// awaits it ([`wait`](Self::wait)).
+    pub fn not_before(
+        mut self,
+        instant: Instant,
+        wait_until: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.not_before = Some(instant);
+        self.wait_until = Some(Box::pin(wait_until));
+        self
+    }
+
+    /// Waits until the gate may decide, without blocking the thread.
+    pub async fn wait(&mut self) {
+        if let Some(wait_until) = self.wait_until.take() {
+            wait_until.await;
+        }
+    }
+
+    /// Decides: blocks until the gate's moment first if it has not come yet (on an event
+    /// loop, [`wait`](Self::wait) for it first).
     pub fn decide(self) -> Result<(), Withheld> {
-        (self.0)()
+        if let Some(instant) = self.not_before {
+            let remaining = instant.saturating_duration_since(Instant::now());
+            if !remaining.is_zero() {
+                std::thread::sleep(remaining);
+            }
+        }
+        (self.decide)()
     }
 }
 

@@ -1338,18 +1338,34 @@ mod nat_and_proxies {
 
     #[tokio::test]
     async fn active_mode_can_leave_from_the_control_port_minus_one() {
-        // The test runs as root in CI, and the port below a random one is almost always
-        // free; retry with a new server when it is not.
-        for _ in 0..5 {
-            let options = ServerOptions {
-                active_source_port: ActiveSourcePort::ControlMinusOne,
-                ..test_options()
-            };
-            let server = start(options, Arc::new(MemoryStorage::new()), None).await;
-            let source_port = server.address.port() - 1;
-            if std::net::TcpListener::bind(("127.0.0.1", source_port)).is_err() {
+        // The test runs as root in CI. The control port is chosen above the kernel's
+        // ephemeral range (32768-60999), where no other test's connection takes the port
+        // below it (a random listening port's neighbour often is one: outgoing connections
+        // prefer the even ports, listeners the odd ones).
+        for control_port in (65101..65499).step_by(2) {
+            if std::net::TcpListener::bind(("127.0.0.1", control_port - 1)).is_err() {
                 continue;
             }
+            let options = ServerOptions {
+                active_source_port: ActiveSourcePort::ControlMinusOne,
+                listeners: vec![ListenerOptions::new(
+                    format!("127.0.0.1:{control_port}").parse().unwrap(),
+                )],
+                ..test_options()
+            };
+            let Ok(server) =
+                Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers)).await
+            else {
+                continue;
+            };
+            let address = server.local_addrs()[0];
+            let task = tokio::spawn(server.run(std::future::pending()));
+            let server = TestServer {
+                address,
+                _root: None,
+                task,
+            };
+            let source_port = control_port - 1;
             let mut client = server.login("alice").await;
             client.store("/f", DataMode::Passive, b"abc").await.unwrap();
             let prepared = client.open_data(DataMode::Active).await.unwrap();
@@ -1359,7 +1375,7 @@ mod nat_and_proxies {
             assert_eq!(client.finish().await.unwrap().code.0, 226);
             return;
         }
-        panic!("no server port with a free port below it in 5 tries");
+        panic!("no control port in 65101-65499 with a free port below it");
     }
 }
 

@@ -82,7 +82,9 @@ struct Inner {
     /// The bits SITE CHMOD may set (see [`FsStorage::with_chmod_mask`]).
     chmod_mask: u32,
     /// The root is on a filesystem kept in memory (tmpfs, ramfs): nothing is ever written
-    /// back, so an upload gives no writeback hints.
+    /// back, so an upload gives no writeback hints, and filesystem calls run in place
+    /// instead of on the blocking pool (they wait for no device). A disk mounted below such
+    /// a root is served the same way: its calls then wait on the session's thread.
     memory_backed: bool,
 }
 
@@ -188,12 +190,18 @@ impl FsStorage {
         &self.inner.root_path
     }
 
-    /// Runs blocking filesystem work on tokio's blocking pool.
-    async fn blocking<T, Work>(&self, work: Work) -> Result<T, StorageError>
+    /// Runs filesystem work: on tokio's blocking pool, or in place when the root is in memory
+    /// ([`Inner::memory_backed`]), where no call waits for a device and a hand-off to
+    /// another thread would cost more than the call (two wake-ups and a context switch each
+    /// way, docs/BENCHMARKS.md "P10").
+    async fn filesystem_work<T, Work>(&self, work: Work) -> Result<T, StorageError>
     where
         T: Send + 'static,
         Work: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     {
+        if self.inner.memory_backed {
+            return work(&self.inner);
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || work(&inner))
             .await
@@ -474,7 +482,8 @@ impl Storage for FsStorage {
             _ => {
                 let storage = self.clone();
                 let home = home.clone();
-                self.blocking(move |_| storage.scoped_to(&home)).await?
+                self.filesystem_work(move |_| storage.scoped_to(&home))
+                    .await?
             }
         };
         Ok(Some(Arc::new(scoped)))
@@ -482,13 +491,14 @@ impl Storage for FsStorage {
 
     async fn metadata(&self, path: &VirtualPath) -> Result<FileMeta, StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.metadata(&path)).await
+        self.filesystem_work(move |inner| inner.metadata(&path))
+            .await
     }
 
     async fn list(&self, path: &VirtualPath) -> Result<EntryStream, StorageError> {
         let directory_path = path.clone();
         let directory = self
-            .blocking(move |inner| open_directory(&inner.anchor, &directory_path))
+            .filesystem_work(move |inner| open_directory(&inner.anchor, &directory_path))
             .await?;
         Ok(listing::stream(
             Arc::clone(&self.inner),
@@ -505,7 +515,7 @@ impl Storage for FsStorage {
             Some(opened) => opened,
             None => {
                 let path = path.clone();
-                self.blocking(move |inner| inner.read(&path, offset))
+                self.filesystem_work(move |inner| inner.read(&path, offset))
                     .await?
             }
         };
@@ -517,7 +527,7 @@ impl Storage for FsStorage {
 
     async fn resumable_size(&self, path: &VirtualPath) -> Result<u64, StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.resumable_size(&path))
+        self.filesystem_work(move |inner| inner.resumable_size(&path))
             .await
     }
 
@@ -528,40 +538,44 @@ impl Storage for FsStorage {
     ) -> Result<Box<dyn Upload>, StorageError> {
         let target = target.clone();
         let prepared = self
-            .blocking(move |inner| upload::prepare(inner, &target, mode))
+            .filesystem_work(move |inner| upload::prepare(inner, &target, mode))
             .await?;
         Ok(Box::new(prepared.into_upload()))
     }
 
     async fn make_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.make_dir(&path)).await
+        self.filesystem_work(move |inner| inner.make_dir(&path))
+            .await
     }
 
     async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.remove_dir(&path)).await
+        self.filesystem_work(move |inner| inner.remove_dir(&path))
+            .await
     }
 
     async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.remove_file(&path)).await
+        self.filesystem_work(move |inner| inner.remove_file(&path))
+            .await
     }
 
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
         let (from, to) = (from.clone(), to.clone());
-        self.blocking(move |inner| inner.rename(&from, &to)).await
+        self.filesystem_work(move |inner| inner.rename(&from, &to))
+            .await
     }
 
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.set_modified(&path, time))
+        self.filesystem_work(move |inner| inner.set_modified(&path, time))
             .await
     }
 
     async fn set_mode(&self, path: &VirtualPath, mode: u32) -> Result<(), StorageError> {
         let path = path.clone();
-        self.blocking(move |inner| inner.set_mode(&path, mode))
+        self.filesystem_work(move |inner| inner.set_mode(&path, mode))
             .await
     }
 }

@@ -69,6 +69,7 @@ pub(crate) struct Prepared {
     unique: bool,
     fsync: bool,
     write_back_early: bool,
+    in_place: bool,
 }
 
 impl Prepared {
@@ -84,6 +85,7 @@ impl Prepared {
             unique: self.unique,
             fsync: self.fsync,
             write_back_early: self.write_back_early,
+            in_place: self.in_place,
         }
     }
 }
@@ -140,6 +142,7 @@ pub(crate) fn prepare(
         fsync: inner.fsync_uploads,
         // Early writeback only shortens an fsync that has something to write.
         write_back_early: inner.fsync_uploads && !inner.memory_backed,
+        in_place: inner.memory_backed,
     })
 }
 
@@ -393,6 +396,9 @@ pub(crate) struct FsUpload {
     fsync: bool,
     /// [`LocalUploadFile::write_back_early`]: fsynced, and on a filesystem that writes back.
     write_back_early: bool,
+    /// Published in place rather than on the blocking pool: the root is in memory
+    /// (`FsStorage::filesystem_work`).
+    in_place: bool,
 }
 
 impl AsyncWrite for FsUpload {
@@ -414,15 +420,18 @@ impl AsyncWrite for FsUpload {
 }
 
 impl FsUpload {
-    /// The end of an upload in one hand-off to the blocking pool: the last bytes written,
-    /// the file made durable, the gate asked (it may wait for the client-gone grace, which
-    /// the fsync has usually covered already), then the rename and the directory's fsync.
-    /// Withheld: the handles close and the data stays in the partial file, for a resume.
+    /// The end of an upload: the last bytes written, the file made durable, the gate asked
+    /// (no earlier than the client-gone grace, which the fsync has usually covered already
+    /// on a disk), then the rename and the directory's fsync. On a disk all of it is one
+    /// hand-off to the blocking pool, where the gate waits as well; on a root in memory it
+    /// runs in place and the gate's wait is the event loop's. Withheld: the handles close
+    /// and the data stays in the partial file, for a resume.
     async fn publish(
         mut self: Box<Self>,
         gate: Option<PublishGate>,
     ) -> Result<Published, StorageError> {
         let tail = self.take_tail().await?;
+        let in_place = self.in_place;
         let Self {
             file,
             directory,
@@ -433,39 +442,27 @@ impl FsUpload {
             fsync,
             ..
         } = *self;
+        let ending = Ending {
+            tail,
+            _file: file,
+            directory,
+            partial_name,
+            final_name,
+            path,
+            unique,
+            fsync,
+        };
+        if in_place {
+            ending.make_durable()?;
+            let mut gate = gate;
+            if let Some(gate) = &mut gate {
+                gate.wait().await;
+            }
+            return ending.publish_if(gate);
+        }
         blocking(move || {
-            tail.write()
-                .map_err(|error| fs_error(error, "write", &path))?;
-            // Durable before visible: after a crash the name holds the old file or the
-            // complete new one, never a new one with missing blocks.
-            if fsync {
-                tail.file
-                    .sync_all()
-                    .map_err(|error| fs_error(error, "fsync", &path))?;
-            }
-            if let Some(gate) = gate
-                && let Err(withheld) = gate.decide()
-            {
-                return Ok(Published::Withheld(withheld));
-            }
-            let size = tail
-                .file
-                .metadata()
-                .map_err(|error| fs_error(error, "stat", &path))?
-                .len();
-            keep_permissions(&tail.file, &directory, &final_name);
-            rename_into_place(&directory, &partial_name, &final_name, unique)
-                .map_err(|error| fs_error(error, "publish upload of", &path))?;
-            // Makes the rename itself durable. The data is published either way, so a
-            // filesystem that cannot fsync directories is no reason to report a failure.
-            if fsync {
-                let _ = rustix::fs::fsync(&directory);
-            }
-            // The lock goes with the last handle on the file, only now that the partial
-            // name is free again.
-            drop(tail);
-            drop(file);
-            Ok(Published::Published(size))
+            ending.make_durable()?;
+            ending.publish_if(gate)
         })
         .await
     }
@@ -476,6 +473,70 @@ impl FsUpload {
             .take_tail()
             .await
             .map_err(|error| fs_error(error, "write", &self.path))
+    }
+}
+
+/// What publishing an upload needs once its writes in flight are done ([`FsUpload::publish`]).
+struct Ending {
+    tail: Tail,
+    /// Held to the end: the last handle on the file releases the partial file's lock.
+    _file: WriteBehind,
+    directory: OwnedFd,
+    partial_name: String,
+    final_name: String,
+    path: VirtualPath,
+    unique: bool,
+    fsync: bool,
+}
+
+impl Ending {
+    /// Writes the last bytes and, unless uploads are not fsynced, makes the file durable.
+    /// Blocking.
+    fn make_durable(&self) -> Result<(), StorageError> {
+        self.tail
+            .write()
+            .map_err(|error| fs_error(error, "write", &self.path))?;
+        // Durable before visible: after a crash the name holds the old file or the
+        // complete new one, never a new one with missing blocks.
+        if self.fsync {
+            self.tail
+                .file
+                .sync_all()
+                .map_err(|error| fs_error(error, "fsync", &self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Asks the gate, then renames the partial file over the final name and makes the
+    /// rename durable. Blocking.
+    fn publish_if(self, gate: Option<PublishGate>) -> Result<Published, StorageError> {
+        if let Some(gate) = gate
+            && let Err(withheld) = gate.decide()
+        {
+            return Ok(Published::Withheld(withheld));
+        }
+        let size = self
+            .tail
+            .file
+            .metadata()
+            .map_err(|error| fs_error(error, "stat", &self.path))?
+            .len();
+        keep_permissions(&self.tail.file, &self.directory, &self.final_name);
+        rename_into_place(
+            &self.directory,
+            &self.partial_name,
+            &self.final_name,
+            self.unique,
+        )
+        .map_err(|error| fs_error(error, "publish upload of", &self.path))?;
+        // Makes the rename itself durable. The data is published either way, so a
+        // filesystem that cannot fsync directories is no reason to report a failure.
+        if self.fsync {
+            let _ = rustix::fs::fsync(&self.directory);
+        }
+        // The lock goes with the last handle on the file (`tail` and `file` drop here),
+        // only now that the partial name is free again.
+        Ok(Published::Published(size))
     }
 }
 
@@ -521,11 +582,14 @@ impl Upload for FsUpload {
         // The bytes already accepted belong to the resumable data: let them land.
         let tail = self.take_tail().await?;
         let path = self.path.clone();
-        blocking(move || {
+        let write = move || {
             tail.write()
                 .map_err(|error| fs_error(error, "write", &path))
-        })
-        .await
+        };
+        if self.in_place {
+            return write();
+        }
+        blocking(write).await
     }
 }
 

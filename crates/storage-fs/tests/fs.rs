@@ -35,6 +35,15 @@ ferroftp_backend::storage_battery!(battery_without_fsync, {
     (storage, directory)
 });
 
+// On a root in memory the storage works in place instead of on the blocking pool, uploads
+// published included (the gate's wait is the event loop's): the same contract.
+ferroftp_backend::storage_battery!(battery_in_memory, {
+    // /dev/shm is a tmpfs on Linux.
+    let directory = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let storage = FsStorage::new(directory.path()).expect("open storage");
+    (storage, directory)
+});
+
 /// A served root with a sibling directory `outside` holding a secret, both in a temporary
 /// directory that lives as long as the value.
 struct Sandbox {

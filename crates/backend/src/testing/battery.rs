@@ -10,7 +10,8 @@
 // does not reach it because it is not under `#[cfg(test)]`.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferroftp_proto::{FileKind, StorageErrorKind};
 use futures_util::StreamExt;
@@ -20,7 +21,7 @@ use super::{
     assert_bytes_eq, assert_kind, list_names, pattern, put_file, read_file, upload, virtual_path,
     write_chunks,
 };
-use crate::storage::{Storage, UploadTarget, WriteMode};
+use crate::storage::{PublishGate, Published, Storage, UploadTarget, Withheld, WriteMode};
 
 /// Larger than the usual copy buffers (8 KiB, 64 KiB), and not a round number, so that
 /// chunking and buffering bugs show.
@@ -609,6 +610,62 @@ pub async fn abandon_keeps_previous_version(storage: &dyn Storage) {
         resumable,
         old.len() as u64,
         "the committed file is the resumable content"
+    );
+}
+
+/// The gate of `publish_if` decides once the data is in, no earlier than the moment it
+/// names, and its yes publishes the exact bytes.
+pub async fn publish_if_decides_at_the_gates_moment(storage: &dyn Storage) {
+    let data = pattern(LARGE, 6);
+    let mut upload = storage
+        .start_upload(&at("/gated"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, &data).await;
+    let moment = Instant::now() + Duration::from_millis(30);
+    let decided_at = Arc::new(Mutex::new(None));
+    let record = Arc::clone(&decided_at);
+    let gate = PublishGate::new(move || {
+        *record.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    })
+    .not_before(moment, tokio::time::sleep_until(moment.into()));
+    assert_eq!(
+        upload.publish_if(gate).await.unwrap(),
+        Published::Published(data.len() as u64)
+    );
+    let decided_at = decided_at.lock().unwrap().expect("the gate was asked");
+    assert!(
+        decided_at >= moment,
+        "decided {:?} before its moment",
+        moment - decided_at
+    );
+    assert_bytes_eq(
+        &read_file(storage, "/gated", 0).await.unwrap(),
+        &data,
+        "published through the gate",
+    );
+}
+
+/// A gate that refuses (the client gone) leaves the previous version whole, as an abandon
+/// does.
+pub async fn publish_if_withheld_keeps_previous_version(storage: &dyn Storage) {
+    let old = pattern(LARGE, 7);
+    put_file(storage, "/kept", &old).await;
+    let mut upload = storage
+        .start_upload(&at("/kept"), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, &pattern(LARGE / 3, 8)).await;
+    let gate = PublishGate::new(|| Err(Withheld::ClientGone));
+    assert_eq!(
+        upload.publish_if(gate).await.unwrap(),
+        Published::Withheld(Withheld::ClientGone)
+    );
+    assert_bytes_eq(
+        &read_file(storage, "/kept", 0).await.unwrap(),
+        &old,
+        "after a refusing gate",
     );
 }
 

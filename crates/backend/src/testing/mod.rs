@@ -79,6 +79,8 @@ macro_rules! storage_battery {
             make_dir_all_creates_parents,
             upload_in_progress_is_invisible,
             abandon_keeps_previous_version,
+            publish_if_decides_at_the_gates_moment,
+            publish_if_withheld_keeps_previous_version,
             abandon_leaves_resumable_data,
             drop_without_commit_is_abandon,
             create_discards_abandoned_partial,

@@ -134,9 +134,11 @@ pub(crate) struct Transfer {
     /// The running upload's quota: charged by the gate when it is published, settled when
     /// the publication ended.
     quota_charge: Option<publish::QuotaCharge>,
-    /// The control connection, as the thread that publishes an upload watches it (made at
-    /// the session's first upload).
+    /// The control connection, as the gate of an upload looks at it (made at the session's
+    /// first upload).
     control_probe: Option<publish::ControlProbe>,
+    /// The end of the client-gone grace, on this session's event loop.
+    grace_timer: publish::GraceTimer,
     /// What waits until the final reply is written.
     after_reply: AfterReply,
 }

@@ -7,14 +7,17 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferroftp_backend::{PublishGate, Published, StorageError, Upload, Withheld};
 use ferroftp_proto::session::TransferFailure;
 use ferroftp_proto::{Escaped, StorageErrorKind};
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
 use super::log::TransferEnd;
@@ -36,8 +39,8 @@ use crate::telemetry;
 /// longer than this already and nothing is added. docs/uploads.md.
 const CLIENT_GONE_GRACE: Duration = Duration::from_millis(1);
 
-/// The control connection's socket, duplicated once per session so that the thread that
-/// publishes an upload can watch it while the control loop keeps reading it.
+/// The control connection's socket, duplicated once per session so that the gate can look
+/// at it from whichever thread publishes the upload while the control loop keeps reading it.
 #[derive(Clone)]
 pub(crate) struct ControlProbe(Arc<OwnedFd>);
 
@@ -46,29 +49,89 @@ impl ControlProbe {
         Ok(Self(Arc::new(rustix::io::fcntl_dupfd_cloexec(socket, 0)?)))
     }
 
-    /// Blocking: whether the client is still there at `deadline`, waiting until then
-    /// unless the connection closes first. A close is the peer's FIN (`POLLRDHUP`) or a
-    /// reset or error (`POLLHUP`, `POLLERR`, always reported); bytes waiting (a command) do
-    /// not end the wait, since a killed client may have sent them before it died.
-    fn client_there_at(&self, deadline: Instant) -> bool {
+    /// Whether the client is still there, now, without waiting. Gone is the peer's FIN
+    /// (`POLLRDHUP`) or a reset or error (`POLLHUP`, `POLLERR`, always reported); bytes
+    /// waiting (a command) do not count, since a killed client may have sent them before it
+    /// died.
+    fn client_there(&self) -> bool {
+        let closed = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec {
-                tv_sec: i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(remaining.subsec_nanos()),
-            };
             let mut watched = [PollFd::new(&*self.0, PollFlags::RDHUP)];
-            match rustix::event::poll(&mut watched, Some(&timeout)) {
+            match rustix::event::poll(&mut watched, Some(&Timespec::default())) {
                 Ok(0) => return true,
-                Ok(_) => {
-                    let closed = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
-                    if watched[0].revents().intersects(closed) {
-                        return false;
-                    }
-                }
+                Ok(_) => return !watched[0].revents().intersects(closed),
                 Err(rustix::io::Errno::INTR) => {}
                 // Cannot tell (a descriptor the kernel refuses): the safe side, kept partial.
                 Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The end of the client-gone grace, awaited on the session's own event loop: a timerfd the
+/// loop watches, made when a session first needs it. tokio's timer would round the
+/// millisecond of the grace up to the next millisecond tick, 1 to 2 ms in all; a timerfd
+/// wakes within microseconds of its deadline.
+#[derive(Clone, Default)]
+pub(crate) struct GraceTimer(Arc<OnceLock<Option<AsyncFd<OwnedFd>>>>);
+
+impl GraceTimer {
+    /// Resolves at `deadline` (at once if it passed). Must run on the session's event loop,
+    /// where the timer is registered.
+    async fn until(self, deadline: Instant) {
+        let timer = self.0.get_or_init(|| match Self::create() {
+            Ok(timer) => Some(timer),
+            Err(error) => {
+                warn!(target: LOG_TARGET, %error, "creating the grace timer failed");
+                None
+            }
+        });
+        let waited = match timer {
+            Some(timer) => Self::wait(timer, deadline).await,
+            None => Err(io::ErrorKind::Unsupported.into()),
+        };
+        // Without the timer, tokio's coarser one: later, never earlier.
+        if waited.is_err() {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+
+    #[allow(unsafe_code)] // registering the timer with the event loop, proven sound below
+    fn create() -> io::Result<AsyncFd<OwnedFd>> {
+        let flags = TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC;
+        let timer = rustix::time::timerfd_create(TimerfdClockId::Monotonic, flags)?;
+        // SAFETY: `register_with_interest` requires that the descriptor stay open and name
+        // the same file description for the whole life of the `AsyncFd`. The `OwnedFd` is
+        // moved into the `AsyncFd`, which owns it alone: nothing else can close it or put
+        // another file behind its number, `OwnedFd::as_raw_fd` always returns the same
+        // number, and it is closed only when the `AsyncFd` drops it, after deregistering.
+        unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+            .map_err(io::Error::from)
+    }
+
+    async fn wait(timer: &AsyncFd<OwnedFd>, deadline: Instant) -> io::Result<()> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Ok(());
+        }
+        let once = Itimerspec {
+            it_interval: Timespec::default(),
+            it_value: Timespec {
+                tv_sec: i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(remaining.subsec_nanos()),
+            },
+        };
+        // Arming it again also clears an expiry an earlier, abandoned wait left behind.
+        rustix::time::timerfd_settime(timer, TimerfdTimerFlags::empty(), &once)?;
+        loop {
+            let mut ready = timer.readable().await?;
+            let mut expirations = [0u8; 8];
+            // Not yet expired (a readiness left from before the arming): `try_io` clears
+            // it on EAGAIN and the loop waits again.
+            if let Ok(read) = ready.try_io(|timer| {
+                rustix::io::read(timer.get_ref(), &mut expirations).map_err(io::Error::from)
+            }) {
+                return read.map(drop);
             }
         }
     }
@@ -115,7 +178,7 @@ impl Transfer {
             // A stream left closed by a failed upgrade has no client behind it; without a
             // probe (no descriptor left for it, which the descriptor budget makes rare)
             // nothing can tell: the safe side, the upload stays partial.
-            if !probe.is_some_and(|probe| probe.client_there_at(deadline)) {
+            if !probe.is_some_and(|probe| probe.client_there()) {
                 return Err(Withheld::ClientGone);
             }
             // Charged right before publishing, atomically for the account: two sessions
@@ -127,7 +190,8 @@ impl Transfer {
                 charged.store(true, Ordering::Release);
             }
             Ok(())
-        });
+        })
+        .not_before(deadline, self.grace_timer.clone().until(deadline));
         self.stage = Stage::Publishing(Box::pin(upload.publish_if(gate)));
     }
 
