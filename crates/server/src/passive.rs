@@ -270,9 +270,10 @@ impl PassivePortPool {
         let mut oldest_cooling: Option<(Instant, u16)> = None;
         let mut last_error = None;
         let mut passed_over_held = false;
-        for step in 0..count {
-            let offset = ((start + step) % count) as usize;
-            let port = (first + offset as u32) as u16;
+        // From the random start to the end, then from the beginning: no division per port.
+        for offset in (start..count).chain(0..start) {
+            let port = (first + offset) as u16;
+            let offset = offset as usize;
             let slot = &state.slots[offset];
             if slot.in_use {
                 continue;
