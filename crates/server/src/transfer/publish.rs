@@ -131,6 +131,9 @@ impl GraceTimer {
             if let Ok(read) = ready.try_io(|timer| {
                 rustix::io::read(timer.get_ref(), &mut expirations).map_err(io::Error::from)
             }) {
+                // The read emptied the timer: without this the next wait would find the
+                // readiness still set and pay a read that fails with EAGAIN first.
+                ready.clear_ready();
                 return read.map(drop);
             }
         }
