@@ -153,16 +153,23 @@ async fn start(
     storage: Arc<dyn Storage>,
     root: Option<tempfile::TempDir>,
 ) -> TestServer {
-    let server = Server::bind(options, storage, Arc::new(TestUsers))
-        .await
-        .unwrap();
+    try_start(options, storage, root).await.unwrap()
+}
+
+/// [`start`], for a test that picks its own listening port and tries another when it is taken.
+async fn try_start(
+    options: ServerOptions,
+    storage: Arc<dyn Storage>,
+    root: Option<tempfile::TempDir>,
+) -> Result<TestServer, ferroftp_server::ServerError> {
+    let server = Server::bind(options, storage, Arc::new(TestUsers)).await?;
     let address = server.local_addrs()[0];
     let task = tokio::spawn(server.run(std::future::pending()));
-    TestServer {
+    Ok(TestServer {
         address,
         _root: root,
         task,
-    }
+    })
 }
 
 async fn memory_server() -> TestServer {
@@ -1353,17 +1360,8 @@ mod nat_and_proxies {
                 )],
                 ..test_options()
             };
-            let Ok(server) =
-                Server::bind(options, Arc::new(MemoryStorage::new()), Arc::new(TestUsers)).await
-            else {
+            let Ok(server) = try_start(options, Arc::new(MemoryStorage::new()), None).await else {
                 continue;
-            };
-            let address = server.local_addrs()[0];
-            let task = tokio::spawn(server.run(std::future::pending()));
-            let server = TestServer {
-                address,
-                _root: None,
-                task,
             };
             let source_port = control_port - 1;
             let mut client = server.login("alice").await;

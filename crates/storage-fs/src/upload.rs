@@ -428,7 +428,7 @@ impl FsUpload {
     /// and the data stays in the partial file, for a resume.
     async fn publish(
         mut self: Box<Self>,
-        gate: Option<PublishGate>,
+        mut gate: Option<PublishGate>,
     ) -> Result<Published, StorageError> {
         let tail = self.take_tail().await?;
         let in_place = self.in_place;
@@ -454,7 +454,6 @@ impl FsUpload {
         };
         if in_place {
             ending.make_durable()?;
-            let mut gate = gate;
             if let Some(gate) = &mut gate {
                 gate.wait().await;
             }
