@@ -16,6 +16,9 @@ from sysftp import RawFTP, parse_pasv, raw_in, sha256_bytes, start_ferroftp
 # The server's open-files limit in the descriptor test: low enough that a handful of sessions
 # reach the budget (docs/operations.md, "Open files").
 NOFILE = 96
+# The same for uploads: high enough that the 32 descriptors kept aside cannot hide an
+# undercount of what each uploading session holds (at 96 they did).
+NOFILE_UPLOADS = 256
 
 
 def _limited(bin_path: str, tmp_path, nofile: int) -> str:
@@ -111,6 +114,62 @@ def test_out_of_descriptors_new_sessions_get_421_and_open_ones_keep_working(
         assert server.proc.poll() is None
     finally:
         for c in locals().get("sessions", []):
+            c.close()
+        server.stop()
+
+
+def _sessions_until_refused(ns, server, bound: int) -> list[RawFTP]:
+    """Logged-in sessions, opened until the server refuses one with 421 for descriptors."""
+    sessions: list[RawFTP] = []
+    for _ in range(bound):
+        c = _connect(ns, server.port)
+        greeting = c.read_reply()
+        if greeting.code != 220:
+            c.close()
+            assert greeting.code == 421 and "out of file descriptors" in greeting.text, \
+                greeting.text
+            return sessions
+        c.login(server.user, server.password)
+        sessions.append(c)
+    raise AssertionError(f"no 421 in {bound} sessions")
+
+
+def test_out_of_descriptors_every_open_session_can_upload_at_once(ferroftp_bin, topo, tmp_path):
+    """At the descriptor budget every admitted session uploads at the same time: each holds its
+    control and data connections, its partial file, that file's directory and the probe of
+    its control connection. Counting three per session let these uploads fail with 'Too many
+    open files' (426/425)."""
+    ns = topo.ns("srv")
+    server = start_ferroftp(_limited(ferroftp_bin, tmp_path, NOFILE_UPLOADS), ns,
+                            tmp_path / "server", listen="127.0.0.1:2121",
+                            passive_ports="50000-50300",
+                            extra_args=["--max-sessions-per-ip", "1000"])
+    sessions: list[RawFTP] = []
+    try:
+        # Bounded: the limit allows far fewer sessions than this.
+        sessions = _sessions_until_refused(ns, server, NOFILE_UPLOADS)
+        assert sessions
+        uploads = [os.urandom(200_003) for _ in sessions]
+        data_connections = []
+        for c in sessions:
+            host, port = parse_pasv(c.expect("PASV", 227).text)
+            data_connections.append(ns.connect(host, port, timeout=15))
+        # Every upload started before any ends: all partial files open at once.
+        for index, c in enumerate(sessions):
+            reply = c.cmd(f"STOR up{index}.bin")
+            assert reply.code == 150, (index, reply.text)
+        for data, upload in zip(data_connections, uploads):
+            with data:
+                data.sendall(upload)
+        for index, c in enumerate(sessions):
+            reply = c.read_reply()
+            assert reply.code == 226, (index, len(sessions), reply.text)
+        for index, upload in enumerate(uploads):
+            assert sha256_bytes(server.path(f"up{index}.bin").read_bytes()) == \
+                sha256_bytes(upload), index
+        assert server.proc.poll() is None
+    finally:
+        for c in sessions:
             c.close()
         server.stop()
 

@@ -21,11 +21,13 @@ pub fn raise_open_files_limit() -> u64 {
     limit.current.unwrap_or(u64::MAX)
 }
 
-/// Descriptors a server needs for `max_sessions`: a busy session holds its control
-/// connection, a data connection or passive listener, and a file; plus room for the
-/// listeners, the users file, logs and the runtime.
+/// Descriptors a server needs for `max_sessions`: what a busy session may hold
+/// ([`ferroftp_server::DESCRIPTORS_PER_SESSION`]), plus room for the listeners, the users
+/// file, logs and the runtime.
 pub fn needed_for_sessions(max_sessions: usize) -> u64 {
-    (max_sessions as u64).saturating_mul(3).saturating_add(64)
+    (max_sessions as u64)
+        .saturating_mul(ferroftp_server::DESCRIPTORS_PER_SESSION as u64)
+        .saturating_add(64)
 }
 
 #[cfg(test)]
@@ -41,8 +43,8 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_session_needs_three_descriptors() {
-        assert_eq!(needed_for_sessions(1000), 3064);
+    fn a_busy_session_needs_six_descriptors() {
+        assert_eq!(needed_for_sessions(1000), 6064);
         assert_eq!(needed_for_sessions(usize::MAX), u64::MAX);
     }
 }

@@ -5,15 +5,17 @@
 //! queue, unanswered, while the sessions already open fail too: their next passive listener,
 //! data connection or file cannot be opened. So the accept loops refuse new sessions early:
 //!
-//! - a session may hold [`PER_SESSION`] descriptors (its control connection, then a passive
-//!   listener or data connection, and a file) — counted for every open session, busy or not,
-//!   so that each can make its next transfer;
+//! - a session may hold [`DESCRIPTORS_PER_SESSION`] descriptors (its control connection; a
+//!   passive listener or data connection; a file; for an upload into a local directory also
+//!   that directory, and from its first upload on the control connection's probe and, on a
+//!   root in memory, the grace timer: `transfer/publish.rs`) — counted for every open session,
+//!   busy or not, so that each can make its next transfer;
 //! - [`RESERVE`] more stay free for everything else: the moment a passive listener and its
 //!   data connection overlap, refusing a connection (its socket until the 421 is written),
 //!   log files reopened, the users file and certificates read again, admin requests;
-//! - so at most `(RLIMIT_NOFILE soft limit − descriptors open at start − RESERVE) / PER_SESSION`
-//!   sessions are open at once, whatever `max_sessions` says ([`session_cap`]), measured when
-//!   the server starts running.
+//! - so at most `(RLIMIT_NOFILE soft limit − descriptors open at start − RESERVE) /
+//!   DESCRIPTORS_PER_SESSION` sessions are open at once, whatever `max_sessions` says
+//!   ([`session_cap`]), measured when the server starts running.
 //!
 //! Should the table fill up anyway (another part of the process, a lower limit set from
 //! outside), each accept loop keeps one spare descriptor ([`SpareDescriptor`]): on `EMFILE`
@@ -27,8 +29,11 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 /// Descriptors counted per open session: control connection, passive listener or data
-/// connection, file.
-pub(crate) const PER_SESSION: usize = 3;
+/// connection, file; and what an upload adds: the file's directory, the control probe, the
+/// grace timer. Counting only the first three let every session at the limit fail its
+/// uploads with "Too many open files" (measured: 2 of 23 sessions at 128 descriptors, every
+/// one of 67 at 256).
+pub const DESCRIPTORS_PER_SESSION: usize = 6;
 
 /// Descriptors kept free beyond the sessions' share.
 pub(crate) const RESERVE: usize = 32;
@@ -43,7 +48,7 @@ pub(crate) fn sessions_for(limit: Option<u64>, in_use: usize) -> usize {
         return usize::MAX;
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    limit.saturating_sub(in_use).saturating_sub(RESERVE) / PER_SESSION
+    limit.saturating_sub(in_use).saturating_sub(RESERVE) / DESCRIPTORS_PER_SESSION
 }
 
 /// [`sessions_for`] this process now: its soft limit and its open descriptors (counted in
@@ -98,9 +103,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn three_descriptors_per_session_and_a_reserve() {
-        assert_eq!(sessions_for(Some(64), 20), 4);
-        assert_eq!(sessions_for(Some(1024), 40), 317);
+    fn six_descriptors_per_session_and_a_reserve() {
+        assert_eq!(sessions_for(Some(64), 20), 2);
+        assert_eq!(sessions_for(Some(1024), 40), 158);
         assert_eq!(sessions_for(Some(40), 20), 0);
         assert_eq!(sessions_for(None, 20), usize::MAX);
     }

@@ -49,6 +49,7 @@ pub use defender::{
     BanRecord, Defender, DefenderEvent, DefenderOptions, DefenderWeights,
     Verdict as DefenderVerdict,
 };
+pub use descriptors::DESCRIPTORS_PER_SESSION;
 use drain::{Drain, Phase};
 pub use ipnet::IpNet;
 use limits::{LimitExceeded, SessionLimiter};

@@ -3,6 +3,7 @@
 //! uploads received straight into the file on one blocking thread.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferroftp_backend::{LocalFile, LocalUploadFile, Upload};
@@ -80,8 +81,10 @@ async fn receive_into_local_file(
         .set_read_timeout(Some(idle_timeout.max(Duration::from_millis(1))))
         .map_err(lost)?;
     // Dropping this future (ABOR, the client gone) shuts the socket down, which ends the
-    // blocking read at once; the thread then finishes the write it holds and stops.
-    let mut stop_on_drop = ShutdownOnDrop(Some(socket.try_clone().map_err(lost)?));
+    // blocking read at once; the thread then finishes the write it holds and stops. Shared,
+    // not duplicated: a session's descriptors are counted (`descriptors.rs`).
+    let socket = Arc::new(socket);
+    let mut stop_on_drop = ShutdownOnDrop(Some(Arc::clone(&socket)));
     let received =
         tokio::task::spawn_blocking(move || receive_blocking(&socket, &file, first, &progress))
             .await
@@ -92,7 +95,7 @@ async fn receive_into_local_file(
     received
 }
 
-struct ShutdownOnDrop(Option<std::net::TcpStream>);
+struct ShutdownOnDrop(Option<Arc<std::net::TcpStream>>);
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
