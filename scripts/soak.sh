@@ -32,11 +32,12 @@ fi
 bin=$(cd "$(dirname "$FERROFTP_BIN")" && pwd)/$(basename "$FERROFTP_BIN")
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-# The server keeps 3 descriptors per session in reserve (control, data, file) plus 32 and
-# answers 421 past that (crates/server/src/descriptors.rs): ask for no more sessions than the
-# limit holds, rather than measure the refusals. Raising the hard limit needs
-# CAP_SYS_RESOURCE, which a container may not have.
-fits=$(( ($(ulimit -n) - 64) / 3 ))
+# The server keeps 6 descriptors per session in reserve (control, data, file, and for an
+# upload the file's directory, the control probe, the grace timer) plus 32 and answers 421
+# past that (DESCRIPTORS_PER_SESSION, crates/server/src/descriptors.rs): ask for no more
+# sessions than the limit holds, rather than measure the refusals. Raising the hard limit
+# needs CAP_SYS_RESOURCE, which a container may not have.
+fits=$(( ($(ulimit -n) - 64) / 6 ))
 if [ "$sessions" -gt "$fits" ]; then
     echo "soak: the open-files limit ($(ulimit -n)) holds $fits sessions, not $sessions; running $fits" >&2
     sessions=$fits
