@@ -431,28 +431,18 @@ impl FsUpload {
         mut gate: Option<PublishGate>,
     ) -> Result<Published, StorageError> {
         let tail = self.take_tail().await?;
-        let in_place = self.in_place;
-        let Self {
-            file,
-            directory,
-            partial_name,
-            final_name,
-            path,
-            unique,
-            fsync,
-            ..
-        } = *self;
+        let upload = *self;
         let ending = Ending {
             tail,
-            _file: file,
-            directory,
-            partial_name,
-            final_name,
-            path,
-            unique,
-            fsync,
+            _file: upload.file,
+            directory: upload.directory,
+            partial_name: upload.partial_name,
+            final_name: upload.final_name,
+            path: upload.path,
+            unique: upload.unique,
+            fsync: upload.fsync,
         };
-        if in_place {
+        if upload.in_place {
             ending.make_durable()?;
             if let Some(gate) = &mut gate {
                 gate.wait().await;
