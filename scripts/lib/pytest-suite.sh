@@ -46,7 +46,8 @@ require_python() {
     fi
 }
 
-# run_suite DIR [pytest args...]: pytest, the binary built unless FERROFTP_BIN is set.
+# run_suite DIR [pytest args...]: pytest, the binary built unless FERROFTP_BIN is set; returns
+# pytest's status (under `set -e` a failure ends the calling script).
 run_suite() {
     local directory=$1
     shift
@@ -62,5 +63,5 @@ run_suite() {
     echo "== $SUITE: python3 -m pytest $directory (binary: $FERROFTP_BIN)"
     local status=0
     python3 -m pytest -q -p no:cacheprovider -rfEs "$directory" "$@" || status=$?
-    exit "$status"
+    return "$status"
 }

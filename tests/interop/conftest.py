@@ -8,6 +8,11 @@ Environment:
   FERROFTP_INTEROP_PASV_BASE   first passive port of the ranges handed to servers (default
                                21000 + a per-process offset); each server gets its own 100
                                ports from a counter, wrapping inside 21000-30999
+  FERROFTP_INTEROP_MEMORY_ROOTS=1
+                               every server's root (unless the test gives one) in /dev/shm, a
+                               tmpfs: there the server does its file work in place instead of
+                               on its blocking pool (docs/uploads.md). scripts/interop.sh runs
+                               the transfer suites a second time this way.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,8 @@ import pytest
 from ftp_helpers import MiB, write_random
 
 REPO = Path(__file__).resolve().parents[2]
+MEMORY_ROOTS = os.environ.get("FERROFTP_INTEROP_MEMORY_ROOTS") == "1"
+MEMORY_ROOT_PARENT = "/dev/shm"
 STARTUP_TIMEOUT = 60.0
 DEFAULT_TEST_TIMEOUT = 300
 
@@ -165,6 +174,8 @@ def _start(bin_path: str, workdir: Path, *, users: list[User] | None = None,
            root: Path | None = None, config: str | None = None,
            storage: str | None = None, extra_args: list[str] | None = None) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
+    if root is None and MEMORY_ROOTS:
+        root = Path(tempfile.mkdtemp(dir=MEMORY_ROOT_PARENT, prefix="ferroftp-interop-"))
     root = root or workdir / "root"
     root.mkdir(parents=True, exist_ok=True)
     users_file = workdir / "users.toml"
@@ -266,6 +277,8 @@ def start_server(ferroftp_bin, tmp_path):
         if s.proc.poll() is not None:
             died.append((s.argv, s.proc.returncode))
         _stop(s.proc)
+        if MEMORY_ROOTS and Path(s.root).parent == Path(MEMORY_ROOT_PARENT):
+            shutil.rmtree(s.root, ignore_errors=True)
         print(f"--- server {s.argv} (pid {s.pid}) log tail ---")
         print(s.log()[-6000:])
     assert not died, f"server process(es) died during the test: {died}"
