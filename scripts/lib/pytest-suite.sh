@@ -60,7 +60,7 @@ run_suite() {
         export FERROFTP_BIN="${CARGO_TARGET_DIR:-target}/debug/ferroftp"
     fi
     export FERROFTP_SKIP_BUILD=1
-    echo "== $SUITE: python3 -m pytest $directory (binary: $FERROFTP_BIN)"
+    echo "== $SUITE: python3 -m pytest $directory $* (binary: $FERROFTP_BIN)"
     local status=0
     python3 -m pytest -q -p no:cacheprovider -rfEs "$directory" "$@" || status=$?
     return "$status"

@@ -47,6 +47,28 @@ def _retrieve(ns, c: RawFTP, name: str) -> bytes:
     return b"".join(chunks)
 
 
+def _sessions_until_refused(ns, server, bound: int,
+                            refusals: int = 1) -> tuple[list[RawFTP], list[str]]:
+    """Logged-in sessions, opened until the server has refused `refusals` connections with
+    421 (out of `bound` tries), and the refusals' texts."""
+    sessions: list[RawFTP] = []
+    refused: list[str] = []
+    for _ in range(bound):
+        c = _connect(ns, server.port)
+        # Answered at once either way: never left in the accept queue.
+        greeting = c.read_reply()
+        if greeting.code == 220:
+            c.login(server.user, server.password)
+            sessions.append(c)
+            continue
+        assert greeting.code == 421, greeting.text
+        refused.append(greeting.text)
+        c.close()
+        if len(refused) == refusals:
+            break
+    return sessions, refused
+
+
 def test_out_of_descriptors_new_sessions_get_421_and_open_ones_keep_working(
         ferroftp_bin, topo, tmp_path):
     ns = topo.ns("srv")
@@ -58,22 +80,8 @@ def test_out_of_descriptors_new_sessions_get_421_and_open_ones_keep_working(
         payload = os.urandom(300_001)
         server.path("f.bin").write_bytes(payload)
         login = (server.user, server.password)
-        sessions: list[RawFTP] = []
-        refused: list[str] = []
         # Bounded: the limit allows far fewer sessions than this.
-        for _ in range(NOFILE):
-            c = _connect(ns, server.port)
-            # Answered at once either way: never left in the accept queue.
-            greeting = c.read_reply()
-            if greeting.code == 220:
-                c.login(*login)
-                sessions.append(c)
-                continue
-            assert greeting.code == 421, greeting.text
-            refused.append(greeting.text)
-            c.close()
-            if len(refused) == 3:
-                break
+        sessions, refused = _sessions_until_refused(ns, server, NOFILE, refusals=3)
         assert len(refused) == 3 and sessions, (len(sessions), refused)
         assert "out of file descriptors" in refused[0], refused
         # Every open session makes a transfer, all data connections and files open at once.
@@ -118,22 +126,6 @@ def test_out_of_descriptors_new_sessions_get_421_and_open_ones_keep_working(
         server.stop()
 
 
-def _sessions_until_refused(ns, server, bound: int) -> list[RawFTP]:
-    """Logged-in sessions, opened until the server refuses one with 421 for descriptors."""
-    sessions: list[RawFTP] = []
-    for _ in range(bound):
-        c = _connect(ns, server.port)
-        greeting = c.read_reply()
-        if greeting.code != 220:
-            c.close()
-            assert greeting.code == 421 and "out of file descriptors" in greeting.text, \
-                greeting.text
-            return sessions
-        c.login(server.user, server.password)
-        sessions.append(c)
-    raise AssertionError(f"no 421 in {bound} sessions")
-
-
 def test_out_of_descriptors_every_open_session_can_upload_at_once(ferroftp_bin, topo, tmp_path):
     """At the descriptor budget every admitted session uploads at the same time: each holds its
     control and data connections, its partial file, that file's directory and the probe of
@@ -147,8 +139,9 @@ def test_out_of_descriptors_every_open_session_can_upload_at_once(ferroftp_bin, 
     sessions: list[RawFTP] = []
     try:
         # Bounded: the limit allows far fewer sessions than this.
-        sessions = _sessions_until_refused(ns, server, NOFILE_UPLOADS)
-        assert sessions
+        sessions, refused = _sessions_until_refused(ns, server, NOFILE_UPLOADS)
+        assert refused and sessions, (len(sessions), refused)
+        assert "out of file descriptors" in refused[0], refused
         uploads = [os.urandom(200_003) for _ in sessions]
         data_connections = []
         for c in sessions:

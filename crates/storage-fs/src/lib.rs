@@ -203,13 +203,18 @@ impl FsStorage {
             return work(&self.inner);
         }
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|error| {
-                StorageError::new(StorageErrorKind::Local, "blocking filesystem task failed")
-                    .with_source(error)
-            })?
+        on_blocking_pool(move || work(&inner)).await
     }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        StorageError::new(StorageErrorKind::Local, "blocking filesystem task failed")
+            .with_source(error)
+    })?
 }
 
 impl fmt::Debug for FsStorage {

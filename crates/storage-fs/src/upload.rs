@@ -26,7 +26,7 @@ use tokio::io::AsyncWrite;
 use crate::confine::{open_beneath, open_directory, open_parent};
 use crate::error::fs_error;
 use crate::write_behind::{Tail, WriteBehind};
-use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX};
+use crate::{Inner, NEW_FILE_MODE, PARTIAL_PREFIX, on_blocking_pool};
 
 /// How often to look for a fresh STOU name before giving up.
 const UNIQUE_ATTEMPTS: usize = 64;
@@ -449,7 +449,7 @@ impl FsUpload {
             }
             return ending.publish_if(gate);
         }
-        blocking(move || {
+        on_blocking_pool(move || {
             ending.make_durable()?;
             ending.publish_if(gate)
         })
@@ -578,17 +578,8 @@ impl Upload for FsUpload {
         if self.in_place {
             return write();
         }
-        blocking(write).await
+        on_blocking_pool(write).await
     }
-}
-
-/// Runs the end of an upload on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        StorageError::new(StorageErrorKind::Local, "upload task failed").with_source(error)
-    })?
 }
 
 /// Gives the new version the permission bits of the file it replaces, as an in-place write

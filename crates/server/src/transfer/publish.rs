@@ -116,10 +116,8 @@ impl GraceTimer {
         }
         let once = Itimerspec {
             it_interval: Timespec::default(),
-            it_value: Timespec {
-                tv_sec: i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(remaining.subsec_nanos()),
-            },
+            it_value: Timespec::try_from(remaining)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
         };
         // Arming it again also clears an expiry an earlier, abandoned wait left behind.
         rustix::time::timerfd_settime(timer, TimerfdTimerFlags::empty(), &once)?;
