@@ -634,6 +634,22 @@ async fn idle_session_is_closed_with_421() {
 }
 
 #[tokio::test]
+async fn the_idle_timeout_is_set_again_after_each_transfer() {
+    let mut options = test_options();
+    // Long enough that no gap between two commands of a loaded test machine reaches it.
+    options.session.idle_timeout = Duration::from_secs(2);
+    let server = start(options, Arc::new(MemoryStorage::new()), None).await;
+    let mut client = server.login("alice").await;
+    // A transfer in flight has no idle deadline; the session's one timer is set again after
+    // it, later than before.
+    for n in 0..2 {
+        let reply = store_reply(&mut client, &format!("/f{n}"), b"data").await;
+        assert_eq!(reply.code.0, 226);
+    }
+    assert_eq!(client.read_reply().await.unwrap().code.0, 421);
+}
+
+#[tokio::test]
 async fn a_session_that_does_not_log_in_is_closed_by_the_login_timeout() {
     let mut options = test_options();
     options.session.idle_timeout = Duration::from_secs(600);

@@ -97,7 +97,7 @@ pub(crate) fn prepare(
     target: &UploadTarget,
     mode: WriteMode,
 ) -> Result<Prepared, StorageError> {
-    let (directory, final_name, path, file, unique) = match target {
+    let (directory, final_name, path, locked, unique) = match target {
         UploadTarget::Path(path) => {
             if inner.anchor.is_top(path) {
                 return Err(StorageError::new(
@@ -107,32 +107,36 @@ pub(crate) fn prepare(
             }
             let (directory, name) = open_parent(&inner.anchor, path)?;
             refuse_directory(&directory, name, path)?;
-            let file = lock_partial(&directory, &partial_name(name), path, false)?;
-            (directory, name.to_owned(), path.clone(), file, false)
+            let locked = lock_partial(&directory, &partial_name(name), path, false)?;
+            (directory, name.to_owned(), path.clone(), locked, false)
         }
         UploadTarget::UniqueIn(directory_path) => {
             let directory = open_directory(&inner.anchor, directory_path)?;
-            let (name, file) = claim_unique_name(inner, &directory, directory_path)?;
+            let (name, locked) = claim_unique_name(inner, &directory, directory_path)?;
             let path = directory_path.resolve(&name).map_err(|error| {
                 StorageError::new(StorageErrorKind::Local, format!("STOU name {name}"))
                     .with_source(error)
             })?;
-            (directory, name, path, file, true)
+            (directory, name, path, locked, true)
         }
     };
     let partial = partial_name(&final_name);
-    let initial_len = match fill(inner, &file, &path, mode) {
+    let initial_len = match fill(inner, &locked, &path, mode) {
         Ok(length) => length,
         Err(error) => {
             // Do not leave an empty hidden file behind for an upload that never started.
-            if file.metadata().is_ok_and(|metadata| metadata.len() == 0) {
+            if locked
+                .file
+                .metadata()
+                .is_ok_and(|metadata| metadata.len() == 0)
+            {
                 let _ = rustix::fs::unlinkat(&directory, partial.as_str(), AtFlags::empty());
             }
             return Err(error);
         }
     };
     Ok(Prepared {
-        file,
+        file: locked.file,
         directory,
         partial_name: partial,
         final_name,
@@ -165,6 +169,14 @@ fn refuse_directory(
     }
 }
 
+/// A partial file opened and locked, with its length when the lock was taken: the lock
+/// keeps other uploads out, so that is still its length when the upload is prepared (and
+/// no second `stat` is needed for it).
+struct LockedPartial {
+    file: File,
+    length: u64,
+}
+
 /// Opens (creating it if needed, or only creating it when `exclusive`) and locks the
 /// partial file `partial` in `directory`.
 fn lock_partial(
@@ -172,7 +184,7 @@ fn lock_partial(
     partial: &str,
     path: &VirtualPath,
     exclusive: bool,
-) -> Result<File, StorageError> {
+) -> Result<LockedPartial, StorageError> {
     let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOCTTY;
     if exclusive {
         flags |= OFlags::EXCL;
@@ -203,7 +215,10 @@ fn lock_partial(
         let locked = rustix::fs::fstat(&fd).map_err(|error| fs_error(error, "stat", path))?;
         match rustix::fs::statat(directory, partial, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(current) if current.st_dev == locked.st_dev && current.st_ino == locked.st_ino => {
-                return Ok(File::from(fd));
+                return Ok(LockedPartial {
+                    file: File::from(fd),
+                    length: u64::try_from(locked.st_size).unwrap_or(0),
+                });
             }
             Ok(_) => {}
             Err(errno) if errno == Errno::NOENT => {}
@@ -223,7 +238,7 @@ fn claim_unique_name(
     inner: &Inner,
     directory: &OwnedFd,
     directory_path: &VirtualPath,
-) -> Result<(String, File), StorageError> {
+) -> Result<(String, LockedPartial), StorageError> {
     for _ in 0..UNIQUE_ATTEMPTS {
         let name = inner.unique_name();
         match rustix::fs::statat(directory, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -232,7 +247,7 @@ fn claim_unique_name(
             Err(errno) => return Err(fs_error(errno, "stat in", directory_path)),
         }
         match lock_partial(directory, &partial_name(&name), directory_path, true) {
-            Ok(file) => return Ok((name, file)),
+            Ok(locked) => return Ok((name, locked)),
             Err(error) if error.kind == StorageErrorKind::AlreadyExists => continue,
             Err(error) => return Err(error),
         }
@@ -247,14 +262,15 @@ fn claim_unique_name(
 /// it positioned at the end of that. Returns the length kept.
 fn fill(
     inner: &Inner,
-    partial: &File,
+    locked: &LockedPartial,
     path: &VirtualPath,
     mode: WriteMode,
 ) -> Result<u64, StorageError> {
     let io_error = |error: io::Error| fs_error(error, "prepare partial upload of", path);
+    let partial = &locked.file;
     let keep = match mode {
         WriteMode::Create => {
-            cut_to(partial, 0).map_err(io_error)?;
+            cut_to(partial, locked.length, 0).map_err(io_error)?;
             0
         }
         WriteMode::Append | WriteMode::ResumeAt(_) => match open_committed(inner, path)? {
@@ -264,7 +280,7 @@ fn fill(
             Some(committed) => {
                 let length = committed.metadata().map_err(io_error)?.len();
                 let keep = kept_length(mode, length, path)?;
-                cut_to(partial, 0).map_err(io_error)?;
+                cut_to(partial, locked.length, 0).map_err(io_error)?;
                 let mut source = (&committed).take(keep);
                 let mut destination = partial;
                 destination.seek(SeekFrom::Start(0)).map_err(io_error)?;
@@ -279,9 +295,8 @@ fn fill(
             }
             // Else what an abandoned upload left in the partial file.
             None => {
-                let length = partial.metadata().map_err(io_error)?.len();
-                let keep = kept_length(mode, length, path)?;
-                cut_to(partial, keep).map_err(io_error)?;
+                let keep = kept_length(mode, locked.length, path)?;
+                cut_to(partial, locked.length, keep).map_err(io_error)?;
                 keep
             }
         },
@@ -299,13 +314,14 @@ fn open_committed(inner: &Inner, path: &VirtualPath) -> Result<Option<File>, Sto
     }
 }
 
-/// Gives the partial file `length` bytes, leaving a file that already has them alone: ext4
+/// Gives the partial file, `current` bytes long, `length` bytes, leaving a file that already
+/// has them alone: ext4
 /// marks a file truncated to zero for a flush of all its data when it is closed
 /// (`auto_da_alloc`, meant for programs that rewrite a file in place), and for a fresh
 /// upload, whose partial file is new and empty anyway, that meant queueing the whole upload
 /// for writeback before the 226: measured, half the upload speed with idle CPUs.
-fn cut_to(file: &File, length: u64) -> io::Result<()> {
-    if file.metadata()?.len() != length {
+fn cut_to(file: &File, current: u64, length: u64) -> io::Result<()> {
+    if current != length {
         file.set_len(length)?;
     }
     Ok(())

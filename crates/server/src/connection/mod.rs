@@ -17,9 +17,10 @@ mod login;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferroftp_backend::{AccountState, Storage};
 use ferroftp_proto::Session;
@@ -260,16 +261,14 @@ fn now() -> Instant {
 impl ControlConnection {
     async fn run(&mut self) -> io::Result<()> {
         let mut read_buffer = [0u8; CONTROL_READ];
+        let mut timeout = SessionTimeout::new();
         loop {
             if !self.perform_actions().await? {
                 return Ok(());
             }
             self.count_misbehaviour();
             self.flush().await?;
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            timeout.set(self.session.poll_timeout());
             tokio::select! {
                 read = self.stream.read(&mut read_buffer) => {
                     let read = read?;
@@ -307,7 +306,10 @@ impl ControlConnection {
                         return Ok(());
                     }
                 }
-                () = sleep_until(deadline) => self.session.handle_timeout(now()),
+                () = timeout.elapsed(), if timeout.is_armed() => {
+                    timeout.fired();
+                    self.session.handle_timeout(now());
+                }
                 signal = self.shutdown.next_signal() => match signal {
                     ServerSignal::Phase(Phase::Serving) => {}
                     ServerSignal::Phase(Phase::Draining) => self.session.handle_shutdown(),
@@ -434,9 +436,51 @@ impl ControlConnection {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// The session's next deadline (login, idle), as one timer kept for the whole session.
+///
+/// A new `Sleep` per loop turn was registered afresh with tokio's timer wheel; after a
+/// transfer, when the session had no deadline, that registration was earlier than the time
+/// driver's next wake-up, so tokio woke its own thread through the driver's eventfd: one
+/// `write` and one extra `epoll_wait` per upload. Moving one timer's deadline later only
+/// updates it in place (tokio re-files it when the old moment comes), which is what almost
+/// every command does to the idle deadline.
+struct SessionTimeout {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed_for: Option<Instant>,
+}
+
+impl SessionTimeout {
+    fn new() -> Self {
+        // Not polled until armed: the branch is disabled while no deadline is set.
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed_for: None,
+        }
+    }
+
+    /// Arms the timer for `deadline`, or disarms it with `None` (a transfer in flight has
+    /// its own timeouts).
+    fn set(&mut self, deadline: Option<Instant>) {
+        if deadline != self.armed_for {
+            if let Some(deadline) = deadline {
+                self.sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+            }
+            self.armed_for = deadline;
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed_for.is_some()
+    }
+
+    /// Once the deadline has passed: the session sets its next one.
+    fn fired(&mut self) {
+        self.armed_for = None;
+    }
+
+    async fn elapsed(&mut self) {
+        self.sleep.as_mut().await;
     }
 }
