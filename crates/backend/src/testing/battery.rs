@@ -31,6 +31,21 @@ fn at(path: &str) -> UploadTarget {
     UploadTarget::Path(virtual_path(path))
 }
 
+/// An upload of `path` (created, replacing what is there) that has been sent `data` and
+/// not ended yet: what a transfer holds between its last byte and its commit or abandon.
+async fn upload_in_progress(
+    storage: &dyn Storage,
+    path: &str,
+    data: &[u8],
+) -> Box<dyn crate::storage::Upload> {
+    let mut upload = storage
+        .start_upload(&at(path), WriteMode::Create)
+        .await
+        .unwrap();
+    write_chunks(&mut *upload, data).await;
+    upload
+}
+
 /// Uploaded bytes come back exactly, and `commit` reports their size.
 pub async fn write_commit_read_exact_bytes(storage: &dyn Storage) {
     let data = pattern(LARGE, 1);
@@ -215,17 +230,9 @@ pub async fn list_file_is_not_a_directory(storage: &dyn Storage) {
 /// Neither abandoned nor running uploads show in listings.
 pub async fn listing_hides_partial_uploads(storage: &dyn Storage) {
     put_file(storage, "/visible", b"v").await;
-    let mut abandoned = storage
-        .start_upload(&at("/abandoned"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *abandoned, &pattern(1000, 1)).await;
+    let abandoned = upload_in_progress(storage, "/abandoned", &pattern(1000, 1)).await;
     abandoned.abandon().await.unwrap();
-    let mut running = storage
-        .start_upload(&at("/running"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *running, &pattern(1000, 2)).await;
+    let running = upload_in_progress(storage, "/running", &pattern(1000, 2)).await;
 
     assert_eq!(list_names(storage, "/").await.unwrap(), ["visible"]);
     running.commit().await.unwrap();
@@ -287,11 +294,7 @@ pub async fn make_dir_and_remove_dir(storage: &dyn Storage) {
 /// in it: the client has no way to see, let alone delete, that data.
 pub async fn remove_dir_discards_abandoned_uploads(storage: &dyn Storage) {
     storage.make_dir(&virtual_path("/d")).await.unwrap();
-    let mut abandoned = storage
-        .start_upload(&at("/d/partial"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *abandoned, &pattern(100, 1)).await;
+    let abandoned = upload_in_progress(storage, "/d/partial", &pattern(100, 1)).await;
     abandoned.abandon().await.unwrap();
     storage.remove_dir(&virtual_path("/d")).await.unwrap();
     storage.make_dir(&virtual_path("/d")).await.unwrap();
@@ -546,11 +549,7 @@ pub async fn set_mode(storage: &dyn Storage) {
 /// existing one still shows and reads as its previous version.
 pub async fn upload_in_progress_is_invisible(storage: &dyn Storage) {
     let new = virtual_path("/new");
-    let mut fresh = storage
-        .start_upload(&at("/new"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *fresh, &pattern(LARGE, 1)).await;
+    let fresh = upload_in_progress(storage, "/new", &pattern(LARGE, 1)).await;
     assert_kind(
         storage.metadata(&new).await,
         StorageErrorKind::NotFound,
@@ -567,11 +566,7 @@ pub async fn upload_in_progress_is_invisible(storage: &dyn Storage) {
     let old = pattern(1000, 2);
     let replacement = pattern(LARGE, 3);
     put_file(storage, "/old", &old).await;
-    let mut replacing = storage
-        .start_upload(&at("/old"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *replacing, &replacement).await;
+    let replacing = upload_in_progress(storage, "/old", &replacement).await;
     assert_eq!(
         storage.metadata(&virtual_path("/old")).await.unwrap().size,
         old.len() as u64
@@ -594,11 +589,7 @@ pub async fn upload_in_progress_is_invisible(storage: &dyn Storage) {
 pub async fn abandon_keeps_previous_version(storage: &dyn Storage) {
     let old = pattern(LARGE, 1);
     put_file(storage, "/f", &old).await;
-    let mut upload = storage
-        .start_upload(&at("/f"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &pattern(LARGE / 2, 2)).await;
+    let upload = upload_in_progress(storage, "/f", &pattern(LARGE / 2, 2)).await;
     upload.abandon().await.unwrap();
     assert_bytes_eq(
         &read_file(storage, "/f", 0).await.unwrap(),
@@ -617,11 +608,7 @@ pub async fn abandon_keeps_previous_version(storage: &dyn Storage) {
 /// names, and its yes publishes the exact bytes.
 pub async fn publish_if_decides_at_the_gates_moment(storage: &dyn Storage) {
     let data = pattern(LARGE, 6);
-    let mut upload = storage
-        .start_upload(&at("/gated"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &data).await;
+    let upload = upload_in_progress(storage, "/gated", &data).await;
     let moment = Instant::now() + Duration::from_millis(30);
     let decided_at = Arc::new(Mutex::new(None));
     let record = Arc::clone(&decided_at);
@@ -652,11 +639,7 @@ pub async fn publish_if_decides_at_the_gates_moment(storage: &dyn Storage) {
 pub async fn publish_if_withheld_keeps_previous_version(storage: &dyn Storage) {
     let old = pattern(LARGE, 7);
     put_file(storage, "/kept", &old).await;
-    let mut upload = storage
-        .start_upload(&at("/kept"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &pattern(LARGE / 3, 8)).await;
+    let upload = upload_in_progress(storage, "/kept", &pattern(LARGE / 3, 8)).await;
     let gate = PublishGate::new(|| Err(Withheld::ClientGone));
     assert_eq!(
         upload.publish_if(gate).await.unwrap(),
@@ -675,11 +658,7 @@ pub async fn abandon_leaves_resumable_data(storage: &dyn Storage) {
     let path = virtual_path("/r");
     let first = pattern(70_001, 3);
     let rest = pattern(LARGE, 4);
-    let mut upload = storage
-        .start_upload(&at("/r"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &first).await;
+    let upload = upload_in_progress(storage, "/r", &first).await;
     upload.abandon().await.unwrap();
     assert_kind(
         storage.metadata(&path).await,
@@ -713,11 +692,7 @@ pub async fn abandon_leaves_resumable_data(storage: &dyn Storage) {
 /// Dropping an upload without commit or abandon is an abandon (a client vanishing).
 pub async fn drop_without_commit_is_abandon(storage: &dyn Storage) {
     let first = pattern(5000, 5);
-    let mut upload = storage
-        .start_upload(&at("/dropped"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &first).await;
+    let upload = upload_in_progress(storage, "/dropped", &first).await;
     drop(upload);
     let path = virtual_path("/dropped");
     assert_kind(
@@ -741,11 +716,7 @@ pub async fn drop_without_commit_is_abandon(storage: &dyn Storage) {
 
     let old = pattern(2000, 7);
     put_file(storage, "/kept", &old).await;
-    let mut replacing = storage
-        .start_upload(&at("/kept"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *replacing, &pattern(4000, 8)).await;
+    let replacing = upload_in_progress(storage, "/kept", &pattern(4000, 8)).await;
     drop(replacing);
     assert_bytes_eq(
         &read_file(storage, "/kept", 0).await.unwrap(),
@@ -776,11 +747,7 @@ async fn upload_with_retry(
 
 /// STOR after an abandoned upload starts from nothing.
 pub async fn create_discards_abandoned_partial(storage: &dyn Storage) {
-    let mut upload = storage
-        .start_upload(&at("/p"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &pattern(5000, 1)).await;
+    let upload = upload_in_progress(storage, "/p", &pattern(5000, 1)).await;
     upload.abandon().await.unwrap();
     let fresh = pattern(100, 2);
     put_file(storage, "/p", &fresh).await;
@@ -795,11 +762,7 @@ pub async fn create_discards_abandoned_partial(storage: &dyn Storage) {
 /// n = SIZE it is the `curl -C -` resume.
 pub async fn resume_at_cuts_partial(storage: &dyn Storage) {
     let first = pattern(1000, 1);
-    let mut upload = storage
-        .start_upload(&at("/p"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &first).await;
+    let upload = upload_in_progress(storage, "/p", &first).await;
     upload.abandon().await.unwrap();
     let tail = pattern(300, 2);
     let mut resumed = storage
@@ -818,11 +781,7 @@ pub async fn resume_at_cuts_partial(storage: &dyn Storage) {
 
     let whole = pattern(LARGE, 3);
     let split = 123_457;
-    let mut upload = storage
-        .start_upload(&at("/q"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &whole[..split]).await;
+    let upload = upload_in_progress(storage, "/q", &whole[..split]).await;
     upload.abandon().await.unwrap();
     let size = storage.resumable_size(&virtual_path("/q")).await.unwrap();
     assert_eq!(size, split as u64);
@@ -900,11 +859,7 @@ pub async fn resume_at_beyond_is_invalid_range(storage: &dyn Storage) {
         "file untouched",
     );
 
-    let mut upload = storage
-        .start_upload(&at("/p"), WriteMode::Create)
-        .await
-        .unwrap();
-    write_chunks(&mut *upload, &pattern(10, 2)).await;
+    let upload = upload_in_progress(storage, "/p", &pattern(10, 2)).await;
     upload.abandon().await.unwrap();
     let beyond_partial = storage
         .start_upload(&at("/p"), WriteMode::ResumeAt(11))
